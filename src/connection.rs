@@ -1,0 +1,1 @@
+//! One HAProxy connection. (In progress.)

@@ -1,0 +1,29 @@
+//! The verified caller: what token verification hands to the policy decision.
+//! Built only from a token whose signature and claims were verified; nothing in
+//! here ever comes from an unverified token.
+
+/// A caller proven by a verified token.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Identity {
+    /// The issuer the token was verified against (its configured `issuer`).
+    pub issuer: String,
+    /// `sub` claim.
+    pub sub: Option<String>,
+    /// `client_id` claim (or `azp`/`cid` where providers put it there).
+    pub client_id: Option<String>,
+    /// `email` claim, used to match a Backstage User by `spec.profile.email`.
+    pub email: Option<String>,
+    /// Granted scopes from `scope` (space-delimited) and `scp` (array or string), deduplicated.
+    pub scopes: Vec<String>,
+    /// Identity-provider groups from the issuer's configured groups claim.
+    pub groups: Vec<String>,
+    /// `exp` claim, unix seconds.
+    pub exp: i64,
+}
+
+impl Identity {
+    /// Whether the token granted `scope` (whole-word match).
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scopes.iter().any(|s| s == scope)
+    }
+}

@@ -1,0 +1,22 @@
+//! stagedoor: an HAProxy SPOE agent that authorizes every HTTP request.
+//!
+//! One request reads straight through the modules:
+//! bytes in → [`spop`] frame → message → [`token`] verification → [`policy`]
+//! decision → actions → [`spop`] frame → bytes out.
+//!
+//! - [`spop`]: the pure SPOP codec (no I/O).
+//! - [`connection`] / [`server`]: the tokio engine around it.
+//! - [`token`]: JWT verification, JWKS key sets, verified-token cache.
+//! - [`catalog`]: Backstage entities from descriptor files or a live Backstage.
+//! - [`policy`]: the route table built from the catalog and the pure decision.
+//! - [`identity`]: the verified caller handed from token to policy.
+//! - [`reason`]: the closed set of decision reasons.
+
+pub mod catalog;
+pub mod connection;
+pub mod identity;
+pub mod policy;
+pub mod reason;
+pub mod server;
+pub mod spop;
+pub mod token;

@@ -1,0 +1,1 @@
+//! Policy: catalog entities → route table; request + identity → decision. (In progress.)

@@ -1,0 +1,1 @@
+//! Token verification: bearer token → verified `Identity` or a `Reason`. (In progress.)
