@@ -1,1 +1,79 @@
-//! Accept loop. (In progress.)
+//! Where connections come in: the accept loop, the connection limit, and shutdown.
+//! Each accepted socket is served by [`connection::serve`]; on shutdown the loop
+//! stops accepting and waits for connections to drain within the grace period.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::connection::{self, EngineConfig, EngineStats, Handler};
+use crate::spop::{Frame, Status};
+
+/// Serves SPOP on `listener` until `shutdown` is cancelled, then drains.
+///
+/// Connections beyond `max_connections` get AGENT-DISCONNECT 13 and are closed at
+/// once, never queued.
+pub async fn run<H: Handler>(
+    listener: TcpListener,
+    handler: Arc<H>,
+    cfg: EngineConfig,
+    max_connections: usize,
+    stats: Arc<EngineStats>,
+    shutdown: CancellationToken,
+) {
+    let cfg = Arc::new(cfg);
+    let slots = Arc::new(Semaphore::new(max_connections));
+    let tracker = TaskTracker::new();
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            () = shutdown.cancelled() => break,
+        };
+        let (mut stream, peer) = match accepted {
+            Ok(s) => s,
+            Err(e) => {
+                // EMFILE and friends: back off briefly instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            stats.connections_rejected.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%peer, max_connections, "connection limit reached; closing");
+            tracker.spawn(async move {
+                let mut out = bytes::BytesMut::new();
+                let f = Frame::agent_disconnect(Status::Resource);
+                if f.encode(&mut out, 65_535).is_ok() {
+                    let _ =
+                        tokio::time::timeout(Duration::from_secs(1), stream.write_all(&out)).await;
+                }
+            });
+            continue;
+        };
+        stats.connections_total.fetch_add(1, Ordering::Relaxed);
+        stats.connections_open.fetch_add(1, Ordering::Relaxed);
+        let (handler, cfg, stats, shutdown) = (
+            handler.clone(),
+            cfg.clone(),
+            stats.clone(),
+            shutdown.clone(),
+        );
+        tracker.spawn(async move {
+            let closed = connection::serve(stream, handler, cfg, stats.clone(), shutdown).await;
+            tracing::debug!(%peer, ?closed, "connection closed");
+            stats.connections_open.fetch_sub(1, Ordering::Relaxed);
+            drop(slot);
+        });
+    }
+    tracker.close();
+    // Connections drain their in-flight work within `shutdown_grace` themselves;
+    // the extra second covers writing the final AGENT-DISCONNECT.
+    let _ = tokio::time::timeout(cfg.shutdown_grace + Duration::from_secs(1), tracker.wait()).await;
+}

@@ -41,85 +41,144 @@ fn golden() -> Vec<(&'static str, Vec<u8>, Frame<'static>)> {
     vec![
         (
             "HAPROXY-HELLO 2.6",
-            hex("00 00 00 81 01 00 00 00 01 00 00 12 73 75 70 70 6F 72 74 65 64 2D 76 65 72 73 69 6F 6E 73 08 03 32 2E 30 0E 6D 61 78 2D 66 72 61 6D 65 2D 73 69 7A 65 03 FC F0 06 0C 63 61 70 61 62 69 6C 69 74 69 65 73 08 10 70 69 70 65 6C 69 6E 69 6E 67 2C 61 73 79 6E 63 09 65 6E 67 69 6E 65 2D 69 64 08 24 64 38 61 33 62 63 34 63 2D 36 65 31 62 2D 34 62 30 36 2D 39 61 30 35 2D 34 65 62 61 62 32 64 30 61 37 66 32"),
-            frame(0, 0, Body::HaproxyHello(vec![
-                kv("supported-versions", s("2.0")),
-                kv("max-frame-size", TypedData::Uint32(16380)),
-                kv("capabilities", s("pipelining,async")),
-                kv("engine-id", s(ENGINE_ID)),
-            ])),
+            hex(
+                "00 00 00 81 01 00 00 00 01 00 00 12 73 75 70 70 6F 72 74 65 64 2D 76 65 72 73 69 6F 6E 73 08 03 32 2E 30 0E 6D 61 78 2D 66 72 61 6D 65 2D 73 69 7A 65 03 FC F0 06 0C 63 61 70 61 62 69 6C 69 74 69 65 73 08 10 70 69 70 65 6C 69 6E 69 6E 67 2C 61 73 79 6E 63 09 65 6E 67 69 6E 65 2D 69 64 08 24 64 38 61 33 62 63 34 63 2D 36 65 31 62 2D 34 62 30 36 2D 39 61 30 35 2D 34 65 62 61 62 32 64 30 61 37 66 32",
+            ),
+            frame(
+                0,
+                0,
+                Body::HaproxyHello(vec![
+                    kv("supported-versions", s("2.0")),
+                    kv("max-frame-size", TypedData::Uint32(16380)),
+                    kv("capabilities", s("pipelining,async")),
+                    kv("engine-id", s(ENGINE_ID)),
+                ]),
+            ),
         ),
         (
             "HAPROXY-HELLO 3.1+",
-            hex("00 00 00 7B 01 00 00 00 01 00 00 12 73 75 70 70 6F 72 74 65 64 2D 76 65 72 73 69 6F 6E 73 08 03 32 2E 30 0E 6D 61 78 2D 66 72 61 6D 65 2D 73 69 7A 65 03 FC F0 06 0C 63 61 70 61 62 69 6C 69 74 69 65 73 08 0A 70 69 70 65 6C 69 6E 69 6E 67 09 65 6E 67 69 6E 65 2D 69 64 08 24 64 38 61 33 62 63 34 63 2D 36 65 31 62 2D 34 62 30 36 2D 39 61 30 35 2D 34 65 62 61 62 32 64 30 61 37 66 32"),
-            frame(0, 0, Body::HaproxyHello(vec![
-                kv("supported-versions", s("2.0")),
-                kv("max-frame-size", TypedData::Uint32(16380)),
-                kv("capabilities", s("pipelining")),
-                kv("engine-id", s(ENGINE_ID)),
-            ])),
+            hex(
+                "00 00 00 7B 01 00 00 00 01 00 00 12 73 75 70 70 6F 72 74 65 64 2D 76 65 72 73 69 6F 6E 73 08 03 32 2E 30 0E 6D 61 78 2D 66 72 61 6D 65 2D 73 69 7A 65 03 FC F0 06 0C 63 61 70 61 62 69 6C 69 74 69 65 73 08 0A 70 69 70 65 6C 69 6E 69 6E 67 09 65 6E 67 69 6E 65 2D 69 64 08 24 64 38 61 33 62 63 34 63 2D 36 65 31 62 2D 34 62 30 36 2D 39 61 30 35 2D 34 65 62 61 62 32 64 30 61 37 66 32",
+            ),
+            frame(
+                0,
+                0,
+                Body::HaproxyHello(vec![
+                    kv("supported-versions", s("2.0")),
+                    kv("max-frame-size", TypedData::Uint32(16380)),
+                    kv("capabilities", s("pipelining")),
+                    kv("engine-id", s(ENGINE_ID)),
+                ]),
+            ),
         ),
         (
             "HAPROXY-HELLO healthcheck (2.6 and 3.x)",
-            hex("00 00 00 4E 01 00 00 00 01 00 00 12 73 75 70 70 6F 72 74 65 64 2D 76 65 72 73 69 6F 6E 73 08 03 32 2E 30 0E 6D 61 78 2D 66 72 61 6D 65 2D 73 69 7A 65 03 FC F0 06 0C 63 61 70 61 62 69 6C 69 74 69 65 73 08 00 0B 68 65 61 6C 74 68 63 68 65 63 6B 11"),
-            frame(0, 0, Body::HaproxyHello(vec![
-                kv("supported-versions", s("2.0")),
-                kv("max-frame-size", TypedData::Uint32(16380)),
-                kv("capabilities", s("")),
-                kv("healthcheck", TypedData::Bool(true)),
-            ])),
+            hex(
+                "00 00 00 4E 01 00 00 00 01 00 00 12 73 75 70 70 6F 72 74 65 64 2D 76 65 72 73 69 6F 6E 73 08 03 32 2E 30 0E 6D 61 78 2D 66 72 61 6D 65 2D 73 69 7A 65 03 FC F0 06 0C 63 61 70 61 62 69 6C 69 74 69 65 73 08 00 0B 68 65 61 6C 74 68 63 68 65 63 6B 11",
+            ),
+            frame(
+                0,
+                0,
+                Body::HaproxyHello(vec![
+                    kv("supported-versions", s("2.0")),
+                    kv("max-frame-size", TypedData::Uint32(16380)),
+                    kv("capabilities", s("")),
+                    kv("healthcheck", TypedData::Bool(true)),
+                ]),
+            ),
         ),
         (
             "AGENT-HELLO",
-            hex("00 00 00 40 65 00 00 00 01 00 00 07 76 65 72 73 69 6F 6E 08 03 32 2E 30 0E 6D 61 78 2D 66 72 61 6D 65 2D 73 69 7A 65 03 FC F0 06 0C 63 61 70 61 62 69 6C 69 74 69 65 73 08 0A 70 69 70 65 6C 69 6E 69 6E 67"),
+            hex(
+                "00 00 00 40 65 00 00 00 01 00 00 07 76 65 72 73 69 6F 6E 08 03 32 2E 30 0E 6D 61 78 2D 66 72 61 6D 65 2D 73 69 7A 65 03 FC F0 06 0C 63 61 70 61 62 69 6C 69 74 69 65 73 08 0A 70 69 70 65 6C 69 6E 69 6E 67",
+            ),
             Frame::agent_hello(16380),
         ),
         (
             "NOTIFY sid 5 fid 1 check-client-ip",
-            hex("00 00 00 20 03 00 00 00 01 05 01 0F 63 68 65 63 6B 2D 63 6C 69 65 6E 74 2D 69 70 01 02 69 70 06 C0 A8 00 01"),
-            frame(5, 1, Body::Notify(vec![Message {
-                name: Cow::Borrowed(b"check-client-ip"),
-                args: vec![kv("ip", TypedData::Ipv4(Ipv4Addr::new(192, 168, 0, 1)))],
-            }])),
+            hex(
+                "00 00 00 20 03 00 00 00 01 05 01 0F 63 68 65 63 6B 2D 63 6C 69 65 6E 74 2D 69 70 01 02 69 70 06 C0 A8 00 01",
+            ),
+            frame(
+                5,
+                1,
+                Body::Notify(vec![Message {
+                    name: Cow::Borrowed(b"check-client-ip"),
+                    args: vec![kv("ip", TypedData::Ipv4(Ipv4Addr::new(192, 168, 0, 1)))],
+                }]),
+            ),
         ),
         (
             "NOTIFY captured from 2.6.12 (sid 0 fid 1)",
-            hex("0000005b030000000100010f636865636b2d636c69656e742d697007026970067f00000104706f727404f2c31a046d6574680803474554047061746808062f68656c6c6f02756108066c61622d7561076e6f7468696e670004626f64790900"),
-            frame(0, 1, Body::Notify(vec![Message {
-                name: Cow::Borrowed(b"check-client-ip"),
-                args: vec![
-                    kv("ip", TypedData::Ipv4(Ipv4Addr::LOCALHOST)),
-                    kv("port", TypedData::Int64(56610)),
-                    kv("meth", s("GET")),
-                    kv("path", s("/hello")),
-                    kv("ua", s("lab-ua")),
-                    kv("nothing", TypedData::Null),
-                    kv("body", TypedData::Bin(Cow::Borrowed(b""))),
-                ],
-            }])),
+            hex(
+                "0000005b030000000100010f636865636b2d636c69656e742d697007026970067f00000104706f727404f2c31a046d6574680803474554047061746808062f68656c6c6f02756108066c61622d7561076e6f7468696e670004626f64790900",
+            ),
+            frame(
+                0,
+                1,
+                Body::Notify(vec![Message {
+                    name: Cow::Borrowed(b"check-client-ip"),
+                    args: vec![
+                        kv("ip", TypedData::Ipv4(Ipv4Addr::LOCALHOST)),
+                        kv("port", TypedData::Int64(56610)),
+                        kv("meth", s("GET")),
+                        kv("path", s("/hello")),
+                        kv("ua", s("lab-ua")),
+                        kv("nothing", TypedData::Null),
+                        kv("body", TypedData::Bin(Cow::Borrowed(b""))),
+                    ],
+                }]),
+            ),
         ),
         (
             "NOTIFY group, unnamed arg, captured from 2.6.12 (sid 2 fid 2)",
             hex("0000001b030000000102020965787472612d6d7367010008062f6772702f78"),
-            frame(2, 2, Body::Notify(vec![Message {
-                name: Cow::Borrowed(b"extra-msg"),
-                args: vec![kv("", s("/grp/x"))],
-            }])),
+            frame(
+                2,
+                2,
+                Body::Notify(vec![Message {
+                    name: Cow::Borrowed(b"extra-msg"),
+                    args: vec![kv("", s("/grp/x"))],
+                }]),
+            ),
         ),
         (
             "ACK set-var(sess, ip_score, UINT32 75)",
             hex("00 00 00 15 67 00 00 00 01 05 01 01 03 01 08 69 70 5F 73 63 6F 72 65 03 4B"),
-            frame(5, 1, Body::Ack(vec![Action::set(Scope::Sess, "ip_score", TypedData::Uint32(75))])),
+            frame(
+                5,
+                1,
+                Body::Ack(vec![Action::set(
+                    Scope::Sess,
+                    "ip_score",
+                    TypedData::Uint32(75),
+                )]),
+            ),
         ),
         (
             "ACK sid 300 fid 2300 set-var(txn, score, INT32 1000)",
             hex("00 00 00 16 67 00 00 00 01 FC 03 FC 80 00 01 03 02 05 73 63 6F 72 65 02 F8 2F"),
-            frame(300, 2300, Body::Ack(vec![Action::set(Scope::Txn, "score", TypedData::Int32(1000))])),
+            frame(
+                300,
+                2300,
+                Body::Ack(vec![Action::set(
+                    Scope::Txn,
+                    "score",
+                    TypedData::Int32(1000),
+                )]),
+            ),
         ),
         (
             "ACK unset-var(txn, score)",
             hex("00 00 00 10 67 00 00 00 01 03 01 02 02 02 05 73 63 6F 72 65"),
-            frame(3, 1, Body::Ack(vec![Action::UnsetVar { scope: Scope::Txn, name: Cow::Borrowed(b"score") }])),
+            frame(
+                3,
+                1,
+                Body::Ack(vec![Action::UnsetVar {
+                    scope: Scope::Txn,
+                    name: Cow::Borrowed(b"score"),
+                }]),
+            ),
         ),
         (
             "empty ACK",
@@ -128,24 +187,38 @@ fn golden() -> Vec<(&'static str, Vec<u8>, Frame<'static>)> {
         ),
         (
             "AGENT-DISCONNECT 0 normal",
-            hex("00 00 00 25 66 00 00 00 01 00 00 0B 73 74 61 74 75 73 2D 63 6F 64 65 03 00 07 6D 65 73 73 61 67 65 08 06 6E 6F 72 6D 61 6C"),
+            hex(
+                "00 00 00 25 66 00 00 00 01 00 00 0B 73 74 61 74 75 73 2D 63 6F 64 65 03 00 07 6D 65 73 73 61 67 65 08 06 6E 6F 72 6D 61 6C",
+            ),
             Frame::agent_disconnect(Status::Normal),
         ),
         (
             "HAPROXY-DISCONNECT 2 timeout (captured idle close, 2.6.12)",
-            hex("00000031020000000100000b7374617475732d636f64650302076d6573736167650812612074696d656f7574206f63637572726564"),
-            frame(0, 0, Body::HaproxyDisconnect(vec![
-                kv("status-code", TypedData::Uint32(2)),
-                kv("message", s("a timeout occurred")),
-            ])),
+            hex(
+                "00000031020000000100000b7374617475732d636f64650302076d6573736167650812612074696d656f7574206f63637572726564",
+            ),
+            frame(
+                0,
+                0,
+                Body::HaproxyDisconnect(vec![
+                    kv("status-code", TypedData::Uint32(2)),
+                    kv("message", s("a timeout occurred")),
+                ]),
+            ),
         ),
         (
             "HAPROXY-DISCONNECT 10 fragmentation (captured, 2.6.12)",
-            hex("0000003a020000000100000b7374617475732d636f6465030a076d657373616765081b667261676d656e746174696f6e206e6f7420737570706f72746564"),
-            frame(0, 0, Body::HaproxyDisconnect(vec![
-                kv("status-code", TypedData::Uint32(10)),
-                kv("message", s("fragmentation not supported")),
-            ])),
+            hex(
+                "0000003a020000000100000b7374617475732d636f6465030a076d657373616765081b667261676d656e746174696f6e206e6f7420737570706f72746564",
+            ),
+            frame(
+                0,
+                0,
+                Body::HaproxyDisconnect(vec![
+                    kv("status-code", TypedData::Uint32(10)),
+                    kv("message", s("fragmentation not supported")),
+                ]),
+            ),
         ),
     ]
 }
@@ -174,7 +247,11 @@ fn golden_frames_encode() {
 fn every_truncated_prefix_needs_more_bytes() {
     for (label, bytes, _) in golden() {
         for cut in 0..bytes.len() {
-            assert_eq!(read_frame(&bytes[..cut], 65_535), Ok(None), "{label} cut at {cut}");
+            assert_eq!(
+                read_frame(&bytes[..cut], 65_535),
+                Ok(None),
+                "{label} cut at {cut}"
+            );
         }
     }
 }
@@ -201,26 +278,78 @@ fn golden_prefix_limits() {
         read_frame(hello, 100),
         Err(DecodeError::FrameTooBig { len: 129, max: 100 })
     );
-    assert_eq!(read_frame(&[0, 0, 0, 0], 65_535), Err(DecodeError::FrameTooShort(0)));
-    assert_eq!(read_frame(&[0, 0, 0, 6, 3], 65_535), Err(DecodeError::FrameTooShort(6)));
+    assert_eq!(
+        read_frame(&[0, 0, 0, 0], 65_535),
+        Err(DecodeError::FrameTooShort(0))
+    );
+    assert_eq!(
+        read_frame(&[0, 0, 0, 6, 3], 65_535),
+        Err(DecodeError::FrameTooShort(6))
+    );
     // The production panic value from haproxy-go's tests: rejected before allocating.
     assert_eq!(
         read_frame(&369_295_622u32.to_be_bytes(), 16_380),
-        Err(DecodeError::FrameTooBig { len: 369_295_622, max: 16_380 })
+        Err(DecodeError::FrameTooBig {
+            len: 369_295_622,
+            max: 16_380
+        })
     );
 }
 
 #[test]
 fn malformed_frames_map_to_status_codes() {
     let cases: Vec<(&str, Vec<u8>, DecodeError, Status)> = vec![
-        ("unknown type", hex("09 00 00 00 01 00 00"), DecodeError::UnknownFrameType(9), Status::Invalid),
-        ("no FIN", hex("03 00 00 00 00 01 01"), DecodeError::Fragmented, Status::FragmentationNotSupported),
-        ("UNSET continuation", hex("00 00 00 00 01 01 01"), DecodeError::Fragmented, Status::FragmentationNotSupported),
-        ("11-byte stream-id", hex("03 00 00 00 01 FF FE FE FE FE FE FE FE FE FE FE 01"), DecodeError::VarintTooLong, Status::Invalid),
-        ("unknown action", hex("67 00 00 00 01 01 01 07 00"), DecodeError::UnknownActionType(7), Status::Invalid),
-        ("bad scope", hex("67 00 00 00 01 01 01 02 02 09 01 61"), DecodeError::UnknownScope(9), Status::Invalid),
-        ("set-var with 2 args", hex("67 00 00 00 01 01 01 01 02 02 01 61"), DecodeError::BadActionArgs { kind: 1, nb_args: 2 }, Status::Invalid),
-        ("message claims 2 args, has 1", hex("03 00 00 00 01 01 01 01 6D 02 01 61 00"), DecodeError::Truncated("varint"), Status::Invalid),
+        (
+            "unknown type",
+            hex("09 00 00 00 01 00 00"),
+            DecodeError::UnknownFrameType(9),
+            Status::Invalid,
+        ),
+        (
+            "no FIN",
+            hex("03 00 00 00 00 01 01"),
+            DecodeError::Fragmented,
+            Status::FragmentationNotSupported,
+        ),
+        (
+            "UNSET continuation",
+            hex("00 00 00 00 01 01 01"),
+            DecodeError::Fragmented,
+            Status::FragmentationNotSupported,
+        ),
+        (
+            "11-byte stream-id",
+            hex("03 00 00 00 01 FF FE FE FE FE FE FE FE FE FE FE 01"),
+            DecodeError::VarintTooLong,
+            Status::Invalid,
+        ),
+        (
+            "unknown action",
+            hex("67 00 00 00 01 01 01 07 00"),
+            DecodeError::UnknownActionType(7),
+            Status::Invalid,
+        ),
+        (
+            "bad scope",
+            hex("67 00 00 00 01 01 01 02 02 09 01 61"),
+            DecodeError::UnknownScope(9),
+            Status::Invalid,
+        ),
+        (
+            "set-var with 2 args",
+            hex("67 00 00 00 01 01 01 01 02 02 01 61"),
+            DecodeError::BadActionArgs {
+                kind: 1,
+                nb_args: 2,
+            },
+            Status::Invalid,
+        ),
+        (
+            "message claims 2 args, has 1",
+            hex("03 00 00 00 01 01 01 01 6D 02 01 61 00"),
+            DecodeError::Truncated("varint"),
+            Status::Invalid,
+        ),
     ];
     for (label, body, err, status) in cases {
         assert_eq!(Frame::decode(&body), Err(err.clone()), "{label}");
@@ -243,14 +372,26 @@ fn hello_handshake_rules() {
     assert_eq!(ok.negotiate(1024), 1024);
     assert_eq!(ok.negotiate(10), 256, "never below 256");
 
-    assert_eq!(hello(vec![kv("max-frame-size", TypedData::Uint32(16380))]), Err(Status::NoVersion));
     assert_eq!(
-        hello(vec![kv("supported-versions", s("1.0")), kv("max-frame-size", TypedData::Uint32(16380))]),
+        hello(vec![kv("max-frame-size", TypedData::Uint32(16380))]),
+        Err(Status::NoVersion)
+    );
+    assert_eq!(
+        hello(vec![
+            kv("supported-versions", s("1.0")),
+            kv("max-frame-size", TypedData::Uint32(16380))
+        ]),
         Err(Status::UnsupportedVersion)
     );
-    assert_eq!(hello(vec![kv("supported-versions", s("2.0"))]), Err(Status::NoFrameSize));
     assert_eq!(
-        hello(vec![kv("supported-versions", s("2.0")), kv("max-frame-size", TypedData::Uint32(255))]),
+        hello(vec![kv("supported-versions", s("2.0"))]),
+        Err(Status::NoFrameSize)
+    );
+    assert_eq!(
+        hello(vec![
+            kv("supported-versions", s("2.0")),
+            kv("max-frame-size", TypedData::Uint32(255))
+        ]),
         Err(Status::BadFrameSize)
     );
     // Any integer type is accepted for max-frame-size, as HAProxy does.
@@ -265,7 +406,15 @@ fn hello_handshake_rules() {
 
 #[test]
 fn encode_refuses_frames_over_the_limit() {
-    let big = Frame::ack(1, 1, vec![Action::set(Scope::Txn, "x", TypedData::string("a".repeat(300)))]);
+    let big = Frame::ack(
+        1,
+        1,
+        vec![Action::set(
+            Scope::Txn,
+            "x",
+            TypedData::string("a".repeat(300)),
+        )],
+    );
     let mut out = BytesMut::new();
     assert!(big.encode(&mut out, 256).is_err());
     assert!(out.is_empty(), "nothing written");
@@ -287,8 +436,10 @@ mod prop {
             any::<u64>().prop_map(TypedData::Uint64),
             any::<[u8; 4]>().prop_map(|b| TypedData::Ipv4(b.into())),
             any::<[u8; 16]>().prop_map(|b| TypedData::Ipv6(b.into())),
-            proptest::collection::vec(any::<u8>(), 0..40).prop_map(|b| TypedData::Str(Cow::Owned(b))),
-            proptest::collection::vec(any::<u8>(), 0..40).prop_map(|b| TypedData::Bin(Cow::Owned(b))),
+            proptest::collection::vec(any::<u8>(), 0..40)
+                .prop_map(|b| TypedData::Str(Cow::Owned(b))),
+            proptest::collection::vec(any::<u8>(), 0..40)
+                .prop_map(|b| TypedData::Bin(Cow::Owned(b))),
         ]
     }
 
@@ -297,16 +448,29 @@ mod prop {
     }
 
     fn arb_args() -> impl Strategy<Value = Vec<Arg<'static>>> {
-        proptest::collection::vec((arb_name(), arb_data()).prop_map(|(name, value)| Arg { name, value }), 0..8)
+        proptest::collection::vec(
+            (arb_name(), arb_data()).prop_map(|(name, value)| Arg { name, value }),
+            0..8,
+        )
     }
 
     fn arb_scope() -> impl Strategy<Value = Scope> {
-        prop_oneof![Just(Scope::Proc), Just(Scope::Sess), Just(Scope::Txn), Just(Scope::Req), Just(Scope::Res)]
+        prop_oneof![
+            Just(Scope::Proc),
+            Just(Scope::Sess),
+            Just(Scope::Txn),
+            Just(Scope::Req),
+            Just(Scope::Res)
+        ]
     }
 
     fn arb_action() -> impl Strategy<Value = Action<'static>> {
         prop_oneof![
-            (arb_scope(), arb_name(), arb_data()).prop_map(|(scope, name, value)| Action::SetVar { scope, name, value }),
+            (arb_scope(), arb_name(), arb_data()).prop_map(|(scope, name, value)| Action::SetVar {
+                scope,
+                name,
+                value
+            }),
             (arb_scope(), arb_name()).prop_map(|(scope, name)| Action::UnsetVar { scope, name }),
         ]
     }
@@ -317,8 +481,11 @@ mod prop {
             arb_args().prop_map(Body::HaproxyDisconnect),
             arb_args().prop_map(Body::AgentHello),
             arb_args().prop_map(Body::AgentDisconnect),
-            proptest::collection::vec((arb_name(), arb_args()).prop_map(|(name, args)| Message { name, args }), 0..4)
-                .prop_map(Body::Notify),
+            proptest::collection::vec(
+                (arb_name(), arb_args()).prop_map(|(name, args)| Message { name, args }),
+                0..4
+            )
+            .prop_map(Body::Notify),
             proptest::collection::vec(arb_action(), 0..8).prop_map(Body::Ack),
         ]
     }

@@ -302,9 +302,18 @@ mod tests {
             (TypedData::Int32(75), hex("02 4B")),
             (TypedData::Uint32(16380), hex("03 FC F0 06")),
             (TypedData::Int64(443), hex("04 FB 0C")),
-            (TypedData::Int64(-1), hex("04 FF F0 FE FE FE FE FE FE FE 0E")),
-            (TypedData::Int64(-5), hex("04 FB F0 FE FE FE FE FE FE FE 0E")),
-            (TypedData::Ipv4(Ipv4Addr::new(127, 0, 0, 1)), hex("06 7F 00 00 01")),
+            (
+                TypedData::Int64(-1),
+                hex("04 FF F0 FE FE FE FE FE FE FE 0E"),
+            ),
+            (
+                TypedData::Int64(-5),
+                hex("04 FB F0 FE FE FE FE FE FE FE 0E"),
+            ),
+            (
+                TypedData::Ipv4(Ipv4Addr::new(127, 0, 0, 1)),
+                hex("06 7F 00 00 01"),
+            ),
             (
                 TypedData::Ipv6(Ipv6Addr::LOCALHOST),
                 hex("07 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 01"),

@@ -280,9 +280,7 @@ impl<'a> Frame<'a> {
         let payload = &body[h.payload_offset..];
         let body = match h.frame_type {
             FrameType::HaproxyHello => Body::HaproxyHello(data::decode_kv_list(payload)?),
-            FrameType::HaproxyDisconnect => {
-                Body::HaproxyDisconnect(data::decode_kv_list(payload)?)
-            }
+            FrameType::HaproxyDisconnect => Body::HaproxyDisconnect(data::decode_kv_list(payload)?),
             FrameType::AgentHello => Body::AgentHello(data::decode_kv_list(payload)?),
             FrameType::AgentDisconnect => Body::AgentDisconnect(data::decode_kv_list(payload)?),
             FrameType::Notify => Body::Notify(decode_messages(payload)?),
@@ -305,7 +303,9 @@ impl<'a> Frame<'a> {
             | Body::AgentDisconnect(kv) => kv.iter().map(Arg::encoded_len).sum(),
             Body::Notify(msgs) => msgs
                 .iter()
-                .map(|m| bytes_len(&m.name) + 1 + m.args.iter().map(Arg::encoded_len).sum::<usize>())
+                .map(|m| {
+                    bytes_len(&m.name) + 1 + m.args.iter().map(Arg::encoded_len).sum::<usize>()
+                })
                 .sum(),
             Body::Ack(actions) => actions.iter().map(Action::encoded_len).sum(),
         };
