@@ -1,6 +1,8 @@
 //! Helpers shared by integration tests: a raw SPOP client and a test handler.
 #![allow(dead_code)]
 
+pub mod haproxy;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;

@@ -1,0 +1,127 @@
+//! Starting real peers for end-to-end tests: HAProxy from Debian, on free ports,
+//! stopped by its own PID. Missing peers fail the test under CI=true and are
+//! reported loudly otherwise.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// The repository root (where Cargo.toml is).
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Whether end-to-end tests must run (CI=true) rather than skip.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// Finds an executable on PATH. Under CI a missing one is a failure; elsewhere the
+/// test says loudly that it skipped and returns None.
+pub fn require_bin(name: &str, test: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(name))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        assert!(!in_ci(), "{test}: `{name}` is required under CI=true but not installed");
+        eprintln!("\n*** SKIPPED {test}: `{name}` is not installed (run the README test command) ***\n");
+    }
+    found
+}
+
+/// A free TCP port on 127.0.0.1 (bind port 0, read it, release it).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running HAProxy, killed on drop.
+pub struct Haproxy {
+    child: Child,
+    pub frontend: String,
+    /// Every line HAProxy printed (its log goes to stdout).
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Haproxy {
+    /// Starts `haproxy -db -f cfg` with the given environment; waits until the
+    /// frontend accepts connections.
+    pub async fn start(bin: &Path, cfg: &Path, frontend_port: u16, env: &[(&str, String)]) -> Haproxy {
+        let frontend = format!("127.0.0.1:{frontend_port}");
+        let mut cmd = Command::new(bin);
+        cmd.arg("-db")
+            .arg("-f")
+            .arg(cfg)
+            .env("STAGEDOOR_FRONTEND", &frontend)
+            .env("STAGEDOOR_SPOE_CONF", repo().join("haproxy/stagedoor.spoe.conf"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn haproxy");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        for out in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut lines = BufReader::new(out).lines();
+                while let Ok(Some(l)) = lines.next_line().await {
+                    log.lock().unwrap().push(l);
+                }
+            });
+        }
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(&frontend).await.is_ok() {
+                return Haproxy { child, frontend, log };
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("haproxy exited with {status}: {:#?}", log.lock().unwrap());
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("haproxy did not listen on {frontend}: {:#?}", log.lock().unwrap());
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.frontend, path)
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        // Our own child, by its own PID.
+        let _ = self.child.start_kill();
+    }
+}
+
+/// `haproxy -c` on a config, with the environment the shipped files expect.
+pub fn check_config(bin: &Path, cfg: &Path, env: &[(&str, String)]) -> (bool, String) {
+    let mut cmd = std::process::Command::new(bin);
+    cmd.arg("-c").arg("-f").arg(cfg);
+    cmd.env("STAGEDOOR_SPOE_CONF", repo().join("haproxy/stagedoor.spoe.conf"));
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run haproxy -c");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}

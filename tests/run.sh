@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh Debian machine: installs what the tests need
+# (HAProxy from Debian, the Node test peers from their committed lockfiles), then
+# runs formatting, lints and every test. With CI=true, end-to-end tests never skip.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+if ! command -v haproxy >/dev/null 2>&1; then
+    echo "== installing haproxy (Debian)"
+    as_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq haproxy >/dev/null
+fi
+haproxy -v | head -n 1
+
+for lock in tests/peers/*/package-lock.json; do
+    [ -e "$lock" ] || continue
+    peer=$(dirname "$lock")
+    echo "== npm ci in $peer"
+    npm ci --prefix "$peer" --no-audit --no-fund --loglevel=error
+done
+
+echo "== cargo fmt --check"
+cargo fmt --check
+echo "== cargo clippy"
+cargo clippy --locked --all-targets -- -D warnings
+echo "== cargo test"
+cargo test --locked
