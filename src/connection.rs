@@ -79,6 +79,8 @@ pub struct EngineStats {
     pub connections_total: AtomicU64,
     pub connections_rejected: AtomicU64,
     pub healthchecks: AtomicU64,
+    /// HELLO handshakes completed (health checks included).
+    pub hellos: AtomicU64,
     pub notify_in_flight: AtomicU64,
     pub notify_total: AtomicU64,
     pub acks_total: AtomicU64,
