@@ -174,7 +174,11 @@ fn bad_documents_are_skipped_and_reported_the_rest_loads() {
     let refs: Vec<_> = loaded.entities.iter().map(Entity::entity_ref).collect();
     assert_eq!(
         refs,
-        ["group:default/good", "group:default/second", "user:default/u"]
+        [
+            "group:default/good",
+            "group:default/second",
+            "user:default/u"
+        ]
     );
     let reported: Vec<(String, usize, String)> = loaded
         .skipped
@@ -196,7 +200,11 @@ fn bad_documents_are_skipped_and_reported_the_rest_loads() {
     assert_eq!((reported[0].0.as_str(), reported[0].1), ("a.yaml", 1));
     assert!(reported[0].2.contains("not an entity"), "{}", reported[0].2);
     assert_eq!((reported[1].0.as_str(), reported[1].1), ("b.yaml", 0));
-    assert!(reported[1].2.contains("already defined"), "{}", reported[1].2);
+    assert!(
+        reported[1].2.contains("already defined"),
+        "{}",
+        reported[1].2
+    );
     assert_eq!((reported[2].0.as_str(), reported[2].1), ("b.yaml", 2));
     assert!(reported[2].2.contains("invalid YAML"), "{}", reported[2].2);
     assert_eq!((reported[3].0.as_str(), reported[3].1), ("a.yaml", 2));
