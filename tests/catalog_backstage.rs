@@ -151,7 +151,9 @@ impl Drop for Peer {
 }
 
 /// What the policy reads of an entity: ref, stagedoor annotations, sorted relations.
-fn policy_view(e: &Entity) -> (String, Vec<(String, String)>, Vec<(String, String)>) {
+type PolicyView = (String, Vec<(String, String)>, Vec<(String, String)>);
+
+fn policy_view(e: &Entity) -> PolicyView {
     let annotations = e
         .metadata
         .annotations
@@ -168,7 +170,7 @@ fn policy_view(e: &Entity) -> (String, Vec<(String, String)>, Vec<(String, Strin
     (e.entity_ref(), annotations, relations)
 }
 
-fn views(entities: &[Entity]) -> Vec<(String, Vec<(String, String)>, Vec<(String, String)>)> {
+fn views(entities: &[Entity]) -> Vec<PolicyView> {
     let mut v: Vec<_> = entities.iter().map(policy_view).collect();
     v.sort();
     v
