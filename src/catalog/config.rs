@@ -131,6 +131,14 @@ impl CatalogConfig {
                 if let Some(kind) = self.kinds.iter().find(|k| !valid_kind(k)) {
                     return Err(ConfigError::BadKind { kind: kind.clone() });
                 }
+                if let Some(path) = self.snapshot_path(base_dir) {
+                    let dir = path.parent().unwrap_or(Path::new("."));
+                    if !dir.as_os_str().is_empty() && !dir.is_dir() {
+                        return Err(ConfigError::SnapshotDir {
+                            dir: dir.to_owned(),
+                        });
+                    }
+                }
             }
         }
         Ok(())
@@ -236,6 +244,12 @@ mod tests {
             })
         );
         c.poll_seconds = 1;
+        c.snapshot = Some("no-such-dir/snapshot.json".into());
+        let err = c.validate(dir).unwrap_err();
+        assert!(matches!(err, ConfigError::SnapshotDir { .. }), "{err}");
+        assert!(err.to_string().starts_with("catalog.snapshot:"));
+        c.snapshot = Some("snapshot.json".into());
+        assert_eq!(c.validate(dir), Ok(()));
         c.kinds = vec!["Component,User".to_owned()];
         assert!(matches!(c.validate(dir), Err(ConfigError::BadKind { .. })));
     }

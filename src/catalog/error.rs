@@ -20,6 +20,8 @@ pub enum ConfigError {
     Token { reason: String },
     #[error("catalog.{key}: must be at least 1")]
     ZeroInterval { key: &'static str },
+    #[error("catalog.snapshot: directory {dir} does not exist")]
+    SnapshotDir { dir: PathBuf },
     #[error("catalog.kinds: {kind:?} is not a valid entity kind")]
     BadKind { kind: String },
 }
