@@ -22,6 +22,8 @@
 //!   lowercased, matching [`Entity::entity_ref`]. Other relations (`partOf`,
 //!   `dependsOn`, `providesApi`...) are not derived: the policy does not read them.
 //! - Relations written in a descriptor file are ignored and replaced by derived ones.
+//! - `kind: Location` entities are loaded like any other but not followed: list
+//!   every descriptor file in `catalog.files` (globs make that short).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

@@ -11,7 +11,8 @@
 //!   to 10% jitter so a fleet of agents does not poll in lockstep. SIGHUP or
 //!   [`CatalogHandle::reload`] poll at once. If the first sync fails, the snapshot
 //!   file is loaded and served (origin [`Origin::Snapshot`]) and seeds the etag diff.
-//!   Every applied sync rewrites the snapshot file.
+//!   Every applied sync rewrites the snapshot file. A whole sync (all pages and
+//!   fetches) is abandoned after 5 minutes, on top of the per-request timeouts.
 //!
 //! A failed load or sync never replaces what is published; it is counted in
 //! [`CatalogStatus`] and logged. A result equal to the published one is not
@@ -30,6 +31,10 @@ use super::config::{CatalogConfig, SourceKind};
 use super::entity::Entity;
 use super::error::CatalogError;
 use super::{file, snapshot};
+
+/// A whole Backstage sync (every page and fetch) must finish within this; each
+/// request has its own, shorter, timeout too.
+const SYNC_DEADLINE: Duration = Duration::from_secs(300);
 
 /// Where a published entity set came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -347,9 +352,15 @@ async fn run_backstage(
 ) {
     let mut snapshot_tried = false;
     loop {
+        // A sync changes the syncer only after its last await: cancelling is safe.
         let result = tokio::select! {
             _ = triggers.shutdown.cancelled() => return,
-            result = syncer.sync_once() => result,
+            result = tokio::time::timeout(SYNC_DEADLINE, syncer.sync_once()) => {
+                result.unwrap_or_else(|_| Err(CatalogError::Http {
+                    url: "(whole sync)".to_owned(),
+                    reason: format!("not done within {SYNC_DEADLINE:?}"),
+                }))
+            }
         };
         let mut errors = 0;
         match result {
