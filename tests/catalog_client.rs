@@ -102,6 +102,12 @@ impl FakeServer {
         }
     }
 
+    /// Stops accepting and drops every connection; the port refuses once this returns.
+    async fn stop(mut self) {
+        self.task.abort();
+        let _ = (&mut self.task).await;
+    }
+
     fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
@@ -936,7 +942,7 @@ async fn runner_serves_the_snapshot_while_backstage_is_down_then_goes_live() {
     assert!(status.syncs.applied >= 1);
     shutdown.cancel();
     handle.stopped().await;
-    drop(server);
+    server.stop().await;
 
     // 2. Backstage down at startup: the snapshot is served.
     let shutdown = CancellationToken::new();
