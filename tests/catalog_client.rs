@@ -1027,3 +1027,51 @@ async fn runner_publishes_nothing_when_backstage_is_down_and_there_is_no_snapsho
     shutdown.cancel();
     handle.stopped().await;
 }
+
+#[tokio::test]
+async fn runner_holds_a_wipe_out_until_the_third_poll() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = sample_catalog();
+    let server = FakeServer::start(runner_backstage(catalog.clone())).await;
+    let mut config = backstage_config(server.url(), std::path::Path::new("snap.json"));
+    // Only reload() polls, so the test counts every poll.
+    config.poll_seconds = 3600;
+    let shutdown = CancellationToken::new();
+    let handle = CatalogSource::start(&config, dir.path(), shutdown.clone()).unwrap();
+    let mut rx = handle.snapshots();
+    let live = wait_for_snapshot(&mut rx, "live sync", |s| s.origin == Origin::Live).await;
+    assert_eq!(live.entities.len(), 5);
+
+    catalog.lock().unwrap().clear();
+    let mut status = handle.status();
+    for held in 1..=2 {
+        handle.reload();
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            status.wait_for(|s| s.syncs.held == held),
+        )
+        .await
+        .expect("poll not held")
+        .unwrap();
+        assert!(Arc::ptr_eq(rx.borrow().as_ref().unwrap(), &live));
+        let on_disk = snapshot::load(&dir.path().join("snap.json")).unwrap();
+        assert_eq!(
+            on_disk.entities, live.entities,
+            "a held sync rewrote the snapshot"
+        );
+    }
+    handle.reload();
+    let wiped =
+        wait_for_snapshot(&mut rx, "the confirmed wipe-out", |s| s.entities.is_empty()).await;
+    assert_eq!(wiped.origin, Origin::Live);
+    assert!(
+        snapshot::load(&dir.path().join("snap.json"))
+            .unwrap()
+            .entities
+            .is_empty()
+    );
+    let status = handle.status().borrow().clone();
+    assert_eq!((status.syncs.held, status.entities), (2, 0));
+    shutdown.cancel();
+    handle.stopped().await;
+}
