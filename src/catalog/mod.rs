@@ -3,7 +3,7 @@
 //! `policy::Policy::build` turns them into the route table the decision reads.
 //!
 //! - [`config`]: the `[catalog]` section.
-//! - [`file`]: descriptor YAML files, relations derived locally.
+//! - [`file`](mod@file): descriptor YAML files, relations derived locally.
 //! - [`backstage`]: the catalog REST client and the etag-diffing sync.
 //! - [`snapshot`]: the last good Backstage sync on disk.
 //! - [`source`]: the runner that refreshes and publishes [`CatalogSnapshot`]s.
