@@ -10,7 +10,7 @@
 //! Without the peer installed the test prints "SKIPPED" and passes, except under
 //! CI=true, where it fails.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -214,7 +214,11 @@ async fn syncs_a_real_backstage_and_follows_its_changes() {
         if std::env::var("CI").as_deref() == Ok("true") {
             panic!("the Backstage test peer is required in CI: {why}");
         }
-        eprintln!("\n!!!!! SKIPPED: catalog_backstage needs the Backstage peer: {why} !!!!!\n");
+        // Straight to stderr: libtest captures eprintln! of passing tests.
+        let _ = writeln!(
+            std::io::stderr(),
+            "\n!!!!! SKIPPED: catalog_backstage needs the Backstage peer: {why} !!!!!\n"
+        );
         return;
     }
     let token = std::env::var(TOKEN_ENV).expect("run the tests with cargo");
