@@ -300,8 +300,8 @@ async fn runner_reloads_on_change_and_keeps_the_last_good_catalog() {
     );
 
     // All files gone: the load fails, the last good catalog stays published.
-    std::fs::remove_dir_all(dir.path().join("catalog")).unwrap();
-    std::fs::create_dir(dir.path().join("catalog")).unwrap();
+    let away = dir.path().join("catalog.away");
+    std::fs::rename(dir.path().join("catalog"), &away).unwrap();
     let mut status = handle.status();
     tokio::time::timeout(
         Duration::from_secs(10),
@@ -316,6 +316,18 @@ async fn runner_reloads_on_change_and_keeps_the_last_good_catalog() {
     assert_eq!(s.entities, 6);
     assert!(s.last_error.unwrap().contains("matches no file"));
     assert!(s.syncs.applied >= 2 && s.syncs.failed >= 1, "{:?}", s.syncs);
+
+    // The same files back: the failure is over, nothing to reload.
+    std::fs::rename(&away, dir.path().join("catalog")).unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        status.wait_for(|s| s.consecutive_errors == 0),
+    )
+    .await
+    .expect("the recovery was not reported")
+    .unwrap();
+    assert!(handle.status().borrow().last_error.is_none());
+    assert!(Arc::ptr_eq(rx.borrow().as_ref().unwrap(), &second));
 
     shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(5), handle.stopped())

@@ -310,7 +310,15 @@ async fn run_file(
             })
         });
         match attempt {
-            Ok(None) => {}
+            Ok(None) => {
+                // The files are back to what was loaded: an earlier failure is over.
+                publisher.status.send_if_modified(|s| {
+                    let recovered = s.consecutive_errors > 0;
+                    s.consecutive_errors = 0;
+                    s.last_error = None;
+                    recovered
+                });
+            }
             Ok(Some((fingerprint, loaded))) => {
                 for problem in &loaded.skipped {
                     tracing::warn!(error = %problem, "catalog document skipped");
