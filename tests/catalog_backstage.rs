@@ -1,0 +1,366 @@
+//! stagedoor's Backstage catalog source against a real Backstage backend: the test
+//! peer in tests/peers/backstage (installed by `npm ci --prefix tests/peers/backstage`)
+//! started on a free port over a temp copy of tests/fixtures/catalog.
+//!
+//! Checks: the sync brings every fixture entity with its annotations, and the same
+//! relations the file source derives from the same YAML; an edit of the catalog files
+//! reaches stagedoor without restarting it; a wrong token is a typed auth error; when
+//! Backstage stops, the last good catalog stays published.
+//!
+//! Without the peer installed the test prints "SKIPPED" and passes, except under
+//! CI=true, where it fails.
+
+use std::io::{Read, Write};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use stagedoor::catalog::backstage::{Client, Limits, Syncer};
+use stagedoor::catalog::{
+    CatalogConfig, CatalogError, CatalogSnapshot, CatalogSource, Entity, Origin, SourceKind, file,
+    snapshot,
+};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// The runner reads its token from the variable `token_env` names; tests cannot set
+/// variables (no unsafe code), so they name one cargo sets for every test process.
+const TOKEN_ENV: &str = "CARGO_PKG_NAME";
+
+fn peer_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/backstage")
+}
+
+/// Why the peer cannot run here, if it cannot.
+fn peer_missing() -> Option<String> {
+    let installed = peer_dir().join("node_modules/@backstage/plugin-catalog-backend/package.json");
+    if !installed.is_file() {
+        return Some(format!(
+            "{} is missing; run `npm ci --prefix tests/peers/backstage`",
+            installed.display()
+        ));
+    }
+    match Command::new("node").arg("--version").output() {
+        Ok(out) if out.status.success() => None,
+        _ => Some("`node` is not on PATH".to_owned()),
+    }
+}
+
+/// The running Backstage peer; stopped (with any child it spawned) on drop.
+struct Peer {
+    child: Child,
+    base_url: String,
+    log: PathBuf,
+}
+
+impl Peer {
+    fn start(token: &str, catalog_files: &[PathBuf], log: PathBuf) -> Peer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let base_url = format!("http://127.0.0.1:{port}");
+        let locations: Vec<_> = catalog_files
+            .iter()
+            .map(|f| serde_json::json!({"type": "file", "target": f}))
+            .collect();
+        let log_file = std::fs::File::create(&log).unwrap();
+        let child = Command::new("node")
+            .args(["index.js", "--config", "app-config.yaml"])
+            .current_dir(peer_dir())
+            .env("BACKSTAGE_TOKEN", token)
+            .env("APP_CONFIG_backend_listen_port", port.to_string())
+            .env("APP_CONFIG_backend_baseUrl", &base_url)
+            .env(
+                "APP_CONFIG_catalog_locations",
+                serde_json::to_string(&locations).unwrap(),
+            )
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().unwrap())
+            .stderr(log_file)
+            // Its own process group, so that drop stops node and anything it spawned.
+            .process_group(0)
+            .spawn()
+            .expect("cannot start node");
+        Peer {
+            child,
+            base_url,
+            log,
+        }
+    }
+
+    fn log_tail(&self) -> String {
+        let mut text = String::new();
+        if let Ok(mut f) = std::fs::File::open(&self.log) {
+            let _ = f.read_to_string(&mut text);
+        }
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    async fn wait_ready(&mut self, within: Duration) {
+        let url = format!("{}/.backstage/health/v1/readiness", self.base_url);
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "Backstage exited ({status}) before it was ready:\n{}",
+                    self.log_tail()
+                );
+            }
+            if let Ok(resp) = http.get(&url).send().await
+                && resp.status().is_success()
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "Backstage not ready after {within:?}:\n{}",
+                self.log_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    fn stop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_some() {
+            return;
+        }
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.child.try_wait().ok().flatten().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// What the policy reads of an entity: ref, stagedoor annotations, sorted relations.
+type PolicyView = (String, Vec<(String, String)>, Vec<(String, String)>);
+
+fn policy_view(e: &Entity) -> PolicyView {
+    let annotations = e
+        .metadata
+        .annotations
+        .iter()
+        .filter(|(k, _)| k.starts_with("stagedoor.io/"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let mut relations: Vec<_> = e
+        .relations
+        .iter()
+        .map(|r| (r.kind.clone(), r.target_ref.clone()))
+        .collect();
+    relations.sort();
+    (e.entity_ref(), annotations, relations)
+}
+
+fn views(entities: &[Entity]) -> Vec<PolicyView> {
+    let mut v: Vec<_> = entities.iter().map(policy_view).collect();
+    v.sort();
+    v
+}
+
+/// Waits until the published catalog, seen as the policy sees it, equals what the
+/// file source makes of `files`.
+async fn wait_for_catalog(
+    rx: &mut watch::Receiver<Option<Arc<CatalogSnapshot>>>,
+    files: &Path,
+    what: &str,
+    within: Duration,
+    peer: &Peer,
+) -> Arc<CatalogSnapshot> {
+    let expected = views(&file::load(&["*.yaml".to_owned()], files).unwrap());
+    let waited = tokio::time::timeout(
+        within,
+        rx.wait_for(|s| {
+            s.as_deref()
+                .is_some_and(|s| s.origin == Origin::Live && views(&s.entities) == expected)
+        }),
+    )
+    .await
+    .map(|seen| seen.unwrap().clone().unwrap());
+    match waited {
+        Ok(seen) => seen,
+        Err(_) => {
+            let got = rx.borrow().as_deref().map(|s| views(&s.entities));
+            panic!(
+                "{what}: stagedoor never saw the expected catalog in {within:?}\n\
+                 expected: {expected:#?}\ngot: {got:#?}\nBackstage log:\n{}",
+                peer.log_tail()
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn syncs_a_real_backstage_and_follows_its_changes() {
+    if let Some(why) = peer_missing() {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("the Backstage test peer is required in CI: {why}");
+        }
+        // Straight to stderr: libtest captures eprintln! of passing tests.
+        let _ = writeln!(
+            std::io::stderr(),
+            "\n!!!!! SKIPPED: catalog_backstage needs the Backstage peer: {why} !!!!!\n"
+        );
+        return;
+    }
+    let token = std::env::var(TOKEN_ENV).expect("run the tests with cargo");
+
+    let dir = tempfile::tempdir().unwrap();
+    let catalog_dir = dir.path().join("catalog");
+    std::fs::create_dir(&catalog_dir).unwrap();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/catalog");
+    let mut files = Vec::new();
+    for name in ["org.yaml", "services.yaml"] {
+        std::fs::copy(fixtures.join(name), catalog_dir.join(name)).unwrap();
+        files.push(catalog_dir.join(name));
+    }
+
+    let started = Instant::now();
+    let mut peer = Peer::start(&token, &files, dir.path().join("backstage.log"));
+    peer.wait_ready(Duration::from_secs(90)).await;
+    eprintln!("Backstage ready in {:?}", started.elapsed());
+
+    let config = CatalogConfig {
+        source: SourceKind::Backstage,
+        url: Some(peer.base_url.clone()),
+        token_env: Some(TOKEN_ENV.to_owned()),
+        poll_seconds: 1,
+        snapshot: Some("snapshot.json".into()),
+        ..CatalogConfig::default()
+    };
+    config.validate(dir.path()).unwrap();
+    let shutdown = CancellationToken::new();
+    let handle = CatalogSource::start(&config, dir.path(), shutdown.clone()).unwrap();
+    let mut rx = handle.snapshots();
+
+    // 1. The whole fixture arrives: entities, stagedoor annotations, and exactly the
+    //    relations the file source derives from the same files.
+    let first = wait_for_catalog(
+        &mut rx,
+        &catalog_dir,
+        "initial sync",
+        Duration::from_secs(60),
+        &peer,
+    )
+    .await;
+    eprintln!("catalog synced {:?} after start", started.elapsed());
+    assert_eq!(first.entities.len(), 5);
+    assert!(first.entities.iter().all(|e| e.kind != "Location"));
+    assert!(first.entities.iter().all(|e| e.metadata.etag.is_some()));
+    let api = first
+        .entities
+        .iter()
+        .find(|e| e.entity_ref() == "component:default/payments-api")
+        .unwrap();
+    assert_eq!(api.api_version, "backstage.io/v1alpha1");
+    assert!(
+        api.annotation("stagedoor.io/routes")
+            .unwrap()
+            .starts_with("GET /v1/payments/* allow group:payments-team\n")
+    );
+    assert_eq!(
+        api.related("ownedBy").collect::<Vec<_>>(),
+        ["group:default/payments-team"]
+    );
+    assert_eq!(
+        snapshot::load(&dir.path().join("snapshot.json"))
+            .unwrap()
+            .entities,
+        first.entities
+    );
+
+    // 2. An edit to the catalog files reaches stagedoor without a restart: a new
+    //    route, and a new user in a group.
+    let services = catalog_dir.join("services.yaml");
+    let edited = std::fs::read_to_string(&services)
+        .unwrap()
+        .replace("GET /v1/entries/*", "GET /v2/entries/*");
+    std::fs::write(&services, edited).unwrap();
+    let mut org = std::fs::read_to_string(catalog_dir.join("org.yaml")).unwrap();
+    org.push_str(
+        "---\napiVersion: backstage.io/v1alpha1\nkind: User\nmetadata:\n  name: bob\n  \
+         annotations: {stagedoor.io/subject: 00u2bob}\nspec:\n  memberOf: [engineering]\n",
+    );
+    std::fs::write(catalog_dir.join("org.yaml"), org).unwrap();
+    let edit_at = Instant::now();
+    let second = wait_for_catalog(
+        &mut rx,
+        &catalog_dir,
+        "after the edit",
+        Duration::from_secs(60),
+        &peer,
+    )
+    .await;
+    eprintln!("edit seen after {:?}", edit_at.elapsed());
+    assert_eq!(second.entities.len(), 6);
+    let ledger = second
+        .entities
+        .iter()
+        .find(|e| e.metadata.name == "ledger")
+        .unwrap();
+    assert!(
+        ledger
+            .annotation("stagedoor.io/routes")
+            .unwrap()
+            .contains("/v2/entries/*")
+    );
+    let status = handle.status().borrow().clone();
+    assert_eq!(status.origin, Some(Origin::Live));
+    assert_eq!(status.entities, 6);
+    assert!(status.syncs.applied >= 2, "{status:?}");
+
+    // 3. A wrong token: Backstage's 401, typed.
+    let wrong = Client::new(
+        &peer.base_url,
+        Some("not-the-token".to_owned()),
+        Limits::default(),
+    )
+    .unwrap();
+    let err = Syncer::new(wrong, config.kinds.clone())
+        .sync_once()
+        .await
+        .unwrap_err();
+    let CatalogError::Auth {
+        status, message, ..
+    } = &err
+    else {
+        panic!("{err}")
+    };
+    assert_eq!(*status, 401);
+    assert!(message.contains("AuthenticationError"), "{message}");
+
+    // 4. Backstage goes away: the failures are counted, the catalog stays.
+    peer.stop();
+    let mut status_rx = handle.status();
+    tokio::time::timeout(
+        Duration::from_secs(15),
+        status_rx.wait_for(|s| s.consecutive_errors >= 1),
+    )
+    .await
+    .expect("the outage was not noticed")
+    .unwrap();
+    let kept = rx.borrow().clone().unwrap();
+    assert!(Arc::ptr_eq(&kept, &second));
+
+    shutdown.cancel();
+    handle.stopped().await;
+    eprintln!("catalog_backstage done in {:?}", started.elapsed());
+}

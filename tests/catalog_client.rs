@@ -1,0 +1,1077 @@
+//! The Backstage catalog client, sync and runner against a small hand-made HTTP server
+//! that behaves like the catalog API (cursor paging that carries only the filter,
+//! `fields`, by-refs with nulls, Backstage error bodies) and injects the faults a
+//! real Backstage cannot produce on demand.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use stagedoor::catalog::backstage::{Client, Limits, SyncOutcome, Syncer, WIPE_CONFIRMATIONS};
+use stagedoor::catalog::{
+    CatalogConfig, CatalogError, CatalogSnapshot, CatalogSource, Entity, Origin, SourceKind,
+    snapshot,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+const TOKEN: &str = "test-token-abc123";
+const ETAG_FIELDS: &str = "kind,metadata.namespace,metadata.name,metadata.etag";
+
+// ---------------------------------------------------------------- fake server
+
+#[derive(Debug, Clone)]
+struct Req {
+    method: String,
+    path: String,
+    query: Vec<(String, String)>,
+    headers: HashMap<String, String>,
+    body: Vec<u8>,
+}
+
+impl Req {
+    fn param(&self, key: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+    fn params(&self, key: &str) -> Vec<&str> {
+        self.query
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+    fn refs(&self) -> Vec<String> {
+        let body: Value = serde_json::from_slice(&self.body).unwrap();
+        serde_json::from_value(body["entityRefs"].clone()).unwrap()
+    }
+}
+
+enum Reply {
+    Json(u16, String),
+    /// Bytes written as they are, then the connection closes.
+    Raw(Vec<u8>),
+    /// Close the connection without answering.
+    Close,
+    /// Never answer.
+    Hang,
+}
+
+type Handler = Arc<dyn Fn(&Req) -> Reply + Send + Sync>;
+
+struct FakeServer {
+    addr: SocketAddr,
+    requests: Arc<Mutex<Vec<Req>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FakeServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl FakeServer {
+    async fn start(handler: Handler) -> Self {
+        Self::start_on(TcpListener::bind("127.0.0.1:0").await.unwrap(), handler)
+    }
+
+    fn start_on(listener: TcpListener, handler: Handler) -> Self {
+        let addr = listener.local_addr().unwrap();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let log = requests.clone();
+        let task = tokio::spawn(async move {
+            let mut connections = tokio::task::JoinSet::new();
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                connections.spawn(serve_one(stream, handler.clone(), log.clone()));
+            }
+        });
+        Self {
+            addr,
+            requests,
+            task,
+        }
+    }
+
+    /// Stops accepting and drops every connection; the port refuses once this returns.
+    async fn stop(mut self) {
+        self.task.abort();
+        let _ = (&mut self.task).await;
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn take_requests(&self) -> Vec<Req> {
+        std::mem::take(&mut self.requests.lock().unwrap())
+    }
+}
+
+async fn serve_one(mut stream: TcpStream, handler: Handler, log: Arc<Mutex<Vec<Req>>>) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break pos + 4;
+        }
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let mut first = lines.next().unwrap().split(' ');
+    let method = first.next().unwrap().to_owned();
+    let target = first.next().unwrap().to_owned();
+    let headers: HashMap<String, String> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let length: usize = headers
+        .get("content-length")
+        .map_or(0, |v| v.parse().unwrap());
+    let mut body = buf[head_end..].to_vec();
+    while body.len() < length {
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => body.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let url = reqwest::Url::parse(&format!("http://fake{target}")).unwrap();
+    let req = Req {
+        method,
+        path: url.path().to_owned(),
+        query: url.query_pairs().into_owned().collect(),
+        headers,
+        body,
+    };
+    log.lock().unwrap().push(req.clone());
+    match handler(&req) {
+        Reply::Json(status, body) => {
+            let response = format!(
+                "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(response.as_bytes()).await;
+        }
+        Reply::Raw(bytes) => {
+            let _ = stream.write_all(&bytes).await;
+        }
+        Reply::Close => {}
+        Reply::Hang => std::future::pending().await,
+    }
+    let _ = stream.shutdown().await;
+}
+
+// ------------------------------------------------------------- fake Backstage
+
+/// The catalog the fake serves: full entities in Backstage's JSON shape.
+type Catalog = Arc<Mutex<Vec<Value>>>;
+
+fn entity(kind: &str, name: &str, etag: &str, routes: Option<&str>) -> Value {
+    let mut annotations = json!({"backstage.io/managed-by-location": "url:x"});
+    if let Some(routes) = routes {
+        annotations["stagedoor.io/routes"] = json!(routes);
+    }
+    json!({
+        "apiVersion": "backstage.io/v1alpha1",
+        "kind": kind,
+        "metadata": {"namespace": "default", "name": name, "uid": format!("uid-{name}"),
+                     "etag": etag, "annotations": annotations},
+        "spec": {"owner": "team-a"},
+        "relations": [{"type": "ownedBy", "targetRef": "group:default/team-a"}],
+        "status": {"items": []}
+    })
+}
+
+fn entity_ref(e: &Value) -> String {
+    format!(
+        "{}:{}/{}",
+        e["kind"].as_str().unwrap(),
+        e["metadata"]["namespace"].as_str().unwrap(),
+        e["metadata"]["name"].as_str().unwrap()
+    )
+    .to_ascii_lowercase()
+}
+
+fn backstage_error(status: u16, name: &str, message: &str) -> Reply {
+    Reply::Json(
+        status,
+        json!({"error": {"name": name, "message": message}, "response": {"statusCode": status}})
+            .to_string(),
+    )
+}
+
+/// Answers like the catalog API: the cursor carries the filter and offset but not
+/// `fields` or `limit` (a cursor request without them gets full entities, 200 a page).
+fn backstage(catalog: &Catalog, req: &Req) -> Reply {
+    backstage_with_token(catalog, TOKEN, req)
+}
+
+fn backstage_with_token(catalog: &Catalog, token: &str, req: &Req) -> Reply {
+    if req.headers.get("authorization").map(String::as_str) != Some(&format!("Bearer {token}")) {
+        return backstage_error(401, "AuthenticationError", "Illegal token");
+    }
+    let entities = catalog.lock().unwrap().clone();
+    match (req.method.as_str(), req.path.as_str()) {
+        ("GET", "/api/catalog/entities/by-query") => {
+            let (offset, kinds): (usize, Vec<String>) = match req.param("cursor") {
+                Some(cursor) => {
+                    let (offset, kinds) = cursor.split_once(';').unwrap();
+                    (
+                        offset.parse().unwrap(),
+                        kinds
+                            .split('|')
+                            .filter(|k| !k.is_empty())
+                            .map(str::to_owned)
+                            .collect(),
+                    )
+                }
+                None => (
+                    0,
+                    req.params("filter")
+                        .iter()
+                        .map(|f| f.strip_prefix("kind=").unwrap().to_owned())
+                        .collect(),
+                ),
+            };
+            let limit: usize = req.param("limit").map_or(200, |l| l.parse().unwrap());
+            let matching: Vec<&Value> = entities
+                .iter()
+                .filter(|e| {
+                    kinds.is_empty()
+                        || kinds
+                            .iter()
+                            .any(|k| k.eq_ignore_ascii_case(e["kind"].as_str().unwrap()))
+                })
+                .collect();
+            let items: Vec<Value> = matching
+                .iter()
+                .skip(offset)
+                .take(limit)
+                .map(|e| match req.param("fields") {
+                    Some(ETAG_FIELDS) => json!({"kind": e["kind"], "metadata": {
+                        "namespace": e["metadata"]["namespace"], "name": e["metadata"]["name"],
+                        "etag": e["metadata"]["etag"]}}),
+                    _ => (*e).clone(),
+                })
+                .collect();
+            let page_info = if offset + limit < matching.len() {
+                json!({"nextCursor": format!("{};{}", offset + limit, kinds.join("|"))})
+            } else {
+                json!({})
+            };
+            Reply::Json(
+                200,
+                json!({"items": items, "totalItems": matching.len(), "pageInfo": page_info})
+                    .to_string(),
+            )
+        }
+        ("POST", "/api/catalog/entities/by-refs") => {
+            let items: Vec<Value> = req
+                .refs()
+                .iter()
+                .map(|r| {
+                    entities
+                        .iter()
+                        .find(|e| entity_ref(e) == *r)
+                        .cloned()
+                        .unwrap_or(Value::Null)
+                })
+                .collect();
+            Reply::Json(200, json!({"items": items}).to_string())
+        }
+        _ => backstage_error(404, "NotFoundError", "no such route"),
+    }
+}
+
+async fn fake_backstage(catalog: Catalog) -> FakeServer {
+    FakeServer::start(Arc::new(move |req| backstage(&catalog, req))).await
+}
+
+fn limits(page_size: usize, refs_per_request: usize) -> Limits {
+    Limits {
+        page_size,
+        refs_per_request,
+        ..Limits::default()
+    }
+}
+
+fn client(server: &FakeServer, limits: Limits) -> Client {
+    Client::new(&server.url(), Some(TOKEN.to_owned()), limits).unwrap()
+}
+
+fn kinds() -> Vec<String> {
+    CatalogConfig::default().kinds
+}
+
+fn refs(entities: &[Entity]) -> Vec<String> {
+    entities.iter().map(Entity::entity_ref).collect()
+}
+
+fn sample_catalog() -> Catalog {
+    Arc::new(Mutex::new(vec![
+        entity("Component", "svc-a", "a1", Some("GET /a")),
+        entity("Component", "svc-b", "b1", Some("GET /b")),
+        entity("Group", "team-a", "t1", None),
+        entity("User", "alice", "u1", None),
+        entity("Location", "generated-x", "l1", None),
+        entity("API", "api-a", "p1", None),
+    ]))
+}
+
+// ---------------------------------------------------------------------- tests
+
+#[tokio::test]
+async fn cursor_paging_resends_fields_and_limit_then_fetches_by_refs() {
+    let catalog = sample_catalog();
+    let server = fake_backstage(catalog.clone()).await;
+    let mut syncer = Syncer::new(client(&server, limits(2, 2)), kinds());
+    let outcome = syncer.sync_once().await.unwrap();
+    let SyncOutcome::Applied {
+        entities,
+        fetched,
+        removed,
+    } = outcome
+    else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!((fetched, removed), (5, 0));
+    assert_eq!(
+        refs(&entities),
+        [
+            "api:default/api-a",
+            "component:default/svc-a",
+            "component:default/svc-b",
+            "group:default/team-a",
+            "user:default/alice",
+        ]
+    );
+    let svc = &entities[1];
+    assert_eq!(svc.annotation("stagedoor.io/routes"), Some("GET /a"));
+    assert_eq!(svc.metadata.etag.as_deref(), Some("a1"));
+    assert_eq!(
+        svc.related("ownedBy").collect::<Vec<_>>(),
+        ["group:default/team-a"]
+    );
+    assert_eq!(svc.spec["owner"], "team-a");
+
+    let requests = server.take_requests();
+    let pages: Vec<&Req> = requests.iter().filter(|r| r.method == "GET").collect();
+    assert_eq!(pages.len(), 3, "5 entities, 2 a page");
+    for (i, page) in pages.iter().enumerate() {
+        assert_eq!(page.path, "/api/catalog/entities/by-query");
+        assert_eq!(page.param("fields"), Some(ETAG_FIELDS), "page {i}");
+        assert_eq!(page.param("limit"), Some("2"), "page {i}");
+        assert_eq!(page.headers["authorization"], format!("Bearer {TOKEN}"));
+        if i == 0 {
+            assert!(page.param("cursor").is_none());
+            let filters = page.params("filter");
+            assert!(filters.contains(&"kind=component") && filters.contains(&"kind=user"));
+            assert!(!filters.contains(&"kind=location"));
+        } else {
+            assert!(page.param("cursor").is_some());
+            assert!(
+                page.params("filter").is_empty(),
+                "the cursor carries the filter"
+            );
+        }
+    }
+    let posts: Vec<&Req> = requests.iter().filter(|r| r.method == "POST").collect();
+    assert_eq!(posts.len(), 3, "5 refs, 2 a request");
+    let mut asked: Vec<String> = posts.iter().flat_map(|r| r.refs()).collect();
+    asked.sort();
+    assert_eq!(asked, refs(&entities));
+    let body: Value = serde_json::from_slice(&posts[0].body).unwrap();
+    assert_eq!(
+        body["fields"],
+        json!(["apiVersion", "kind", "metadata", "spec", "relations"])
+    );
+    assert_eq!(posts[0].headers["content-type"], "application/json");
+}
+
+#[tokio::test]
+async fn an_etag_change_fetches_only_that_entity() {
+    let catalog = sample_catalog();
+    let server = fake_backstage(catalog.clone()).await;
+    let mut syncer = Syncer::new(client(&server, Limits::default()), kinds());
+    assert!(matches!(
+        syncer.sync_once().await.unwrap(),
+        SyncOutcome::Applied { fetched: 5, .. }
+    ));
+    server.take_requests();
+
+    // Nothing changed: one listing, no fetch.
+    assert_eq!(syncer.sync_once().await.unwrap(), SyncOutcome::Unchanged);
+    let requests = server.take_requests();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0].method, "GET");
+
+    // svc-b changes: only svc-b is fetched.
+    catalog.lock().unwrap()[1] = entity("Component", "svc-b", "b2", Some("GET /b2"));
+    let outcome = syncer.sync_once().await.unwrap();
+    let SyncOutcome::Applied {
+        entities,
+        fetched: 1,
+        removed: 0,
+    } = outcome
+    else {
+        panic!("{outcome:?}")
+    };
+    let posts: Vec<Req> = server
+        .take_requests()
+        .into_iter()
+        .filter(|r| r.method == "POST")
+        .collect();
+    assert_eq!(posts.len(), 1);
+    assert_eq!(posts[0].refs(), ["component:default/svc-b"]);
+    let svc_b = entities
+        .iter()
+        .find(|e| e.metadata.name == "svc-b")
+        .unwrap();
+    assert_eq!(svc_b.annotation("stagedoor.io/routes"), Some("GET /b2"));
+    assert_eq!(syncer.entities(), entities);
+
+    // A new entity and a deleted one: the new one is fetched, the deleted one dropped.
+    {
+        let mut c = catalog.lock().unwrap();
+        c.retain(|e| e["metadata"]["name"] != "alice");
+        c.push(entity("User", "bob", "u2", None));
+    }
+    let outcome = syncer.sync_once().await.unwrap();
+    let SyncOutcome::Applied {
+        entities,
+        fetched: 1,
+        removed: 1,
+    } = outcome
+    else {
+        panic!("{outcome:?}")
+    };
+    assert!(refs(&entities).contains(&"user:default/bob".to_owned()));
+    assert!(!refs(&entities).contains(&"user:default/alice".to_owned()));
+    let posts: Vec<Req> = server
+        .take_requests()
+        .into_iter()
+        .filter(|r| r.method == "POST")
+        .collect();
+    assert_eq!(posts.len(), 1);
+    assert_eq!(posts[0].refs(), ["user:default/bob"]);
+}
+
+#[tokio::test]
+async fn an_entity_deleted_between_listing_and_fetching_is_dropped() {
+    let catalog = sample_catalog();
+    let listed = catalog.clone();
+    // by-refs answers null for svc-a, as Backstage does for a ref it no longer has.
+    let server = FakeServer::start(Arc::new(move |req| {
+        if req.method == "POST" {
+            let items: Vec<Value> = req
+                .refs()
+                .iter()
+                .map(|r| {
+                    if r == "component:default/svc-a" {
+                        Value::Null
+                    } else {
+                        listed
+                            .lock()
+                            .unwrap()
+                            .iter()
+                            .find(|e| entity_ref(e) == *r)
+                            .cloned()
+                            .unwrap()
+                    }
+                })
+                .collect();
+            return Reply::Json(200, json!({"items": items}).to_string());
+        }
+        backstage(&listed, req)
+    }))
+    .await;
+    let mut syncer = Syncer::new(client(&server, Limits::default()), kinds());
+    let SyncOutcome::Applied { entities, .. } = syncer.sync_once().await.unwrap() else {
+        panic!()
+    };
+    assert_eq!(entities.len(), 4);
+    assert!(!refs(&entities).contains(&"component:default/svc-a".to_owned()));
+}
+
+#[tokio::test]
+async fn the_wipe_out_guard_needs_three_polls_in_a_row() {
+    let catalog = sample_catalog();
+    let server = fake_backstage(catalog.clone()).await;
+    let mut syncer = Syncer::new(client(&server, Limits::default()), kinds());
+    syncer.sync_once().await.unwrap();
+    let full = syncer.entities();
+    assert_eq!(WIPE_CONFIRMATIONS, 3);
+
+    // Routes vanish (a glitch): held twice, then the blip ends: nothing applied.
+    let saved = catalog.lock().unwrap().clone();
+    catalog
+        .lock()
+        .unwrap()
+        .retain(|e| e["metadata"]["annotations"]["stagedoor.io/routes"].is_null());
+    for n in 1..=2 {
+        assert_eq!(
+            syncer.sync_once().await.unwrap(),
+            SyncOutcome::Held { consecutive: n }
+        );
+        assert_eq!(syncer.entities(), full);
+    }
+    *catalog.lock().unwrap() = saved.clone();
+    assert_eq!(syncer.sync_once().await.unwrap(), SyncOutcome::Unchanged);
+
+    // The count restarted: an empty catalog is held twice more, the third applies.
+    catalog.lock().unwrap().clear();
+    assert_eq!(
+        syncer.sync_once().await.unwrap(),
+        SyncOutcome::Held { consecutive: 1 }
+    );
+    assert_eq!(
+        syncer.sync_once().await.unwrap(),
+        SyncOutcome::Held { consecutive: 2 }
+    );
+    assert_eq!(
+        syncer.sync_once().await.unwrap(),
+        SyncOutcome::Applied {
+            entities: vec![],
+            fetched: 0,
+            removed: 5
+        }
+    );
+    // From no routes, fewer entities apply at once.
+    *catalog.lock().unwrap() = vec![entity("Group", "g", "g1", None)];
+    assert!(matches!(
+        syncer.sync_once().await.unwrap(),
+        SyncOutcome::Applied { .. }
+    ));
+    catalog.lock().unwrap().clear();
+    assert!(matches!(
+        syncer.sync_once().await.unwrap(),
+        SyncOutcome::Applied { removed: 1, .. }
+    ));
+}
+
+#[tokio::test]
+async fn a_failed_poll_between_two_wipe_outs_does_not_reset_the_guard() {
+    let catalog = sample_catalog();
+    let fail = Arc::new(Mutex::new(false));
+    let (c, f) = (catalog.clone(), fail.clone());
+    let server = FakeServer::start(Arc::new(move |req| {
+        if *f.lock().unwrap() {
+            return backstage_error(503, "ServiceUnavailable", "busy");
+        }
+        backstage(&c, req)
+    }))
+    .await;
+    let mut syncer = Syncer::new(client(&server, Limits::default()), kinds());
+    syncer.sync_once().await.unwrap();
+    catalog.lock().unwrap().clear();
+    assert_eq!(
+        syncer.sync_once().await.unwrap(),
+        SyncOutcome::Held { consecutive: 1 }
+    );
+    *fail.lock().unwrap() = true;
+    let err = syncer.sync_once().await.unwrap_err();
+    assert!(
+        matches!(err, CatalogError::Status { status: 503, .. }),
+        "{err}"
+    );
+    *fail.lock().unwrap() = false;
+    assert_eq!(
+        syncer.sync_once().await.unwrap(),
+        SyncOutcome::Held { consecutive: 2 }
+    );
+    assert!(matches!(
+        syncer.sync_once().await.unwrap(),
+        SyncOutcome::Applied { removed: 5, .. }
+    ));
+}
+
+/// Syncs once against a server built from `fault`, expecting a typed error; the
+/// applied copy must be what a first good sync left.
+async fn assert_fault(
+    fault: impl Fn(&Catalog, &Req) -> Option<Reply> + Send + Sync + 'static,
+    limits: Limits,
+) -> CatalogError {
+    let catalog = sample_catalog();
+    let armed = Arc::new(Mutex::new(false));
+    let (c, a) = (catalog.clone(), armed.clone());
+    let server = FakeServer::start(Arc::new(move |req| {
+        if *a.lock().unwrap()
+            && let Some(reply) = fault(&c, req)
+        {
+            return reply;
+        }
+        backstage(&c, req)
+    }))
+    .await;
+    let mut syncer = Syncer::new(client(&server, limits), kinds());
+    syncer.sync_once().await.unwrap();
+    let before = syncer.entities();
+    // Something changed, so the failed sync would have had something to apply.
+    catalog.lock().unwrap()[0] = entity("Component", "svc-a", "a2", Some("GET /a2"));
+    *armed.lock().unwrap() = true;
+    let err = syncer
+        .sync_once()
+        .await
+        .expect_err("the fault must fail the sync");
+    assert_eq!(
+        syncer.entities(),
+        before,
+        "a failed sync changed the catalog"
+    );
+    assert!(!err.to_string().contains(TOKEN), "token leaked: {err}");
+    assert!(!format!("{err:?}").contains(TOKEN), "token leaked: {err:?}");
+    *armed.lock().unwrap() = false;
+    assert!(matches!(
+        syncer.sync_once().await.unwrap(),
+        SyncOutcome::Applied { fetched: 1, .. }
+    ));
+    err
+}
+
+fn is_cursor_page(req: &Req) -> bool {
+    req.method == "GET" && req.param("cursor").is_some()
+}
+
+#[tokio::test]
+async fn page_two_of_three_dies() {
+    let err = assert_fault(
+        |_, req| is_cursor_page(req).then_some(Reply::Close),
+        limits(2, 200),
+    )
+    .await;
+    assert!(matches!(err, CatalogError::Http { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn page_two_is_truncated_mid_body() {
+    let err = assert_fault(
+        |_, req| {
+            is_cursor_page(req).then(|| {
+                Reply::Raw(b"HTTP/1.1 200 OK\r\ncontent-length: 500\r\n\r\n{\"items\":[".to_vec())
+            })
+        },
+        limits(2, 200),
+    )
+    .await;
+    assert!(matches!(err, CatalogError::Http { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn auth_errors_carry_backstages_message() {
+    let err = assert_fault(
+        |_, _| Some(backstage_error(401, "AuthenticationError", "Illegal token")),
+        Limits::default(),
+    )
+    .await;
+    let CatalogError::Auth {
+        status, message, ..
+    } = &err
+    else {
+        panic!("{err}")
+    };
+    assert_eq!(
+        (*status, message.as_str()),
+        (401, "AuthenticationError: Illegal token")
+    );
+    let err = assert_fault(
+        |_, _| Some(backstage_error(403, "NotAllowedError", "no")),
+        Limits::default(),
+    )
+    .await;
+    assert!(
+        matches!(err, CatalogError::Auth { status: 403, .. }),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn server_errors_are_status_errors() {
+    let err = assert_fault(
+        |_, req| (req.method == "POST").then(|| Reply::Json(500, "<html>oops</html>".into())),
+        Limits::default(),
+    )
+    .await;
+    let CatalogError::Status {
+        status, message, ..
+    } = &err
+    else {
+        panic!("{err}")
+    };
+    assert_eq!((*status, message.as_str()), (500, "<html>oops</html>"));
+}
+
+#[tokio::test]
+async fn redirects_are_refused_not_followed() {
+    let followed = Arc::new(Mutex::new(false));
+    let target = {
+        let f = followed.clone();
+        FakeServer::start(Arc::new(move |_| {
+            *f.lock().unwrap() = true;
+            Reply::Json(200, "{\"items\":[]}".into())
+        }))
+        .await
+    };
+    let location = target.url();
+    let err = assert_fault(
+        move |_, _| {
+            Some(Reply::Raw(
+                format!(
+                    "HTTP/1.1 302 Found\r\nlocation: {location}/x\r\ncontent-length: 0\r\n\r\n"
+                )
+                .into_bytes(),
+            ))
+        },
+        Limits::default(),
+    )
+    .await;
+    assert!(
+        matches!(err, CatalogError::Redirect { status: 302, .. }),
+        "{err}"
+    );
+    assert!(!*followed.lock().unwrap());
+}
+
+#[tokio::test]
+async fn oversized_bodies_are_cut_off() {
+    let small = Limits {
+        max_body_bytes: 4096,
+        ..Limits::default()
+    };
+    // Announced by content-length.
+    let err = assert_fault(
+        |_, _| {
+            Some(Reply::Raw(
+                b"HTTP/1.1 200 OK\r\ncontent-length: 100000000\r\n\r\n{".to_vec(),
+            ))
+        },
+        small.clone(),
+    )
+    .await;
+    assert!(
+        matches!(err, CatalogError::TooLarge { limit: 4096, .. }),
+        "{err}"
+    );
+    // Chunked, no length: counted while reading.
+    let err = assert_fault(
+        |_, _| {
+            let mut raw = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+            for _ in 0..10 {
+                raw.extend_from_slice(format!("400\r\n{}\r\n", " ".repeat(1024)).as_bytes());
+            }
+            raw.extend_from_slice(b"0\r\n\r\n");
+            Some(Reply::Raw(raw))
+        },
+        small,
+    )
+    .await;
+    assert!(matches!(err, CatalogError::TooLarge { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn a_hanging_backstage_times_out() {
+    let quick = Limits {
+        timeout: Duration::from_millis(500),
+        ..Limits::default()
+    };
+    let started = Instant::now();
+    let err = assert_fault(
+        |_, req| (req.method == "POST").then_some(Reply::Hang),
+        quick,
+    )
+    .await;
+    assert!(matches!(err, CatalogError::Http { .. }), "{err}");
+    assert!(err.to_string().contains("timed out"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[tokio::test]
+async fn malformed_answers_are_protocol_errors() {
+    type Fault = Box<dyn Fn(&Catalog, &Req) -> Option<Reply> + Send + Sync>;
+    let cases: Vec<(&str, Fault)> = vec![
+        (
+            "not json",
+            Box::new(|_, _| Some(Reply::Json(200, "<html>".into()))),
+        ),
+        (
+            "no items",
+            Box::new(|_, _| Some(Reply::Json(200, "{}".into()))),
+        ),
+        (
+            "item without name",
+            Box::new(|_, req| {
+                (req.method == "GET").then(|| {
+                    Reply::Json(
+                        200,
+                        json!({"items": [{"kind": "User", "metadata": {}}]}).to_string(),
+                    )
+                })
+            }),
+        ),
+        (
+            "cursor repeats",
+            Box::new(|_, req| {
+                (req.method == "GET").then(|| {
+                    Reply::Json(
+                        200,
+                        json!({"items": [], "pageInfo": {"nextCursor": "same"}}).to_string(),
+                    )
+                })
+            }),
+        ),
+        (
+            "by-refs too short",
+            Box::new(|_, req| {
+                (req.method == "POST").then(|| Reply::Json(200, json!({"items": []}).to_string()))
+            }),
+        ),
+        (
+            "by-refs answers for another entity",
+            Box::new(|_, req| {
+                (req.method == "POST").then(|| {
+                    let items: Vec<Value> = req
+                        .refs()
+                        .iter()
+                        .map(|_| entity("User", "mallory", "m", None))
+                        .collect();
+                    Reply::Json(200, json!({"items": items}).to_string())
+                })
+            }),
+        ),
+        (
+            "entity that does not parse",
+            Box::new(|_, req| {
+                (req.method == "POST").then(|| {
+                    let items: Vec<Value> = req
+                        .refs()
+                        .iter()
+                        .map(
+                            |_| json!({"kind": "Component", "metadata": {"annotations": {"a": 1}}}),
+                        )
+                        .collect();
+                    Reply::Json(200, json!({"items": items}).to_string())
+                })
+            }),
+        ),
+    ];
+    for (name, fault) in cases {
+        let err = assert_fault(fault, Limits::default()).await;
+        assert!(
+            matches!(err, CatalogError::Protocol { .. }),
+            "{name}: {err}"
+        );
+    }
+}
+
+// ------------------------------------------------------------------- runner
+
+async fn wait_for_snapshot(
+    rx: &mut watch::Receiver<Option<Arc<CatalogSnapshot>>>,
+    what: &str,
+    pred: impl Fn(&CatalogSnapshot) -> bool,
+) -> Arc<CatalogSnapshot> {
+    let seen = tokio::time::timeout(
+        Duration::from_secs(15),
+        rx.wait_for(|s| s.as_deref().is_some_and(&pred)),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+    .unwrap();
+    seen.clone().unwrap()
+}
+
+fn backstage_config(url: String, snapshot: &std::path::Path) -> CatalogConfig {
+    CatalogConfig {
+        source: SourceKind::Backstage,
+        url: Some(url),
+        token_env: Some(RUNNER_TOKEN_ENV.to_owned()),
+        poll_seconds: 1,
+        snapshot: Some(snapshot.to_owned()),
+        ..CatalogConfig::default()
+    }
+}
+
+/// The runner reads its token from the environment variable `token_env` names. Tests
+/// cannot set variables (no unsafe code), so they name one cargo sets for every test
+/// process: the token is then "stagedoor".
+const RUNNER_TOKEN_ENV: &str = "CARGO_PKG_NAME";
+
+fn runner_backstage(catalog: Catalog) -> Handler {
+    let token = std::env::var(RUNNER_TOKEN_ENV).expect("run the tests with cargo");
+    Arc::new(move |req| backstage_with_token(&catalog, &token, req))
+}
+
+#[tokio::test]
+async fn runner_serves_the_snapshot_while_backstage_is_down_then_goes_live() {
+    let dir = tempfile::tempdir().unwrap();
+    let snapshot_path = dir.path().join("state/catalog-snapshot.json");
+    std::fs::create_dir(dir.path().join("state")).unwrap();
+    let catalog = sample_catalog();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let config = backstage_config(
+        format!("http://{addr}"),
+        std::path::Path::new("state/catalog-snapshot.json"),
+    );
+
+    // 1. Live: the runner syncs and writes the snapshot file.
+    let server = FakeServer::start_on(listener, runner_backstage(catalog.clone()));
+    let shutdown = CancellationToken::new();
+    let handle = CatalogSource::start(&config, dir.path(), shutdown.clone()).unwrap();
+    let mut rx = handle.snapshots();
+    let live = wait_for_snapshot(&mut rx, "live sync", |s| s.origin == Origin::Live).await;
+    assert_eq!(live.entities.len(), 5);
+    let saved = snapshot::load(&snapshot_path).unwrap();
+    assert_eq!(saved.entities, live.entities);
+    let status = handle.status().borrow().clone();
+    assert_eq!(status.origin, Some(Origin::Live));
+    assert_eq!(status.entities, 5);
+    assert!(status.last_good_sync_unix.is_some());
+    assert!(status.syncs.applied >= 1);
+    shutdown.cancel();
+    handle.stopped().await;
+    server.stop().await;
+
+    // 2. Backstage down at startup: the snapshot is served.
+    let shutdown = CancellationToken::new();
+    let handle = CatalogSource::start(&config, dir.path(), shutdown.clone()).unwrap();
+    let mut rx = handle.snapshots();
+    let served = wait_for_snapshot(&mut rx, "snapshot", |_| true).await;
+    assert_eq!(served.origin, Origin::Snapshot);
+    assert_eq!(served.entities, live.entities);
+    let status = handle.status().borrow().clone();
+    assert_eq!(status.origin, Some(Origin::Snapshot));
+    assert!(status.consecutive_errors >= 1, "{status:?}");
+    assert!(status.syncs.failed >= 1);
+    assert_eq!(status.last_good_sync_unix, Some(saved.saved_at_unix));
+    assert!(
+        status
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("Backstage request")
+    );
+
+    // 3. Backstage is back with one change: the runner goes live, fetching only the
+    //    changed entity (the snapshot seeded the etags).
+    catalog.lock().unwrap()[0] = entity("Component", "svc-a", "a9", Some("GET /a9"));
+    let server = FakeServer::start_on(
+        TcpListener::bind(addr).await.unwrap(),
+        runner_backstage(catalog.clone()),
+    );
+    handle.reload();
+    let back = wait_for_snapshot(&mut rx, "live again", |s| s.origin == Origin::Live).await;
+    let svc_a = back
+        .entities
+        .iter()
+        .find(|e| e.metadata.name == "svc-a")
+        .unwrap();
+    assert_eq!(svc_a.annotation("stagedoor.io/routes"), Some("GET /a9"));
+    let fetched: Vec<String> = server
+        .take_requests()
+        .iter()
+        .filter(|r| r.method == "POST")
+        .flat_map(Req::refs)
+        .collect();
+    assert_eq!(fetched, ["component:default/svc-a"]);
+    assert_eq!(
+        snapshot::load(&snapshot_path).unwrap().entities,
+        back.entities
+    );
+    let status = handle.status().borrow().clone();
+    assert_eq!(
+        (status.origin, status.consecutive_errors),
+        (Some(Origin::Live), 0)
+    );
+    shutdown.cancel();
+    handle.stopped().await;
+}
+
+#[tokio::test]
+async fn runner_publishes_nothing_when_backstage_is_down_and_there_is_no_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = backstage_config(
+        format!("http://127.0.0.1:{port}"),
+        &dir.path().join("none.json"),
+    );
+    let shutdown = CancellationToken::new();
+    let handle = CatalogSource::start(&config, dir.path(), shutdown.clone()).unwrap();
+    let mut status = handle.status();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        status.wait_for(|s| s.syncs.failed >= 1),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(handle.snapshots().borrow().is_none());
+    assert_eq!(handle.status().borrow().origin, None);
+    shutdown.cancel();
+    handle.stopped().await;
+}
+
+#[tokio::test]
+async fn runner_holds_a_wipe_out_until_the_third_poll() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = sample_catalog();
+    let server = FakeServer::start(runner_backstage(catalog.clone())).await;
+    let mut config = backstage_config(server.url(), std::path::Path::new("snap.json"));
+    // Only reload() polls, so the test counts every poll.
+    config.poll_seconds = 3600;
+    let shutdown = CancellationToken::new();
+    let handle = CatalogSource::start(&config, dir.path(), shutdown.clone()).unwrap();
+    let mut rx = handle.snapshots();
+    let live = wait_for_snapshot(&mut rx, "live sync", |s| s.origin == Origin::Live).await;
+    assert_eq!(live.entities.len(), 5);
+
+    catalog.lock().unwrap().clear();
+    let mut status = handle.status();
+    for held in 1..=2 {
+        handle.reload();
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            status.wait_for(|s| s.syncs.held == held),
+        )
+        .await
+        .expect("poll not held")
+        .unwrap();
+        assert!(Arc::ptr_eq(rx.borrow().as_ref().unwrap(), &live));
+        let on_disk = snapshot::load(&dir.path().join("snap.json")).unwrap();
+        assert_eq!(
+            on_disk.entities, live.entities,
+            "a held sync rewrote the snapshot"
+        );
+    }
+    handle.reload();
+    let wiped =
+        wait_for_snapshot(&mut rx, "the confirmed wipe-out", |s| s.entities.is_empty()).await;
+    assert_eq!(wiped.origin, Origin::Live);
+    assert!(
+        snapshot::load(&dir.path().join("snap.json"))
+            .unwrap()
+            .entities
+            .is_empty()
+    );
+    let status = handle.status().borrow().clone();
+    assert_eq!((status.syncs.held, status.entities), (2, 0));
+    shutdown.cancel();
+    handle.stopped().await;
+}
