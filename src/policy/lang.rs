@@ -392,8 +392,8 @@ fn comma_items<'a>(line: &'a str, n: u32) -> Result<Vec<(usize, &'a str)>, Locat
     Ok(out)
 }
 
-/// Parses a one-line comma list; a value spanning several lines is read line by line
-/// (every non-blank line is a comma list).
+/// Parses a comma list, which may wrap over several lines (a newline separates items
+/// like a comma; a comma may end a line).
 fn comma_list<T>(
     text: &str,
     mut item: impl FnMut(&str) -> Result<T, LangError>,
@@ -401,6 +401,9 @@ fn comma_list<T>(
     check_len(text)?;
     let mut out = Vec::new();
     for (n, line) in lines(text) {
+        let trimmed = line.trim_end_matches(is_blank);
+        // A list may wrap over lines; a comma ending a line is allowed.
+        let line = trimmed.strip_suffix(',').unwrap_or(trimmed);
         if line.trim_matches(is_blank).is_empty() {
             continue;
         }
