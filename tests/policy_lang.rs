@@ -306,7 +306,7 @@ fn golden_error_lines() {
         (
             R,
             "GET /a s\u{a0}t",
-            "component:default/svc: stagedoor.io/routes:1:8: invalid scope `s\u{a0}t`: a scope is printable ASCII without `\"`, `\\` or `|`",
+            "component:default/svc: stagedoor.io/routes:1:8: invalid scope `s\\u{a0}t`: a scope is printable ASCII without `\"`, `\\` or `|`",
         ),
         (
             R,
@@ -341,7 +341,7 @@ fn golden_error_lines() {
         (
             R,
             "GET /a s\nPOST /b \u{1}",
-            "component:default/svc: stagedoor.io/routes:2:9: invalid scope `\u{1}`: a scope is printable ASCII without `\"`, `\\` or `|`",
+            "component:default/svc: stagedoor.io/routes:2:9: invalid scope `\\u{1}`: a scope is printable ASCII without `\"`, `\\` or `|`",
         ),
         (
             R,

@@ -32,11 +32,11 @@ pub enum LangError {
     StarWithMethods,
     #[error("expected a path starting with `/`")]
     ExpectedPath,
-    #[error("path `{0}`: `*` is not a wildcard here, routes are path prefixes; drop it")]
+    #[error("path `{}`: `*` is not a wildcard here, routes are path prefixes; drop it", shown(.0))]
     WildcardInPath(String),
-    #[error("path `{0}`: query strings are not matched; drop `?...`")]
+    #[error("path `{}`: query strings are not matched; drop `?...`", shown(.0))]
     QueryInPath(String),
-    #[error("path `{path}`: {why}")]
+    #[error("path `{}`: {why}", shown(.path))]
     BadPath {
         path: String,
         why: super::path::PathError,
@@ -47,36 +47,54 @@ pub enum LangError {
     PublicNotAlone,
     #[error("`authenticated` cannot be combined with scopes")]
     AuthenticatedWithScopes,
-    #[error("`{0}` appears twice on the line")]
+    #[error("`{}` appears twice on the line", shown(.0))]
     RepeatedWord(String),
-    #[error("invalid scope `{0}`: a scope is printable ASCII without `\"`, `\\` or `|`")]
+    #[error("invalid scope `{}`: a scope is printable ASCII without `\"`, `\\` or `|`", shown(.0))]
     BadScope(String),
-    #[error("empty alternative in `{0}`")]
+    #[error("empty alternative in `{}`", shown(.0))]
     EmptyAlternative(String),
-    #[error("invalid principal `{0}`: expected [group:|user:][namespace/]name")]
+    #[error("invalid principal `{}`: expected [group:|user:][namespace/]name", shown(.0))]
     BadPrincipal(String),
-    #[error("route {0} is already declared on line {1}")]
+    #[error("route {} is already declared on line {}", shown(.0), .1)]
     DuplicateRoute(String, u32),
     #[error("empty list item")]
     EmptyItem,
-    #[error("invalid host `{0}`: expected a DNS name or `*.` followed by one")]
+    #[error("invalid host `{}`: expected a DNS name or `*.` followed by one", shown(.0))]
     BadHost(String),
-    #[error("host `{0}`: ports are ignored when matching; drop the port")]
+    #[error("host `{}`: ports are ignored when matching; drop the port", shown(.0))]
     HostWithPort(String),
-    #[error("expected `true` or `false`, found `{0}`")]
+    #[error("expected `true` or `false`, found `{}`", shown(.0))]
     BadBool(String),
-    #[error("invalid value `{0}`: expected one word without spaces or control characters")]
+    #[error("invalid value `{}`: expected one word without spaces or control characters", shown(.0))]
     BadWord(String),
-    #[error("`{0}` holds a control character")]
+    #[error("`{}` holds a control character", shown(.0))]
     ControlChar(String),
     #[error("unknown stagedoor annotation")]
     UnknownAnnotation,
-    #[error("this annotation is not read on a {0} entity")]
+    #[error("this annotation is not read on a {} entity", shown(.0))]
     WrongKind(String),
     #[error("allow-owner is true but the entity has no owner")]
     NoOwner,
-    #[error("also claimed by {0}; ignored on both")]
+    #[error("also claimed by {}; ignored on both", shown(.0))]
     DuplicateIdentity(String),
+}
+
+/// Input echoed in a message: control and non-space blank characters escaped
+/// (`\u{a0}`), cut at 80 characters, so every message stays one readable line.
+pub fn shown(s: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i == 80 {
+            out.push('…');
+            break;
+        }
+        if c.is_control() || (c.is_whitespace() && c != ' ') {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// A [`LangError`] at a 1-based line and column (in characters) of the annotation value.

@@ -278,7 +278,11 @@ impl std::fmt::Display for AnnotationError {
         write!(
             f,
             "{}: {}:{}:{}: {}",
-            self.entity, self.annotation, self.line, self.column, self.error
+            lang::shown(&self.entity),
+            lang::shown(&self.annotation),
+            self.line,
+            self.column,
+            self.error
         )
     }
 }
