@@ -148,11 +148,14 @@ pub fn parse_jws(token: &str, max_bytes: usize) -> Result<Jws<'_>, Reason> {
         return Err(Reason::MalformedToken);
     };
     let (h64, p64, s64) = (&token[..d1], &token[d1 + 1..d2], &token[d2 + 1..]);
-    if h64.is_empty() || p64.is_empty() || s64.is_empty() {
+    if h64.is_empty() || p64.is_empty() {
         return Err(Reason::MalformedToken);
     }
     let header_json = B64.decode(h64).map_err(|_| Reason::MalformedToken)?;
     let header = parse_header(&header_json)?;
+    if s64.is_empty() {
+        return Err(Reason::MalformedToken);
+    }
     let payload = B64.decode(p64).map_err(|_| Reason::MalformedToken)?;
     if s64.len() > (MAX_SIG_BYTES * 4).div_ceil(3) {
         return Err(Reason::BadSignature);
