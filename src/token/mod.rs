@@ -1,1 +1,24 @@
-//! Token verification: bearer token → verified `Identity` or a `Reason`. (In progress.)
+//! Token verification: bearer token → verified [`Identity`](crate::identity::Identity) or a
+//! [`Reason`](crate::reason::Reason) (message → **token** → policy).
+//!
+//! - [`jose`]: strict compact-JWS parsing, before any crypto.
+//! - [`jwk`]: trusted key sets, parsed one JWK at a time.
+//! - [`verify`]: the pure core (signature, then claims) with no runtime.
+//! - [`fetch`]: bounded HTTP for JWKS and OIDC discovery; clock-skew reading.
+//! - [`verifier`]: the service: refreshed key-set snapshots and the verified-token cache.
+//! - [`config`]: `[[issuers]]` tables and their validation.
+//! - [`cli`]: `stagedoor token verify`, for debugging a rejected token.
+
+pub mod cli;
+pub mod config;
+pub mod fetch;
+pub mod jose;
+pub mod jwk;
+pub mod verifier;
+pub mod verify;
+
+pub use config::{ConfigError, IssuerConfig, KeySource, TokenConfig};
+pub use jose::Alg;
+pub use jwk::KeySet;
+pub use verifier::{IssuerStatus, Verifier, VerifierStatus};
+pub use verify::{Claims, VerifiedJws, verify_jws, verify_with_keys};

@@ -1,0 +1,470 @@
+//! Policy building, between the catalog sources and the decision: entities → caller
+//! directory (users, groups, ancestors, IdP mappings) and route table. Never fails:
+//! bad annotations become [`AnnotationError`]s, overlapping claims [`Conflict`]s.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::lang::{self, HostPattern, LangError, Located, Requirement, RouteSpec};
+use super::{
+    AnnotationError, Conflict, HostTable, Policy, PrefixSlot, Principals, Route, Slot, Unmatched,
+};
+use crate::catalog::Entity;
+
+const PREFIX: &str = "stagedoor.io/";
+const HOSTS: &str = "stagedoor.io/hosts";
+const ROUTES: &str = "stagedoor.io/routes";
+const ALLOWED_GROUPS: &str = "stagedoor.io/allowed-groups";
+const ALLOW_OWNER: &str = "stagedoor.io/allow-owner";
+const IDP_GROUPS: &str = "stagedoor.io/idp-groups";
+const SUBJECT: &str = "stagedoor.io/subject";
+const EMAIL: &str = "spec.profile.email";
+
+const ROUTE_KINDS: [&str; 4] = ["component", "api", "resource", "system"];
+
+/// Interns principal refs (users and groups) as small ids.
+#[derive(Default)]
+struct Interner {
+    ids: HashMap<String, u32>,
+}
+
+impl Interner {
+    fn id(&mut self, r: &str) -> u32 {
+        if let Some(&i) = self.ids.get(r) {
+            return i;
+        }
+        let i = u32::try_from(self.ids.len()).unwrap_or(u32::MAX);
+        self.ids.insert(r.to_owned(), i);
+        i
+    }
+}
+
+fn kind_is(e: &Entity, kind: &str) -> bool {
+    e.kind.eq_ignore_ascii_case(kind)
+}
+
+/// Refs from relations of `relation`, else from the spec field (string or list of strings).
+fn refs(e: &Entity, relation: &str, spec_field: &str, default_kind: &str) -> Vec<String> {
+    let ns = &e.metadata.namespace;
+    let from_rel: Vec<String> = e
+        .related(relation)
+        .filter_map(|r| lang::entity_ref(r, default_kind, ns))
+        .collect();
+    if !from_rel.is_empty() {
+        return from_rel;
+    }
+    match e.spec.get(spec_field) {
+        Some(Value::String(s)) => lang::entity_ref(s, default_kind, ns).into_iter().collect(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(Value::as_str)
+            .filter_map(|s| lang::entity_ref(s, default_kind, ns))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn owner_of(e: &Entity) -> Option<String> {
+    refs(e, "ownedBy", "owner", "group").into_iter().next()
+}
+
+fn annotation_error(entity: &str, annotation: &str, l: Located) -> AnnotationError {
+    AnnotationError {
+        entity: entity.to_owned(),
+        annotation: annotation.to_owned(),
+        line: l.line,
+        column: l.column,
+        error: l.error,
+    }
+}
+
+fn whole(entity: &str, annotation: &str, error: LangError) -> AnnotationError {
+    annotation_error(
+        entity,
+        annotation,
+        Located {
+            line: 1,
+            column: 1,
+            error,
+        },
+    )
+}
+
+/// Sorted, deduplicated.
+fn sorted(mut v: Vec<u32>) -> Box<[u32]> {
+    v.sort_unstable();
+    v.dedup();
+    v.into_boxed_slice()
+}
+
+/// Adds `ids` to the set under `key`.
+fn add(map: &mut HashMap<Box<str>, Vec<u32>>, key: &str, ids: &[u32]) {
+    map.entry(key.into()).or_default().extend_from_slice(ids);
+}
+
+fn freeze(map: HashMap<Box<str>, Vec<u32>>) -> HashMap<Box<str>, Box<[u32]>> {
+    map.into_iter().map(|(k, v)| (k, sorted(v))).collect()
+}
+
+/// A user-identifying key (subject or email) being claimed by users; two claims void it.
+struct Claim<'a> {
+    map: &'a mut HashMap<Box<str>, (String, Vec<u32>)>,
+    dups: &'a mut HashSet<Box<str>>,
+    annotation: &'static str,
+}
+
+impl Claim<'_> {
+    fn add(self, key: String, user: &str, ids: &[u32], errors: &mut Vec<AnnotationError>) {
+        if let Some((other, _)) = self.map.get(key.as_str()) {
+            let a = self.annotation;
+            errors.push(whole(
+                other,
+                a,
+                LangError::DuplicateIdentity(user.to_owned()),
+            ));
+            errors.push(whole(user, a, LangError::DuplicateIdentity(other.clone())));
+            self.dups.insert(key.into());
+        } else {
+            self.map.insert(key.into(), (user.to_owned(), ids.to_vec()));
+        }
+    }
+}
+
+/// Builds the caller directory from Group and User entities.
+fn principals(
+    entities: &[Entity],
+    interner: &mut Interner,
+    errors: &mut Vec<AnnotationError>,
+) -> Principals {
+    // Group → parents, by id.
+    let mut parents: HashMap<u32, Vec<u32>> = HashMap::new();
+    for e in entities.iter().filter(|e| kind_is(e, "group")) {
+        let me = interner.id(&e.entity_ref());
+        let ps: Vec<u32> = refs(e, "childOf", "parent", "group")
+            .iter()
+            .map(|p| interner.id(p))
+            .collect();
+        parents.entry(me).or_default().extend(ps);
+    }
+    // Every group with its ancestors; the `seen` set guards against parent cycles.
+    let ancestors = |g: u32| -> Vec<u32> {
+        let mut seen = HashSet::from([g]);
+        let mut stack = vec![g];
+        while let Some(x) = stack.pop() {
+            for &p in parents.get(&x).into_iter().flatten() {
+                if seen.insert(p) {
+                    stack.push(p);
+                }
+            }
+        }
+        seen.into_iter().collect()
+    };
+
+    let mut by_idp: HashMap<Box<str>, Vec<u32>> = HashMap::new();
+    let mut by_name: HashMap<Box<str>, Vec<u32>> = HashMap::new();
+    let mut by_subject: HashMap<Box<str>, (String, Vec<u32>)> = HashMap::new();
+    let mut by_email: HashMap<Box<str>, (String, Vec<u32>)> = HashMap::new();
+    let mut dup_subjects: HashSet<Box<str>> = HashSet::new();
+    let mut dup_emails: HashSet<Box<str>> = HashSet::new();
+
+    for e in entities {
+        let r = e.entity_ref();
+        if kind_is(e, "group") {
+            let up = ancestors(interner.id(&r));
+            add(&mut by_name, &r, &up);
+            if e.metadata.namespace.eq_ignore_ascii_case("default") {
+                add(&mut by_name, &e.metadata.name.to_ascii_lowercase(), &up);
+            }
+            if let Some(v) = e.annotation(IDP_GROUPS) {
+                match lang::parse_idp_groups(v) {
+                    Ok(names) => names.iter().for_each(|n| add(&mut by_idp, n, &up)),
+                    Err(l) => errors.push(annotation_error(&r, IDP_GROUPS, l)),
+                }
+            }
+        } else if kind_is(e, "user") {
+            let mut ids = vec![interner.id(&r)];
+            for g in refs(e, "memberOf", "memberOf", "group") {
+                ids.extend(ancestors(interner.id(&g)));
+            }
+            if let Some(v) = e.annotation(SUBJECT) {
+                match lang::parse_word(v) {
+                    Ok(s) => {
+                        let c = Claim {
+                            map: &mut by_subject,
+                            dups: &mut dup_subjects,
+                            annotation: SUBJECT,
+                        };
+                        c.add(s, &r, &ids, errors);
+                    }
+                    Err(l) => errors.push(annotation_error(&r, SUBJECT, l)),
+                }
+            }
+            let email = e
+                .spec
+                .pointer("/profile/email")
+                .and_then(Value::as_str)
+                .map(|s| s.trim().to_ascii_lowercase())
+                .filter(|s| !s.is_empty());
+            if let Some(m) = email {
+                let c = Claim {
+                    map: &mut by_email,
+                    dups: &mut dup_emails,
+                    annotation: EMAIL,
+                };
+                c.add(m, &r, &ids, errors);
+            }
+        }
+    }
+    let unique = |map: HashMap<Box<str>, (String, Vec<u32>)>, dups: &HashSet<Box<str>>| {
+        map.into_iter()
+            .filter(|(k, _)| !dups.contains(k))
+            .map(|(k, (_, v))| (k, sorted(v)))
+            .collect()
+    };
+    Principals {
+        by_idp_group: freeze(by_idp),
+        by_group_name: freeze(by_name),
+        by_subject: unique(by_subject, &dup_subjects),
+        by_email: unique(by_email, &dup_emails),
+    }
+}
+
+/// The parsed `stagedoor.io/*` annotations of a routed entity.
+struct Declared {
+    hosts: Option<Vec<HostPattern>>,
+    routes: Vec<RouteSpec>,
+    /// Entity-level allowed principals (allowed-groups, plus the owner when opted in).
+    allowed: Vec<String>,
+}
+
+/// Reads a routed entity's annotations; `None` when any of them is in error.
+fn declared(
+    e: &Entity,
+    r: &str,
+    owner: Option<&str>,
+    errors: &mut Vec<AnnotationError>,
+) -> Option<Declared> {
+    let before = errors.len();
+    let ns = &e.metadata.namespace;
+    let mut d = Declared {
+        hosts: None,
+        routes: Vec::new(),
+        allowed: Vec::new(),
+    };
+    for (key, value) in &e.metadata.annotations {
+        if !key.starts_with(PREFIX) {
+            continue;
+        }
+        let result = match key.as_str() {
+            HOSTS => lang::parse_hosts(value).map(|h| d.hosts = Some(h)),
+            ROUTES => lang::parse_routes(value, ns).map(|v| d.routes = v),
+            ALLOWED_GROUPS => lang::parse_principals(value, ns).map(|g| d.allowed.extend(g)),
+            ALLOW_OWNER => match lang::parse_bool(value) {
+                Ok(true) => match owner {
+                    Some(o) => {
+                        d.allowed.push(o.to_owned());
+                        Ok(())
+                    }
+                    None => {
+                        errors.push(whole(r, key, LangError::NoOwner));
+                        Ok(())
+                    }
+                },
+                Ok(false) => Ok(()),
+                Err(l) => Err(l),
+            },
+            IDP_GROUPS | SUBJECT => {
+                errors.push(whole(r, key, LangError::WrongKind(e.kind.clone())));
+                Ok(())
+            }
+            _ => {
+                errors.push(whole(r, key, LangError::UnknownAnnotation));
+                Ok(())
+            }
+        };
+        if let Err(l) = result {
+            errors.push(annotation_error(r, key, l));
+        }
+    }
+    (errors.len() == before).then_some(d)
+}
+
+/// Reports `stagedoor.io/*` annotations that a non-routed entity does not read.
+fn check_other_kind(e: &Entity, errors: &mut Vec<AnnotationError>) {
+    let reads: &[&str] = if kind_is(e, "group") {
+        &[IDP_GROUPS]
+    } else if kind_is(e, "user") {
+        &[SUBJECT]
+    } else {
+        &[]
+    };
+    for key in e.metadata.annotations.keys() {
+        if !key.starts_with(PREFIX) || reads.contains(&key.as_str()) {
+            continue;
+        }
+        let err = if [
+            HOSTS,
+            ROUTES,
+            ALLOWED_GROUPS,
+            ALLOW_OWNER,
+            IDP_GROUPS,
+            SUBJECT,
+        ]
+        .contains(&key.as_str())
+        {
+            LangError::WrongKind(e.kind.clone())
+        } else {
+            LangError::UnknownAnnotation
+        };
+        errors.push(whole(&e.entity_ref(), key, err));
+    }
+}
+
+/// Scope words as written, e.g. `orders:read audit|admin`.
+fn scopes_text(req: &Requirement) -> Option<Arc<str>> {
+    match req {
+        Requirement::Scopes(all) => Some(
+            all.iter()
+                .map(|any| any.iter().map(|s| &**s).collect::<Vec<_>>().join("|"))
+                .collect::<Vec<_>>()
+                .join(" ")
+                .into(),
+        ),
+        _ => None,
+    }
+}
+
+/// Adds `route` to an occupied slot: a claim by a second entity makes it a conflict.
+fn claim(slot: &mut Slot, route: &Arc<Route>, conflict_text: impl FnOnce() -> String) {
+    match slot {
+        Slot::Route(prev) => {
+            let entities = vec![prev.entity.clone(), route.entity.clone()];
+            *slot = Slot::Conflict(conflict_text().into(), entities);
+        }
+        Slot::Conflict(_, entities) => entities.push(route.entity.clone()),
+    }
+}
+
+fn insert(table: &mut HostTable, host: Option<&HostPattern>, route: &Arc<Route>) {
+    let ps: &mut PrefixSlot = table.by_prefix.entry(route.path.clone()).or_default();
+    let host_text = host.map_or_else(|| "*".to_owned(), ToString::to_string);
+    let text = |m: &str| format!("{m} {host_text} {}", route.path);
+    match &route.methods {
+        None => match &mut ps.any {
+            Some(s) => claim(s, route, || text("*")),
+            None => ps.any = Some(Slot::Route(route.clone())),
+        },
+        Some(ms) => {
+            for m in ms {
+                match ps.methods.iter_mut().find(|(x, _)| x == m) {
+                    Some((_, s)) => claim(s, route, || text(m)),
+                    None => ps.methods.push((m.clone(), Slot::Route(route.clone()))),
+                }
+            }
+        }
+    }
+}
+
+fn conflicts_of(table: &HostTable, host: Option<&str>, out: &mut Vec<Conflict>) {
+    for (path, ps) in &table.by_prefix {
+        let slots = ps
+            .methods
+            .iter()
+            .map(|(m, s)| (&**m, s))
+            .chain(ps.any.iter().map(|s| ("*", s)));
+        for (method, slot) in slots {
+            if let Slot::Conflict(_, entities) = slot {
+                let mut entities: Vec<String> = entities.iter().map(|e| e.to_string()).collect();
+                entities.sort();
+                entities.dedup();
+                out.push(Conflict {
+                    host: host.map(str::to_owned),
+                    method: method.to_owned(),
+                    path: path.to_string(),
+                    entities,
+                });
+            }
+        }
+    }
+}
+
+impl Policy {
+    /// Builds a snapshot from catalog entities. Never fails: see [`Policy::errors`] and
+    /// [`Policy::conflicts`].
+    pub fn build(entities: &[Entity], unmatched: Unmatched) -> Policy {
+        let mut errors = Vec::new();
+        let mut interner = Interner::default();
+        let principals = principals(entities, &mut interner, &mut errors);
+        let mut policy = Policy {
+            unmatched,
+            principals,
+            entity_count: entities.len(),
+            ..Policy::default()
+        };
+        for e in entities {
+            if !ROUTE_KINDS.iter().any(|k| kind_is(e, k)) {
+                check_other_kind(e, &mut errors);
+                continue;
+            }
+            let r = e.entity_ref();
+            let owner = owner_of(e);
+            let Some(d) = declared(e, &r, owner.as_deref(), &mut errors) else {
+                continue;
+            };
+            let entity: Arc<str> = r.into();
+            let owner: Option<Arc<str>> = owner.map(Into::into);
+            for spec in d.routes {
+                let allowed_refs = if spec.requirement == Requirement::Public {
+                    Vec::new()
+                } else if spec.principals.is_empty() {
+                    d.allowed.clone()
+                } else {
+                    spec.principals
+                };
+                let allowed = (!allowed_refs.is_empty())
+                    .then(|| sorted(allowed_refs.iter().map(|g| interner.id(g)).collect()));
+                let route = Arc::new(Route {
+                    entity: entity.clone(),
+                    owner: owner.clone(),
+                    display: spec.display.into(),
+                    hosts: d.hosts.clone().unwrap_or_default(),
+                    methods: spec.methods,
+                    path: spec.path.into(),
+                    required_scopes: scopes_text(&spec.requirement),
+                    requirement: spec.requirement,
+                    allowed,
+                    allowed_refs,
+                });
+                match &d.hosts {
+                    None => insert(&mut policy.any, None, &route),
+                    Some(hosts) => {
+                        for h in hosts {
+                            let table = match h {
+                                HostPattern::Exact(x) => policy.exact.entry(x.as_str().into()),
+                                HostPattern::Wildcard(x) => {
+                                    policy.wildcard.entry(x.as_str().into())
+                                }
+                            };
+                            insert(table.or_default(), Some(h), &route);
+                        }
+                    }
+                }
+                policy.routes.push(route);
+            }
+        }
+        let mut conflicts = Vec::new();
+        conflicts_of(&policy.any, None, &mut conflicts);
+        for (h, t) in &policy.exact {
+            conflicts_of(t, Some(h), &mut conflicts);
+        }
+        for (h, t) in &policy.wildcard {
+            conflicts_of(t, Some(&format!("*.{h}")), &mut conflicts);
+        }
+        conflicts.sort_by(|a, b| (&a.host, &a.path, &a.method).cmp(&(&b.host, &b.path, &b.method)));
+        policy.conflicts = conflicts;
+        policy.errors = errors;
+        policy
+    }
+}

@@ -1,0 +1,299 @@
+//! Path normalisation, between the request (method, host, path) and route matching:
+//! turns the raw request path into the one form both the policy and the backend read,
+//! or refuses it as `bad_path`.
+//!
+//! The rules, applied in one pass:
+//! - everything from the first `?` on (the query string) is ignored;
+//! - the path must start with `/` and be at most [`MAX_PATH_LEN`] bytes;
+//! - `%XX` escapes of unreserved characters (`A-Z a-z 0-9 - . _ ~`) are decoded, every
+//!   other escape is kept with upper-case hex;
+//! - runs of `/` collapse to one;
+//! - refused: `.` or `..` segments (raw or encoded), encoded `/` or `\`, a raw `\`,
+//!   control characters (raw or encoded), broken escapes, escapes that decode to invalid
+//!   UTF-8 (e.g. the overlong `%C0%AE`), double encoding (`%25` followed by two hex
+//!   digits), `;` path parameters, `#`, raw non-ASCII bytes and any other character
+//!   RFC 3986 does not allow in a path.
+//!
+//! Letter case is kept: paths compare case-sensitively, as RFC 3986 says and as most
+//! backends route.
+
+use std::borrow::Cow;
+
+use thiserror::Error;
+
+/// The longest request path (without the query) the policy reads; longer ones are `bad_path`.
+pub const MAX_PATH_LEN: usize = 8192;
+
+/// Why a path was refused. Every variant maps to reason `bad_path`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum PathError {
+    #[error("path does not start with `/`")]
+    NotAbsolute,
+    #[error("path is longer than {MAX_PATH_LEN} bytes")]
+    TooLong,
+    #[error("path holds a `.` or `..` segment")]
+    DotSegment,
+    #[error("path holds an encoded `/` or `\\`")]
+    EncodedSeparator,
+    #[error("path holds a backslash")]
+    Backslash,
+    #[error("path holds a control character")]
+    Control,
+    #[error("path holds a broken `%` escape")]
+    BrokenEscape,
+    #[error("path escapes do not decode to valid UTF-8")]
+    InvalidUtf8,
+    #[error("path holds a double-encoded escape (`%25` followed by hex)")]
+    DoubleEncoded,
+    #[error("path holds a `;` parameter")]
+    Semicolon,
+    #[error("path holds `#`")]
+    Fragment,
+    #[error("path holds a character not allowed in a URL path")]
+    InvalidChar,
+}
+
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+/// Raw bytes allowed in a path besides `%`: unreserved, sub-delims except `;`, `:`, `@`, `/`.
+fn is_path_char(b: u8) -> bool {
+    is_unreserved(b)
+        || matches!(
+            b,
+            b'!' | b'$'
+                | b'&'
+                | b'\''
+                | b'('
+                | b')'
+                | b'*'
+                | b'+'
+                | b','
+                | b'='
+                | b':'
+                | b'@'
+                | b'/'
+        )
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Tracks the UTF-8 sequence formed by consecutive escapes of bytes >= 0x80.
+#[derive(Default)]
+struct Utf8Run {
+    buf: [u8; 4],
+    len: usize,
+    need: usize,
+}
+
+impl Utf8Run {
+    fn push(&mut self, b: u8) -> Result<(), PathError> {
+        if self.need == 0 {
+            self.need = match b {
+                0xC2..=0xDF => 2,
+                0xE0..=0xEF => 3,
+                0xF0..=0xF4 => 4,
+                _ => return Err(PathError::InvalidUtf8),
+            };
+            self.len = 0;
+        }
+        self.buf[self.len] = b;
+        self.len += 1;
+        if self.len == self.need {
+            self.need = 0;
+            // std rejects overlong forms and surrogates.
+            std::str::from_utf8(&self.buf[..self.len]).map_err(|_| PathError::InvalidUtf8)?;
+        }
+        Ok(())
+    }
+
+    fn end(&self) -> Result<(), PathError> {
+        if self.need == 0 {
+            Ok(())
+        } else {
+            Err(PathError::InvalidUtf8)
+        }
+    }
+}
+
+/// Normalises a request path (see the module doc). Borrows when nothing changes, which
+/// is the common case.
+pub fn normalize(raw: &str) -> Result<Cow<'_, str>, PathError> {
+    let path = raw.split_once('?').map_or(raw, |(p, _)| p);
+    if path.len() > MAX_PATH_LEN {
+        return Err(PathError::TooLong);
+    }
+    let bytes = path.as_bytes();
+    if bytes.first() != Some(&b'/') {
+        return Err(PathError::NotAbsolute);
+    }
+    // Lazily allocated: only once the output differs from the input.
+    let mut out: Option<String> = None;
+    let mut utf8 = Utf8Run::default();
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        match b {
+            b'%' => {
+                let (Some(h), Some(l)) = (
+                    bytes.get(i + 1).copied().and_then(hex),
+                    bytes.get(i + 2).copied().and_then(hex),
+                ) else {
+                    return Err(PathError::BrokenEscape);
+                };
+                let v = (h << 4) | l;
+                if v >= 0x80 {
+                    utf8.push(v)?;
+                } else {
+                    utf8.end()?;
+                }
+                match v {
+                    b'/' | b'\\' => return Err(PathError::EncodedSeparator),
+                    0..=0x1F | 0x7F => return Err(PathError::Control),
+                    b'%' if bytes.get(i + 3).copied().and_then(hex).is_some()
+                        && bytes.get(i + 4).copied().and_then(hex).is_some() =>
+                    {
+                        return Err(PathError::DoubleEncoded);
+                    }
+                    _ => {}
+                }
+                let escape = &path[i..i + 3];
+                if is_unreserved(v) {
+                    out.get_or_insert_with(|| path[..i].to_owned())
+                        .push(char::from(v));
+                } else if escape.bytes().any(|c| c.is_ascii_lowercase()) {
+                    let o = out.get_or_insert_with(|| path[..i].to_owned());
+                    o.push_str(&escape.to_ascii_uppercase());
+                } else if let Some(o) = out.as_mut() {
+                    o.push_str(escape);
+                }
+                i += 3;
+                continue;
+            }
+            b'\\' => return Err(PathError::Backslash),
+            0..=0x1F | 0x7F => return Err(PathError::Control),
+            b';' => return Err(PathError::Semicolon),
+            b'#' => return Err(PathError::Fragment),
+            b'/' if i > 0 && bytes[i - 1] == b'/' => {
+                // Collapse repeated slashes; the previous one was already written.
+                out.get_or_insert_with(|| path[..i].to_owned());
+            }
+            _ if is_path_char(b) => {
+                if let Some(o) = out.as_mut() {
+                    o.push(char::from(b));
+                }
+            }
+            _ => return Err(PathError::InvalidChar),
+        }
+        utf8.end()?;
+        i += 1;
+    }
+    utf8.end()?;
+    let norm = match out {
+        Some(s) => Cow::Owned(s),
+        None => Cow::Borrowed(path),
+    };
+    if norm.split('/').any(|seg| seg == "." || seg == "..") {
+        return Err(PathError::DotSegment);
+    }
+    Ok(norm)
+}
+
+/// The route-prefix candidates of a normalised path, longest first, each ending on a
+/// segment boundary: `/a/b` → `/a/b`, `/a`, `/`; `/a/b/` → `/a/b`, `/a`, `/`.
+pub fn prefixes(path: &str) -> impl Iterator<Item = &str> {
+    let mut end = Some(path.len());
+    std::iter::from_fn(move || {
+        let e = end?;
+        let cand = &path[..e];
+        let cand = if cand.len() > 1 {
+            cand.strip_suffix('/').unwrap_or(cand)
+        } else {
+            cand
+        };
+        if cand.len() <= 1 {
+            end = None;
+            return Some("/");
+        }
+        end = cand.rfind('/');
+        Some(cand)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_clean_paths_borrowed() {
+        assert!(matches!(
+            normalize("/api/orders"),
+            Ok(Cow::Borrowed("/api/orders"))
+        ));
+        assert!(matches!(normalize("/a?x=1"), Ok(Cow::Borrowed("/a"))));
+    }
+
+    #[test]
+    fn collapses_and_decodes() {
+        assert_eq!(normalize("//api///orders/").unwrap(), "/api/orders/");
+        assert_eq!(normalize("/api/%6Frders%7e").unwrap(), "/api/orders~");
+        assert_eq!(normalize("/a%20b%c3%a9").unwrap(), "/a%20b%C3%A9");
+        assert_eq!(normalize("/100%25").unwrap(), "/100%25");
+    }
+
+    #[test]
+    fn refuses_attacks() {
+        let cases = [
+            ("/a/../b", PathError::DotSegment),
+            ("/a/./b", PathError::DotSegment),
+            ("/a/%2e%2E/b", PathError::DotSegment),
+            ("/a/.%2e", PathError::DotSegment),
+            ("/a/..", PathError::DotSegment),
+            ("/a%2fb", PathError::EncodedSeparator),
+            ("/a%5cb", PathError::EncodedSeparator),
+            ("/a\\b", PathError::Backslash),
+            ("/a\tb", PathError::Control),
+            ("/a%00", PathError::Control),
+            ("/a%0A", PathError::Control),
+            ("/a%", PathError::BrokenEscape),
+            ("/a%4", PathError::BrokenEscape),
+            ("/a%zz", PathError::BrokenEscape),
+            ("/a%c0%ae", PathError::InvalidUtf8),
+            ("/a%e0%80%ae", PathError::InvalidUtf8),
+            ("/a%c3", PathError::InvalidUtf8),
+            ("/a%c3x", PathError::InvalidUtf8),
+            ("/a%80", PathError::InvalidUtf8),
+            ("/a%252e%252e", PathError::DoubleEncoded),
+            ("/a;jsessionid=1", PathError::Semicolon),
+            ("/a#f", PathError::Fragment),
+            ("/a b", PathError::InvalidChar),
+            ("/é", PathError::InvalidChar),
+            ("/a|b", PathError::InvalidChar),
+            ("a/b", PathError::NotAbsolute),
+            ("", PathError::NotAbsolute),
+            ("*", PathError::NotAbsolute),
+        ];
+        for (p, want) in cases {
+            assert_eq!(normalize(p), Err(want), "{p:?}");
+        }
+        let long = format!("/{}", "a".repeat(MAX_PATH_LEN));
+        assert_eq!(normalize(&long), Err(PathError::TooLong));
+    }
+
+    #[test]
+    fn prefixes_walk_segment_boundaries() {
+        let p: Vec<_> = prefixes("/a/bc/d").collect();
+        assert_eq!(p, ["/a/bc/d", "/a/bc", "/a", "/"]);
+        let p: Vec<_> = prefixes("/a/bc/").collect();
+        assert_eq!(p, ["/a/bc", "/a", "/"]);
+        assert_eq!(prefixes("/").collect::<Vec<_>>(), ["/"]);
+    }
+}

@@ -1,0 +1,482 @@
+//! Token stage, configuration: one `[[issuers]]` table per trusted identity provider,
+//! validated before the agent binds anything (config → token verification).
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::jose::Alg;
+
+/// Tokens longer than this are rejected before any decoding (`token_too_large`).
+pub const DEFAULT_MAX_TOKEN_BYTES: usize = 8 * 1024;
+/// Entries in the verified-token cache.
+pub const DEFAULT_CACHE_ENTRIES: u64 = 65_536;
+/// Largest `kid` accepted in a token header.
+pub const MAX_KID_BYTES: usize = 256;
+/// Smallest shared secret accepted for HS256 (RFC 7518 §3.2: at least the hash size).
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// Process-wide token settings (not per issuer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokenConfig {
+    /// Size cap on the raw token, checked first.
+    pub max_token_bytes: usize,
+    /// Bound on the verified-token cache; 0 disables the cache.
+    pub cache_entries: u64,
+}
+
+impl Default for TokenConfig {
+    fn default() -> Self {
+        TokenConfig {
+            max_token_bytes: DEFAULT_MAX_TOKEN_BYTES,
+            cache_entries: DEFAULT_CACHE_ENTRIES,
+        }
+    }
+}
+
+/// One trusted issuer: where its keys come from and what its tokens must say.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerConfig {
+    /// Exact `iss` value (byte equality, no normalisation).
+    pub issuer: String,
+    /// The token's `aud` must contain at least one of these.
+    pub audiences: Vec<String>,
+    /// JWKS endpoint.
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+    /// Find the JWKS through `<issuer>/.well-known/openid-configuration`.
+    #[serde(default)]
+    pub discovery: bool,
+    /// Local JWKS file, reloaded when it changes.
+    #[serde(default)]
+    pub jwks_file: Option<String>,
+    /// Allowed algorithms; default RS256, PS256, ES256, EdDSA (HS256 for a shared secret).
+    #[serde(default)]
+    pub algorithms: Option<Vec<Alg>>,
+    #[serde(default = "default_leeway")]
+    pub leeway_seconds: u64,
+    #[serde(default = "default_groups_claim")]
+    pub groups_claim: String,
+    /// Allowed header `typ` values (e.g. `at+jwt`); empty or absent means not checked.
+    #[serde(default)]
+    pub types: Option<Vec<String>>,
+    /// Longest accepted `exp - iat` (or `exp - nbf`, or `exp - now`).
+    #[serde(default)]
+    pub max_lifetime_seconds: Option<u64>,
+    /// Name of an environment variable holding an HMAC secret: enables HS* for this
+    /// issuer and excludes every JWKS source.
+    #[serde(default)]
+    pub shared_secret_env: Option<String>,
+    /// Allow `http://` URLs for non-loopback hosts.
+    #[serde(default)]
+    pub allow_insecure_http: bool,
+    /// Lower bound for the key-set refresh interval (Cache-Control max-age is clamped to it).
+    #[serde(default = "default_min_refresh")]
+    pub min_refresh_seconds: u64,
+    /// Upper bound for the refresh interval, and the interval used without Cache-Control.
+    #[serde(default = "default_max_refresh")]
+    pub max_refresh_seconds: u64,
+    /// How long the last good key set is used while refreshes fail; then `keys_unavailable`.
+    #[serde(default = "default_max_stale")]
+    pub max_stale_seconds: u64,
+    /// At most one unknown-`kid` refetch per this many seconds.
+    #[serde(default = "default_cooldown")]
+    pub unknown_kid_cooldown_seconds: u64,
+}
+
+fn default_leeway() -> u64 {
+    30
+}
+fn default_groups_claim() -> String {
+    "groups".to_owned()
+}
+fn default_min_refresh() -> u64 {
+    60
+}
+fn default_max_refresh() -> u64 {
+    600
+}
+fn default_max_stale() -> u64 {
+    86_400
+}
+fn default_cooldown() -> u64 {
+    30
+}
+
+/// The default allow-list for JWKS issuers.
+pub const DEFAULT_ALGORITHMS: [Alg; 4] = [Alg::RS256, Alg::PS256, Alg::ES256, Alg::EdDSA];
+
+/// Where an issuer's keys come from, after validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    JwksUrl(String),
+    Discovery,
+    JwksFile(String),
+    SharedSecret(String),
+}
+
+/// A configuration mistake, naming the issuer and the key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("issuers: `issuer` must not be empty")]
+    EmptyIssuer,
+    #[error("issuers[{0}]: `issuer` appears more than once")]
+    DuplicateIssuer(String),
+    #[error("issuers[{0}]: `audiences` must list at least one non-empty audience")]
+    NoAudience(String),
+    #[error(
+        "issuers[{0}]: set exactly one of `jwks_url`, `discovery = true`, `jwks_file`, `shared_secret_env`"
+    )]
+    KeySource(String),
+    #[error("issuers[{issuer}]: `{key}` is not a usable URL: {why}")]
+    BadUrl {
+        issuer: String,
+        key: &'static str,
+        why: String,
+    },
+    #[error("issuers[{0}]: `algorithms` must not be empty")]
+    NoAlgorithms(String),
+    #[error(
+        "issuers[{0}]: `algorithms` lists HS* but no `shared_secret_env` is set (HS* never applies to JWKS keys)"
+    )]
+    HmacWithoutSecret(String),
+    #[error("issuers[{0}]: `shared_secret_env` allows only HS256, HS384, HS512 in `algorithms`")]
+    SecretWithAsymmetric(String),
+    #[error(
+        "issuers[{issuer}]: `shared_secret_env`: environment variable {var} is unset or shorter than {min} bytes"
+    )]
+    WeakSecret {
+        issuer: String,
+        var: String,
+        min: usize,
+    },
+    #[error("issuers[{0}]: `groups_claim` must not be empty")]
+    EmptyGroupsClaim(String),
+    #[error("issuers[{0}]: `types` must not contain empty strings")]
+    EmptyType(String),
+    #[error("issuers[{0}]: `max_lifetime_seconds` must be greater than 0")]
+    ZeroLifetime(String),
+    #[error("issuers[{0}]: `leeway_seconds` must be at most 300")]
+    LeewayTooLarge(String),
+    #[error("issuers[{0}]: need 1 <= `min_refresh_seconds` <= `max_refresh_seconds`")]
+    RefreshBounds(String),
+    #[error("issuers[{0}]: `max_stale_seconds` must be at least `max_refresh_seconds`")]
+    StaleBelowRefresh(String),
+    #[error("issuers[{0}]: `unknown_kid_cooldown_seconds` must be at least 1")]
+    ZeroCooldown(String),
+    #[error("token: `max_token_bytes` must be between 256 and 65536")]
+    TokenCap,
+}
+
+impl IssuerConfig {
+    /// A config with every default, for `issuer` and `audiences`, keys from `jwks_url`.
+    pub fn new(issuer: &str, audiences: &[&str], source: KeySource) -> IssuerConfig {
+        let mut c = IssuerConfig {
+            issuer: issuer.to_owned(),
+            audiences: audiences.iter().map(|a| (*a).to_owned()).collect(),
+            jwks_url: None,
+            discovery: false,
+            jwks_file: None,
+            algorithms: None,
+            leeway_seconds: default_leeway(),
+            groups_claim: default_groups_claim(),
+            types: None,
+            max_lifetime_seconds: None,
+            shared_secret_env: None,
+            allow_insecure_http: false,
+            min_refresh_seconds: default_min_refresh(),
+            max_refresh_seconds: default_max_refresh(),
+            max_stale_seconds: default_max_stale(),
+            unknown_kid_cooldown_seconds: default_cooldown(),
+        };
+        match source {
+            KeySource::JwksUrl(u) => c.jwks_url = Some(u),
+            KeySource::Discovery => c.discovery = true,
+            KeySource::JwksFile(f) => c.jwks_file = Some(f),
+            KeySource::SharedSecret(v) => c.shared_secret_env = Some(v),
+        }
+        c
+    }
+
+    /// The configured key source (call after [`IssuerConfig::validate`]).
+    pub fn source(&self) -> Result<KeySource, ConfigError> {
+        let mut found = Vec::with_capacity(1);
+        if let Some(u) = &self.jwks_url {
+            found.push(KeySource::JwksUrl(u.clone()));
+        }
+        if self.discovery {
+            found.push(KeySource::Discovery);
+        }
+        if let Some(f) = &self.jwks_file {
+            found.push(KeySource::JwksFile(f.clone()));
+        }
+        if let Some(v) = &self.shared_secret_env {
+            found.push(KeySource::SharedSecret(v.clone()));
+        }
+        match found.len() {
+            1 => Ok(found.remove(0)),
+            _ => Err(ConfigError::KeySource(self.issuer.clone())),
+        }
+    }
+
+    /// The effective algorithm allow-list.
+    pub fn allowed_algorithms(&self) -> &[Alg] {
+        match (&self.algorithms, &self.shared_secret_env) {
+            (Some(a), _) => a,
+            (None, Some(_)) => &[Alg::HS256],
+            (None, None) => &DEFAULT_ALGORITHMS,
+        }
+    }
+
+    pub(crate) fn leeway(&self) -> i64 {
+        self.leeway_seconds as i64
+    }
+
+    pub(crate) fn cooldown(&self) -> Duration {
+        Duration::from_secs(self.unknown_kid_cooldown_seconds)
+    }
+
+    /// Checks every rule that serde cannot express.
+    ///
+    /// # Errors
+    /// The first broken rule, naming the issuer and the offending key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let iss = || self.issuer.clone();
+        if self.issuer.is_empty() {
+            return Err(ConfigError::EmptyIssuer);
+        }
+        if self.audiences.is_empty() || self.audiences.iter().any(String::is_empty) {
+            return Err(ConfigError::NoAudience(iss()));
+        }
+        let source = self.source()?;
+        let algs = self.allowed_algorithms();
+        if algs.is_empty() {
+            return Err(ConfigError::NoAlgorithms(iss()));
+        }
+        match &source {
+            KeySource::SharedSecret(var) => {
+                if algs.iter().any(|a| !a.is_hmac()) {
+                    return Err(ConfigError::SecretWithAsymmetric(iss()));
+                }
+                let ok = std::env::var_os(var).is_some_and(|v| v.len() >= MIN_SECRET_BYTES);
+                if !ok {
+                    return Err(ConfigError::WeakSecret {
+                        issuer: iss(),
+                        var: var.clone(),
+                        min: MIN_SECRET_BYTES,
+                    });
+                }
+            }
+            other => {
+                if algs.iter().any(|a| a.is_hmac()) {
+                    return Err(ConfigError::HmacWithoutSecret(iss()));
+                }
+                let url_check = |key: &'static str, url: &str| {
+                    check_url(url, self.allow_insecure_http).map_err(|why| ConfigError::BadUrl {
+                        issuer: iss(),
+                        key,
+                        why,
+                    })
+                };
+                match other {
+                    KeySource::JwksUrl(u) => url_check("jwks_url", u)?,
+                    KeySource::Discovery => url_check("issuer", &self.issuer)?,
+                    _ => {}
+                }
+            }
+        }
+        if self.groups_claim.is_empty() {
+            return Err(ConfigError::EmptyGroupsClaim(iss()));
+        }
+        if self
+            .types
+            .as_ref()
+            .is_some_and(|t| t.iter().any(String::is_empty))
+        {
+            return Err(ConfigError::EmptyType(iss()));
+        }
+        if self.max_lifetime_seconds == Some(0) {
+            return Err(ConfigError::ZeroLifetime(iss()));
+        }
+        if self.leeway_seconds > 300 {
+            return Err(ConfigError::LeewayTooLarge(iss()));
+        }
+        if self.min_refresh_seconds == 0 || self.min_refresh_seconds > self.max_refresh_seconds {
+            return Err(ConfigError::RefreshBounds(iss()));
+        }
+        if self.max_stale_seconds < self.max_refresh_seconds {
+            return Err(ConfigError::StaleBelowRefresh(iss()));
+        }
+        if self.unknown_kid_cooldown_seconds == 0 {
+            return Err(ConfigError::ZeroCooldown(iss()));
+        }
+        Ok(())
+    }
+}
+
+impl TokenConfig {
+    /// # Errors
+    /// [`ConfigError::TokenCap`] when the size cap is out of range.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(256..=65_536).contains(&self.max_token_bytes) {
+            return Err(ConfigError::TokenCap);
+        }
+        Ok(())
+    }
+}
+
+/// Validates a list of issuers, including uniqueness of `issuer`.
+///
+/// # Errors
+/// The first [`ConfigError`] found.
+pub fn validate_all(configs: &[IssuerConfig]) -> Result<(), ConfigError> {
+    for (i, c) in configs.iter().enumerate() {
+        c.validate()?;
+        if configs[..i].iter().any(|o| o.issuer == c.issuer) {
+            return Err(ConfigError::DuplicateIssuer(c.issuer.clone()));
+        }
+    }
+    Ok(())
+}
+
+/// https is required, except for loopback hosts or with `allow_insecure_http`.
+pub(crate) fn check_url(url: &str, allow_insecure_http: bool) -> Result<(), String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| e.to_string())?;
+    if parsed.username() != "" || parsed.password().is_some() {
+        return Err("credentials in URLs are not allowed".into());
+    }
+    match parsed.scheme() {
+        "https" => Ok(()),
+        "http" if allow_insecure_http || is_loopback(&parsed) => Ok(()),
+        "http" => Err("http is allowed only for loopback hosts or with allow_insecure_http".into()),
+        other => Err(format!("scheme {other} is not supported")),
+    }
+}
+
+fn is_loopback(url: &reqwest::Url) -> bool {
+    let Some(host) = url.host_str() else {
+        return false;
+    };
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    match bare.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => host.eq_ignore_ascii_case("localhost"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> IssuerConfig {
+        IssuerConfig::new(
+            "https://id.example.com",
+            &["api"],
+            KeySource::JwksUrl("https://id.example.com/jwks".into()),
+        )
+    }
+
+    #[test]
+    fn toml_defaults_and_unknown_keys() {
+        let c: IssuerConfig = toml::from_str(
+            "issuer = \"https://id.example.com\"\naudiences = [\"api\"]\ndiscovery = true\n",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.leeway_seconds, 30);
+        assert_eq!(c.groups_claim, "groups");
+        assert_eq!(c.unknown_kid_cooldown_seconds, 30);
+        assert_eq!(c.allowed_algorithms(), &DEFAULT_ALGORITHMS[..]);
+        let bad = toml::from_str::<IssuerConfig>(
+            "issuer = \"x\"\naudiences = [\"api\"]\ndiscovery = true\nleway_seconds = 3\n",
+        );
+        assert!(bad.is_err());
+        let bad_alg = toml::from_str::<IssuerConfig>(
+            "issuer = \"x\"\naudiences = [\"a\"]\ndiscovery = true\nalgorithms = [\"none\"]\n",
+        );
+        assert!(bad_alg.is_err());
+    }
+
+    #[test]
+    fn validate_names_the_problem() {
+        assert_eq!(base().validate(), Ok(()));
+        let mut c = base();
+        c.audiences.clear();
+        assert_eq!(c.validate(), Err(ConfigError::NoAudience(c.issuer.clone())));
+        let mut c = base();
+        c.discovery = true;
+        assert_eq!(c.validate(), Err(ConfigError::KeySource(c.issuer.clone())));
+        let mut c = base();
+        c.jwks_url = None;
+        assert_eq!(c.validate(), Err(ConfigError::KeySource(c.issuer.clone())));
+        let mut c = base();
+        c.algorithms = Some(vec![Alg::RS256, Alg::HS256]);
+        assert_eq!(
+            c.validate(),
+            Err(ConfigError::HmacWithoutSecret(c.issuer.clone()))
+        );
+        let mut c = base();
+        c.jwks_url = Some("http://id.example.com/jwks".into());
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::BadUrl {
+                key: "jwks_url",
+                ..
+            })
+        ));
+        c.allow_insecure_http = true;
+        assert_eq!(c.validate(), Ok(()));
+        let mut c = base();
+        c.jwks_url = Some("http://127.0.0.1:9/jwks".into());
+        assert_eq!(c.validate(), Ok(()));
+        c.jwks_url = Some("file:///etc/passwd".into());
+        assert!(matches!(c.validate(), Err(ConfigError::BadUrl { .. })));
+        let mut c = base();
+        c.min_refresh_seconds = 700;
+        assert_eq!(
+            c.validate(),
+            Err(ConfigError::RefreshBounds(c.issuer.clone()))
+        );
+        let mut c = base();
+        c.max_stale_seconds = 10;
+        assert_eq!(
+            c.validate(),
+            Err(ConfigError::StaleBelowRefresh(c.issuer.clone()))
+        );
+        let mut c = base();
+        c.unknown_kid_cooldown_seconds = 0;
+        assert_eq!(
+            c.validate(),
+            Err(ConfigError::ZeroCooldown(c.issuer.clone()))
+        );
+        let mut c = base();
+        c.max_lifetime_seconds = Some(0);
+        assert_eq!(
+            c.validate(),
+            Err(ConfigError::ZeroLifetime(c.issuer.clone()))
+        );
+        assert_eq!(
+            validate_all(&[base(), base()]),
+            Err(ConfigError::DuplicateIssuer(base().issuer))
+        );
+    }
+
+    #[test]
+    fn shared_secret_rules() {
+        let c = IssuerConfig::new(
+            "https://id.example.com",
+            &["api"],
+            KeySource::SharedSecret("STAGEDOOR_TEST_UNSET_SECRET_VAR".into()),
+        );
+        assert!(matches!(c.validate(), Err(ConfigError::WeakSecret { .. })));
+        let mut c2 = c.clone();
+        c2.algorithms = Some(vec![Alg::RS256]);
+        assert_eq!(
+            c2.validate(),
+            Err(ConfigError::SecretWithAsymmetric(c2.issuer.clone()))
+        );
+        assert_eq!(c.allowed_algorithms(), &[Alg::HS256][..]);
+    }
+}

@@ -1,0 +1,274 @@
+//! Token stage, key transport: bounded HTTP fetches of JWKS and OIDC discovery
+//! documents (rustls, timeouts, no redirects, size cap) and the clock-skew reading from
+//! the provider's `Date` header (key-set refresh → key set → token verification).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+
+use super::config::check_url;
+
+/// Largest JWKS or discovery document accepted.
+pub const MAX_DOCUMENT_BYTES: usize = 256 * 1024;
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+pub const TOTAL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a key-set fetch failed (the last good set is kept).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FetchError {
+    #[error("URL refused: {0}")]
+    Url(String),
+    #[error("request failed: {0}")]
+    Request(String),
+    #[error("HTTP status {0} (redirects are not followed)")]
+    Status(u16),
+    #[error("document larger than {MAX_DOCUMENT_BYTES} bytes")]
+    TooLarge,
+    #[error("discovery document: {0}")]
+    Discovery(String),
+    #[error("file: {0}")]
+    File(String),
+    #[error("JWKS: {0}")]
+    Jwks(#[from] super::jwk::JwksError),
+}
+
+/// A fetched document with what its response headers said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetched {
+    pub body: Vec<u8>,
+    /// `Cache-Control: max-age` (0 for `no-cache`/`no-store`).
+    pub max_age: Option<u64>,
+    /// Provider `Date` minus the local clock, in seconds.
+    pub skew: Option<i64>,
+}
+
+/// The HTTP client for key sets: rustls, timeouts, no redirects, no proxies.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(TOTAL_TIMEOUT)
+        .no_proxy()
+        .user_agent(concat!("stagedoor/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .unwrap_or_else(|_| reqwest::Client::new())
+}
+
+/// GETs `url` with the https rule and the size cap.
+///
+/// # Errors
+/// [`FetchError`] for a refused URL, a transport error, a non-200 status or an oversize body.
+pub async fn get(
+    client: &reqwest::Client,
+    url: &str,
+    allow_insecure_http: bool,
+) -> Result<Fetched, FetchError> {
+    check_url(url, allow_insecure_http).map_err(FetchError::Url)?;
+    let mut resp = client
+        .get(url)
+        .header("accept", "application/json, application/jwk-set+json")
+        .send()
+        .await
+        .map_err(|e| FetchError::Request(e.without_url().to_string()))?;
+    let local_now = unix_now();
+    let status = resp.status().as_u16();
+    if status != 200 {
+        return Err(FetchError::Status(status));
+    }
+    let headers = resp.headers();
+    let skew = headers
+        .get("date")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_http_date)
+        .map(|d| d - local_now);
+    let max_age = headers
+        .get("cache-control")
+        .and_then(|v| v.to_str().ok())
+        .and_then(max_age);
+    if resp
+        .content_length()
+        .is_some_and(|l| l > MAX_DOCUMENT_BYTES as u64)
+    {
+        return Err(FetchError::TooLarge);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| FetchError::Request(e.without_url().to_string()))?
+    {
+        if body.len() + chunk.len() > MAX_DOCUMENT_BYTES {
+            return Err(FetchError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Fetched {
+        body,
+        max_age,
+        skew,
+    })
+}
+
+/// Reads `<issuer>/.well-known/openid-configuration`, checks its `issuer` and returns
+/// `jwks_uri` with the response's skew.
+///
+/// # Errors
+/// [`FetchError`] when the document cannot be fetched, names another issuer, or its
+/// `jwks_uri` breaks the https rule.
+pub async fn discover(
+    client: &reqwest::Client,
+    issuer: &str,
+    allow_insecure_http: bool,
+) -> Result<(String, Option<i64>), FetchError> {
+    let url = format!(
+        "{}/.well-known/openid-configuration",
+        issuer.trim_end_matches('/')
+    );
+    let doc = get(client, &url, allow_insecure_http).await?;
+    let v: Value =
+        serde_json::from_slice(&doc.body).map_err(|_| FetchError::Discovery("not JSON".into()))?;
+    if v.get("issuer").and_then(Value::as_str) != Some(issuer) {
+        return Err(FetchError::Discovery(
+            "`issuer` differs from the configured issuer".into(),
+        ));
+    }
+    let jwks_uri = v
+        .get("jwks_uri")
+        .and_then(Value::as_str)
+        .ok_or_else(|| FetchError::Discovery("no `jwks_uri`".into()))?;
+    check_url(jwks_uri, allow_insecure_http)
+        .map_err(|e| FetchError::Discovery(format!("jwks_uri: {e}")))?;
+    Ok((jwks_uri.to_owned(), doc.skew))
+}
+
+pub fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// `max-age=N` from a Cache-Control value; `no-cache`/`no-store` count as 0.
+pub fn max_age(v: &str) -> Option<u64> {
+    let mut out = None;
+    for d in v.split(',').map(str::trim) {
+        if d.eq_ignore_ascii_case("no-cache") || d.eq_ignore_ascii_case("no-store") {
+            return Some(0);
+        }
+        if let Some((k, n)) = d.split_once('=')
+            && k.trim().eq_ignore_ascii_case("max-age")
+        {
+            out = n.trim().trim_matches('"').parse().ok();
+        }
+    }
+    out
+}
+
+/// Parses an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`, RFC 9110 §5.6.7) to unix seconds.
+pub fn parse_http_date(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() != 29 || &s[3..5] != ", " || &s[25..] != " GMT" {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let t = s.get(r)?;
+        if t.bytes().all(|c| c.is_ascii_digit()) {
+            t.parse().ok()
+        } else {
+            None
+        }
+    };
+    let day = num(5..7)?;
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let month = MONTHS.iter().position(|m| *m == &s[8..11])? as i64 + 1;
+    let year = num(12..16)?;
+    let (hh, mm, ss) = (num(17..19)?, num(20..22)?, num(23..25)?);
+    if b[7] != b' ' || b[11] != b' ' || b[16] != b' ' || b[19] != b':' || b[22] != b':' {
+        return None;
+    }
+    if !(1..=31).contains(&day) || hh > 23 || mm > 59 || ss > 60 {
+        return None;
+    }
+    Some(days_from_civil(year, month, day) * 86_400 + hh * 3600 + mm * 60 + ss)
+}
+
+/// Days since 1970-01-01 (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Formats unix seconds as an IMF-fixdate (for tests and test servers).
+pub fn format_http_date(t: i64) -> String {
+    let days = t.div_euclid(86_400);
+    let secs = t.rem_euclid(86_400);
+    // civil_from_days
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    const WD: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    format!(
+        "{}, {:02} {} {:04} {:02}:{:02}:{:02} GMT",
+        WD[days.rem_euclid(7) as usize],
+        d,
+        MONTHS[(m - 1) as usize],
+        y,
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_dates() {
+        assert_eq!(
+            parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(784_111_777)
+        );
+        assert_eq!(parse_http_date("Thu, 01 Jan 1970 00:00:00 GMT"), Some(0));
+        assert_eq!(parse_http_date("Sunday, 06-Nov-94 08:49:37 GMT"), None);
+        assert_eq!(parse_http_date("Sun, 06 Nov 1994 08:49:37 UTC"), None);
+        assert_eq!(parse_http_date("Sun, 06 Xyz 1994 08:49:37 GMT"), None);
+        assert_eq!(parse_http_date("Sun, 06 Nov 1994 08:4a:37 GMT"), None);
+        for t in [0, 784_111_777, 1_795_872_986, 951_782_400] {
+            assert_eq!(
+                parse_http_date(&format_http_date(t)),
+                Some(t),
+                "{}",
+                format_http_date(t)
+            );
+        }
+        assert_eq!(
+            format_http_date(784_111_777),
+            "Sun, 06 Nov 1994 08:49:37 GMT"
+        );
+    }
+
+    #[test]
+    fn cache_control() {
+        assert_eq!(max_age("public, max-age=300"), Some(300));
+        assert_eq!(max_age("max-age=\"60\""), Some(60));
+        assert_eq!(max_age("no-store"), Some(0));
+        assert_eq!(max_age("private"), None);
+        assert_eq!(max_age("max-age=abc"), None);
+    }
+}

@@ -1,0 +1,518 @@
+//! Token stage, key material: a trusted key set parsed one JWK at a time (bad keys are
+//! skipped, never failing the set), each key bound to the algorithms it may verify
+//! (token → key selection → signature check).
+
+use aws_lc_rs::digest;
+use aws_lc_rs::hmac;
+use aws_lc_rs::signature::{self, ParsedPublicKey, RsaPublicKeyComponents};
+use base64::Engine;
+use serde_json::Value;
+
+use super::config::MAX_KID_BYTES;
+use super::jose::{Alg, B64};
+use crate::reason::Reason;
+
+/// How one algorithm checks a signature with one key.
+enum Check {
+    Public(ParsedPublicKey),
+    Hmac(hmac::Key),
+}
+
+/// One trusted key and the algorithms it verifies.
+pub struct Key {
+    kid: Option<String>,
+    fingerprint: u64,
+    checks: Vec<(Alg, Check)>,
+}
+
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Key")
+            .field("kid", &self.kid)
+            .field("algs", &self.algs().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Key {
+    pub fn kid(&self) -> Option<&str> {
+        self.kid.as_deref()
+    }
+
+    /// Identifies the key material (not secret: a truncated SHA-256).
+    pub fn fingerprint(&self) -> u64 {
+        self.fingerprint
+    }
+
+    pub fn algs(&self) -> impl Iterator<Item = Alg> + '_ {
+        self.checks.iter().map(|(a, _)| *a)
+    }
+
+    /// Verifies `sig` over `msg` with `alg`.
+    ///
+    /// # Errors
+    /// `unsupported_alg` when this key is not bound to `alg`; `bad_signature` otherwise.
+    pub fn verify(&self, alg: Alg, msg: &[u8], sig: &[u8]) -> Result<(), Reason> {
+        let check = self
+            .checks
+            .iter()
+            .find(|(a, _)| *a == alg)
+            .map(|(_, c)| c)
+            .ok_or(Reason::UnsupportedAlg)?;
+        let ok = match check {
+            Check::Public(k) => k.verify_sig(msg, sig).is_ok(),
+            Check::Hmac(k) => hmac::verify(k, msg, sig).is_ok(),
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(Reason::BadSignature)
+        }
+    }
+}
+
+/// Why a JWK was left out of a key set (logged, never fatal for the set).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SkipReason {
+    #[error("not a JSON object")]
+    NotObject,
+    #[error("unknown or unusable kty")]
+    UnknownKty,
+    #[error("symmetric (oct) keys are never taken from a JWKS")]
+    Symmetric,
+    #[error("use is not \"sig\"")]
+    NotForSignatures,
+    #[error("key_ops does not include \"verify\"")]
+    NoVerifyOp,
+    #[error("alg is unknown or does not fit the key type")]
+    BadAlg,
+    #[error("none of the key's algorithms is allowed for this issuer")]
+    AlgNotAllowed,
+    #[error("unsupported curve")]
+    BadCurve,
+    #[error("RSA modulus under 2048 or over 8192 bits")]
+    WeakRsa,
+    #[error("bad RSA exponent")]
+    BadExponent,
+    #[error("malformed key parameters")]
+    BadParams,
+    #[error("kid is not a string of at most 256 bytes")]
+    BadKid,
+    #[error("contains private key material")]
+    PrivateMaterial,
+}
+
+/// A JWK that was skipped, with its kid when it had one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    pub index: usize,
+    pub kid: Option<String>,
+    pub reason: SkipReason,
+}
+
+/// A JWKS document that could not be used at all.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JwksError {
+    #[error("not a JSON object with a \"keys\" array")]
+    NotJwks,
+    #[error("no usable key")]
+    Empty,
+}
+
+/// An issuer's trusted keys: immutable, swapped as a whole on refresh.
+#[derive(Debug, Default)]
+pub struct KeySet {
+    keys: Vec<Key>,
+}
+
+/// Result of looking a token's `kid` up in a key set.
+pub enum Lookup<'k> {
+    Found(&'k Key),
+    UnknownKid,
+}
+
+impl KeySet {
+    /// Parses a JWKS, keeping only keys that are sound and allowed by `allowed`.
+    ///
+    /// # Errors
+    /// [`JwksError`] when the document is not a JWKS or no key is usable.
+    pub fn from_jwks(json: &[u8], allowed: &[Alg]) -> Result<(KeySet, Vec<Skipped>), JwksError> {
+        let doc: Value = serde_json::from_slice(json).map_err(|_| JwksError::NotJwks)?;
+        let Some(Value::Array(entries)) = doc.get("keys") else {
+            return Err(JwksError::NotJwks);
+        };
+        let mut keys = Vec::with_capacity(entries.len());
+        let mut skipped = Vec::new();
+        for (index, jwk) in entries.iter().enumerate() {
+            match parse_jwk(jwk, allowed) {
+                Ok(k) => keys.push(k),
+                Err(reason) => {
+                    let kid = jwk
+                        .get("kid")
+                        .and_then(Value::as_str)
+                        .map(|k| k.chars().take(MAX_KID_BYTES).collect::<String>());
+                    skipped.push(Skipped { index, kid, reason });
+                }
+            }
+        }
+        if keys.is_empty() {
+            return Err(JwksError::Empty);
+        }
+        Ok((KeySet { keys }, skipped))
+    }
+
+    /// A key set holding one shared secret for the HS* algorithms in `allowed` whose
+    /// hash size the secret meets (RFC 7518 §3.2).
+    pub fn from_secret(kid: Option<String>, secret: &[u8], allowed: &[Alg]) -> KeySet {
+        let mut checks = Vec::new();
+        for (alg, hmac_alg, min) in [
+            (Alg::HS256, hmac::HMAC_SHA256, 32),
+            (Alg::HS384, hmac::HMAC_SHA384, 48),
+            (Alg::HS512, hmac::HMAC_SHA512, 64),
+        ] {
+            if allowed.contains(&alg) && secret.len() >= min {
+                checks.push((alg, Check::Hmac(hmac::Key::new(hmac_alg, secret))));
+            }
+        }
+        if checks.is_empty() {
+            return KeySet::default();
+        }
+        let fingerprint = fingerprint(&[b"oct", secret]);
+        KeySet {
+            keys: vec![Key {
+                kid,
+                fingerprint,
+                checks,
+            }],
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    pub fn keys(&self) -> &[Key] {
+        &self.keys
+    }
+
+    /// Whether the key with this fingerprint is still in the set.
+    pub fn contains(&self, fingerprint: u64) -> bool {
+        self.keys.iter().any(|k| k.fingerprint == fingerprint)
+    }
+
+    /// Finds the key for a token: by exact `kid`; a token without `kid`, or a set of one
+    /// key without `kid`, needs no match.
+    pub fn lookup(&self, kid: Option<&str>, alg: Alg) -> Lookup<'_> {
+        if let Some(kid) = kid {
+            // Several keys may share a kid across key types: prefer one bound to `alg`.
+            let mut fallback = None;
+            for k in self.keys.iter().filter(|k| k.kid.as_deref() == Some(kid)) {
+                if k.algs().any(|a| a == alg) {
+                    return Lookup::Found(k);
+                }
+                fallback.get_or_insert(k);
+            }
+            if let Some(k) = fallback {
+                return Lookup::Found(k);
+            }
+        }
+        match self.keys.as_slice() {
+            [only] if kid.is_none() || only.kid.is_none() => Lookup::Found(only),
+            _ => Lookup::UnknownKid,
+        }
+    }
+}
+
+fn fingerprint(parts: &[&[u8]]) -> u64 {
+    let mut ctx = digest::Context::new(&digest::SHA256);
+    for p in parts {
+        ctx.update(&(p.len() as u64).to_be_bytes());
+        ctx.update(p);
+    }
+    let d = ctx.finish();
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&d.as_ref()[..8]);
+    u64::from_be_bytes(b)
+}
+
+fn str_param<'a>(jwk: &'a Value, name: &str) -> Result<Option<&'a str>, SkipReason> {
+    match jwk.get(name) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(SkipReason::BadParams),
+    }
+}
+
+fn b64_param(jwk: &Value, name: &str) -> Result<Vec<u8>, SkipReason> {
+    let s = str_param(jwk, name)?.ok_or(SkipReason::BadParams)?;
+    B64.decode(s).map_err(|_| SkipReason::BadParams)
+}
+
+fn parse_jwk(jwk: &Value, allowed: &[Alg]) -> Result<Key, SkipReason> {
+    if !jwk.is_object() {
+        return Err(SkipReason::NotObject);
+    }
+    let kty = str_param(jwk, "kty")?.ok_or(SkipReason::UnknownKty)?;
+    if kty == "oct" {
+        return Err(SkipReason::Symmetric);
+    }
+    let kid = match jwk.get("kid") {
+        None => None,
+        Some(Value::String(s)) if s.len() <= MAX_KID_BYTES => Some(s.clone()),
+        Some(_) => return Err(SkipReason::BadKid),
+    };
+    match jwk.get("use") {
+        None => {}
+        Some(Value::String(u)) if u == "sig" => {}
+        Some(_) => return Err(SkipReason::NotForSignatures),
+    }
+    match jwk.get("key_ops") {
+        None => {}
+        Some(Value::Array(ops)) if ops.iter().any(|o| o.as_str() == Some("verify")) => {}
+        Some(_) => return Err(SkipReason::NoVerifyOp),
+    }
+    if ["d", "p", "q", "dp", "dq", "qi"]
+        .iter()
+        .any(|p| jwk.get(p).is_some())
+    {
+        return Err(SkipReason::PrivateMaterial);
+    }
+    // The key decides its algorithms: its JWK alg, else what its kty/crv allows.
+    let family: Vec<Alg> = match kty {
+        "RSA" => vec![
+            Alg::RS256,
+            Alg::RS384,
+            Alg::RS512,
+            Alg::PS256,
+            Alg::PS384,
+            Alg::PS512,
+        ],
+        "EC" => match str_param(jwk, "crv")? {
+            Some("P-256") => vec![Alg::ES256],
+            Some("P-384") => vec![Alg::ES384],
+            _ => return Err(SkipReason::BadCurve),
+        },
+        "OKP" => match str_param(jwk, "crv")? {
+            Some("Ed25519") => vec![Alg::EdDSA],
+            _ => return Err(SkipReason::BadCurve),
+        },
+        _ => return Err(SkipReason::UnknownKty),
+    };
+    let declared = match str_param(jwk, "alg")? {
+        None => None,
+        Some(name) => Some(Alg::from_name(name).ok_or(SkipReason::BadAlg)?),
+    };
+    let algs: Vec<Alg> = match declared {
+        Some(a) if family.contains(&a) => vec![a],
+        Some(_) => return Err(SkipReason::BadAlg),
+        None => family,
+    };
+    let algs: Vec<Alg> = algs.into_iter().filter(|a| allowed.contains(a)).collect();
+    if algs.is_empty() {
+        return Err(SkipReason::AlgNotAllowed);
+    }
+    let (checks, fp) = match kty {
+        "RSA" => rsa_checks(jwk, &algs)?,
+        "EC" => ec_checks(jwk, algs[0])?,
+        _ => ed_checks(jwk)?,
+    };
+    Ok(Key {
+        kid,
+        fingerprint: fp,
+        checks,
+    })
+}
+
+fn rsa_checks(jwk: &Value, algs: &[Alg]) -> Result<(Vec<(Alg, Check)>, u64), SkipReason> {
+    let n = b64_param(jwk, "n")?;
+    let e = b64_param(jwk, "e")?;
+    let n = strip_zeros(&n);
+    let e = strip_zeros(&e);
+    let bits = n
+        .first()
+        .map_or(0, |b| (n.len() - 1) * 8 + (8 - b.leading_zeros() as usize));
+    if !(2048..=8192).contains(&bits) {
+        return Err(SkipReason::WeakRsa);
+    }
+    // e must be odd, at least 3 and fit in 33 bits (what aws-lc accepts).
+    if e.is_empty() || e.len() > 5 || e[e.len() - 1] & 1 == 0 || (e.len() == 1 && e[0] < 3) {
+        return Err(SkipReason::BadExponent);
+    }
+    let comps = RsaPublicKeyComponents { n, e };
+    let mut checks = Vec::with_capacity(algs.len());
+    for &alg in algs {
+        let params: &'static signature::RsaParameters = match alg {
+            Alg::RS256 => &signature::RSA_PKCS1_2048_8192_SHA256,
+            Alg::RS384 => &signature::RSA_PKCS1_2048_8192_SHA384,
+            Alg::RS512 => &signature::RSA_PKCS1_2048_8192_SHA512,
+            Alg::PS256 => &signature::RSA_PSS_2048_8192_SHA256,
+            Alg::PS384 => &signature::RSA_PSS_2048_8192_SHA384,
+            Alg::PS512 => &signature::RSA_PSS_2048_8192_SHA512,
+            _ => return Err(SkipReason::BadAlg),
+        };
+        let key = comps
+            .to_parsed_public_key(params)
+            .map_err(|_| SkipReason::BadParams)?;
+        checks.push((alg, Check::Public(key)));
+    }
+    Ok((checks, fingerprint(&[b"RSA", n, e])))
+}
+
+fn ec_checks(jwk: &Value, alg: Alg) -> Result<(Vec<(Alg, Check)>, u64), SkipReason> {
+    let (len, verify_alg): (usize, &'static signature::EcdsaVerificationAlgorithm) = match alg {
+        Alg::ES256 => (32, &signature::ECDSA_P256_SHA256_FIXED),
+        Alg::ES384 => (48, &signature::ECDSA_P384_SHA384_FIXED),
+        _ => return Err(SkipReason::BadAlg),
+    };
+    let x = b64_param(jwk, "x")?;
+    let y = b64_param(jwk, "y")?;
+    if x.len() != len || y.len() != len {
+        return Err(SkipReason::BadParams);
+    }
+    let mut point = Vec::with_capacity(1 + 2 * len);
+    point.push(4);
+    point.extend_from_slice(&x);
+    point.extend_from_slice(&y);
+    // Rejects points that are not on the curve.
+    let key = ParsedPublicKey::new(verify_alg, &point).map_err(|_| SkipReason::BadParams)?;
+    Ok((
+        vec![(alg, Check::Public(key))],
+        fingerprint(&[b"EC", &point]),
+    ))
+}
+
+fn ed_checks(jwk: &Value) -> Result<(Vec<(Alg, Check)>, u64), SkipReason> {
+    let x = b64_param(jwk, "x")?;
+    if x.len() != 32 {
+        return Err(SkipReason::BadParams);
+    }
+    let key = ParsedPublicKey::new(&signature::ED25519, &x).map_err(|_| SkipReason::BadParams)?;
+    Ok((
+        vec![(Alg::EdDSA, Check::Public(key))],
+        fingerprint(&[b"OKP", &x]),
+    ))
+}
+
+fn strip_zeros(b: &[u8]) -> &[u8] {
+    let start = b.iter().position(|x| *x != 0).unwrap_or(b.len());
+    &b[start..]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const ALL: &[Alg] = &Alg::ALL;
+
+    fn ec_jwk() -> Value {
+        // Wycheproof es256 group key.
+        json!({"kty":"EC","crv":"P-256","kid":"ec",
+               "x":"04N0xi21hshyvBp7I167sbE_bXqyqkAPfefdklMO7wY",
+               "y":"UI8exy-C06a7DUnjIdENkxeFtHM4-l_41LqEw9nVgmw"})
+    }
+
+    fn skip_of(jwk: Value) -> SkipReason {
+        parse_jwk(&jwk, ALL).err().expect("skipped")
+    }
+
+    #[test]
+    fn ec_key_and_rules() {
+        let k = parse_jwk(&ec_jwk(), ALL).unwrap();
+        assert_eq!(k.algs().collect::<Vec<_>>(), vec![Alg::ES256]);
+        let mut j = ec_jwk();
+        j["use"] = json!("enc");
+        assert_eq!(skip_of(j), SkipReason::NotForSignatures);
+        let mut j = ec_jwk();
+        j["key_ops"] = json!(["encrypt"]);
+        assert_eq!(skip_of(j), SkipReason::NoVerifyOp);
+        let mut j = ec_jwk();
+        j["key_ops"] = json!(["sign", "verify"]);
+        assert!(parse_jwk(&j, ALL).is_ok());
+        let mut j = ec_jwk();
+        j["crv"] = json!("P-384");
+        assert_eq!(skip_of(j), SkipReason::BadParams);
+        let mut j = ec_jwk();
+        j["crv"] = json!("secp256k1");
+        assert_eq!(skip_of(j), SkipReason::BadCurve);
+        let mut j = ec_jwk();
+        j["alg"] = json!("RS256");
+        assert_eq!(skip_of(j), SkipReason::BadAlg);
+        let mut j = ec_jwk();
+        j["alg"] = json!("ES521");
+        assert_eq!(skip_of(j), SkipReason::BadAlg);
+        let mut j = ec_jwk();
+        j["y"] = json!("UI8exy-C06a7DUnjIdENkxeFtHM4-l_41LqEw9nVgm0");
+        assert_eq!(skip_of(j), SkipReason::BadParams, "point off the curve");
+        let mut j = ec_jwk();
+        j["d"] = json!("AAAA");
+        assert_eq!(skip_of(j), SkipReason::PrivateMaterial);
+        assert_eq!(
+            parse_jwk(&ec_jwk(), &[Alg::RS256]).err(),
+            Some(SkipReason::AlgNotAllowed)
+        );
+        assert_eq!(
+            skip_of(json!({"kty":"oct","k":"AAAA"})),
+            SkipReason::Symmetric
+        );
+        assert_eq!(
+            skip_of(json!({"kty":"AKP","alg":"ML-DSA-44"})),
+            SkipReason::UnknownKty
+        );
+        assert_eq!(skip_of(json!("x")), SkipReason::NotObject);
+    }
+
+    #[test]
+    fn one_bad_key_never_fails_the_set() {
+        let doc = json!({"keys":[{"kty":"AKP"}, 7, ec_jwk(), {"kty":"RSA","n":"AQAB","e":"AQAB"}]});
+        let (set, skipped) = KeySet::from_jwks(doc.to_string().as_bytes(), ALL).unwrap();
+        assert_eq!(set.len(), 1);
+        assert_eq!(skipped.len(), 3);
+        assert_eq!(skipped[2].reason, SkipReason::WeakRsa);
+        assert_eq!(
+            KeySet::from_jwks(b"{\"keys\":[]}", ALL).err(),
+            Some(JwksError::Empty)
+        );
+        assert_eq!(
+            KeySet::from_jwks(b"[1]", ALL).err(),
+            Some(JwksError::NotJwks)
+        );
+        assert_eq!(
+            KeySet::from_jwks(b"garbage", ALL).err(),
+            Some(JwksError::NotJwks)
+        );
+    }
+
+    #[test]
+    fn lookup_rules() {
+        let mut other = ec_jwk();
+        other["kid"] = json!("ec2");
+        let doc = json!({"keys":[ec_jwk(), other]});
+        let (set, _) = KeySet::from_jwks(doc.to_string().as_bytes(), ALL).unwrap();
+        assert!(
+            matches!(set.lookup(Some("ec2"), Alg::ES256), Lookup::Found(k) if k.kid() == Some("ec2"))
+        );
+        assert!(matches!(
+            set.lookup(Some("nope"), Alg::ES256),
+            Lookup::UnknownKid
+        ));
+        assert!(matches!(set.lookup(None, Alg::ES256), Lookup::UnknownKid));
+        let (one, _) =
+            KeySet::from_jwks(json!({"keys":[ec_jwk()]}).to_string().as_bytes(), ALL).unwrap();
+        assert!(matches!(one.lookup(None, Alg::ES256), Lookup::Found(_)));
+        assert!(matches!(
+            one.lookup(Some("x"), Alg::ES256),
+            Lookup::UnknownKid
+        ));
+        let secret = KeySet::from_secret(None, &[7u8; 40], ALL);
+        assert_eq!(
+            secret.keys()[0].algs().collect::<Vec<_>>(),
+            vec![Alg::HS256]
+        );
+        assert!(KeySet::from_secret(None, &[7u8; 16], ALL).is_empty());
+    }
+}

@@ -1,0 +1,301 @@
+//! Token stage, the pure core: signature then claims, over one key set and one issuer
+//! config, with no runtime and no I/O (token → verified claims → `Identity` → policy).
+
+use super::config::IssuerConfig;
+use super::jose::{Alg, Jws, RawClaims, Val, parse_jws};
+use super::jwk::{KeySet, Lookup};
+use crate::identity::Identity;
+use crate::reason::Reason;
+
+/// Claims of a token whose signature and claims were verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claims {
+    pub alg: Alg,
+    pub kid: Option<String>,
+    pub typ: Option<String>,
+    /// The configured issuer the token matched.
+    pub iss: String,
+    pub sub: Option<String>,
+    pub aud: Vec<String>,
+    pub exp: i64,
+    pub nbf: Option<i64>,
+    pub iat: Option<i64>,
+    pub scopes: Vec<String>,
+    pub groups: Vec<String>,
+    pub client_id: Option<String>,
+    pub email: Option<String>,
+    /// Fingerprint of the key that verified the signature.
+    pub key_fingerprint: u64,
+}
+
+impl Claims {
+    pub fn to_identity(&self) -> Identity {
+        Identity {
+            issuer: self.iss.clone(),
+            sub: self.sub.clone(),
+            client_id: self.client_id.clone(),
+            email: self.email.clone(),
+            scopes: self.scopes.clone(),
+            groups: self.groups.clone(),
+            exp: self.exp,
+        }
+    }
+}
+
+/// A JWS whose signature verified; the payload is not interpreted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedJws {
+    pub alg: Alg,
+    pub kid: Option<String>,
+    pub typ: Option<String>,
+    pub payload: Vec<u8>,
+    pub key_fingerprint: u64,
+}
+
+/// Signature-only verification: header checks, key selection, crypto. No claim checks.
+///
+/// # Errors
+/// The [`Reason`] the JWS failed with.
+pub fn verify_jws(
+    token: &str,
+    keys: &KeySet,
+    allowed: &[Alg],
+    max_bytes: usize,
+) -> Result<VerifiedJws, Reason> {
+    let jws = parse_jws(token, max_bytes)?;
+    let fp = check_signature(&jws, keys, allowed)?;
+    Ok(VerifiedJws {
+        alg: jws.header.alg,
+        kid: jws.header.kid,
+        typ: jws.header.typ,
+        payload: jws.payload,
+        key_fingerprint: fp,
+    })
+}
+
+/// Full verification of a JWT against one issuer's keys, at `now` (unix seconds).
+///
+/// # Errors
+/// The [`Reason`] the token failed with.
+pub fn verify_with_keys(
+    token: &str,
+    now: i64,
+    keys: &KeySet,
+    cfg: &IssuerConfig,
+    max_bytes: usize,
+) -> Result<Claims, Reason> {
+    let jws = parse_jws(token, max_bytes)?;
+    let raw = RawClaims::parse(&jws.payload, std::slice::from_ref(&cfg.groups_claim))?;
+    if unverified_issuer(&raw)? != cfg.issuer {
+        return Err(Reason::BadIssuer);
+    }
+    let fp = check_signature(&jws, keys, cfg.allowed_algorithms())?;
+    check_claims(&jws, &raw, cfg, now, fp)
+}
+
+/// The `iss` claim before verification: only ever used to pick an issuer's key set.
+///
+/// # Errors
+/// `bad_issuer` when `iss` is absent or not one string.
+pub fn unverified_issuer<'a>(raw: &'a RawClaims<'_>) -> Result<&'a str, Reason> {
+    match &raw.iss {
+        Some(Val::Str(s)) => Ok(s),
+        _ => Err(Reason::BadIssuer),
+    }
+}
+
+/// Selects the key and checks the signature; returns the key's fingerprint.
+///
+/// # Errors
+/// `unsupported_alg`, `unknown_key` or `bad_signature`.
+pub fn check_signature(jws: &Jws<'_>, keys: &KeySet, allowed: &[Alg]) -> Result<u64, Reason> {
+    let alg = jws.header.alg;
+    if !allowed.contains(&alg) {
+        return Err(Reason::UnsupportedAlg);
+    }
+    match keys.lookup(jws.header.kid.as_deref(), alg) {
+        Lookup::UnknownKid => Err(Reason::UnknownKey),
+        Lookup::Found(key) => {
+            key.verify(alg, jws.signing_input, jws.signature())?;
+            Ok(key.fingerprint())
+        }
+    }
+}
+
+/// Checks every claim rule on a token whose signature already verified.
+///
+/// # Errors
+/// The first broken rule's [`Reason`].
+pub fn check_claims(
+    jws: &Jws<'_>,
+    raw: &RawClaims<'_>,
+    cfg: &IssuerConfig,
+    now: i64,
+    key_fingerprint: u64,
+) -> Result<Claims, Reason> {
+    let header = &jws.header;
+    if let Some(types) = cfg.types.as_ref().filter(|t| !t.is_empty()) {
+        let typ = header.typ.as_deref().ok_or(Reason::BadType)?;
+        if !types.iter().any(|t| same_type(t, typ)) {
+            return Err(Reason::BadType);
+        }
+    }
+    let leeway = cfg.leeway();
+    let exp = numeric_date(raw.exp.as_ref(), f64::floor)?.ok_or(Reason::MalformedToken)?;
+    let nbf = numeric_date(raw.nbf.as_ref(), f64::ceil)?;
+    let iat = numeric_date(raw.iat.as_ref(), f64::ceil)?;
+    if now >= exp.saturating_add(leeway) {
+        return Err(Reason::Expired);
+    }
+    if nbf.is_some_and(|nbf| nbf > now.saturating_add(leeway)) {
+        return Err(Reason::NotYetValid);
+    }
+    if iat.is_some_and(|iat| iat > now.saturating_add(leeway)) {
+        return Err(Reason::NotYetValid);
+    }
+    if let Some(max) = cfg.max_lifetime_seconds {
+        let start = iat.or(nbf).unwrap_or(now);
+        if exp.saturating_sub(start) > max as i64 {
+            return Err(Reason::LifetimeTooLong);
+        }
+    }
+    let aud = match &raw.aud {
+        Some(Val::Str(s)) => vec![s.to_string()],
+        Some(Val::StrList(l)) => l.iter().map(|s| s.to_string()).collect(),
+        _ => return Err(Reason::BadAudience),
+    };
+    if !aud.iter().any(|a| cfg.audiences.contains(a)) {
+        return Err(Reason::BadAudience);
+    }
+    let mut scopes = Vec::new();
+    match &raw.scope {
+        None => {}
+        Some(Val::Str(s)) => push_words(&mut scopes, s),
+        Some(_) => return Err(Reason::MalformedToken),
+    }
+    match &raw.scp {
+        None => {}
+        Some(Val::Str(s)) => push_words(&mut scopes, s),
+        Some(Val::StrList(l)) => l.iter().for_each(|s| push_words(&mut scopes, s)),
+        Some(_) => return Err(Reason::MalformedToken),
+    }
+    let mut groups = Vec::new();
+    match raw.extra(&cfg.groups_claim) {
+        None => {}
+        Some(Val::Str(s)) => push_unique(&mut groups, s),
+        Some(Val::StrList(l)) => l.iter().for_each(|s| push_unique(&mut groups, s)),
+        Some(_) => return Err(Reason::MalformedToken),
+    }
+    let client_id = match opt_str(&raw.client_id)? {
+        Some(c) => Some(c),
+        None => match opt_str(&raw.azp)? {
+            Some(c) => Some(c),
+            None => opt_str(&raw.cid)?,
+        },
+    };
+    Ok(Claims {
+        alg: header.alg,
+        kid: header.kid.clone(),
+        typ: header.typ.clone(),
+        iss: cfg.issuer.clone(),
+        sub: opt_str(&raw.sub)?,
+        aud,
+        exp,
+        nbf,
+        iat,
+        scopes,
+        groups,
+        client_id,
+        email: opt_str(&raw.email)?,
+        key_fingerprint,
+    })
+}
+
+/// `typ` is a media type: case-insensitive, `application/` prefix optional (RFC 7515 §4.1.9).
+fn same_type(want: &str, got: &str) -> bool {
+    let strip = |s: &str| {
+        let lower = s.len() >= 12 && s[..12].eq_ignore_ascii_case("application/");
+        if lower {
+            s[12..].to_owned()
+        } else {
+            s.to_owned()
+        }
+    };
+    strip(want).eq_ignore_ascii_case(&strip(got))
+}
+
+/// A NumericDate (RFC 7519 §2): an integer or a finite float within ±2^53.
+fn numeric_date(v: Option<&Val<'_>>, round: fn(f64) -> f64) -> Result<Option<i64>, Reason> {
+    const LIMIT: f64 = 9_007_199_254_740_992.0;
+    match v {
+        None => Ok(None),
+        Some(Val::Int(i)) => Ok(Some(*i)),
+        Some(Val::Float(f)) if f.is_finite() && f.abs() < LIMIT => Ok(Some(round(*f) as i64)),
+        Some(_) => Err(Reason::MalformedToken),
+    }
+}
+
+fn opt_str(v: &Option<Val<'_>>) -> Result<Option<String>, Reason> {
+    match v {
+        None => Ok(None),
+        Some(Val::Str(s)) => Ok(Some(s.to_string())),
+        Some(_) => Err(Reason::MalformedToken),
+    }
+}
+
+fn push_words(out: &mut Vec<String>, s: &str) {
+    for w in s.split(' ').filter(|w| !w.is_empty()) {
+        push_unique(out, w);
+    }
+}
+
+fn push_unique(out: &mut Vec<String>, s: &str) {
+    if !out.iter().any(|x| x == s) {
+        out.push(s.to_owned());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numeric_dates() {
+        assert_eq!(
+            numeric_date(Some(&Val::Float(10.5)), f64::floor),
+            Ok(Some(10))
+        );
+        assert_eq!(
+            numeric_date(Some(&Val::Float(10.5)), f64::ceil),
+            Ok(Some(11))
+        );
+        assert_eq!(numeric_date(Some(&Val::Int(-5)), f64::floor), Ok(Some(-5)));
+        assert_eq!(
+            numeric_date(Some(&Val::Float(1e300)), f64::floor),
+            Err(Reason::MalformedToken)
+        );
+        assert_eq!(
+            numeric_date(Some(&Val::Float(f64::NAN)), f64::floor),
+            Err(Reason::MalformedToken)
+        );
+        assert_eq!(
+            numeric_date(Some(&Val::Str("1".into())), f64::floor),
+            Err(Reason::MalformedToken)
+        );
+        assert_eq!(
+            numeric_date(Some(&Val::Other), f64::floor),
+            Err(Reason::MalformedToken)
+        );
+        assert_eq!(numeric_date(None, f64::floor), Ok(None));
+    }
+
+    #[test]
+    fn types_and_words() {
+        assert!(same_type("at+jwt", "at+JWT"));
+        assert!(same_type("at+jwt", "application/at+jwt"));
+        assert!(!same_type("at+jwt", "JWT"));
+        let mut v = Vec::new();
+        push_words(&mut v, " read  write read:x ");
+        assert_eq!(v, ["read", "write", "read:x"]);
+    }
+}
