@@ -24,7 +24,10 @@ fn notify_bytes() -> Vec<u8> {
                 Arg::new("host", TypedData::str("orders.internal.example.com")),
                 Arg::new("authorization", TypedData::str(&auth)),
                 Arg::new("src", TypedData::Ipv4([10, 1, 2, 3].into())),
-                Arg::new("request_id", TypedData::str("0A010203:C35A_0A000001:1F90_6761A1B2_0001:1F2E")),
+                Arg::new(
+                    "request_id",
+                    TypedData::str("0A010203:C35A_0A000001:1F90_6761A1B2_0001:1F2E"),
+                ),
             ],
         }]),
     };
@@ -36,7 +39,9 @@ fn notify_bytes() -> Vec<u8> {
 fn decode_notify_encode_ack(buf: &[u8], out: &mut BytesMut) -> usize {
     let n = read_frame(buf, 16_380).unwrap().unwrap();
     let frame = Frame::decode(&buf[4..n]).unwrap();
-    let Body::Notify(msgs) = &frame.body else { unreachable!() };
+    let Body::Notify(msgs) = &frame.body else {
+        unreachable!()
+    };
     let m = &msgs[0];
     let path = m.arg("path").and_then(TypedData::as_str).unwrap_or("");
     let actions = vec![
@@ -45,12 +50,22 @@ fn decode_notify_encode_ack(buf: &[u8], out: &mut BytesMut) -> usize {
         Action::set(Scope::Txn, "reason", TypedData::str("ok")),
         Action::set(Scope::Txn, "sub", TypedData::str("00u1a2b3c4d5e6f7g8h9")),
         Action::set(Scope::Txn, "client_id", TypedData::str("orders-frontend")),
-        Action::set(Scope::Txn, "entity", TypedData::str("component:default/orders-api")),
-        Action::set(Scope::Txn, "owner", TypedData::str("group:default/payments")),
+        Action::set(
+            Scope::Txn,
+            "entity",
+            TypedData::str("component:default/orders-api"),
+        ),
+        Action::set(
+            Scope::Txn,
+            "owner",
+            TypedData::str("group:default/payments"),
+        ),
         Action::set(Scope::Txn, "scopes", TypedData::str(path)),
     ];
     out.clear();
-    Frame::ack(frame.stream_id, frame.frame_id, actions).encode(out, 16_380).unwrap();
+    Frame::ack(frame.stream_id, frame.frame_id, actions)
+        .encode(out, 16_380)
+        .unwrap();
     out.len()
 }
 

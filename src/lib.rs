@@ -2,21 +2,31 @@
 //!
 //! One request reads straight through the modules:
 //! bytes in → [`spop`] frame → message → [`token`] verification → [`policy`]
-//! decision → actions → [`spop`] frame → bytes out.
+//! decision → [`agent`] actions → [`spop`] frame → bytes out.
 //!
 //! - [`spop`]: the pure SPOP codec (no I/O).
 //! - [`connection`] / [`server`]: the tokio engine around it.
+//! - [`agent`]: the handler: arguments → token → policy → variables.
 //! - [`token`]: JWT verification, JWKS key sets, verified-token cache.
 //! - [`catalog`]: Backstage entities from descriptor files or a live Backstage.
 //! - [`policy`]: the route table built from the catalog and the pure decision.
 //! - [`identity`]: the verified caller handed from token to policy.
 //! - [`reason`]: the closed set of decision reasons.
+//! - [`config`], [`serve`], [`offline`]: the process around it all;
+//!   [`admin`], [`metrics`], [`decision_log`]: what operators see.
 
+pub mod admin;
+pub mod agent;
 pub mod catalog;
+pub mod config;
 pub mod connection;
+pub mod decision_log;
 pub mod identity;
+pub mod metrics;
+pub mod offline;
 pub mod policy;
 pub mod reason;
+pub mod serve;
 pub mod server;
 pub mod spop;
 pub mod token;

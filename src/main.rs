@@ -1,1 +1,219 @@
-fn main() {}
+//! The `stagedoor` command: `serve`, `check-config`, `token verify`, `policy show`
+//! and `decide`. Exit codes: 0 ok/allow, 1 deny/invalid/failure, 64 bad config.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use stagedoor::config::{Config, LogFormat};
+
+/// sysexits EX_CONFIG-ish: the configuration is unusable.
+const EXIT_CONFIG: u8 = 64;
+
+#[derive(Parser)]
+#[command(
+    name = "stagedoor",
+    version,
+    about = "HAProxy SPOE agent: JWT verification and Backstage-catalog policy"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the agent.
+    Serve {
+        #[arg(long, default_value = "stagedoor.toml")]
+        config: PathBuf,
+    },
+    /// Validate a configuration file (keys, key sources, catalog files); exit 0 or 64.
+    CheckConfig {
+        #[arg(long, default_value = "stagedoor.toml")]
+        config: PathBuf,
+    },
+    /// Token tools.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Policy tools.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+    /// Decide one request offline and print the decision as JSON (exit 0 allow, 1 deny).
+    Decide {
+        #[arg(long, default_value = "stagedoor.toml")]
+        config: PathBuf,
+        #[arg(long)]
+        method: String,
+        #[arg(long)]
+        path: String,
+        #[arg(long, default_value = "")]
+        host: String,
+        /// A bearer token (verified against the configured issuers).
+        #[arg(long)]
+        token: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Verify a token and print why it is valid or not.
+    Verify(stagedoor::token::cli::VerifyArgs),
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Print the route table, annotation errors and conflicts.
+    Show {
+        #[arg(long, default_value = "stagedoor.toml")]
+        config: PathBuf,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Table,
+    Json,
+}
+
+fn load_config(path: &std::path::Path) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|errors| {
+        for e in &errors {
+            eprintln!("config error: {e}");
+        }
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
+fn init_logging(cfg: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("STAGEDOOR_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cfg.log.format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
+        LogFormat::Pretty => builder.init(),
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { config } => {
+            let cfg = match load_config(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            init_logging(&cfg);
+            match runtime().block_on(stagedoor::serve::run(cfg)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start");
+                    eprintln!("stagedoor: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::CheckConfig { config } => match load_config(&config) {
+            Ok(_) => {
+                println!("{}: ok", config.display());
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        Command::Token {
+            command: TokenCommand::Verify(args),
+        } => {
+            let code = runtime().block_on(stagedoor::token::cli::run_verify(
+                args,
+                &mut std::io::stdout(),
+            ));
+            ExitCode::from(code as u8)
+        }
+        Command::Policy {
+            command: PolicyCommand::Show { config, format },
+        } => {
+            let cfg = match load_config(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let policy = match runtime().block_on(stagedoor::offline::load_policy(
+                &cfg,
+                Duration::from_secs(30),
+            )) {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("stagedoor: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match format {
+                Format::Table => print!("{}", policy.render_table()),
+                Format::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&policy.to_json()).unwrap_or_default()
+                ),
+            }
+            ExitCode::SUCCESS
+        }
+        Command::Decide {
+            config,
+            method,
+            path,
+            host,
+            token,
+        } => {
+            let cfg = match load_config(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let req = stagedoor::offline::DecideRequest {
+                method,
+                path,
+                host,
+                token,
+            };
+            match runtime().block_on(stagedoor::offline::decide(
+                &cfg,
+                &req,
+                Duration::from_secs(30),
+            )) {
+                Ok(json) => {
+                    let allow = json["allow"].as_bool().unwrap_or(false);
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&json).unwrap_or_default()
+                    );
+                    if allow {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::FAILURE
+                    }
+                }
+                Err(e) => {
+                    eprintln!("stagedoor: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

@@ -21,7 +21,12 @@ impl Handler for Echo {
             .iter()
             .find(|m| m.name.as_ref() == b"authorize")
             .ok_or(HandlerError("no authorize message"))?;
-        let text = |n: &str| m.arg(n).and_then(TypedData::as_str).unwrap_or("-").to_owned();
+        let text = |n: &str| {
+            m.arg(n)
+                .and_then(TypedData::as_str)
+                .unwrap_or("-")
+                .to_owned()
+        };
         let echo = format!("{} {} {}", text("method"), text("host"), text("path"));
         let auth = text("authorization");
         Ok(vec![
@@ -50,22 +55,32 @@ async fn start_agent(port: u16) -> CancellationToken {
 }
 
 fn header(r: &reqwest::Response, name: &str) -> String {
-    r.headers().get(name).map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default()
+    r.headers()
+        .get(name)
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default()
 }
 
 #[test]
 fn shipped_configs_pass_haproxy_check() {
-    let Some(bin) = require_bin("haproxy", "shipped_configs_pass_haproxy_check") else { return };
+    let Some(bin) = require_bin("haproxy", "shipped_configs_pass_haproxy_check") else {
+        return;
+    };
     let (ok, out) = check_config(&bin, &repo().join("haproxy/haproxy.cfg"), &[]);
     assert!(ok, "haproxy -c haproxy/haproxy.cfg:\n{out}");
-    let env = [("STAGEDOOR_FRONTEND", "127.0.0.1:1".to_owned()), ("STAGEDOOR_AGENT", "127.0.0.1:2".to_owned())];
+    let env = [
+        ("STAGEDOOR_FRONTEND", "127.0.0.1:1".to_owned()),
+        ("STAGEDOOR_AGENT", "127.0.0.1:2".to_owned()),
+    ];
     let (ok, out) = check_config(&bin, &repo().join("haproxy/test/echo-vars.cfg"), &env);
     assert!(ok, "haproxy -c haproxy/test/echo-vars.cfg:\n{out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn variables_reach_haproxy_and_failures_fail_closed() {
-    let Some(bin) = require_bin("haproxy", "variables_reach_haproxy") else { return };
+    let Some(bin) = require_bin("haproxy", "variables_reach_haproxy") else {
+        return;
+    };
     let agent_port = free_port();
     let mut agent = start_agent(agent_port).await;
     let hap = Haproxy::start(
@@ -75,7 +90,10 @@ async fn variables_reach_haproxy_and_failures_fail_closed() {
         &[("STAGEDOOR_AGENT", format!("127.0.0.1:{agent_port}"))],
     )
     .await;
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
 
     let r = http
         .get(hap.url("/api/orders/7?x=1"))
@@ -90,7 +108,11 @@ async fn variables_reach_haproxy_and_failures_fail_closed() {
     assert_eq!(header(&r, "x-reason"), "ok");
     assert_eq!(header(&r, "x-sub"), "Bearer abc");
     assert_eq!(header(&r, "x-echo"), "GET orders.example.com /api/orders/7");
-    assert_eq!(header(&r, "x-neg"), "-5", "INT64 two's complement arrives signed");
+    assert_eq!(
+        header(&r, "x-neg"),
+        "-5",
+        "INT64 two's complement arrives signed"
+    );
 
     // Concurrent traffic: every response carries the variables of its own request.
     let mut set = tokio::task::JoinSet::new();
@@ -99,7 +121,11 @@ async fn variables_reach_haproxy_and_failures_fail_closed() {
         set.spawn(async move {
             let r = http.post(url).send().await.unwrap();
             assert_eq!(r.status(), 200);
-            assert!(header(&r, "x-echo").ends_with(&format!(" /r/{i}")), "{}", header(&r, "x-echo"));
+            assert!(
+                header(&r, "x-echo").ends_with(&format!(" /r/{i}")),
+                "{}",
+                header(&r, "x-echo")
+            );
         });
     }
     while let Some(r) = set.join_next().await {
@@ -111,7 +137,10 @@ async fn variables_reach_haproxy_and_failures_fail_closed() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let r = http.get(hap.url("/after-stop")).send().await.unwrap();
     assert_eq!(r.status(), 503);
-    assert!(!header(&r, "x-spoe-error").is_empty(), "HAProxy reports the SPOE error");
+    assert!(
+        !header(&r, "x-spoe-error").is_empty(),
+        "HAProxy reports the SPOE error"
+    );
 
     // Agent restarted on the same address: traffic recovers without restarting HAProxy.
     agent = start_agent(agent_port).await;
@@ -119,7 +148,10 @@ async fn variables_reach_haproxy_and_failures_fail_closed() {
     for _ in 0..50 {
         let r = http.get(hap.url("/after-restart")).send().await.unwrap();
         if r.status() == 200 {
-            assert_eq!(header(&r, "x-echo"), format!("GET {} /after-restart", hap.frontend));
+            assert_eq!(
+                header(&r, "x-echo"),
+                format!("GET {} /after-restart", hap.frontend)
+            );
             recovered = true;
             break;
         }

@@ -30,8 +30,13 @@ pub fn require_bin(name: &str, test: &str) -> Option<PathBuf> {
             .find(|p| p.is_file())
     });
     if found.is_none() {
-        assert!(!in_ci(), "{test}: `{name}` is required under CI=true but not installed");
-        eprintln!("\n*** SKIPPED {test}: `{name}` is not installed (run the README test command) ***\n");
+        assert!(
+            !in_ci(),
+            "{test}: `{name}` is required under CI=true but not installed"
+        );
+        eprintln!(
+            "\n*** SKIPPED {test}: `{name}` is not installed (run the README test command) ***\n"
+        );
     }
     found
 }
@@ -56,14 +61,22 @@ pub struct Haproxy {
 impl Haproxy {
     /// Starts `haproxy -db -f cfg` with the given environment; waits until the
     /// frontend accepts connections.
-    pub async fn start(bin: &Path, cfg: &Path, frontend_port: u16, env: &[(&str, String)]) -> Haproxy {
+    pub async fn start(
+        bin: &Path,
+        cfg: &Path,
+        frontend_port: u16,
+        env: &[(&str, String)],
+    ) -> Haproxy {
         let frontend = format!("127.0.0.1:{frontend_port}");
         let mut cmd = Command::new(bin);
         cmd.arg("-db")
             .arg("-f")
             .arg(cfg)
             .env("STAGEDOOR_FRONTEND", &frontend)
-            .env("STAGEDOOR_SPOE_CONF", repo().join("haproxy/stagedoor.spoe.conf"))
+            .env(
+                "STAGEDOOR_SPOE_CONF",
+                repo().join("haproxy/stagedoor.spoe.conf"),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -87,14 +100,21 @@ impl Haproxy {
         }
         for _ in 0..200 {
             if tokio::net::TcpStream::connect(&frontend).await.is_ok() {
-                return Haproxy { child, frontend, log };
+                return Haproxy {
+                    child,
+                    frontend,
+                    log,
+                };
             }
             if let Ok(Some(status)) = child.try_wait() {
                 panic!("haproxy exited with {status}: {:#?}", log.lock().unwrap());
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
-        panic!("haproxy did not listen on {frontend}: {:#?}", log.lock().unwrap());
+        panic!(
+            "haproxy did not listen on {frontend}: {:#?}",
+            log.lock().unwrap()
+        );
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -117,11 +137,15 @@ impl Drop for Haproxy {
 pub fn check_config(bin: &Path, cfg: &Path, env: &[(&str, String)]) -> (bool, String) {
     let mut cmd = std::process::Command::new(bin);
     cmd.arg("-c").arg("-f").arg(cfg);
-    cmd.env("STAGEDOOR_SPOE_CONF", repo().join("haproxy/stagedoor.spoe.conf"));
+    cmd.env(
+        "STAGEDOOR_SPOE_CONF",
+        repo().join("haproxy/stagedoor.spoe.conf"),
+    );
     for (k, v) in env {
         cmd.env(k, v);
     }
     let out = cmd.output().expect("run haproxy -c");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     (out.status.success(), text)
 }

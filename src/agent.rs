@@ -1,0 +1,276 @@
+//! Message → token → policy → decision → actions: the real [`Handler`]. It reads
+//! the `authorize` message, verifies the bearer token, asks the policy snapshot,
+//! and turns the decision into HAProxy variables in one place ([`actions_for`]).
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
+
+use crate::connection::{Handler, HandlerError};
+use crate::identity::Identity;
+use crate::policy::{Decision, Mode, Policy, Request};
+use crate::reason::Reason;
+use crate::spop::{Action, Message, Scope, TypedData};
+use crate::token::Verifier;
+
+/// The request as HAProxy described it in the `authorize` message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthRequest<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    /// Empty when the request had no Host header (only any-host routes match).
+    pub host: &'a str,
+    /// The bearer token from `Authorization: Bearer`, else from the `token` argument.
+    pub token: Option<&'a str>,
+    pub src: Option<std::net::IpAddr>,
+    pub request_id: Option<&'a str>,
+}
+
+/// Why the arguments could not form a request (→ reason `bad_request`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ArgError {
+    #[error("argument `{0}` is missing")]
+    Missing(&'static str),
+    #[error("argument `{0}` has the wrong type")]
+    WrongType(&'static str),
+}
+
+impl<'a> AuthRequest<'a> {
+    /// Reads the arguments. `method` and `path` must be strings; `host`,
+    /// `authorization`, `token`, `src` and `request_id` may be NULL (HAProxy sends
+    /// NULL for an absent header), but `host` and `authorization` must be sent.
+    ///
+    /// # Errors
+    /// A missing or mistyped argument.
+    pub fn from_message(msg: &'a Message<'a>) -> Result<AuthRequest<'a>, ArgError> {
+        let required_str = |name: &'static str| match msg.arg(name) {
+            None => Err(ArgError::Missing(name)),
+            Some(TypedData::Str(_)) => msg
+                .arg(name)
+                .and_then(TypedData::as_str)
+                .ok_or(ArgError::WrongType(name)),
+            Some(_) => Err(ArgError::WrongType(name)),
+        };
+        let nullable_str = |name: &'static str, required: bool| match msg.arg(name) {
+            None if required => Err(ArgError::Missing(name)),
+            None | Some(TypedData::Null) => Ok(None),
+            Some(TypedData::Str(_)) => msg
+                .arg(name)
+                .and_then(TypedData::as_str)
+                .map(Some)
+                .ok_or(ArgError::WrongType(name)),
+            Some(_) => Err(ArgError::WrongType(name)),
+        };
+        let method = required_str("method")?;
+        let path = required_str("path")?;
+        let host = nullable_str("host", true)?.unwrap_or("");
+        let authorization = nullable_str("authorization", true)?;
+        let raw_token = nullable_str("token", false)?;
+        let src = match msg.arg("src") {
+            Some(TypedData::Ipv4(a)) => Some((*a).into()),
+            Some(TypedData::Ipv6(a)) => Some((*a).into()),
+            _ => None,
+        };
+        let request_id = nullable_str("request_id", false).ok().flatten();
+        let token = match authorization {
+            Some(h) => bearer(h),
+            None => raw_token.map(str::trim).filter(|t| !t.is_empty()),
+        };
+        Ok(AuthRequest {
+            method,
+            path,
+            host,
+            token,
+            src,
+            request_id,
+        })
+    }
+}
+
+/// The token of `Bearer <token>` (scheme case-insensitive, RFC 6750 §2.1); any
+/// other scheme, or an empty token, is no token.
+pub fn bearer(header: &str) -> Option<&str> {
+    let header = header.trim();
+    let (scheme, rest) = header.split_once([' ', '\t'])?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    let token = rest.trim();
+    (!token.is_empty() && !token.contains([' ', '\t'])).then_some(token)
+}
+
+/// What one request came to: the decision and, when the token verified, who called.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub decision: Decision,
+    pub identity: Option<Arc<Identity>>,
+    pub shadow: bool,
+}
+
+/// Agent settings from the configuration.
+#[derive(Debug, Clone)]
+pub struct AgentSettings {
+    /// The SPOE message to answer (`[agent] message`).
+    pub message: String,
+    /// `realm` in `WWW-Authenticate`.
+    pub realm: String,
+    pub mode: Mode,
+}
+
+/// The stagedoor handler: token verifier + current policy snapshot.
+pub struct Agent {
+    pub verifier: Verifier,
+    /// `None` until the first catalog is loaded (→ `policy_unavailable`).
+    pub policy: Arc<ArcSwapOption<Policy>>,
+    pub settings: AgentSettings,
+    /// Called once per decision (decision logs, metrics).
+    pub observer: Box<dyn Fn(&AuthRequest<'_>, &Outcome, std::time::Duration) + Send + Sync>,
+}
+
+impl Agent {
+    /// Decides one request (the whole flow, minus the wire).
+    pub async fn decide(&self, req: &AuthRequest<'_>, now_unix: i64) -> Outcome {
+        let token = match req.token {
+            None => Err(Reason::MissingToken),
+            Some(t) => self.verifier.verify(t, now_unix).await,
+        };
+        let policy_req = Request {
+            method: req.method,
+            host: req.host,
+            path: req.path,
+        };
+        let decision = match self.policy.load().as_deref() {
+            Some(policy) => policy.decide(&policy_req, token.as_deref().map_err(|r| *r)),
+            None => bare_decision(Reason::PolicyUnavailable),
+        };
+        Outcome {
+            decision,
+            identity: token.ok(),
+            shadow: self.settings.mode == Mode::Shadow,
+        }
+    }
+}
+
+impl Handler for Agent {
+    async fn handle(&self, messages: &[Message<'_>]) -> Result<Vec<Action<'static>>, HandlerError> {
+        let message = self.settings.message.as_bytes();
+        // Other messages in the same NOTIFY get no actions.
+        let Some(msg) = messages.iter().find(|m| m.name.as_ref() == message) else {
+            return Ok(Vec::new());
+        };
+        let started = std::time::Instant::now();
+        let outcome = match AuthRequest::from_message(msg) {
+            Ok(req) => {
+                let outcome = self.decide(&req, crate::token::fetch::unix_now()).await;
+                (self.observer)(&req, &outcome, started.elapsed());
+                outcome
+            }
+            Err(_) => {
+                let outcome = Outcome {
+                    decision: bare_decision(Reason::BadRequest),
+                    identity: None,
+                    shadow: self.settings.mode == Mode::Shadow,
+                };
+                let req = AuthRequest {
+                    method: "",
+                    path: "",
+                    host: "",
+                    token: None,
+                    src: None,
+                    request_id: None,
+                };
+                (self.observer)(&req, &outcome, started.elapsed());
+                outcome
+            }
+        };
+        Ok(actions_for(&outcome, &self.settings.realm))
+    }
+}
+
+/// The one place where decisions become HAProxy variables (txn scope; HAProxy adds
+/// its var-prefix, e.g. `txn.stagedoor.allow`). Identity values come only from a
+/// verified token.
+pub fn actions_for(outcome: &Outcome, realm: &str) -> Vec<Action<'static>> {
+    let d = &outcome.decision;
+    let real_allow = d.allow();
+    let mut actions = Vec::with_capacity(11);
+    let str_var = |name: &'static str, v: &str| {
+        Action::set(Scope::Txn, name, TypedData::string(v.to_owned()))
+    };
+    actions.push(Action::set(
+        Scope::Txn,
+        "allow",
+        TypedData::Bool(real_allow || outcome.shadow),
+    ));
+    actions.push(Action::set(
+        Scope::Txn,
+        "status",
+        TypedData::Int64(d.status().into()),
+    ));
+    actions.push(Action::set(
+        Scope::Txn,
+        "reason",
+        TypedData::str(d.reason.as_str()),
+    ));
+    if outcome.shadow {
+        actions.push(Action::set(
+            Scope::Txn,
+            "shadow_deny",
+            TypedData::Bool(!real_allow),
+        ));
+    }
+    if let Some(id) = &outcome.identity {
+        if let Some(sub) = &id.sub {
+            actions.push(str_var("sub", sub));
+        }
+        if let Some(client) = &id.client_id {
+            actions.push(str_var("client_id", client));
+        }
+        if !id.scopes.is_empty() {
+            actions.push(str_var("scopes", &id.scopes.join(" ")));
+        }
+    }
+    if let Some(entity) = &d.entity {
+        actions.push(str_var("entity", entity));
+    }
+    if let Some(owner) = &d.owner {
+        actions.push(str_var("owner", owner));
+    }
+    if let Some(www) = www_authenticate(d, realm) {
+        actions.push(Action::set(
+            Scope::Txn,
+            "www_authenticate",
+            TypedData::string(www),
+        ));
+    }
+    actions
+}
+
+/// A decision made before any route was looked at.
+pub fn bare_decision(reason: Reason) -> Decision {
+    Decision {
+        reason,
+        entity: None,
+        owner: None,
+        route: None,
+        required_scopes: None,
+    }
+}
+
+/// RFC 6750 §3: no error code when no token was sent; `invalid_token` for a token
+/// that failed; `insufficient_scope` with the required scopes on 403.
+pub fn www_authenticate(d: &Decision, realm: &str) -> Option<String> {
+    match (d.status(), d.reason) {
+        (401, Reason::MissingToken) => Some(format!("Bearer realm=\"{realm}\"")),
+        (401, r) => Some(format!(
+            "Bearer realm=\"{realm}\", error=\"invalid_token\", error_description=\"{r}\""
+        )),
+        (403, Reason::InsufficientScope) => Some(match &d.required_scopes {
+            Some(s) => {
+                format!("Bearer realm=\"{realm}\", error=\"insufficient_scope\", scope=\"{s}\"")
+            }
+            None => format!("Bearer realm=\"{realm}\", error=\"insufficient_scope\""),
+        }),
+        _ => None,
+    }
+}

@@ -1,0 +1,257 @@
+//! Configuration, read before anything binds: the TOML file, its sections, and a
+//! `validate` that checks every key (including that key sources and catalog files
+//! exist). Every error names the key at fault; the CLI exits 64 on any of them.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::catalog::CatalogConfig;
+use crate::connection::EngineConfig;
+use crate::policy::PolicyConfig;
+use crate::token::{IssuerConfig, TokenConfig};
+
+/// The whole configuration file. Unknown keys anywhere are rejected.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub agent: AgentConfig,
+    #[serde(default)]
+    pub admin: AdminConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+    #[serde(default)]
+    pub token: TokenConfig,
+    #[serde(default)]
+    pub issuers: Vec<IssuerConfig>,
+    #[serde(default)]
+    pub catalog: CatalogConfig,
+    #[serde(default)]
+    pub policy: PolicyConfig,
+    /// The directory of the configuration file: relative paths resolve against it.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+/// `[agent]`: the SPOP listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentConfig {
+    pub listen: SocketAddr,
+    pub max_connections: usize,
+    /// Ceiling for the negotiated max-frame-size (HAProxy's own value when lower).
+    pub max_frame_size: u32,
+    /// The SPOE message name to answer.
+    pub message: String,
+    /// NOTIFYs handled at once per connection (at least 20, HAProxy's pipelining depth).
+    pub max_in_flight: usize,
+    pub idle_timeout_seconds: u64,
+    pub shutdown_grace_seconds: u64,
+    /// `realm` in WWW-Authenticate.
+    pub realm: String,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 12345)),
+            max_connections: 10_000,
+            max_frame_size: 16_380,
+            message: "authorize".to_owned(),
+            max_in_flight: 64,
+            idle_timeout_seconds: 300,
+            shutdown_grace_seconds: 5,
+            realm: "stagedoor".to_owned(),
+        }
+    }
+}
+
+impl AgentConfig {
+    pub fn engine(&self) -> EngineConfig {
+        EngineConfig {
+            max_frame_size: self.max_frame_size,
+            max_in_flight: self.max_in_flight,
+            idle_timeout: Duration::from_secs(self.idle_timeout_seconds),
+            hello_timeout: Duration::from_secs(5),
+            shutdown_grace: Duration::from_secs(self.shutdown_grace_seconds),
+        }
+    }
+}
+
+/// `[admin]`: /metrics, /healthz, /readyz. No listener when `listen` is absent.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    pub listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Json,
+    Pretty,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DecisionLogs {
+    #[default]
+    All,
+    Deny,
+    Off,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// Which decisions get a log line.
+    pub decisions: DecisionLogs,
+    /// With `decisions = "all"`, the fraction of allows logged (0.0–1.0); denies always are.
+    pub allow_sample_rate: f64,
+    /// tracing filter for lifecycle events, e.g. "info" or "stagedoor=debug".
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Json,
+            decisions: DecisionLogs::All,
+            allow_sample_rate: 1.0,
+            level: "info".to_owned(),
+        }
+    }
+}
+
+/// A configuration that cannot be used. The text names the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{key}: {reason}")]
+    Invalid { key: String, reason: String },
+}
+
+fn invalid(key: &str, reason: impl ToString) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_owned(),
+        reason: reason.to_string(),
+    }
+}
+
+impl Config {
+    /// Reads and parses `path` (no validation).
+    pub fn parse_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut cfg: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        cfg.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        if cfg.base_dir.as_os_str().is_empty() {
+            cfg.base_dir = PathBuf::from(".");
+        }
+        Ok(cfg)
+    }
+
+    /// Reads, parses and validates `path`; all validation errors are returned.
+    pub fn load(path: &Path) -> Result<Config, Vec<ConfigError>> {
+        let cfg = Config::parse_file(path).map_err(|e| vec![e])?;
+        let errors = cfg.validate();
+        if errors.is_empty() {
+            Ok(cfg)
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// Every problem with the configuration (empty when it is usable).
+    pub fn validate(&self) -> Vec<ConfigError> {
+        let mut errors = Vec::new();
+        let a = &self.agent;
+        if a.max_connections == 0 {
+            errors.push(invalid("agent.max_connections", "must be at least 1"));
+        }
+        if !(256..=1 << 24).contains(&a.max_frame_size) {
+            errors.push(invalid(
+                "agent.max_frame_size",
+                "must be between 256 and 16777216",
+            ));
+        }
+        if a.max_in_flight < 20 {
+            errors.push(invalid(
+                "agent.max_in_flight",
+                "must be at least 20 (HAProxy pipelines up to 20 per connection)",
+            ));
+        }
+        if a.message.is_empty() {
+            errors.push(invalid("agent.message", "must not be empty"));
+        }
+        if a.realm.contains(['"', '\\']) || a.realm.chars().any(char::is_control) {
+            errors.push(invalid(
+                "agent.realm",
+                "must not contain quotes, backslashes or control characters",
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.log.allow_sample_rate) {
+            errors.push(invalid(
+                "log.allow_sample_rate",
+                "must be between 0.0 and 1.0",
+            ));
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            errors.push(invalid("log.level", e));
+        }
+        if self.issuers.is_empty() {
+            errors.push(invalid(
+                "issuers",
+                "at least one [[issuers]] table is required",
+            ));
+        }
+        for (i, iss) in self.issuers.iter().enumerate() {
+            if let Err(e) = iss.validate() {
+                errors.push(invalid(&format!("issuers[{i}]"), e));
+            }
+            if let Some(file) = &iss.jwks_file {
+                let p = self.resolve(file);
+                if !p.is_file() {
+                    errors.push(invalid(
+                        &format!("issuers[{i}].jwks_file"),
+                        format!("{} does not exist", p.display()),
+                    ));
+                }
+            }
+        }
+        if let Err(e) = crate::token::config::validate_all(&self.issuers) {
+            errors.push(invalid("issuers", e));
+        }
+        if let Err(e) = self.catalog.validate(&self.base_dir) {
+            errors.push(invalid("catalog", e));
+        }
+        errors
+    }
+
+    /// A path from the file, resolved against the file's directory.
+    pub fn resolve(&self, p: &str) -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() {
+            p.to_owned()
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! The CLI's one-shot paths (`policy show`, `decide`): load the catalog and keys
+//! once, outside the agent, and run the same policy and decision code.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use tokio_util::sync::CancellationToken;
+
+use crate::agent::{Agent, AgentSettings, AuthRequest, actions_for};
+use crate::config::Config;
+use crate::policy::Policy;
+use crate::serve::{resolved_issuers, start_catalog};
+use crate::token::Verifier;
+
+/// Loads the catalog (files, or one Backstage sync) and builds the policy.
+pub async fn load_policy(cfg: &Config, wait: Duration) -> Result<Arc<Policy>, String> {
+    let shutdown = CancellationToken::new();
+    let policy = Arc::new(ArcSwapOption::empty());
+    let _handle =
+        start_catalog(cfg, policy.clone(), shutdown.clone()).map_err(|e| e.to_string())?;
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        if let Some(p) = policy.load_full() {
+            shutdown.cancel();
+            return Ok(p);
+        }
+        if tokio::time::Instant::now() > deadline {
+            shutdown.cancel();
+            return Err(format!("no catalog loaded within {}s", wait.as_secs()));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub struct DecideRequest {
+    pub method: String,
+    pub path: String,
+    pub host: String,
+    pub token: Option<String>,
+}
+
+/// Decides one request as the agent would and returns the decision, with the
+/// variables HAProxy would receive.
+pub async fn decide(
+    cfg: &Config,
+    req: &DecideRequest,
+    wait: Duration,
+) -> Result<serde_json::Value, String> {
+    let policy = load_policy(cfg, wait).await?;
+    let verifier = Verifier::start(resolved_issuers(cfg), cfg.token).map_err(|e| e.to_string())?;
+    if req.token.is_some() {
+        let deadline = tokio::time::Instant::now() + wait;
+        while !verifier.ready() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let agent = Agent {
+        verifier,
+        policy: Arc::new(ArcSwapOption::new(Some(policy))),
+        settings: AgentSettings {
+            message: cfg.agent.message.clone(),
+            realm: cfg.agent.realm.clone(),
+            mode: cfg.policy.mode,
+        },
+        observer: Box::new(|_, _, _| {}),
+    };
+    let auth = AuthRequest {
+        method: &req.method,
+        path: &req.path,
+        host: &req.host,
+        token: req.token.as_deref(),
+        src: None,
+        request_id: None,
+    };
+    let outcome = agent.decide(&auth, crate::token::fetch::unix_now()).await;
+    let mut json = serde_json::to_value(&outcome.decision).map_err(|e| e.to_string())?;
+    let vars: serde_json::Map<String, serde_json::Value> = actions_for(&outcome, &cfg.agent.realm)
+        .iter()
+        .filter_map(|a| match a {
+            crate::spop::Action::SetVar { name, value, .. } => {
+                let v = match value {
+                    crate::spop::TypedData::Bool(b) => serde_json::Value::from(*b),
+                    crate::spop::TypedData::Int64(i) => serde_json::Value::from(*i),
+                    other => serde_json::Value::from(other.as_str().unwrap_or_default()),
+                };
+                Some((String::from_utf8_lossy(name).into_owned(), v))
+            }
+            crate::spop::Action::UnsetVar { .. } => None,
+        })
+        .collect();
+    json["variables"] = serde_json::Value::Object(vars);
+    if let Some(id) = &outcome.identity {
+        json["sub"] = id.sub.clone().into();
+        json["scopes"] = id.scopes.clone().into();
+        json["groups"] = id.groups.clone().into();
+    }
+    Ok(json)
+}
