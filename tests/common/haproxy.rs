@@ -67,12 +67,23 @@ impl Haproxy {
         frontend_port: u16,
         env: &[(&str, String)],
     ) -> Haproxy {
+        Haproxy::start_many(bin, &[cfg.to_path_buf()], frontend_port, env).await
+    }
+
+    /// Like `start`, with several `-f` configuration files.
+    pub async fn start_many(
+        bin: &Path,
+        cfgs: &[PathBuf],
+        frontend_port: u16,
+        env: &[(&str, String)],
+    ) -> Haproxy {
         let frontend = format!("127.0.0.1:{frontend_port}");
         let mut cmd = Command::new(bin);
-        cmd.arg("-db")
-            .arg("-f")
-            .arg(cfg)
-            .env("STAGEDOOR_FRONTEND", &frontend)
+        cmd.arg("-db");
+        for cfg in cfgs {
+            cmd.arg("-f").arg(cfg);
+        }
+        cmd.env("STAGEDOOR_FRONTEND", &frontend)
             .env(
                 "STAGEDOOR_SPOE_CONF",
                 repo().join("haproxy/stagedoor.spoe.conf"),

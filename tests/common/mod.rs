@@ -2,6 +2,8 @@
 #![allow(dead_code)]
 
 pub mod haproxy;
+pub mod http;
+pub mod peers;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -1,0 +1,132 @@
+//! `stagedoor check-config` and every configuration shipped under examples/.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn stagedoor(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_stagedoor"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn example_configs(dir: &Path, found: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            example_configs(&p, found);
+        } else if p.extension().is_some_and(|x| x == "toml") {
+            found.push(p);
+        }
+    }
+}
+
+#[test]
+fn every_example_config_is_valid() {
+    let mut configs = Vec::new();
+    example_configs(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("examples"),
+        &mut configs,
+    );
+    assert!(!configs.is_empty());
+    for c in configs {
+        let (code, out, err) = stagedoor(&["check-config", "--config", c.to_str().unwrap()]);
+        assert_eq!(code, 0, "{}: {out}{err}", c.display());
+    }
+}
+
+#[test]
+fn check_config_names_every_error_and_exits_64() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        r#"
+[[issuers]]
+issuer = "https://idp.example.com"
+audiences = ["api"]
+jwks_file = "missing-jwks.json"
+[catalog]
+source = "file"
+files = ["catalog/[.yaml", "nothing/*.yaml"]
+"#,
+    )
+    .unwrap();
+    let (code, _, err) = stagedoor(&["check-config", "--config", bad.to_str().unwrap()]);
+    assert_eq!(code, 64, "{err}");
+    assert!(
+        err.contains("issuers[0].jwks_file") && err.contains("missing-jwks.json"),
+        "{err}"
+    );
+    assert!(
+        err.contains("catalog.files") && err.contains("catalog/[.yaml"),
+        "{err}"
+    );
+
+    let unknown = dir.path().join("unknown.toml");
+    std::fs::write(&unknown, "[agent]\nlisten = \"127.0.0.1:1\"\nlisen = 3\n").unwrap();
+    let (code, _, err) = stagedoor(&["check-config", "--config", unknown.to_str().unwrap()]);
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("lisen"), "names the unknown key: {err}");
+
+    let (code, _, err) = stagedoor(&[
+        "check-config",
+        "--config",
+        dir.path().join("absent.toml").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 64, "{err}");
+    // `serve` refuses a bad config the same way, before binding anything.
+    let (code, _, err) = stagedoor(&["serve", "--config", bad.to_str().unwrap()]);
+    assert_eq!(code, 64, "{err}");
+}
+
+#[test]
+fn decide_and_policy_show_on_the_quickstart() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let cfg = root.join("examples/quickstart/stagedoor.toml");
+    let cfg = cfg.to_str().unwrap();
+    let (code, out, err) = stagedoor(&["policy", "show", "--config", cfg]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("/api/orders") && out.contains("component:default/orders-api"),
+        "{out}"
+    );
+    let (code, out, _) = stagedoor(&["policy", "show", "--config", cfg, "--format", "json"]);
+    assert_eq!(code, 0);
+    let _: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    let (code, out, _) = stagedoor(&[
+        "decide",
+        "--config",
+        cfg,
+        "--method",
+        "GET",
+        "--path",
+        "/api/orders/health",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()["reason"],
+        "public"
+    );
+    let (code, out, _) = stagedoor(&[
+        "decide",
+        "--config",
+        cfg,
+        "--method",
+        "GET",
+        "--path",
+        "/api/orders",
+    ]);
+    assert_eq!(code, 1, "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["reason"], "missing_token");
+    assert_eq!(
+        v["variables"]["www_authenticate"],
+        "Bearer realm=\"stagedoor\""
+    );
+}

@@ -1,0 +1,210 @@
+//! The real peers of end-to-end tests: the stagedoor binary and `oidc-provider`
+//! (npm, from tests/peers/oidc), each on free ports and stopped by its own PID.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use super::haproxy::{free_port, in_ci, repo};
+
+/// Collects a child's stdout and stderr lines.
+pub fn capture(child: &mut Child) -> Arc<Mutex<Vec<String>>> {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    for out in [
+        Box::new(child.stdout.take().unwrap()) as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+        Box::new(child.stderr.take().unwrap()),
+    ] {
+        let log = log.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(out).lines();
+            while let Ok(Some(l)) = lines.next_line().await {
+                log.lock().unwrap().push(l);
+            }
+        });
+    }
+    log
+}
+
+/// The oidc-provider peer (tests/peers/oidc/op.mjs).
+pub struct Op {
+    child: Child,
+    pub port: u16,
+    pub issuer: String,
+    pub log: Arc<Mutex<Vec<String>>>,
+    _keys: tempfile::TempDir,
+}
+
+/// Whether the npm peer in `tests/peers/<name>` is installed; under CI a missing
+/// one fails the test, elsewhere it is reported loudly.
+pub fn require_peer(name: &str, test: &str) -> bool {
+    let ok = repo()
+        .join("tests/peers")
+        .join(name)
+        .join("node_modules")
+        .is_dir()
+        && super::haproxy::require_bin("node", test).is_some();
+    if !ok {
+        assert!(
+            !in_ci(),
+            "{test}: npm peer tests/peers/{name} is required under CI=true (npm ci --prefix tests/peers/{name})"
+        );
+        eprintln!(
+            "\n*** SKIPPED {test}: npm peer tests/peers/{name} not installed (run tests/run.sh) ***\n"
+        );
+    }
+    ok
+}
+
+impl Op {
+    /// Starts the provider on `port` and waits for its discovery document.
+    pub async fn start(port: u16) -> Op {
+        let keys = tempfile::tempdir().unwrap();
+        let mut child = Command::new("node")
+            .arg(repo().join("tests/peers/oidc/op.mjs"))
+            .current_dir(repo().join("tests/peers/oidc"))
+            .env("PORT", port.to_string())
+            .env("KEYDIR", keys.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn node");
+        let log = capture(&mut child);
+        let issuer = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        for _ in 0..300 {
+            let url = format!("{issuer}/.well-known/openid-configuration");
+            if let Ok(r) = http.get(url).send().await {
+                if r.status().is_success() {
+                    return Op {
+                        child,
+                        port,
+                        issuer,
+                        log,
+                        _keys: keys,
+                    };
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("oidc-provider did not start: {:?}", log.lock().unwrap());
+    }
+
+    /// A client_credentials access token (a JWT: RS256 for urn:test:api, ES256 for urn:test:api-es).
+    pub async fn token(&self, client: &str, secret: &str, scope: &str, resource: &str) -> String {
+        let r = reqwest::Client::new()
+            .post(format!("{}/token", self.issuer))
+            .basic_auth(client, Some(secret))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!(
+                "grant_type=client_credentials&scope={}&resource={resource}",
+                scope.replace(' ', "%20")
+            ))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        let body: serde_json::Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+        assert!(status.is_success(), "token request failed: {body}");
+        body["access_token"].as_str().unwrap().to_owned()
+    }
+
+    pub fn stop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+impl Drop for Op {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+/// The stagedoor binary, running `serve --config <file>`.
+pub struct Agent {
+    child: Child,
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Agent {
+    pub fn start(config: &Path) -> Agent {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_stagedoor"))
+            .arg("serve")
+            .arg("--config")
+            .arg(config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn stagedoor");
+        let log = capture(&mut child);
+        Agent { child, log }
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// Parsed JSON decision lines so far.
+    pub fn decisions(&self) -> Vec<serde_json::Value> {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["event"] == "decision")
+            .collect()
+    }
+
+    /// SIGTERM, then wait for exit; returns whether it exited 0.
+    pub async fn terminate(&mut self) -> bool {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .arg("-TERM")
+                .arg(pid.to_string())
+                .status();
+        }
+        match tokio::time::timeout(Duration::from_secs(15), self.child.wait()).await {
+            Ok(Ok(status)) => status.success(),
+            _ => false,
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+/// Ports for one end-to-end setup.
+pub struct Ports {
+    pub agent: u16,
+    pub admin: u16,
+    pub frontend: u16,
+    pub backend: u16,
+    pub op: u16,
+}
+
+impl Ports {
+    pub fn new() -> Ports {
+        Ports {
+            agent: free_port(),
+            admin: free_port(),
+            frontend: free_port(),
+            backend: free_port(),
+            op: free_port(),
+        }
+    }
+}
+
+pub fn fixture(path: &str) -> PathBuf {
+    repo().join("tests/fixtures").join(path)
+}

@@ -1,0 +1,479 @@
+//! The product end to end: HAProxy 2.6 (Debian) → the stagedoor binary → the real
+//! `oidc-provider` (discovery, client_credentials tokens) and a file catalog →
+//! an echo backend served by HAProxy. Also reads the agent's decision log, the
+//! HAProxy log and /metrics of the same run.
+
+mod common;
+
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use common::haproxy::{Haproxy, repo, require_bin};
+use common::http::{Response, get, request};
+use common::peers::{Agent, Op, Ports, fixture, require_peer};
+
+fn write_config(dir: &std::path::Path, p: &Ports, mode: &str) -> std::path::PathBuf {
+    let repo = repo();
+    let text = format!(
+        r#"
+[agent]
+listen = "127.0.0.1:{agent}"
+[admin]
+listen = "127.0.0.1:{admin}"
+[log]
+format = "json"
+decisions = "all"
+[[issuers]]
+issuer = "http://127.0.0.1:{op}"
+audiences = ["urn:test:api"]
+discovery = true
+algorithms = ["RS256", "ES256"]
+[[issuers]]
+issuer = "https://idp.quickstart.example"
+audiences = ["quickstart-api"]
+jwks_file = "{repo}/examples/quickstart/demo-jwks.json"
+algorithms = ["ES256"]
+[catalog]
+source = "file"
+files = ["{catalog}"]
+[policy]
+mode = "{mode}"
+"#,
+        agent = p.agent,
+        admin = p.admin,
+        op = p.op,
+        repo = repo.display(),
+        catalog = fixture("e2e/catalog.yaml").display(),
+    );
+    let path = dir.join(format!("stagedoor-{mode}.toml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A token signed with the quickstart demo key (a second configured issuer), for
+/// the claim failures a live provider will not produce on demand.
+fn demo_token(iss: &str, aud: &str, exp_offset: i64) -> String {
+    let pem = std::fs::read(repo().join("examples/quickstart/demo-signing-key.pem")).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let claims = serde_json::json!({"iss": iss, "sub": "demo", "aud": aud, "iat": now - 600, "exp": now + exp_offset, "scope": "read"});
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+    header.kid = Some("demo-2026".into());
+    jsonwebtoken::encode(
+        &header,
+        &claims,
+        &jsonwebtoken::EncodingKey::from_ec_pem(&pem).unwrap(),
+    )
+    .unwrap()
+}
+
+fn tamper(token: &str) -> String {
+    let parts: Vec<&str> = token.split('.').collect();
+    let mut claims: serde_json::Value =
+        serde_json::from_slice(&B64.decode(parts[1]).unwrap()).unwrap();
+    claims["sub"] = "admin".into();
+    format!(
+        "{}.{}.{}",
+        parts[0],
+        B64.encode(claims.to_string()),
+        parts[2]
+    )
+}
+
+fn alg_none(token: &str) -> String {
+    let parts: Vec<&str> = token.split('.').collect();
+    format!(
+        "{}.{}.",
+        B64.encode(r#"{"alg":"none","typ":"JWT"}"#),
+        parts[1]
+    )
+}
+
+async fn admin(p: &Ports, path: &str) -> Response {
+    request(&format!("127.0.0.1:{}", p.admin), "GET", path, &[]).await
+}
+
+async fn wait_ready(p: &Ports, agent: &Agent) {
+    for _ in 0..300 {
+        if let Ok(Ok(r)) = tokio::time::timeout(Duration::from_secs(2), async {
+            tokio::net::TcpStream::connect(("127.0.0.1", p.admin))
+                .await
+                .map(|_| ())
+        })
+        .await
+        {
+            let _ = r;
+            if admin(p, "/readyz").await.status == 200 {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("agent not ready:\n{}", agent.log_text());
+}
+
+fn metric_sum(text: &str, name: &str, filter: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .filter(|l| l.contains(filter))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn assert_status(r: &Response, status: u16, what: &str) {
+    assert_eq!(r.status, status, "{what}: {r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn haproxy_agent_provider_catalog_end_to_end() {
+    const T: &str = "haproxy_agent_provider_catalog_end_to_end";
+    let Some(hap_bin) = require_bin("haproxy", T) else {
+        return;
+    };
+    if !require_peer("oidc", T) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let p = Ports::new();
+    let cfg = write_config(dir.path(), &p, "enforce");
+
+    // The agent starts before the provider: /readyz must say it is waiting for keys.
+    let mut agent = Agent::start(&cfg);
+    let mut readyz = None;
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", p.admin))
+            .await
+            .is_ok()
+        {
+            readyz = Some(admin(&p, "/readyz").await);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let readyz = readyz.expect("admin listener up");
+    assert_eq!(readyz.status, 503, "{readyz:?}");
+    assert!(
+        readyz.body.contains("keys for issuer http://127.0.0.1"),
+        "{}",
+        readyz.body
+    );
+    assert_eq!(admin(&p, "/healthz").await.status, 200);
+
+    let op = Op::start(p.op).await;
+    wait_ready(&p, &agent).await;
+
+    let frontend = format!("127.0.0.1:{}", p.frontend);
+    // The echo backend is a second config file in the same HAProxy process.
+    let hap = Haproxy::start_many(
+        &hap_bin,
+        &[
+            repo().join("haproxy/haproxy.cfg"),
+            repo().join("examples/quickstart/echo-backend.cfg"),
+        ],
+        p.frontend,
+        &[
+            ("STAGEDOOR_AGENT", format!("127.0.0.1:{}", p.agent)),
+            ("STAGEDOOR_BACKEND", format!("127.0.0.1:{}", p.backend)),
+        ],
+    )
+    .await;
+
+    let svc = op
+        .token("svc", "svc-secret", "read write", "urn:test:api")
+        .await;
+    let svc_es = op
+        .token("svc", "svc-secret", "read", "urn:test:api-es")
+        .await;
+    let reader = op
+        .token("reader", "reader-secret", "read", "urn:test:api")
+        .await;
+    let mut sent = 0u32;
+
+    // Valid token on a scoped route: 200, identity headers reach the backend, and
+    // a spoofed incoming X-Auth-Subject is gone.
+    let r = request(
+        &frontend,
+        "GET",
+        "/api/orders",
+        &[
+            ("Authorization", &format!("Bearer {svc}")),
+            ("X-Auth-Subject", "evil"),
+        ],
+    )
+    .await;
+    sent += 1;
+    assert_status(&r, 200, "valid RS256 token");
+    let body = r.json();
+    assert_eq!(body["x_auth_subject"], "svc");
+    assert_eq!(body["subject_headers"], 1, "the spoofed header was removed");
+    assert_eq!(body["x_auth_entity"], "component:default/orders-api");
+    assert!(body["x_auth_scopes"].as_str().unwrap().contains("read"));
+    let r = get(&frontend, "/api/orders/42", Some(&svc_es)).await;
+    sent += 1;
+    assert_status(&r, 200, "valid ES256 token");
+    // The scheme is case-insensitive.
+    let r = request(
+        &frontend,
+        "GET",
+        "/api/orders",
+        &[("Authorization", &format!("bEaReR {svc}"))],
+    )
+    .await;
+    sent += 1;
+    assert_status(&r, 200, "lower/upper-case scheme");
+
+    // Missing token: 401 with a WWW-Authenticate challenge.
+    let r = get(&frontend, "/api/orders", None).await;
+    sent += 1;
+    assert_status(&r, 401, "missing token");
+    assert_eq!(
+        r.header("www-authenticate"),
+        Some("Bearer realm=\"stagedoor\"")
+    );
+    let r = request(
+        &frontend,
+        "GET",
+        "/api/orders",
+        &[("Authorization", "Basic c3ZjOnN2Yy1zZWNyZXQ=")],
+    )
+    .await;
+    sent += 1;
+    assert_status(&r, 401, "Basic scheme is no token");
+
+    // Bad tokens: 401 invalid_token.
+    for (what, token, reason) in [
+        (
+            "expired",
+            demo_token("https://idp.quickstart.example", "quickstart-api", -300),
+            "expired",
+        ),
+        (
+            "wrong audience",
+            demo_token("https://idp.quickstart.example", "other-api", 300),
+            "bad_audience",
+        ),
+        (
+            "wrong issuer",
+            demo_token("https://evil.example", "quickstart-api", 300),
+            "bad_issuer",
+        ),
+        ("tampered", tamper(&svc), "bad_signature"),
+        ("alg none", alg_none(&svc), "unsupported_alg"),
+    ] {
+        let r = get(&frontend, "/api/orders", Some(&token)).await;
+        sent += 1;
+        assert_status(&r, 401, what);
+        let www = r.header("www-authenticate").unwrap_or_default();
+        assert!(www.contains("error=\"invalid_token\""), "{what}: {www}");
+        // The decision log says why (the writer is asynchronous: give it a moment).
+        let mut logged = serde_json::Value::Null;
+        for _ in 0..50 {
+            logged = agent.decisions().last().cloned().unwrap_or_default();
+            if logged["token_fp"]
+                .as_str()
+                .is_some_and(|fp| fp == stagedoor::decision_log::fingerprint(&token))
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(logged["reason"], reason, "{what}: {logged}");
+        assert_eq!(logged["status"], 401, "{what}: {logged}");
+    }
+
+    // Missing scope: 403 insufficient_scope with the scope needed.
+    let r = request(
+        &frontend,
+        "POST",
+        "/api/orders",
+        &[("Authorization", &format!("Bearer {reader}"))],
+    )
+    .await;
+    sent += 1;
+    assert_status(&r, 403, "missing scope");
+    let www = r.header("www-authenticate").unwrap_or_default();
+    assert!(
+        www.contains("error=\"insufficient_scope\"") && www.contains("scope=\"write\""),
+        "{www}"
+    );
+
+    // Group-restricted route: a member passes, a non-member does not.
+    assert_status(
+        &get(&frontend, "/api/admin/users", Some(&svc)).await,
+        200,
+        "member of sre",
+    );
+    assert_status(
+        &get(&frontend, "/api/admin/users", Some(&reader)).await,
+        403,
+        "not a member",
+    );
+    sent += 2;
+    // Public route without a token; authenticated route with any valid token.
+    assert_status(
+        &get(&frontend, "/api/public", None).await,
+        200,
+        "public route",
+    );
+    assert_status(
+        &get(&frontend, "/api/me", Some(&reader)).await,
+        200,
+        "authenticated route",
+    );
+    // Unknown path: 403 no_route.
+    assert_status(
+        &get(&frontend, "/nowhere", Some(&svc)).await,
+        403,
+        "no route",
+    );
+    sent += 3;
+    // Path probes.
+    for probe in [
+        "/api/orders/../admin",
+        "/api/orders/%2e%2e/admin",
+        "/api/orders%2Fx",
+        "/api/orders/%5cx",
+        "/api/orders/a%zz",
+    ] {
+        let r = get(&frontend, probe, Some(&svc)).await;
+        sent += 1;
+        assert!(matches!(r.status, 400 | 403), "{probe}: {}", r.status);
+    }
+
+    // Let the decision log catch up, then check it against what was sent.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let decisions = agent.decisions();
+    let reasons: Vec<String> = decisions
+        .iter()
+        .map(|d| d["reason"].as_str().unwrap_or("").to_owned())
+        .collect();
+    for want in [
+        "ok",
+        "missing_token",
+        "expired",
+        "bad_audience",
+        "bad_issuer",
+        "bad_signature",
+        "insufficient_scope",
+        "not_member",
+        "public",
+        "no_route",
+        "bad_path",
+    ] {
+        assert!(
+            reasons.iter().any(|r| r == want),
+            "no decision with reason {want}: {reasons:?}"
+        );
+    }
+    let first = decisions.iter().find(|d| d["reason"] == "ok").unwrap();
+    for field in [
+        "time",
+        "request_id",
+        "src",
+        "method",
+        "host",
+        "path",
+        "decision",
+        "enforced",
+        "status",
+        "reason",
+        "sub",
+        "client_id",
+        "entity",
+        "owner",
+        "route",
+        "issuer",
+        "latency_us",
+        "token_fp",
+    ] {
+        assert!(
+            first.get(field).is_some(),
+            "decision log lacks {field}: {first}"
+        );
+    }
+    assert_eq!(first["sub"], "svc");
+    assert_eq!(first["enforced"], true);
+    assert_eq!(first["entity"], "component:default/orders-api");
+    assert_eq!(first["src"], "127.0.0.1");
+
+    // /metrics: decisions add up to the requests that reached the agent.
+    let m = admin(&p, "/metrics").await.body;
+    let total = metric_sum(&m, "stagedoor_decisions_total", "");
+    // HAProxy may itself reject some path probes (400) before asking the agent.
+    let agent_saw = decisions.len() as f64;
+    assert_eq!(
+        total, agent_saw,
+        "metrics {total} vs decision log {agent_saw}\n{m}"
+    );
+    assert!(
+        agent_saw >= f64::from(sent) - 5.0 && agent_saw <= f64::from(sent),
+        "{agent_saw} of {sent}"
+    );
+    assert!(
+        metric_sum(&m, "stagedoor_jwks_keys", "127.0.0.1") >= 2.0,
+        "{m}"
+    );
+    assert_eq!(metric_sum(&m, "stagedoor_catalog_entities", ""), 3.0);
+    assert!(metric_sum(&m, "stagedoor_spop_connections_open", "") >= 1.0);
+
+    // HAProxy's own log names the subject and the reason.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let hlog = hap.log_text();
+    assert!(
+        hlog.contains("sub=\"svc\"") && hlog.contains("reason=ok"),
+        "{hlog}"
+    );
+    assert!(hlog.contains("reason=missing_token"), "{hlog}");
+
+    // Never a token or a signature in any log.
+    let all_logs = format!("{}\n{}", agent.log_text(), hlog);
+    for t in [&svc, &svc_es, &reader] {
+        let sig = t.rsplit('.').next().unwrap();
+        assert!(
+            !all_logs.contains(t.as_str()),
+            "a token leaked into the logs"
+        );
+        assert!(!all_logs.contains(sig), "a signature leaked into the logs");
+    }
+
+    // Key-set gauges move when the provider goes away... (age grows, errors count)
+    drop(op);
+
+    // Agent stopped: 503, never 200.
+    assert!(agent.terminate().await, "agent exits 0 on SIGTERM");
+    let r = get(&frontend, "/api/orders", Some(&svc)).await;
+    assert_status(&r, 503, "agent down");
+    let r = get(&frontend, "/api/public", None).await;
+    assert_status(&r, 503, "agent down, public route too");
+
+    // Shadow mode: a would-deny goes through, marked.
+    let shadow_cfg = write_config(dir.path(), &p, "shadow");
+    let op = Op::start(p.op).await;
+    let agent = Agent::start(&shadow_cfg);
+    wait_ready(&p, &agent).await;
+    let mut recovered = None;
+    for _ in 0..100 {
+        let r = get(&frontend, "/api/orders", None).await;
+        if r.status != 503 {
+            recovered = Some(r);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = recovered.expect("traffic recovers after the agent restarts, HAProxy untouched");
+    assert_status(&r, 200, "shadow mode lets a would-deny through");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let d = agent.decisions().last().cloned().unwrap();
+    assert_eq!(d["enforced"], false, "{d}");
+    assert_eq!(d["reason"], "missing_token");
+    assert_eq!(d["decision"], "deny");
+    assert!(
+        hap.log_text().contains("shadow_deny=1"),
+        "{}",
+        hap.log_text()
+    );
+    let _ = op;
+}
