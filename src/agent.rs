@@ -117,6 +117,9 @@ pub struct AgentSettings {
     pub mode: Mode,
 }
 
+/// Called once per decision with the request, the outcome and the time it took.
+pub type Observer = Box<dyn Fn(&AuthRequest<'_>, &Outcome, std::time::Duration) + Send + Sync>;
+
 /// The stagedoor handler: token verifier + current policy snapshot.
 pub struct Agent {
     pub verifier: Verifier,
@@ -124,7 +127,7 @@ pub struct Agent {
     pub policy: Arc<ArcSwapOption<Policy>>,
     pub settings: AgentSettings,
     /// Called once per decision (decision logs, metrics).
-    pub observer: Box<dyn Fn(&AuthRequest<'_>, &Outcome, std::time::Duration) + Send + Sync>,
+    pub observer: Observer,
 }
 
 impl Agent {
