@@ -61,7 +61,10 @@ impl DecisionLog {
             DecisionLogs::Deny => !allowed,
             DecisionLogs::All if allowed => {
                 self.allow_every != 0
-                    && self.allow_seen.fetch_add(1, Ordering::Relaxed).is_multiple_of(self.allow_every)
+                    && self
+                        .allow_seen
+                        .fetch_add(1, Ordering::Relaxed)
+                        .is_multiple_of(self.allow_every)
             }
             DecisionLogs::All => true,
         }

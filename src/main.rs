@@ -44,6 +44,11 @@ enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// Probe an admin endpoint (for container health checks): exit 0 on a 2xx answer.
+    Probe {
+        #[arg(long, default_value = "http://127.0.0.1:9901/healthz")]
+        url: String,
+    },
     /// Decide one request offline and print the decision as JSON (exit 0 allow, 1 deny).
     Decide {
         #[arg(long, default_value = "stagedoor.toml")]
@@ -131,6 +136,21 @@ fn main() -> ExitCode {
                     eprintln!("stagedoor: {e}");
                     ExitCode::FAILURE
                 }
+            }
+        }
+        Command::Probe { url } => {
+            let ok = runtime().block_on(async {
+                let client = reqwest::Client::builder()
+                    .timeout(Duration::from_secs(2))
+                    .build()
+                    .ok()?;
+                let r = client.get(&url).send().await.ok()?;
+                Some(r.status().is_success())
+            });
+            if ok == Some(true) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
             }
         }
         Command::CheckConfig { config } => match load_config(&config) {

@@ -1,0 +1,232 @@
+//! What can be checked of the container and cluster artefacts without a container
+//! engine: the compose file parses, every file it mounts exists, and the ports and
+//! addresses in compose, HAProxy and stagedoor configs agree; the Kubernetes
+//! manifest keeps stagedoor on loopback and probes the admin port; the Dockerfile
+//! is multi-stage and non-root. `docker compose config` runs where it is installed.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use stagedoor::config::Config;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn yaml_docs(path: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).unwrap();
+    serde_norway::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .filter(|v: &Value| !v.is_null())
+        .collect()
+}
+
+fn host_port(s: &str) -> (&str, u16) {
+    let s = s.trim_start_matches("http://").trim_end_matches('/');
+    let (h, p) = s
+        .rsplit_once(':')
+        .unwrap_or_else(|| panic!("no port in {s}"));
+    (h, p.parse().unwrap())
+}
+
+fn config_from(text: &str, dir: &Path) -> Config {
+    let path = dir.join("stagedoor.toml");
+    std::fs::write(&path, text).unwrap();
+    Config::parse_file(&path).unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn compose_stack_is_consistent() {
+    let compose = &yaml_docs(&root().join("docker-compose.yml"))[0];
+    let services = compose["services"].as_object().unwrap();
+    for name in ["haproxy", "stagedoor", "echo", "oidc", "backstage"] {
+        assert!(services.contains_key(name), "service {name}");
+    }
+    // Every bind-mounted host path exists.
+    for (name, svc) in services {
+        for v in svc["volumes"].as_array().into_iter().flatten() {
+            let src = v.as_str().unwrap().split(':').next().unwrap();
+            if src.starts_with('.') {
+                assert!(
+                    root().join(src).exists(),
+                    "{name} mounts {src}, which does not exist"
+                );
+            }
+        }
+    }
+    let env = |svc: &str, key: &str| {
+        services[svc]["environment"][key]
+            .as_str()
+            .unwrap_or_else(|| panic!("{svc}.{key}"))
+            .to_owned()
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config_from(
+        &std::fs::read_to_string(root().join("examples/compose/stagedoor.toml")).unwrap(),
+        dir.path(),
+    );
+    // HAProxy → stagedoor.
+    let agent_addr = env("haproxy", "STAGEDOOR_AGENT");
+    let (host, port) = host_port(&agent_addr);
+    assert_eq!(host, "stagedoor");
+    assert_eq!(port, cfg.agent.listen.port());
+    assert!(
+        cfg.agent.listen.ip().is_unspecified(),
+        "reachable from the haproxy container"
+    );
+    // HAProxy → echo backend.
+    let backend_addr = env("haproxy", "STAGEDOOR_BACKEND");
+    let (host, port) = host_port(&backend_addr);
+    assert_eq!(host, "echo");
+    assert_eq!(port, host_port(&env("echo", "STAGEDOOR_BACKEND")).1);
+    // HAProxy publishes the port it binds.
+    let bind = host_port(&env("haproxy", "STAGEDOOR_FRONTEND")).1;
+    assert!(
+        services["haproxy"]["ports"][0]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!(":{bind}"))
+    );
+    // stagedoor → provider and Backstage.
+    let iss = &cfg.issuers[0];
+    assert_eq!(iss.issuer, env("oidc", "ISSUER"));
+    assert_eq!(
+        host_port(&iss.issuer),
+        ("oidc", env("oidc", "PORT").parse().unwrap())
+    );
+    let url = cfg.catalog.url.clone().unwrap();
+    assert_eq!(
+        host_port(&url),
+        (
+            "backstage",
+            env("backstage", "APP_CONFIG_backend_listen_port")
+                .parse()
+                .unwrap()
+        )
+    );
+    assert_eq!(
+        env("stagedoor", cfg.catalog.token_env.as_deref().unwrap()),
+        env("backstage", "BACKSTAGE_TOKEN")
+    );
+    // The health check probes the admin port stagedoor listens on.
+    let check = services["stagedoor"]["healthcheck"]["test"].to_string();
+    assert!(
+        check.contains(&format!(":{}/", cfg.admin.listen.unwrap().port())),
+        "{check}"
+    );
+    // The HAProxy files it mounts are the repository's, which pass haproxy -c in
+    // tests/e2e_haproxy_spop.rs.
+    assert!(
+        services["haproxy"]["volumes"]
+            .to_string()
+            .contains("./haproxy/haproxy.cfg")
+    );
+
+    // `docker compose config` where the client has compose.
+    let compose_ok = std::process::Command::new("docker")
+        .args(["compose", "version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if compose_ok {
+        let out = std::process::Command::new("docker")
+            .args([
+                "compose",
+                "-f",
+                root().join("docker-compose.yml").to_str().unwrap(),
+                "config",
+                "--quiet",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    } else {
+        eprintln!("note: `docker compose` is not installed here; checked the file without it");
+    }
+}
+
+#[test]
+fn kubernetes_sidecar_is_consistent() {
+    let docs = yaml_docs(&root().join("examples/kubernetes/stagedoor-sidecar.yaml"));
+    let cm = docs.iter().find(|d| d["kind"] == "ConfigMap").unwrap();
+    let deploy = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config_from(cm["data"]["stagedoor.toml"].as_str().unwrap(), dir.path());
+    assert!(
+        cfg.agent.listen.ip().is_loopback(),
+        "the sidecar keeps SPOP on loopback"
+    );
+    let containers = deploy["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .unwrap();
+    let c = |name: &str| containers.iter().find(|c| c["name"] == name).unwrap();
+    let hap_env: Vec<&Value> = c("haproxy")["env"].as_array().unwrap().iter().collect();
+    let agent = hap_env
+        .iter()
+        .find(|e| e["name"] == "STAGEDOOR_AGENT")
+        .unwrap()["value"]
+        .as_str()
+        .unwrap();
+    assert_eq!(agent, cfg.agent.listen.to_string());
+    let sd = c("stagedoor");
+    let admin_port = cfg.admin.listen.unwrap().port();
+    assert_eq!(sd["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(sd["readinessProbe"]["httpGet"]["port"], admin_port);
+    assert_eq!(sd["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(sd["livenessProbe"]["httpGet"]["port"], admin_port);
+    let token_env = cfg.catalog.token_env.as_deref().unwrap();
+    let secret = sd["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == token_env)
+        .expect("token env");
+    assert!(
+        secret["valueFrom"]["secretKeyRef"].is_object(),
+        "the token comes from a Secret"
+    );
+    assert!(sd["resources"]["requests"]["memory"].is_string());
+    let snapshot = cfg.catalog.snapshot.as_ref().unwrap();
+    let mounts = sd["volumeMounts"].to_string();
+    assert!(
+        mounts.contains(snapshot.parent().unwrap().to_str().unwrap()),
+        "snapshot dir is mounted"
+    );
+}
+
+#[test]
+fn dockerfile_is_multistage_and_non_root() {
+    let text = std::fs::read_to_string(root().join("Dockerfile")).unwrap();
+    assert!(
+        text.lines().filter(|l| l.starts_with("FROM ")).count() >= 2,
+        "multi-stage"
+    );
+    let user = text
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("USER "))
+        .expect("USER");
+    let who = user
+        .trim_start_matches("USER ")
+        .split(':')
+        .next()
+        .unwrap()
+        .trim();
+    assert!(who != "root" && who != "0", "{user}");
+    assert!(text.contains("ENTRYPOINT [\"/usr/local/bin/stagedoor\"]"));
+    assert!(text.contains("HEALTHCHECK") && text.contains("/healthz"));
+    // Every path the build copies exists.
+    for l in text
+        .lines()
+        .filter(|l| l.starts_with("COPY ") && !l.contains("--from"))
+    {
+        let parts: Vec<&str> = l.split_whitespace().collect();
+        for src in &parts[1..parts.len() - 1] {
+            assert!(root().join(src).exists(), "COPY {src}");
+        }
+    }
+}
