@@ -3,7 +3,6 @@
 //! off the request path whenever the catalog changes and swapped atomically.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use tokio::net::TcpListener;
@@ -142,11 +141,12 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
 
     let metrics = Arc::new(Metrics::new());
     let engine = Arc::new(EngineStats::default());
-    let decision_log = DecisionLog::new(
+    let decision_log = Arc::new(DecisionLog::new(
         cfg.log.decisions,
         cfg.log.allow_sample_rate,
         Box::new(std::io::stdout()),
-    );
+    ));
+    let final_flush = decision_log.clone();
     let log_dropped = decision_log.dropped.clone();
     let observer_metrics = metrics.clone();
     let agent = Arc::new(Agent {
@@ -199,8 +199,7 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
     )
     .await;
     tracing::info!(event = "shutdown", "stagedoor stopped");
-    // Let the decision-log writer flush what it has.
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    final_flush.flush();
     Ok(())
 }
 
