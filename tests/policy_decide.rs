@@ -75,7 +75,14 @@ fn the_documented_example() {
     let outsider = ident(&["orders:read", "orders:admin"], &["eng-all"]);
     let h = "api.example.com";
     // (method, host, path, identity, reason)
-    let cases: Vec<(&str, &str, &str, Result<&Identity, Reason>, Reason)> = vec![
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        &'a str,
+        Result<&'a Identity, Reason>,
+        Reason,
+    );
+    let cases: Vec<Case<'_>> = vec![
         ("GET", h, "/api/orders", Ok(&alice), Reason::Ok),
         ("HEAD", h, "/api/orders/42", Ok(&alice), Reason::Ok),
         ("POST", h, "/api/orders", Ok(&alice), Reason::Ok),

@@ -9,7 +9,8 @@ use serde_json::Value;
 
 use super::lang::{self, HostPattern, LangError, Located, Requirement, RouteSpec};
 use super::{
-    AnnotationError, Conflict, HostTable, Policy, PrefixSlot, Principals, Route, Slot, Unmatched,
+    AnnotationError, Conflict, HostTable, Map, Policy, PrefixSlot, Principals, Route, Slot,
+    Unmatched,
 };
 use crate::catalog::Entity;
 
@@ -104,7 +105,7 @@ fn add(map: &mut HashMap<Box<str>, Vec<u32>>, key: &str, ids: &[u32]) {
     map.entry(key.into()).or_default().extend_from_slice(ids);
 }
 
-fn freeze(map: HashMap<Box<str>, Vec<u32>>) -> HashMap<Box<str>, Box<[u32]>> {
+fn freeze(map: HashMap<Box<str>, Vec<u32>>) -> Map<Box<str>, Box<[u32]>> {
     map.into_iter().map(|(k, v)| (k, sorted(v))).collect()
 }
 
@@ -348,6 +349,7 @@ fn claim(slot: &mut Slot, route: &Arc<Route>, conflict_text: impl FnOnce() -> St
 }
 
 fn insert(table: &mut HostTable, host: Option<&HostPattern>, route: &Arc<Route>) {
+    table.max_len = table.max_len.max(route.path.len());
     let ps: &mut PrefixSlot = table.by_prefix.entry(route.path.clone()).or_default();
     let host_text = host.map_or_else(|| "*".to_owned(), ToString::to_string);
     let text = |m: &str| format!("{m} {host_text} {}", route.path);

@@ -395,7 +395,7 @@ pub fn principal_ref(text: &str, default_ns: &str) -> Option<String> {
 }
 
 /// Items of a comma list with their byte offsets, trimmed of blanks. Errors on an empty item.
-fn comma_items<'a>(line: &'a str, n: u32) -> Result<Vec<(usize, &'a str)>, Located> {
+fn comma_items(line: &str, n: u32) -> Result<Vec<(usize, &str)>, Located> {
     let parsed: Res<'_, Vec<&str>> =
         separated_list1(char(','), take_till(|c| c == ',')).parse(line);
     let items = parsed.map(|(_, v)| v).unwrap_or_default();
@@ -470,13 +470,12 @@ fn is_dns_name(s: &str) -> bool {
 fn host_pattern(item: &str) -> Result<HostPattern, LangError> {
     let lower = item.to_ascii_lowercase();
     let h = lower.strip_suffix('.').unwrap_or(&lower);
-    if let Some((name, port)) = h.rsplit_once(':') {
-        if is_dns_name(name.strip_prefix("*.").unwrap_or(name))
-            && !port.is_empty()
-            && port.bytes().all(|b| b.is_ascii_digit())
-        {
-            return Err(LangError::HostWithPort(item.to_owned()));
-        }
+    if let Some((name, port)) = h.rsplit_once(':')
+        && is_dns_name(name.strip_prefix("*.").unwrap_or(name))
+        && !port.is_empty()
+        && port.bytes().all(|b| b.is_ascii_digit())
+    {
+        return Err(LangError::HostWithPort(item.to_owned()));
     }
     match h.strip_prefix("*.") {
         Some(suffix) if is_dns_name(suffix) => Ok(HostPattern::Wildcard(suffix.to_owned())),
