@@ -657,9 +657,13 @@ fn path_attack_table() {
         ("/api/orders/admin;jsessionid=1", Reason::BadPath),
         ("/api/%6Frders/%61dmin", Reason::InsufficientScope), // decoded unreserved
         ("/api/orders/admin?next=/../x", Reason::InsufficientScope), // the query is not the path
-        ("/API/orders/admin", Reason::NoRoute),               // paths are case-sensitive
-        ("/api/orders/ADMIN", Reason::Ok),                    // ...so a different, orders:read path
-        ("/api/orders/%c0%ae%c0%ae/admin", Reason::BadPath),  // overlong UTF-8 `..`
+        ("/API/orders/admin", Reason::BadPath), // case folding would reach /api/orders/admin
+        ("/api/orders/ADMIN", Reason::BadPath), // ...as here, on a case-insensitive backend
+        ("/api/orders/A1B2", Reason::Ok),       // upper case that folds to no deeper route
+        ("/API/orders", Reason::BadPath),
+        ("/api/Orders", Reason::BadPath),
+        ("/apI", Reason::NoRoute), // folds to /api: no route there either
+        ("/api/orders/%c0%ae%c0%ae/admin", Reason::BadPath), // overlong UTF-8 `..`
         ("/api/orders/%e0%80%ae/admin", Reason::BadPath),
         ("/api/orders/%252e%252e/admin", Reason::BadPath), // double encoding
         ("/api/orders/admin%00", Reason::BadPath),
@@ -676,7 +680,7 @@ fn path_attack_table() {
         ("http://api.example.com/api/orders", Reason::BadPath),
         (long.as_str(), Reason::BadPath),
         ("/api/ordersx", Reason::NoRoute),
-        ("/api/orders/%41dmin", Reason::Ok), // %41 = A: /api/orders/Admin is not /admin
+        ("/api/orders/%41dmin", Reason::BadPath), // %41 = A: /api/orders/Admin folds to /admin
     ];
     for (path, want) in cases {
         let d = decide(&p, "GET", "h", path, Ok(&reader));
@@ -769,4 +773,37 @@ fn table_and_json_output() {
     );
     assert_eq!(bad.to_json()["errors"][0]["line"], 1);
     assert_eq!(bad.to_json()["errors"][0]["column"], 7);
+}
+
+#[test]
+fn case_guard_works_both_ways_and_upper_case_routes_still_match() {
+    let p = Policy::build(
+        &[component(
+            "docs",
+            &[(ROUTES, "GET /Docs public\nGET /Docs/Private s")],
+        )],
+        Unmatched::Deny,
+    );
+    let none = Err(Reason::MissingToken);
+    assert_eq!(
+        decide(&p, "GET", "h", "/Docs/page", none).reason,
+        Reason::Public
+    );
+    assert_eq!(
+        decide(&p, "GET", "h", "/Docs/Private/x", none).reason,
+        Reason::MissingToken
+    );
+    assert_eq!(
+        decide(&p, "GET", "h", "/Docs/PRIVATE/x", none).reason,
+        Reason::BadPath
+    );
+    // a case-folding backend would serve /Docs/Private for this one
+    assert_eq!(
+        decide(&p, "GET", "h", "/docs/private", none).reason,
+        Reason::BadPath
+    );
+    assert_eq!(
+        decide(&p, "GET", "h", "/other", none).reason,
+        Reason::NoRoute
+    );
 }

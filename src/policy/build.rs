@@ -350,6 +350,9 @@ fn claim(slot: &mut Slot, route: &Arc<Route>, conflict_text: impl FnOnce() -> St
 
 fn insert(table: &mut HostTable, host: Option<&HostPattern>, route: &Arc<Route>) {
     table.max_len = table.max_len.max(route.path.len());
+    table
+        .folded
+        .insert(route.path.to_ascii_lowercase().into(), ());
     let ps: &mut PrefixSlot = table.by_prefix.entry(route.path.clone()).or_default();
     let host_text = host.map_or_else(|| "*".to_owned(), ToString::to_string);
     let text = |m: &str| format!("{m} {host_text} {}", route.path);
@@ -453,6 +456,7 @@ impl Policy {
                         }
                     }
                 }
+                policy.upper_case_prefixes |= route.path.bytes().any(|b| b.is_ascii_uppercase());
                 policy.routes.push(route);
             }
         }

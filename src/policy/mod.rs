@@ -113,7 +113,13 @@
 //!   segments (raw or encoded), encoded `/` or `\`, `\`, control characters, broken
 //!   escapes, escapes forming invalid or overlong UTF-8, double encoding (`%25XX`),
 //!   `;` path parameters (servers disagree on them), `#`, raw non-ASCII and other
-//!   characters not allowed in a path. Paths compare case-sensitively.
+//!   characters not allowed in a path. Paths compare case-sensitively (RFC 3986), but
+//!   since some backends (IIS, ASP.NET, ...) fold case, a path that would reach a longer
+//!   route prefix if letter case were ignored is also `bad_path`: with routes
+//!   `/api/orders` and `/api/orders/admin`, `/api/orders/ADMIN` and `/API/orders/admin`
+//!   are refused rather than read as something the backend may serve as `/admin`
+//!   (likewise `/docs/private` when a route says `/Docs/Private`). Upper case that folds
+//!   to no longer prefix (`/api/orders/A1B2`) is matched as usual.
 //! - **Host**: case-insensitive, port and trailing `.` ignored. A host that is not a DNS
 //!   name, IPv4 or bracketed IPv6 literal is `bad_request`. An empty host matches only
 //!   any-host routes.
@@ -123,7 +129,8 @@
 //!
 //! # The decision, in order
 //!
-//! 1. Malformed path → `bad_path`; malformed method or host → `bad_request` (403).
+//! 1. Malformed path → `bad_path`; malformed method or host → `bad_request` (403); a path
+//!    that reaches a longer prefix when case is folded → `bad_path`.
 //! 2. No route → `no_route` (403), or `unmatched_allowed` (200) with
 //!    `[policy] unmatched = "allow"`. The token is not consulted.
 //! 3. A conflicting slot → `policy_conflict` (403).
@@ -359,6 +366,8 @@ struct HostTable {
     by_prefix: Map<Box<str>, PrefixSlot>,
     /// The longest prefix held: longer request prefixes need no lookup.
     max_len: usize,
+    /// Every prefix held, lower-cased (see `case_folds_deeper`).
+    folded: Map<Box<str>, ()>,
 }
 
 /// The Fx hash (rustc's): a multiply-rotate over 8-byte words, several times faster than
@@ -420,6 +429,8 @@ pub struct Policy {
     wildcard: Map<Box<str>, HostTable>,
     any: HostTable,
     principals: Principals,
+    /// Whether some route prefix holds an upper-case letter (see `case_folds_deeper`).
+    upper_case_prefixes: bool,
     routes: Vec<Arc<Route>>,
     errors: Vec<AnnotationError>,
     conflicts: Vec<Conflict>,
@@ -510,23 +521,50 @@ impl Policy {
         self.unmatched
     }
 
-    fn lookup(&self, method: &str, host: &str, path: &str) -> Option<&Slot> {
+    /// The host tables that apply to `host`, most specific first.
+    fn tables(&self, host: &str) -> [Option<&HostTable>; 3] {
         let exact = self.exact.get(host);
         let wild = match host.split_once('.') {
             Some((first, rest)) if !first.is_empty() => self.wildcard.get(rest),
             _ => None,
         };
+        [exact, wild, Some(&self.any)]
+    }
+
+    /// The winning slot and the length of its prefix.
+    fn lookup(&self, method: &str, host: &str, path: &str) -> Option<(usize, &Slot)> {
+        let tables = self.tables(host);
         for prefix in path::prefixes(path) {
-            for table in [exact, wild, Some(&self.any)].into_iter().flatten() {
+            for table in tables.into_iter().flatten() {
                 if prefix.len() > table.max_len {
                     continue;
                 }
                 if let Some(slot) = table.by_prefix.get(prefix).and_then(|p| p.find(method)) {
-                    return Some(slot);
+                    return Some((prefix.len(), slot));
                 }
             }
         }
         None
+    }
+
+    /// Whether ignoring letter case, `path` would reach a route prefix (of any method)
+    /// longer than `matched`: a case-insensitive backend could then serve a more
+    /// protected route than the one the policy applied. Allocates only when the path or
+    /// some route prefix holds an upper-case letter.
+    fn case_folds_deeper(&self, host: &str, path: &str, matched: usize) -> bool {
+        if !self.upper_case_prefixes && !path.bytes().any(|b| b.is_ascii_uppercase()) {
+            return false;
+        }
+        let folded = path.to_ascii_lowercase();
+        let tables = self.tables(host);
+        path::prefixes(&folded)
+            .take_while(|p| p.len() > matched)
+            .any(|p| {
+                tables
+                    .into_iter()
+                    .flatten()
+                    .any(|t| p.len() <= t.max_len && t.folded.contains_key(p))
+            })
     }
 
     /// Decides one request. Pure: same snapshot, request and token outcome give the same
@@ -542,7 +580,11 @@ impl Policy {
         let Some(host) = host_key(req.host) else {
             return Decision::bare(Reason::BadRequest);
         };
-        let route = match self.lookup(req.method, &host, &path) {
+        let found = self.lookup(req.method, &host, &path);
+        if self.case_folds_deeper(&host, &path, found.map_or(0, |(len, _)| len)) {
+            return Decision::bare(Reason::BadPath);
+        }
+        let route = match found.map(|(_, slot)| slot) {
             None if self.unmatched == Unmatched::Allow => {
                 return Decision::bare(Reason::UnmatchedAllowed);
             }
