@@ -807,3 +807,25 @@ fn case_guard_works_both_ways_and_upper_case_routes_still_match() {
         Reason::NoRoute
     );
 }
+
+#[test]
+fn the_same_user_delivered_twice_is_still_one_user() {
+    let mut cat = directory();
+    cat.push(user(
+        "alice",
+        &["payments-eu"],
+        "alice@example.com",
+        Some("auth0|alice"),
+    ));
+    cat.push(component(
+        "svc",
+        &[(ROUTES, "GET / authenticated @payments")],
+    ));
+    let p = Policy::build(&cat, Unmatched::Deny);
+    assert!(p.errors().is_empty(), "{:?}", p.errors());
+    let by_sub = Identity {
+        sub: Some("auth0|alice".into()),
+        ..ident(&[], &[])
+    };
+    assert_eq!(decide(&p, "GET", "h", "/", Ok(&by_sub)).reason, Reason::Ok);
+}

@@ -118,7 +118,12 @@ struct Claim<'a> {
 
 impl Claim<'_> {
     fn add(self, key: String, user: &str, ids: &[u32], errors: &mut Vec<AnnotationError>) {
-        if let Some((other, _)) = self.map.get(key.as_str()) {
+        if let Some((other, prev)) = self.map.get_mut(key.as_str())
+            && other == user
+        {
+            // The same user delivered twice (e.g. by two descriptor files): one user.
+            prev.extend_from_slice(ids);
+        } else if let Some((other, _)) = self.map.get(key.as_str()) {
             let a = self.annotation;
             errors.push(whole(
                 other,

@@ -446,6 +446,23 @@ fn lower(s: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
+/// Looks `key` up ASCII-case-insensitively in a map whose keys are lower case,
+/// lower-casing on the stack when the key is short (no allocation on the hot path).
+fn get_folded<'m, V>(map: &'m Map<Box<str>, V>, key: &str) -> Option<&'m V> {
+    if !key.bytes().any(|b| b.is_ascii_uppercase()) {
+        return map.get(key);
+    }
+    let mut buf = [0u8; 128];
+    match buf.get_mut(..key.len()) {
+        Some(b) => {
+            b.copy_from_slice(key.as_bytes());
+            b.make_ascii_lowercase();
+            std::str::from_utf8(b).ok().and_then(|k| map.get(k))
+        }
+        None => map.get(key.to_ascii_lowercase().as_str()),
+    }
+}
+
 /// An RFC 9110 token with no lower-case letter.
 fn method_ok(m: &str) -> bool {
     !m.is_empty()
@@ -625,12 +642,12 @@ impl Policy {
         let p = &self.principals;
         id.groups
             .iter()
-            .any(|g| hit(p.by_idp_group.get(g.as_str())) || hit(p.by_group_name.get(&*lower(g))))
+            .any(|g| hit(p.by_idp_group.get(g.as_str())) || hit(get_folded(&p.by_group_name, g)))
             || id.sub.as_deref().is_some_and(|s| hit(p.by_subject.get(s)))
             || id
                 .email
                 .as_deref()
-                .is_some_and(|e| hit(p.by_email.get(&*lower(e))))
+                .is_some_and(|e| hit(get_folded(&p.by_email, e)))
     }
 }
 
@@ -653,6 +670,25 @@ mod tests {
         assert_eq!(host_key("a b"), None);
         assert_eq!(host_key("a:b"), None);
         assert_eq!(host_key("[zz]"), None);
+    }
+
+    #[test]
+    fn folded_lookup() {
+        let mut m: Map<Box<str>, u8> = Map::default();
+        m.insert("payments eu".into(), 1);
+        let long = "x".repeat(200);
+        m.insert(long.as_str().into(), 2);
+        assert_eq!(get_folded(&m, "Payments EU"), Some(&1));
+        assert_eq!(get_folded(&m, "payments eu"), Some(&1));
+        assert_eq!(get_folded(&m, &long.to_ascii_uppercase()), Some(&2));
+        assert_eq!(get_folded(&m, "Élan"), None);
+    }
+
+    #[test]
+    fn snapshot_is_send_and_sync() {
+        fn check<T: Send + Sync + 'static>() {}
+        check::<Policy>();
+        check::<Decision>();
     }
 
     #[test]
