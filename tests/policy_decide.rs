@@ -829,3 +829,37 @@ fn the_same_user_delivered_twice_is_still_one_user() {
     };
     assert_eq!(decide(&p, "GET", "h", "/", Ok(&by_sub)).reason, Reason::Ok);
 }
+
+#[test]
+fn group_ancestry_is_followed_32_levels_up_and_no_further() {
+    // g0 ← g1 ← ... ← g39 (g39 is the deepest); bob is in g39.
+    let mut cat: Vec<Entity> = (0..40)
+        .map(|i| {
+            let parent = format!("g{}", i - 1);
+            let parents: Vec<&str> = if i == 0 {
+                vec![]
+            } else {
+                vec![parent.as_str()]
+            };
+            group(&format!("g{i}"), &parents, None)
+        })
+        .collect();
+    cat.push(user("bob", &["g39"], "bob@example.com", None));
+    cat.push(component(
+        "svc",
+        &[(
+            ROUTES,
+            "GET /near authenticated @g7\nGET /far authenticated @g6",
+        )],
+    ));
+    let p = Policy::build(&cat, Unmatched::Deny);
+    let bob = Identity {
+        email: Some("bob@example.com".into()),
+        ..ident(&[], &[])
+    };
+    assert_eq!(decide(&p, "GET", "h", "/near", Ok(&bob)).reason, Reason::Ok); // 32 levels up
+    assert_eq!(
+        decide(&p, "GET", "h", "/far", Ok(&bob)).reason,
+        Reason::NotMember
+    ); // 33
+}

@@ -23,6 +23,10 @@ const IDP_GROUPS: &str = "stagedoor.io/idp-groups";
 const SUBJECT: &str = "stagedoor.io/subject";
 const EMAIL: &str = "spec.profile.email";
 
+/// How many `childOf` levels up a caller's groups are followed. Deeper ancestors are
+/// ignored (fail closed: less membership, never more); real hierarchies are far shallower.
+pub const MAX_GROUP_DEPTH: usize = 32;
+
 const ROUTE_KINDS: [&str; 4] = ["component", "api", "resource", "system"];
 
 /// Interns principal refs (users and groups) as small ids.
@@ -154,18 +158,31 @@ fn principals(
             .collect();
         parents.entry(me).or_default().extend(ps);
     }
-    // Every group with its ancestors; the `seen` set guards against parent cycles.
-    let ancestors = |g: u32| -> Vec<u32> {
-        let mut seen = HashSet::from([g]);
-        let mut stack = vec![g];
-        while let Some(x) = stack.pop() {
-            for &p in parents.get(&x).into_iter().flatten() {
-                if seen.insert(p) {
-                    stack.push(p);
+    // Every group with its ancestors, breadth first, at most MAX_GROUP_DEPTH levels up;
+    // the `seen` set guards against parent cycles. Memoised: users share groups.
+    let mut memo: HashMap<u32, Vec<u32>> = HashMap::new();
+    let mut ancestors = |g: u32| -> Vec<u32> {
+        memo.entry(g)
+            .or_insert_with(|| {
+                let mut seen = HashSet::from([g]);
+                let mut level = vec![g];
+                for _ in 0..MAX_GROUP_DEPTH {
+                    let mut next = Vec::new();
+                    for x in level {
+                        for &p in parents.get(&x).into_iter().flatten() {
+                            if seen.insert(p) {
+                                next.push(p);
+                            }
+                        }
+                    }
+                    if next.is_empty() {
+                        break;
+                    }
+                    level = next;
                 }
-            }
-        }
-        seen.into_iter().collect()
+                seen.into_iter().collect()
+            })
+            .clone()
     };
 
     let mut by_idp: HashMap<Box<str>, Vec<u32>> = HashMap::new();

@@ -82,7 +82,8 @@
 //!   A subject or email claimed by two users is reported and ignored for both.
 //! - The caller's principals are: the matched users, their groups (`memberOf` relations,
 //!   else `spec.memberOf`), the groups mapped from the token's groups, and every ancestor
-//!   of those groups through `childOf` (else `spec.parent`), parent cycles tolerated.
+//!   of those groups through `childOf` (else `spec.parent`), parent cycles tolerated,
+//!   up to 32 levels (deeper ancestors are ignored: less access, never more).
 //!
 //! ## Errors
 //!
