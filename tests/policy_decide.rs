@@ -863,3 +863,18 @@ fn group_ancestry_is_followed_32_levels_up_and_no_further() {
         Reason::NotMember
     ); // 33
 }
+
+#[test]
+fn an_entity_delivered_twice_conflicts_with_itself() {
+    let e = component("twice", &[(ROUTES, "GET /t s")]);
+    let p = Policy::build(&[e.clone(), e], Unmatched::Deny);
+    assert_eq!(
+        p.conflicts()
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        ["conflict: GET * /t claimed by component:default/twice"]
+    );
+    let d = decide(&p, "GET", "h", "/t", Ok(&ident(&["s"], &[])));
+    assert_eq!(d.reason, Reason::PolicyConflict);
+}

@@ -104,8 +104,10 @@
 //! public: write a `*` line to cover a prefix for all methods.
 //!
 //! Two entities claiming the same host pattern, method and prefix are a conflict: that
-//! slot denies with `policy_conflict` (for every entity involved) and is listed in
-//! [`Policy::conflicts`].
+//! slot denies with `policy_conflict` (for every entity involved, even a `public` claim)
+//! and is listed in [`Policy::conflicts`]. Claims that precedence orders are not
+//! conflicts: an exact host over `*.` over any host, an explicit method over `*`.
+//! The same entity delivered twice conflicts with itself (reported, fail closed).
 //!
 //! # Request normalisation
 //!
