@@ -32,6 +32,8 @@
 //!
 //! - **METHODS**: `*` (any method) or a comma list (`GET,HEAD`, `GET, HEAD`). Methods are
 //!   case-sensitive (RFC 9110) and must be written in upper case: `get` is an error.
+//!   `GET` does not imply `HEAD` (write `GET,HEAD`), and CORS preflights carry no token
+//!   (write `OPTIONS /api public` if browsers call the service).
 //! - **PATH**: a prefix matched on segment boundaries: `/api/orders` matches
 //!   `/api/orders`, `/api/orders/` and `/api/orders/7`, never `/api/ordersx`. `/` matches
 //!   every path. A trailing `/` is ignored (`/api/orders/` = `/api/orders`). The path is
