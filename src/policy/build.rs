@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::lang::{self, HostPattern, LangError, Located, Requirement, RouteSpec};
 use super::{
     AnnotationError, Conflict, HostTable, Map, Policy, PrefixSlot, Principals, Route, Slot,
-    Unmatched,
+    Unmatched, lower,
 };
 use crate::catalog::Entity;
 
@@ -371,13 +371,22 @@ fn claim(slot: &mut Slot, route: &Arc<Route>, conflict_text: impl FnOnce() -> St
 }
 
 fn insert(table: &mut HostTable, host: Option<&HostPattern>, route: &Arc<Route>) {
-    table.max_len = table.max_len.max(route.path.len());
-    table
-        .folded
-        .insert(route.path.to_ascii_lowercase().into(), ());
-    let ps: &mut PrefixSlot = table.by_prefix.entry(route.path.clone()).or_default();
-    let host_text = host.map_or_else(|| "*".to_owned(), ToString::to_string);
-    let text = |m: &str| format!("{m} {host_text} {}", route.path);
+    let path = &*route.path;
+    table.max_len = table.max_len.max(path.len());
+    let folded = lower(path);
+    if !table.folded.contains_key(&*folded) {
+        table.folded.insert(folded.into(), ());
+    }
+    if !table.by_prefix.contains_key(path) {
+        table.by_prefix.insert(path.into(), PrefixSlot::default());
+    }
+    let Some(ps) = table.by_prefix.get_mut(path) else {
+        return;
+    };
+    let text = |m: &str| match host {
+        Some(h) => format!("{m} {h} {path}"),
+        None => format!("{m} * {path}"),
+    };
     match &route.methods {
         None => match &mut ps.any {
             Some(s) => claim(s, route, || text("*")),
@@ -442,21 +451,25 @@ impl Policy {
             };
             let entity: Arc<str> = r.into();
             let owner: Option<Arc<str>> = owner.map(Into::into);
+            // Shared by every line of the entity.
+            let hosts: Arc<[HostPattern]> = d.hosts.clone().unwrap_or_default().into();
+            let entity_refs: Arc<[String]> = d.allowed.into();
+            let entity_ids = sorted(entity_refs.iter().map(|g| interner.id(g)).collect());
             for spec in d.routes {
-                let allowed_refs = if spec.requirement == Requirement::Public {
-                    Vec::new()
+                let (allowed_refs, allowed) = if spec.requirement == Requirement::Public {
+                    (Arc::from([]), None)
                 } else if spec.principals.is_empty() {
-                    d.allowed.clone()
+                    let ids = (!entity_ids.is_empty()).then(|| entity_ids.clone());
+                    (entity_refs.clone(), ids)
                 } else {
-                    spec.principals
+                    let ids = sorted(spec.principals.iter().map(|g| interner.id(g)).collect());
+                    (spec.principals.into(), Some(ids))
                 };
-                let allowed = (!allowed_refs.is_empty())
-                    .then(|| sorted(allowed_refs.iter().map(|g| interner.id(g)).collect()));
                 let route = Arc::new(Route {
                     entity: entity.clone(),
                     owner: owner.clone(),
                     display: spec.display.into(),
-                    hosts: d.hosts.clone().unwrap_or_default(),
+                    hosts: hosts.clone(),
                     methods: spec.methods,
                     path: spec.path.into(),
                     required_scopes: scopes_text(&spec.requirement),

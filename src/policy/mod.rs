@@ -331,7 +331,7 @@ struct Route {
     entity: Arc<str>,
     owner: Option<Arc<str>>,
     display: Arc<str>,
-    hosts: Vec<HostPattern>,
+    hosts: Arc<[HostPattern]>,
     methods: Option<Vec<Box<str>>>,
     path: Box<str>,
     requirement: Requirement,
@@ -339,7 +339,7 @@ struct Route {
     /// Sorted principal ids, one of which the caller must hold; `None`: no group rule.
     allowed: Option<Box<[u32]>>,
     /// The refs behind `allowed`, for display.
-    allowed_refs: Vec<String>,
+    allowed_refs: Arc<[String]>,
 }
 
 #[derive(Debug, Clone)]
