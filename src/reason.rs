@@ -160,10 +160,7 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         for r in Reason::ALL {
             let w = r.as_str();
-            assert!(
-                w.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
-                "{w}"
-            );
+            assert!(w.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'), "{w}");
             assert!(seen.insert(w), "duplicate {w}");
             assert_eq!(Reason::from_str_exact(w), Some(r));
         }
