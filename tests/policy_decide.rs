@@ -75,7 +75,14 @@ fn the_documented_example() {
     let outsider = ident(&["orders:read", "orders:admin"], &["eng-all"]);
     let h = "api.example.com";
     // (method, host, path, identity, reason)
-    let cases: Vec<(&str, &str, &str, Result<&Identity, Reason>, Reason)> = vec![
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        &'a str,
+        Result<&'a Identity, Reason>,
+        Reason,
+    );
+    let cases: Vec<Case<'_>> = vec![
         ("GET", h, "/api/orders", Ok(&alice), Reason::Ok),
         ("HEAD", h, "/api/orders/42", Ok(&alice), Reason::Ok),
         ("POST", h, "/api/orders", Ok(&alice), Reason::Ok),
@@ -650,9 +657,13 @@ fn path_attack_table() {
         ("/api/orders/admin;jsessionid=1", Reason::BadPath),
         ("/api/%6Frders/%61dmin", Reason::InsufficientScope), // decoded unreserved
         ("/api/orders/admin?next=/../x", Reason::InsufficientScope), // the query is not the path
-        ("/API/orders/admin", Reason::NoRoute),               // paths are case-sensitive
-        ("/api/orders/ADMIN", Reason::Ok),                    // ...so a different, orders:read path
-        ("/api/orders/%c0%ae%c0%ae/admin", Reason::BadPath),  // overlong UTF-8 `..`
+        ("/API/orders/admin", Reason::BadPath), // case folding would reach /api/orders/admin
+        ("/api/orders/ADMIN", Reason::BadPath), // ...as here, on a case-insensitive backend
+        ("/api/orders/A1B2", Reason::Ok),       // upper case that folds to no deeper route
+        ("/API/orders", Reason::BadPath),
+        ("/api/Orders", Reason::BadPath),
+        ("/apI", Reason::NoRoute), // folds to /api: no route there either
+        ("/api/orders/%c0%ae%c0%ae/admin", Reason::BadPath), // overlong UTF-8 `..`
         ("/api/orders/%e0%80%ae/admin", Reason::BadPath),
         ("/api/orders/%252e%252e/admin", Reason::BadPath), // double encoding
         ("/api/orders/admin%00", Reason::BadPath),
@@ -669,7 +680,7 @@ fn path_attack_table() {
         ("http://api.example.com/api/orders", Reason::BadPath),
         (long.as_str(), Reason::BadPath),
         ("/api/ordersx", Reason::NoRoute),
-        ("/api/orders/%41dmin", Reason::Ok), // %41 = A: /api/orders/Admin is not /admin
+        ("/api/orders/%41dmin", Reason::BadPath), // %41 = A: /api/orders/Admin folds to /admin
     ];
     for (path, want) in cases {
         let d = decide(&p, "GET", "h", path, Ok(&reader));
@@ -762,4 +773,108 @@ fn table_and_json_output() {
     );
     assert_eq!(bad.to_json()["errors"][0]["line"], 1);
     assert_eq!(bad.to_json()["errors"][0]["column"], 7);
+}
+
+#[test]
+fn case_guard_works_both_ways_and_upper_case_routes_still_match() {
+    let p = Policy::build(
+        &[component(
+            "docs",
+            &[(ROUTES, "GET /Docs public\nGET /Docs/Private s")],
+        )],
+        Unmatched::Deny,
+    );
+    let none = Err(Reason::MissingToken);
+    assert_eq!(
+        decide(&p, "GET", "h", "/Docs/page", none).reason,
+        Reason::Public
+    );
+    assert_eq!(
+        decide(&p, "GET", "h", "/Docs/Private/x", none).reason,
+        Reason::MissingToken
+    );
+    assert_eq!(
+        decide(&p, "GET", "h", "/Docs/PRIVATE/x", none).reason,
+        Reason::BadPath
+    );
+    // a case-folding backend would serve /Docs/Private for this one
+    assert_eq!(
+        decide(&p, "GET", "h", "/docs/private", none).reason,
+        Reason::BadPath
+    );
+    assert_eq!(
+        decide(&p, "GET", "h", "/other", none).reason,
+        Reason::NoRoute
+    );
+}
+
+#[test]
+fn the_same_user_delivered_twice_is_still_one_user() {
+    let mut cat = directory();
+    cat.push(user(
+        "alice",
+        &["payments-eu"],
+        "alice@example.com",
+        Some("auth0|alice"),
+    ));
+    cat.push(component(
+        "svc",
+        &[(ROUTES, "GET / authenticated @payments")],
+    ));
+    let p = Policy::build(&cat, Unmatched::Deny);
+    assert!(p.errors().is_empty(), "{:?}", p.errors());
+    let by_sub = Identity {
+        sub: Some("auth0|alice".into()),
+        ..ident(&[], &[])
+    };
+    assert_eq!(decide(&p, "GET", "h", "/", Ok(&by_sub)).reason, Reason::Ok);
+}
+
+#[test]
+fn group_ancestry_is_followed_32_levels_up_and_no_further() {
+    // g0 ← g1 ← ... ← g39 (g39 is the deepest); bob is in g39.
+    let mut cat: Vec<Entity> = (0..40)
+        .map(|i| {
+            let parent = format!("g{}", i - 1);
+            let parents: Vec<&str> = if i == 0 {
+                vec![]
+            } else {
+                vec![parent.as_str()]
+            };
+            group(&format!("g{i}"), &parents, None)
+        })
+        .collect();
+    cat.push(user("bob", &["g39"], "bob@example.com", None));
+    cat.push(component(
+        "svc",
+        &[(
+            ROUTES,
+            "GET /near authenticated @g7\nGET /far authenticated @g6",
+        )],
+    ));
+    let p = Policy::build(&cat, Unmatched::Deny);
+    let bob = Identity {
+        email: Some("bob@example.com".into()),
+        ..ident(&[], &[])
+    };
+    assert_eq!(decide(&p, "GET", "h", "/near", Ok(&bob)).reason, Reason::Ok); // 32 levels up
+    assert_eq!(
+        decide(&p, "GET", "h", "/far", Ok(&bob)).reason,
+        Reason::NotMember
+    ); // 33
+}
+
+#[test]
+fn an_entity_delivered_twice_conflicts_with_itself() {
+    let e = component("twice", &[(ROUTES, "GET /t s")]);
+    let p = Policy::build(&[e.clone(), e], Unmatched::Deny);
+    assert_eq!(
+        p.conflicts()
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        ["conflict: GET * /t claimed by component:default/twice"]
+    );
+    let d = decide(&p, "GET", "h", "/t", Ok(&ident(&["s"], &[])));
+    assert_eq!(d.reason, Reason::PolicyConflict);
 }

@@ -421,6 +421,39 @@ fn golden_error_lines() {
 }
 
 #[test]
+fn too_many_words_on_a_line() {
+    let line = format!(
+        "GET /a {}",
+        (0..=lang::MAX_WORDS)
+            .map(|i| format!("s{i}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let e = lang::parse_routes(&line, "default").unwrap_err();
+    assert_eq!(e.error, LangError::TooManyWords);
+    assert_eq!(
+        e.error.to_string(),
+        "more than 64 requirement words on one line"
+    );
+    let ok = format!(
+        "GET /a {}",
+        (0..lang::MAX_WORDS)
+            .map(|i| format!("s{i}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    assert!(lang::parse_routes(&ok, "default").is_ok());
+}
+
+#[test]
+fn a_full_size_annotation_parses() {
+    // close to the size limit; duplicate detection is indexed by path, not pairwise
+    let text: String = (0..5000).map(|i| format!("GET /p{i} s\n")).collect();
+    assert!(text.len() < lang::MAX_ANNOTATION_LEN);
+    assert_eq!(lang::parse_routes(&text, "default").unwrap().len(), 5000);
+}
+
+#[test]
 fn every_bad_annotation_is_reported_not_just_the_first() {
     let e = errors(&[
         ("stagedoor.io/routes", "GET /a"),

@@ -88,7 +88,10 @@ proptest! {
         match path::normalize(&raw) {
             Err(_) => prop_assert_eq!(d.reason, Reason::BadPath),
             Ok(norm) => {
-                prop_assert_ne!(d.reason, Reason::BadPath);
+                // the only other bad_path: upper case folding onto a longer route prefix
+                if d.reason == Reason::BadPath {
+                    prop_assert!(norm.bytes().any(|b| b.is_ascii_uppercase()), "{}", norm);
+                }
                 // what the policy read is what a second reader would read
                 let twice = path::normalize(&norm).unwrap();
                 prop_assert_eq!(&twice, &norm);

@@ -9,7 +9,8 @@ use serde_json::Value;
 
 use super::lang::{self, HostPattern, LangError, Located, Requirement, RouteSpec};
 use super::{
-    AnnotationError, Conflict, HostTable, Policy, PrefixSlot, Principals, Route, Slot, Unmatched,
+    AnnotationError, Conflict, HostTable, Map, Policy, PrefixSlot, Principals, Route, Slot,
+    Unmatched, lower,
 };
 use crate::catalog::Entity;
 
@@ -21,6 +22,10 @@ const ALLOW_OWNER: &str = "stagedoor.io/allow-owner";
 const IDP_GROUPS: &str = "stagedoor.io/idp-groups";
 const SUBJECT: &str = "stagedoor.io/subject";
 const EMAIL: &str = "spec.profile.email";
+
+/// How many `childOf` levels up a caller's groups are followed. Deeper ancestors are
+/// ignored (fail closed: less membership, never more); real hierarchies are far shallower.
+pub const MAX_GROUP_DEPTH: usize = 32;
 
 const ROUTE_KINDS: [&str; 4] = ["component", "api", "resource", "system"];
 
@@ -104,7 +109,7 @@ fn add(map: &mut HashMap<Box<str>, Vec<u32>>, key: &str, ids: &[u32]) {
     map.entry(key.into()).or_default().extend_from_slice(ids);
 }
 
-fn freeze(map: HashMap<Box<str>, Vec<u32>>) -> HashMap<Box<str>, Box<[u32]>> {
+fn freeze(map: HashMap<Box<str>, Vec<u32>>) -> Map<Box<str>, Box<[u32]>> {
     map.into_iter().map(|(k, v)| (k, sorted(v))).collect()
 }
 
@@ -117,7 +122,12 @@ struct Claim<'a> {
 
 impl Claim<'_> {
     fn add(self, key: String, user: &str, ids: &[u32], errors: &mut Vec<AnnotationError>) {
-        if let Some((other, _)) = self.map.get(key.as_str()) {
+        if let Some((other, prev)) = self.map.get_mut(key.as_str())
+            && other == user
+        {
+            // The same user delivered twice (e.g. by two descriptor files): one user.
+            prev.extend_from_slice(ids);
+        } else if let Some((other, _)) = self.map.get(key.as_str()) {
             let a = self.annotation;
             errors.push(whole(
                 other,
@@ -148,18 +158,31 @@ fn principals(
             .collect();
         parents.entry(me).or_default().extend(ps);
     }
-    // Every group with its ancestors; the `seen` set guards against parent cycles.
-    let ancestors = |g: u32| -> Vec<u32> {
-        let mut seen = HashSet::from([g]);
-        let mut stack = vec![g];
-        while let Some(x) = stack.pop() {
-            for &p in parents.get(&x).into_iter().flatten() {
-                if seen.insert(p) {
-                    stack.push(p);
+    // Every group with its ancestors, breadth first, at most MAX_GROUP_DEPTH levels up;
+    // the `seen` set guards against parent cycles. Memoised: users share groups.
+    let mut memo: HashMap<u32, Vec<u32>> = HashMap::new();
+    let mut ancestors = |g: u32| -> Vec<u32> {
+        memo.entry(g)
+            .or_insert_with(|| {
+                let mut seen = HashSet::from([g]);
+                let mut level = vec![g];
+                for _ in 0..MAX_GROUP_DEPTH {
+                    let mut next = Vec::new();
+                    for x in level {
+                        for &p in parents.get(&x).into_iter().flatten() {
+                            if seen.insert(p) {
+                                next.push(p);
+                            }
+                        }
+                    }
+                    if next.is_empty() {
+                        break;
+                    }
+                    level = next;
                 }
-            }
-        }
-        seen.into_iter().collect()
+                seen.into_iter().collect()
+            })
+            .clone()
     };
 
     let mut by_idp: HashMap<Box<str>, Vec<u32>> = HashMap::new();
@@ -348,9 +371,22 @@ fn claim(slot: &mut Slot, route: &Arc<Route>, conflict_text: impl FnOnce() -> St
 }
 
 fn insert(table: &mut HostTable, host: Option<&HostPattern>, route: &Arc<Route>) {
-    let ps: &mut PrefixSlot = table.by_prefix.entry(route.path.clone()).or_default();
-    let host_text = host.map_or_else(|| "*".to_owned(), ToString::to_string);
-    let text = |m: &str| format!("{m} {host_text} {}", route.path);
+    let path = &*route.path;
+    table.max_len = table.max_len.max(path.len());
+    let folded = lower(path);
+    if !table.folded.contains_key(&*folded) {
+        table.folded.insert(folded.into(), ());
+    }
+    if !table.by_prefix.contains_key(path) {
+        table.by_prefix.insert(path.into(), PrefixSlot::default());
+    }
+    let Some(ps) = table.by_prefix.get_mut(path) else {
+        return;
+    };
+    let text = |m: &str| match host {
+        Some(h) => format!("{m} {h} {path}"),
+        None => format!("{m} * {path}"),
+    };
     match &route.methods {
         None => match &mut ps.any {
             Some(s) => claim(s, route, || text("*")),
@@ -415,21 +451,25 @@ impl Policy {
             };
             let entity: Arc<str> = r.into();
             let owner: Option<Arc<str>> = owner.map(Into::into);
+            // Shared by every line of the entity.
+            let hosts: Arc<[HostPattern]> = d.hosts.clone().unwrap_or_default().into();
+            let entity_refs: Arc<[String]> = d.allowed.into();
+            let entity_ids = sorted(entity_refs.iter().map(|g| interner.id(g)).collect());
             for spec in d.routes {
-                let allowed_refs = if spec.requirement == Requirement::Public {
-                    Vec::new()
+                let (allowed_refs, allowed) = if spec.requirement == Requirement::Public {
+                    (Arc::from([]), None)
                 } else if spec.principals.is_empty() {
-                    d.allowed.clone()
+                    let ids = (!entity_ids.is_empty()).then(|| entity_ids.clone());
+                    (entity_refs.clone(), ids)
                 } else {
-                    spec.principals
+                    let ids = sorted(spec.principals.iter().map(|g| interner.id(g)).collect());
+                    (spec.principals.into(), Some(ids))
                 };
-                let allowed = (!allowed_refs.is_empty())
-                    .then(|| sorted(allowed_refs.iter().map(|g| interner.id(g)).collect()));
                 let route = Arc::new(Route {
                     entity: entity.clone(),
                     owner: owner.clone(),
                     display: spec.display.into(),
-                    hosts: d.hosts.clone().unwrap_or_default(),
+                    hosts: hosts.clone(),
                     methods: spec.methods,
                     path: spec.path.into(),
                     required_scopes: scopes_text(&spec.requirement),
@@ -451,6 +491,7 @@ impl Policy {
                         }
                     }
                 }
+                policy.upper_case_prefixes |= route.path.bytes().any(|b| b.is_ascii_uppercase());
                 policy.routes.push(route);
             }
         }

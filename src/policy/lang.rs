@@ -17,6 +17,9 @@ use thiserror::Error;
 /// Longest annotation value read; longer ones are an error (protects build time).
 pub const MAX_ANNOTATION_LEN: usize = 64 * 1024;
 
+/// Most requirement words on one route line (keeps a line's checks cheap).
+pub const MAX_WORDS: usize = 64;
+
 /// What is wrong with an annotation value. Located by [`Located`].
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum LangError {
@@ -43,6 +46,8 @@ pub enum LangError {
     },
     #[error("expected a requirement: `public`, `authenticated` or scopes")]
     MissingRequirement,
+    #[error("more than {MAX_WORDS} requirement words on one line")]
+    TooManyWords,
     #[error("`public` must stand alone on its line")]
     PublicNotAlone,
     #[error("`authenticated` cannot be combined with scopes")]
@@ -189,11 +194,14 @@ fn word(i: &str) -> Res<'_, &str> {
 pub fn parse_routes(text: &str, namespace: &str) -> Result<Vec<RouteSpec>, Located> {
     check_len(text)?;
     let mut out: Vec<RouteSpec> = Vec::new();
+    // path → indexes in `out`, so duplicate detection stays linear in the line count.
+    let mut by_path: std::collections::HashMap<String, Vec<usize>> = Default::default();
     for (n, line) in lines(text) {
         let Some(spec) = parse_route_line(line, n, namespace)? else {
             continue;
         };
-        for prev in out.iter().filter(|p| p.path == spec.path) {
+        let same_path = by_path.get(&spec.path).map_or(&[][..], Vec::as_slice);
+        for prev in same_path.iter().map(|&i| &out[i]) {
             let clash = match (&prev.methods, &spec.methods) {
                 (None, None) => Some("*".to_owned()),
                 (Some(a), Some(b)) => a.iter().find(|m| b.contains(m)).map(|m| m.to_string()),
@@ -205,6 +213,10 @@ pub fn parse_routes(text: &str, namespace: &str) -> Result<Vec<RouteSpec>, Locat
                 return Err(at(line, n, start, err));
             }
         }
+        by_path
+            .entry(spec.path.clone())
+            .or_default()
+            .push(out.len());
         out.push(spec);
     }
     Ok(out)
@@ -261,6 +273,9 @@ fn parse_route_line(line: &str, n: u32, ns: &str) -> Result<Option<RouteSpec>, L
             return Err(err(r, LangError::MissingRequirement));
         }
         let (r2, w) = word(r).map_err(|_| err(r, LangError::MissingRequirement))?;
+        if words.len() == MAX_WORDS {
+            return Err(err(w, LangError::TooManyWords));
+        }
         words.push(w);
         rest = r2;
     }
@@ -395,7 +410,7 @@ pub fn principal_ref(text: &str, default_ns: &str) -> Option<String> {
 }
 
 /// Items of a comma list with their byte offsets, trimmed of blanks. Errors on an empty item.
-fn comma_items<'a>(line: &'a str, n: u32) -> Result<Vec<(usize, &'a str)>, Located> {
+fn comma_items(line: &str, n: u32) -> Result<Vec<(usize, &str)>, Located> {
     let parsed: Res<'_, Vec<&str>> =
         separated_list1(char(','), take_till(|c| c == ',')).parse(line);
     let items = parsed.map(|(_, v)| v).unwrap_or_default();
@@ -470,13 +485,12 @@ fn is_dns_name(s: &str) -> bool {
 fn host_pattern(item: &str) -> Result<HostPattern, LangError> {
     let lower = item.to_ascii_lowercase();
     let h = lower.strip_suffix('.').unwrap_or(&lower);
-    if let Some((name, port)) = h.rsplit_once(':') {
-        if is_dns_name(name.strip_prefix("*.").unwrap_or(name))
-            && !port.is_empty()
-            && port.bytes().all(|b| b.is_ascii_digit())
-        {
-            return Err(LangError::HostWithPort(item.to_owned()));
-        }
+    if let Some((name, port)) = h.rsplit_once(':')
+        && is_dns_name(name.strip_prefix("*.").unwrap_or(name))
+        && !port.is_empty()
+        && port.bytes().all(|b| b.is_ascii_digit())
+    {
+        return Err(LangError::HostWithPort(item.to_owned()));
     }
     match h.strip_prefix("*.") {
         Some(suffix) if is_dns_name(suffix) => Ok(HostPattern::Wildcard(suffix.to_owned())),

@@ -32,6 +32,8 @@
 //!
 //! - **METHODS**: `*` (any method) or a comma list (`GET,HEAD`, `GET, HEAD`). Methods are
 //!   case-sensitive (RFC 9110) and must be written in upper case: `get` is an error.
+//!   `GET` does not imply `HEAD` (write `GET,HEAD`), and CORS preflights carry no token
+//!   (write `OPTIONS /api public` if browsers call the service).
 //! - **PATH**: a prefix matched on segment boundaries: `/api/orders` matches
 //!   `/api/orders`, `/api/orders/` and `/api/orders/7`, never `/api/ordersx`. `/` matches
 //!   every path. A trailing `/` is ignored (`/api/orders/` = `/api/orders`). The path is
@@ -82,7 +84,8 @@
 //!   A subject or email claimed by two users is reported and ignored for both.
 //! - The caller's principals are: the matched users, their groups (`memberOf` relations,
 //!   else `spec.memberOf`), the groups mapped from the token's groups, and every ancestor
-//!   of those groups through `childOf` (else `spec.parent`), parent cycles tolerated.
+//!   of those groups through `childOf` (else `spec.parent`), parent cycles tolerated,
+//!   up to 32 levels (deeper ancestors are ignored: less access, never more).
 //!
 //! ## Errors
 //!
@@ -103,8 +106,10 @@
 //! public: write a `*` line to cover a prefix for all methods.
 //!
 //! Two entities claiming the same host pattern, method and prefix are a conflict: that
-//! slot denies with `policy_conflict` (for every entity involved) and is listed in
-//! [`Policy::conflicts`].
+//! slot denies with `policy_conflict` (for every entity involved, even a `public` claim)
+//! and is listed in [`Policy::conflicts`]. Claims that precedence orders are not
+//! conflicts: an exact host over `*.` over any host, an explicit method over `*`.
+//! The same entity delivered twice conflicts with itself (reported, fail closed).
 //!
 //! # Request normalisation
 //!
@@ -113,7 +118,13 @@
 //!   segments (raw or encoded), encoded `/` or `\`, `\`, control characters, broken
 //!   escapes, escapes forming invalid or overlong UTF-8, double encoding (`%25XX`),
 //!   `;` path parameters (servers disagree on them), `#`, raw non-ASCII and other
-//!   characters not allowed in a path. Paths compare case-sensitively.
+//!   characters not allowed in a path. Paths compare case-sensitively (RFC 3986), but
+//!   since some backends (IIS, ASP.NET, ...) fold case, a path that would reach a longer
+//!   route prefix if letter case were ignored is also `bad_path`: with routes
+//!   `/api/orders` and `/api/orders/admin`, `/api/orders/ADMIN` and `/API/orders/admin`
+//!   are refused rather than read as something the backend may serve as `/admin`
+//!   (likewise `/docs/private` when a route says `/Docs/Private`). Upper case that folds
+//!   to no longer prefix (`/api/orders/A1B2`) is matched as usual.
 //! - **Host**: case-insensitive, port and trailing `.` ignored. A host that is not a DNS
 //!   name, IPv4 or bracketed IPv6 literal is `bad_request`. An empty host matches only
 //!   any-host routes.
@@ -123,7 +134,8 @@
 //!
 //! # The decision, in order
 //!
-//! 1. Malformed path → `bad_path`; malformed method or host → `bad_request` (403).
+//! 1. Malformed path → `bad_path`; malformed method or host → `bad_request` (403); a path
+//!    that reaches a longer prefix when case is folded → `bad_path`.
 //! 2. No route → `no_route` (403), or `unmatched_allowed` (200) with
 //!    `[policy] unmatched = "allow"`. The token is not consulted.
 //! 3. A conflicting slot → `policy_conflict` (403).
@@ -139,6 +151,7 @@ pub mod path;
 mod render;
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use serde::Deserialize;
@@ -318,7 +331,7 @@ struct Route {
     entity: Arc<str>,
     owner: Option<Arc<str>>,
     display: Arc<str>,
-    hosts: Vec<HostPattern>,
+    hosts: Arc<[HostPattern]>,
     methods: Option<Vec<Box<str>>>,
     path: Box<str>,
     requirement: Requirement,
@@ -326,7 +339,7 @@ struct Route {
     /// Sorted principal ids, one of which the caller must hold; `None`: no group rule.
     allowed: Option<Box<[u32]>>,
     /// The refs behind `allowed`, for display.
-    allowed_refs: Vec<String>,
+    allowed_refs: Arc<[String]>,
 }
 
 #[derive(Debug, Clone)]
@@ -355,29 +368,74 @@ impl PrefixSlot {
 
 #[derive(Debug, Default)]
 struct HostTable {
-    by_prefix: HashMap<Box<str>, PrefixSlot>,
+    by_prefix: Map<Box<str>, PrefixSlot>,
+    /// The longest prefix held: longer request prefixes need no lookup.
+    max_len: usize,
+    /// Every prefix held, lower-cased (see `case_folds_deeper`).
+    folded: Map<Box<str>, ()>,
 }
+
+/// The Fx hash (rustc's): a multiply-rotate over 8-byte words, several times faster than
+/// SipHash on short keys. Safe here because only the catalog inserts keys; requests only
+/// look up, so they cannot lengthen a bucket.
+#[derive(Debug, Default, Clone, Copy)]
+struct FxHasher(u64);
+
+const FX_K: u64 = 0xf135_7aea_2e62_a9c5;
+
+impl FxHasher {
+    fn mix(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(FX_K);
+    }
+}
+
+impl Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.mix(u64::from_le_bytes(w));
+        }
+        for &b in chunks.remainder() {
+            self.mix(u64::from(b));
+        }
+    }
+
+    fn write_u8(&mut self, i: u8) {
+        self.mix(u64::from(i));
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// The hash map of the snapshot (lookups on the hot path).
+type Map<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
 
 /// Who a caller may be: token facts → expanded, sorted principal ids
 /// (the user and every group it belongs to, ancestors included).
 #[derive(Debug, Default)]
 struct Principals {
-    by_idp_group: HashMap<Box<str>, Box<[u32]>>,
+    by_idp_group: Map<Box<str>, Box<[u32]>>,
     /// Lower-case `group:ns/name`, and `name` for the default namespace.
-    by_group_name: HashMap<Box<str>, Box<[u32]>>,
-    by_subject: HashMap<Box<str>, Box<[u32]>>,
+    by_group_name: Map<Box<str>, Box<[u32]>>,
+    by_subject: Map<Box<str>, Box<[u32]>>,
     /// Lower-case email.
-    by_email: HashMap<Box<str>, Box<[u32]>>,
+    by_email: Map<Box<str>, Box<[u32]>>,
 }
 
 /// An immutable policy snapshot: the route table and the caller directory.
 #[derive(Debug, Default)]
 pub struct Policy {
     unmatched: Unmatched,
-    exact: HashMap<Box<str>, HostTable>,
-    wildcard: HashMap<Box<str>, HostTable>,
+    exact: Map<Box<str>, HostTable>,
+    wildcard: Map<Box<str>, HostTable>,
     any: HostTable,
     principals: Principals,
+    /// Whether some route prefix holds an upper-case letter (see `case_folds_deeper`).
+    upper_case_prefixes: bool,
     routes: Vec<Arc<Route>>,
     errors: Vec<AnnotationError>,
     conflicts: Vec<Conflict>,
@@ -390,6 +448,23 @@ fn lower(s: &str) -> std::borrow::Cow<'_, str> {
         std::borrow::Cow::Owned(s.to_ascii_lowercase())
     } else {
         std::borrow::Cow::Borrowed(s)
+    }
+}
+
+/// Looks `key` up ASCII-case-insensitively in a map whose keys are lower case,
+/// lower-casing on the stack when the key is short (no allocation on the hot path).
+fn get_folded<'m, V>(map: &'m Map<Box<str>, V>, key: &str) -> Option<&'m V> {
+    if !key.bytes().any(|b| b.is_ascii_uppercase()) {
+        return map.get(key);
+    }
+    let mut buf = [0u8; 128];
+    match buf.get_mut(..key.len()) {
+        Some(b) => {
+            b.copy_from_slice(key.as_bytes());
+            b.make_ascii_lowercase();
+            std::str::from_utf8(b).ok().and_then(|k| map.get(k))
+        }
+        None => map.get(key.to_ascii_lowercase().as_str()),
     }
 }
 
@@ -468,20 +543,50 @@ impl Policy {
         self.unmatched
     }
 
-    fn lookup(&self, method: &str, host: &str, path: &str) -> Option<&Slot> {
+    /// The host tables that apply to `host`, most specific first.
+    fn tables(&self, host: &str) -> [Option<&HostTable>; 3] {
         let exact = self.exact.get(host);
         let wild = match host.split_once('.') {
             Some((first, rest)) if !first.is_empty() => self.wildcard.get(rest),
             _ => None,
         };
+        [exact, wild, Some(&self.any)]
+    }
+
+    /// The winning slot and the length of its prefix.
+    fn lookup(&self, method: &str, host: &str, path: &str) -> Option<(usize, &Slot)> {
+        let tables = self.tables(host);
         for prefix in path::prefixes(path) {
-            for table in [exact, wild, Some(&self.any)].into_iter().flatten() {
+            for table in tables.into_iter().flatten() {
+                if prefix.len() > table.max_len {
+                    continue;
+                }
                 if let Some(slot) = table.by_prefix.get(prefix).and_then(|p| p.find(method)) {
-                    return Some(slot);
+                    return Some((prefix.len(), slot));
                 }
             }
         }
         None
+    }
+
+    /// Whether ignoring letter case, `path` would reach a route prefix (of any method)
+    /// longer than `matched`: a case-insensitive backend could then serve a more
+    /// protected route than the one the policy applied. Allocates only when the path or
+    /// some route prefix holds an upper-case letter.
+    fn case_folds_deeper(&self, host: &str, path: &str, matched: usize) -> bool {
+        if !self.upper_case_prefixes && !path.bytes().any(|b| b.is_ascii_uppercase()) {
+            return false;
+        }
+        let folded = path.to_ascii_lowercase();
+        let tables = self.tables(host);
+        path::prefixes(&folded)
+            .take_while(|p| p.len() > matched)
+            .any(|p| {
+                tables
+                    .into_iter()
+                    .flatten()
+                    .any(|t| p.len() <= t.max_len && t.folded.contains_key(p))
+            })
     }
 
     /// Decides one request. Pure: same snapshot, request and token outcome give the same
@@ -497,7 +602,11 @@ impl Policy {
         let Some(host) = host_key(req.host) else {
             return Decision::bare(Reason::BadRequest);
         };
-        let route = match self.lookup(req.method, &host, &path) {
+        let found = self.lookup(req.method, &host, &path);
+        if self.case_folds_deeper(&host, &path, found.map_or(0, |(len, _)| len)) {
+            return Decision::bare(Reason::BadPath);
+        }
+        let route = match found.map(|(_, slot)| slot) {
             None if self.unmatched == Unmatched::Allow => {
                 return Decision::bare(Reason::UnmatchedAllowed);
             }
@@ -522,10 +631,10 @@ impl Policy {
                 return Decision::from_route(Reason::InsufficientScope, route);
             }
         }
-        if let Some(allowed) = &route.allowed {
-            if !self.is_member(id, allowed) {
-                return Decision::from_route(Reason::NotMember, route);
-            }
+        if let Some(allowed) = &route.allowed
+            && !self.is_member(id, allowed)
+        {
+            return Decision::from_route(Reason::NotMember, route);
         }
         Decision::from_route(Reason::Ok, route)
     }
@@ -538,12 +647,12 @@ impl Policy {
         let p = &self.principals;
         id.groups
             .iter()
-            .any(|g| hit(p.by_idp_group.get(g.as_str())) || hit(p.by_group_name.get(&*lower(g))))
+            .any(|g| hit(p.by_idp_group.get(g.as_str())) || hit(get_folded(&p.by_group_name, g)))
             || id.sub.as_deref().is_some_and(|s| hit(p.by_subject.get(s)))
             || id
                 .email
                 .as_deref()
-                .is_some_and(|e| hit(p.by_email.get(&*lower(e))))
+                .is_some_and(|e| hit(get_folded(&p.by_email, e)))
     }
 }
 
@@ -566,6 +675,25 @@ mod tests {
         assert_eq!(host_key("a b"), None);
         assert_eq!(host_key("a:b"), None);
         assert_eq!(host_key("[zz]"), None);
+    }
+
+    #[test]
+    fn folded_lookup() {
+        let mut m: Map<Box<str>, u8> = Map::default();
+        m.insert("payments eu".into(), 1);
+        let long = "x".repeat(200);
+        m.insert(long.as_str().into(), 2);
+        assert_eq!(get_folded(&m, "Payments EU"), Some(&1));
+        assert_eq!(get_folded(&m, "payments eu"), Some(&1));
+        assert_eq!(get_folded(&m, &long.to_ascii_uppercase()), Some(&2));
+        assert_eq!(get_folded(&m, "Élan"), None);
+    }
+
+    #[test]
+    fn snapshot_is_send_and_sync() {
+        fn check<T: Send + Sync + 'static>() {}
+        check::<Policy>();
+        check::<Decision>();
     }
 
     #[test]

@@ -15,7 +15,7 @@
 //!   RFC 3986 does not allow in a path.
 //!
 //! Letter case is kept: paths compare case-sensitively, as RFC 3986 says and as most
-//! backends route.
+//! backends route (the decision adds a guard for case-folding backends).
 
 use std::borrow::Cow;
 

@@ -50,7 +50,7 @@ impl Policy {
                     route: r,
                 });
             }
-            for h in &r.hosts {
+            for h in r.hosts.iter() {
                 rows.push(Row {
                     host: h.to_string(),
                     route: r,
@@ -139,7 +139,7 @@ impl Policy {
                         super::Requirement::Scopes(_) => "scopes",
                     },
                     "scopes": r.required_scopes.as_deref(),
-                    "groups": r.allowed_refs,
+                    "groups": &*r.allowed_refs,
                     "entity": &*r.entity,
                     "owner": r.owner.as_deref(),
                     "route": &*r.display,
