@@ -17,6 +17,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use stagedoor::identity::Identity;
+use stagedoor::policy::{Policy, Request, Unmatched};
+use stagedoor::reason::Reason;
 use stagedoor::catalog::backstage::{Client, Limits, Syncer};
 use stagedoor::catalog::{
     CatalogConfig, CatalogError, CatalogSnapshot, CatalogSource, Entity, Origin, SourceKind, file,
@@ -274,12 +277,32 @@ async fn syncs_a_real_backstage_and_follows_its_changes() {
     assert!(
         api.annotation("stagedoor.io/routes")
             .unwrap()
-            .starts_with("GET /v1/payments/* allow group:payments-team\n")
+            .starts_with("GET   /v1/payments   payments:read\n")
     );
     assert_eq!(
         api.related("ownedBy").collect::<Vec<_>>(),
         ["group:default/payments-team"]
     );
+    // Its decisions match the fixture: the policy built from what Backstage served.
+    let alice = Identity {
+        issuer: "https://idp.example.com".into(),
+        sub: Some("00u1alice".into()),
+        scopes: vec!["payments:read".into()],
+        ..Identity::default()
+    };
+    let bob = Identity { sub: Some("00u2bob".into()), ..alice.clone() };
+    let policy = Policy::build(&first.entities, Unmatched::Deny);
+    assert!(policy.errors().is_empty(), "{:?}", policy.errors());
+    let decide = |p: &Policy, host: &str, method: &str, path: &str, who: &Identity| {
+        p.decide(&Request { method, host, path }, Ok(who)).reason
+    };
+    let payments = "payments.internal.example.com";
+    let ledger_host = "ledger.internal.example.com";
+    assert_eq!(decide(&policy, payments, "GET", "/v1/payments/7", &alice), Reason::Ok);
+    assert_eq!(decide(&policy, payments, "POST", "/v1/payments", &alice), Reason::InsufficientScope);
+    assert_eq!(decide(&policy, payments, "GET", "/v1/payments/7", &bob), Reason::NotMember);
+    assert_eq!(decide(&policy, ledger_host, "GET", "/v1/entries/1", &alice), Reason::Ok, "alice is in engineering through payments-team");
+    assert_eq!(decide(&policy, ledger_host, "GET", "/v2/entries/1", &alice), Reason::NoRoute);
     assert_eq!(
         snapshot::load(&dir.path().join("snapshot.json"))
             .unwrap()
@@ -292,7 +315,7 @@ async fn syncs_a_real_backstage_and_follows_its_changes() {
     let services = catalog_dir.join("services.yaml");
     let edited = std::fs::read_to_string(&services)
         .unwrap()
-        .replace("GET /v1/entries/*", "GET /v2/entries/*");
+        .replace("GET   /v1/entries", "GET   /v2/entries");
     std::fs::write(&services, edited).unwrap();
     let mut org = std::fs::read_to_string(catalog_dir.join("org.yaml")).unwrap();
     org.push_str(
@@ -320,8 +343,13 @@ async fn syncs_a_real_backstage_and_follows_its_changes() {
         ledger
             .annotation("stagedoor.io/routes")
             .unwrap()
-            .contains("/v2/entries/*")
+            .contains("/v2/entries")
     );
+    // ... and changes decisions: the route moved, and bob (new, in engineering) may read.
+    let policy = Policy::build(&second.entities, Unmatched::Deny);
+    assert_eq!(decide(&policy, ledger_host, "GET", "/v2/entries/1", &alice), Reason::Ok);
+    assert_eq!(decide(&policy, ledger_host, "GET", "/v1/entries/1", &alice), Reason::NoRoute);
+    assert_eq!(decide(&policy, ledger_host, "GET", "/v2/entries/1", &bob), Reason::Ok);
     let status = handle.status().borrow().clone();
     assert_eq!(status.origin, Some(Origin::Live));
     assert_eq!(status.entities, 6);
