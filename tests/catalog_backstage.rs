@@ -17,14 +17,14 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use stagedoor::identity::Identity;
-use stagedoor::policy::{Policy, Request, Unmatched};
-use stagedoor::reason::Reason;
 use stagedoor::catalog::backstage::{Client, Limits, Syncer};
 use stagedoor::catalog::{
     CatalogConfig, CatalogError, CatalogSnapshot, CatalogSource, Entity, Origin, SourceKind, file,
     snapshot,
 };
+use stagedoor::identity::Identity;
+use stagedoor::policy::{Policy, Request, Unmatched};
+use stagedoor::reason::Reason;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -290,7 +290,10 @@ async fn syncs_a_real_backstage_and_follows_its_changes() {
         scopes: vec!["payments:read".into()],
         ..Identity::default()
     };
-    let bob = Identity { sub: Some("00u2bob".into()), ..alice.clone() };
+    let bob = Identity {
+        sub: Some("00u2bob".into()),
+        ..alice.clone()
+    };
     let policy = Policy::build(&first.entities, Unmatched::Deny);
     assert!(policy.errors().is_empty(), "{:?}", policy.errors());
     let decide = |p: &Policy, host: &str, method: &str, path: &str, who: &Identity| {
@@ -298,11 +301,27 @@ async fn syncs_a_real_backstage_and_follows_its_changes() {
     };
     let payments = "payments.internal.example.com";
     let ledger_host = "ledger.internal.example.com";
-    assert_eq!(decide(&policy, payments, "GET", "/v1/payments/7", &alice), Reason::Ok);
-    assert_eq!(decide(&policy, payments, "POST", "/v1/payments", &alice), Reason::InsufficientScope);
-    assert_eq!(decide(&policy, payments, "GET", "/v1/payments/7", &bob), Reason::NotMember);
-    assert_eq!(decide(&policy, ledger_host, "GET", "/v1/entries/1", &alice), Reason::Ok, "alice is in engineering through payments-team");
-    assert_eq!(decide(&policy, ledger_host, "GET", "/v2/entries/1", &alice), Reason::NoRoute);
+    assert_eq!(
+        decide(&policy, payments, "GET", "/v1/payments/7", &alice),
+        Reason::Ok
+    );
+    assert_eq!(
+        decide(&policy, payments, "POST", "/v1/payments", &alice),
+        Reason::InsufficientScope
+    );
+    assert_eq!(
+        decide(&policy, payments, "GET", "/v1/payments/7", &bob),
+        Reason::NotMember
+    );
+    assert_eq!(
+        decide(&policy, ledger_host, "GET", "/v1/entries/1", &alice),
+        Reason::Ok,
+        "alice is in engineering through payments-team"
+    );
+    assert_eq!(
+        decide(&policy, ledger_host, "GET", "/v2/entries/1", &alice),
+        Reason::NoRoute
+    );
     assert_eq!(
         snapshot::load(&dir.path().join("snapshot.json"))
             .unwrap()
@@ -347,9 +366,18 @@ async fn syncs_a_real_backstage_and_follows_its_changes() {
     );
     // ... and changes decisions: the route moved, and bob (new, in engineering) may read.
     let policy = Policy::build(&second.entities, Unmatched::Deny);
-    assert_eq!(decide(&policy, ledger_host, "GET", "/v2/entries/1", &alice), Reason::Ok);
-    assert_eq!(decide(&policy, ledger_host, "GET", "/v1/entries/1", &alice), Reason::NoRoute);
-    assert_eq!(decide(&policy, ledger_host, "GET", "/v2/entries/1", &bob), Reason::Ok);
+    assert_eq!(
+        decide(&policy, ledger_host, "GET", "/v2/entries/1", &alice),
+        Reason::Ok
+    );
+    assert_eq!(
+        decide(&policy, ledger_host, "GET", "/v1/entries/1", &alice),
+        Reason::NoRoute
+    );
+    assert_eq!(
+        decide(&policy, ledger_host, "GET", "/v2/entries/1", &bob),
+        Reason::Ok
+    );
     let status = handle.status().borrow().clone();
     assert_eq!(status.origin, Some(Origin::Live));
     assert_eq!(status.entities, 6);

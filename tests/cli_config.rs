@@ -40,8 +40,15 @@ fn every_example_config_is_valid() {
         // the Backstage token from the environment: check them with a local snapshot
         // directory (a sibling copy, so relative paths still resolve) and a token set.
         let text = std::fs::read_to_string(&c).unwrap();
-        let local = text.replace("\"/var/lib/stagedoor/", &format!("\"{}/", state.path().display()));
-        let checked = c.with_file_name(format!(".check-{}-{}", std::process::id(), c.file_name().unwrap().to_str().unwrap()));
+        let local = text.replace(
+            "\"/var/lib/stagedoor/",
+            &format!("\"{}/", state.path().display()),
+        );
+        let checked = c.with_file_name(format!(
+            ".check-{}-{}",
+            std::process::id(),
+            c.file_name().unwrap().to_str().unwrap()
+        ));
         std::fs::write(&checked, local).unwrap();
         let out = Command::new(env!("CARGO_BIN_EXE_stagedoor"))
             .args(["check-config", "--config", checked.to_str().unwrap()])
@@ -49,7 +56,12 @@ fn every_example_config_is_valid() {
             .output()
             .unwrap();
         let _ = std::fs::remove_file(&checked);
-        assert!(out.status.success(), "{}: {}", c.display(), String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            c.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
