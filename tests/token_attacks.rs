@@ -751,6 +751,55 @@ fn attack_26_hmac_only_with_an_explicit_strong_secret() {
 }
 
 #[tokio::test]
+async fn attack_26b_a_configured_shared_secret_issuer_end_to_end() {
+    // Tests may not set environment variables (unsafe_code is forbidden), so this uses a
+    // variable cargo sets for test processes: the package description (> 32 bytes).
+    let var = "CARGO_PKG_DESCRIPTION";
+    let secret = std::env::var(var).expect("cargo sets CARGO_PKG_DESCRIPTION for tests");
+    let iss = "https://hmac.example.test";
+    let cfg = IssuerConfig::new(iss, &[AUD], KeySource::SharedSecret(var.into()));
+    cfg.validate().unwrap();
+    let mut c = claims(now());
+    c["iss"] = json!(iss);
+    let input = format!(
+        "{}.{}",
+        b64(r#"{"alg":"HS256","typ":"JWT"}"#),
+        b64(c.to_string())
+    );
+    let good = format!(
+        "{input}.{}",
+        b64(hmac_sign("HS256", secret.as_bytes(), input.as_bytes()))
+    );
+    let forged = format!(
+        "{input}.{}",
+        b64(hmac_sign("HS256", b"guess", input.as_bytes()))
+    );
+    let hs512 = {
+        let i = format!("{}.{}", b64(r#"{"alg":"HS512"}"#), b64(c.to_string()));
+        format!(
+            "{i}.{}",
+            b64(hmac_sign("HS512", secret.as_bytes(), i.as_bytes()))
+        )
+    };
+    let v = Verifier::start(vec![cfg], TokenConfig::default()).unwrap();
+    assert!(v.ready());
+    assert!(v.verify(&good, now()).await.is_ok());
+    assert_eq!(
+        v.verify(&forged, now()).await.err(),
+        Some(Reason::BadSignature)
+    );
+    assert_eq!(
+        v.verify(&hs512, now()).await.err(),
+        Some(Reason::UnsupportedAlg)
+    );
+    // An RS256 token claiming that issuer has no key to verify against.
+    assert_eq!(
+        v.verify(&rs(&c), now()).await.err(),
+        Some(Reason::UnsupportedAlg)
+    );
+}
+
+#[tokio::test]
 async fn verifier_matches_the_pure_core_and_caches() {
     let keys = KeySet::from_jwks(fx().jwks.as_bytes(), fx().cfg.allowed_algorithms())
         .unwrap()

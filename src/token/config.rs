@@ -168,6 +168,8 @@ pub enum ConfigError {
     ZeroCooldown(String),
     #[error("token: `max_token_bytes` must be between 256 and 65536")]
     TokenCap,
+    #[error("token: cannot build the HTTPS client: {0}")]
+    HttpClient(String),
 }
 
 impl IssuerConfig {

@@ -43,7 +43,10 @@ pub struct Fetched {
 }
 
 /// The HTTP client for key sets: rustls, timeouts, no redirects, no proxies.
-pub fn http_client() -> reqwest::Client {
+///
+/// # Errors
+/// When the TLS backend cannot be initialised.
+pub fn http_client() -> Result<reqwest::Client, FetchError> {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(CONNECT_TIMEOUT)
@@ -51,7 +54,7 @@ pub fn http_client() -> reqwest::Client {
         .no_proxy()
         .user_agent(concat!("stagedoor/", env!("CARGO_PKG_VERSION")))
         .build()
-        .unwrap_or_else(|_| reqwest::Client::new())
+        .map_err(|e| FetchError::Request(e.to_string()))
 }
 
 /// GETs `url` with the https rule and the size cap.

@@ -364,7 +364,7 @@ impl Verifier {
         settings.validate()?;
         validate_all(&configs)?;
         let stop = CancellationToken::new();
-        let client = fetch::http_client();
+        let client = fetch::http_client().map_err(|e| ConfigError::HttpClient(e.to_string()))?;
         let mut issuers = Vec::with_capacity(configs.len());
         for cfg in configs {
             let source = cfg.source()?;
