@@ -459,17 +459,17 @@ impl Verifier {
             k.copy_from_slice(digest::digest(&digest::SHA256, token.as_bytes()).as_ref());
             k
         });
-        if let (Some(cache), Some(key)) = (&inner.cache, &cache_key) {
-            if let Some(hit) = cache.get(key) {
-                let st = &inner.issuers[hit.issuer];
-                let key_still_trusted =
-                    st.usable().is_some_and(|k| k.contains(hit.key_fingerprint));
-                if now_unix < hit.exp && key_still_trusted {
-                    st.hits.fetch_add(1, Ordering::Relaxed);
-                    return Ok(hit.identity.clone());
-                }
-                cache.invalidate(key);
+        if let (Some(cache), Some(key)) = (&inner.cache, &cache_key)
+            && let Some(hit) = cache.get(key)
+        {
+            let st = &inner.issuers[hit.issuer];
+            // Never past `exp`, never past the key it was verified with.
+            let key_still_trusted = st.usable().is_some_and(|k| k.contains(hit.key_fingerprint));
+            if now_unix < hit.exp && key_still_trusted {
+                st.hits.fetch_add(1, Ordering::Relaxed);
+                return Ok(hit.identity.clone());
             }
+            cache.invalidate(key);
         }
 
         let jws = parse_jws(token, inner.settings.max_token_bytes)?;
