@@ -170,6 +170,8 @@ pub enum ConfigError {
     TokenCap,
     #[error("token: cannot build the HTTPS client: {0}")]
     HttpClient(String),
+    #[error("token: Verifier::start must run inside a tokio runtime")]
+    NoRuntime,
 }
 
 impl IssuerConfig {

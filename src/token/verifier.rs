@@ -363,6 +363,7 @@ impl Verifier {
     ) -> Result<Verifier, ConfigError> {
         settings.validate()?;
         validate_all(&configs)?;
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| ConfigError::NoRuntime)?;
         let stop = CancellationToken::new();
         let client = fetch::http_client().map_err(|e| ConfigError::HttpClient(e.to_string()))?;
         let mut issuers = Vec::with_capacity(configs.len());
@@ -377,7 +378,7 @@ impl Verifier {
                     st.cfg.allowed_algorithms(),
                 ));
             } else {
-                tokio::spawn(run(st.clone(), client.clone(), stop.child_token()));
+                runtime.spawn(run(st.clone(), client.clone(), stop.child_token()));
             }
             issuers.push(st);
         }
