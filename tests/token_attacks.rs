@@ -757,7 +757,13 @@ async fn attack_26b_a_configured_shared_secret_issuer_end_to_end() {
     let var = "CARGO_PKG_DESCRIPTION";
     let secret = std::env::var(var).expect("cargo sets CARGO_PKG_DESCRIPTION for tests");
     let iss = "https://hmac.example.test";
-    let cfg = IssuerConfig::new(iss, &[AUD], KeySource::SharedSecret(var.into()));
+    let mut cfg = IssuerConfig::new(iss, &[AUD], KeySource::SharedSecret(var.into()));
+    // A secret never goes stale, even with the tightest staleness bound.
+    (
+        cfg.min_refresh_seconds,
+        cfg.max_refresh_seconds,
+        cfg.max_stale_seconds,
+    ) = (1, 1, 1);
     cfg.validate().unwrap();
     let mut c = claims(now());
     c["iss"] = json!(iss);
@@ -792,6 +798,9 @@ async fn attack_26b_a_configured_shared_secret_issuer_end_to_end() {
         v.verify(&hs512, now()).await.err(),
         Some(Reason::UnsupportedAlg)
     );
+    tokio::time::sleep(std::time::Duration::from_millis(1_300)).await;
+    assert!(v.ready());
+    assert!(v.verify(&good, now()).await.is_ok());
     // An RS256 token claiming that issuer has no key to verify against.
     assert_eq!(
         v.verify(&rs(&c), now()).await.err(),

@@ -145,7 +145,7 @@ impl IssuerState {
     /// The current key set, unless it is older than `max_stale_seconds` (fail closed).
     fn usable(&self) -> Option<Arc<KeySet>> {
         let keys = self.keys.load_full()?;
-        if self.source.is_some() {
+        if self.refreshed() {
             let last = self.last_good_ms.load(Ordering::Acquire);
             if last == NEVER
                 || self.now_ms().saturating_sub(last) > self.cfg.max_stale_seconds * 1000
@@ -154,6 +154,14 @@ impl IssuerState {
             }
         }
         Some(keys)
+    }
+
+    /// Keys that come from a URL or a file go stale; static sets and secrets do not.
+    fn refreshed(&self) -> bool {
+        matches!(
+            self.source,
+            Some(KeySource::JwksUrl(_) | KeySource::Discovery | KeySource::JwksFile(_))
+        )
     }
 
     fn install(&self, keys: KeySet) {
@@ -181,7 +189,7 @@ impl IssuerState {
     /// Asks the refresher for one fetch (at most one per cooldown) and waits a bounded
     /// time for a fetch to finish. A flood of unknown kids costs one fetch per cooldown.
     async fn refetch_for_unknown_kid(&self) {
-        if self.source.is_none() || matches!(self.source, Some(KeySource::SharedSecret(_))) {
+        if !self.refreshed() {
             return;
         }
         let mut done = self.fetched.subscribe();
