@@ -210,10 +210,11 @@ async fn cache_control_max_age_is_honoured_within_bounds() {
     none.max_refresh_seconds = 600;
     let v = Verifier::start(vec![long, none], TokenConfig::default()).unwrap();
     tokio::time::sleep(Duration::from_millis(4_500)).await;
-    // max-age=3600 is clamped down to 2 s; no-store is clamped up to 1 s.
+    // max-age=3600 is clamped down to 2 s (else 1 fetch); no-store is clamped up to 1 s
+    // (else a hot loop). Bounds are loose: the shared CPU may delay timers.
     let (l, n) = (srv.hits("/long"), srv.hits("/none"));
     assert!((2..=4).contains(&l), "long: {l}");
-    assert!((4..=7).contains(&n), "none: {n}");
+    assert!((3..=8).contains(&n), "none: {n}");
     drop(v);
 }
 

@@ -379,10 +379,11 @@ impl Verifier {
             let source = cfg.source()?;
             let st = Arc::new(IssuerState::new(cfg, Some(source.clone())));
             if let KeySource::SharedSecret(var) = &source {
-                let secret = std::env::var(var).unwrap_or_default();
+                // validate() checked it is set and long enough.
+                let secret = std::env::var_os(var).unwrap_or_default();
                 st.install(KeySet::from_secret(
                     None,
-                    secret.as_bytes(),
+                    secret.as_encoded_bytes(),
                     st.cfg.allowed_algorithms(),
                 ));
             } else {
