@@ -48,16 +48,22 @@ async fn rotation_is_picked_up_through_an_unknown_kid_refetch() {
     let c = claims(now());
     assert_eq!(verify(&v, &mint(&k1, "RS256", "k1", &c)).await, Reason::Ok);
     // The provider rotates: k2 signs now. No restart, no waiting for the 600 s TTL.
+    let akp = json!({"kty":"AKP","kid":"pq","alg":"ML-DSA-44","pub":"AAAA"});
     srv.set(
         "/jwks",
-        Reply::json(jwks(&[jwk1(&k1), k2.jwk("k2", Some("ES256"))])),
+        Reply::json(jwks(&[jwk1(&k1), k2.jwk("k2", Some("ES256")), akp])),
     );
     assert_eq!(verify(&v, &mint(&k2, "ES256", "k2", &c)).await, Reason::Ok);
     assert_eq!(srv.hits("/jwks"), 2);
     let st = &v.status().issuers[0];
     assert_eq!(
-        (st.keys_loaded, st.unknown_kid_refetches, st.refresh_ok),
-        (2, 1, 2)
+        (
+            st.keys_loaded,
+            st.keys_skipped,
+            st.unknown_kid_refetches,
+            st.refresh_ok
+        ),
+        (2, 1, 1, 2)
     );
 }
 

@@ -75,6 +75,8 @@ pub struct IssuerStatus {
     /// A usable (not too stale) key set is loaded.
     pub ready: bool,
     pub keys_loaded: usize,
+    /// JWKs left out of the last loaded set (unknown kty, weak, wrong use, ...).
+    pub keys_skipped: u64,
     pub refresh_ok: u64,
     pub refresh_errors: u64,
     pub last_good_refresh_unix: Option<i64>,
@@ -103,6 +105,7 @@ struct IssuerState {
     in_flight: AtomicBool,
     wake: Notify,
     fetched: watch::Sender<u64>,
+    skipped: AtomicU64,
     refresh_ok: AtomicU64,
     refresh_errors: AtomicU64,
     last_good_unix: AtomicI64,
@@ -126,6 +129,7 @@ impl IssuerState {
             in_flight: AtomicBool::new(false),
             wake: Notify::new(),
             fetched: watch::Sender::new(0),
+            skipped: AtomicU64::new(0),
             refresh_ok: AtomicU64::new(0),
             refresh_errors: AtomicU64::new(0),
             last_good_unix: AtomicI64::new(i64::MIN),
@@ -219,6 +223,7 @@ impl IssuerState {
             issuer: self.cfg.issuer.clone(),
             ready: self.usable().is_some(),
             keys_loaded: self.keys.load().as_ref().map_or(0, |k| k.len()),
+            keys_skipped: self.skipped.load(Ordering::Relaxed),
             refresh_ok: self.refresh_ok.load(Ordering::Relaxed),
             refresh_errors: self.refresh_errors.load(Ordering::Relaxed),
             last_good_refresh_unix: (last != i64::MIN).then_some(last),
@@ -337,6 +342,7 @@ fn install(st: &IssuerState, body: &[u8]) -> Result<(), FetchError> {
         warn!(issuer = %st.cfg.issuer, index = s.index, kid = ?s.kid, reason = %s.reason, "JWK skipped");
     }
     info!(issuer = %st.cfg.issuer, keys = keys.len(), skipped = skipped.len(), "key set loaded");
+    st.skipped.store(skipped.len() as u64, Ordering::Relaxed);
     st.install(keys);
     Ok(())
 }
