@@ -834,3 +834,47 @@ async fn verifier_matches_the_pure_core_and_caches() {
     assert_eq!(v.verify(&bad, n).await.err(), Some(Reason::BadAudience));
     assert_eq!(v.verify("", n).await.err(), Some(Reason::MissingToken));
 }
+
+#[tokio::test]
+async fn issuers_never_share_keys() {
+    // Issuer B publishes its own key under the same kid as issuer A's.
+    let b_key = TestKey::rsa();
+    let b_iss = "https://other-idp.example.test";
+    let a_keys = KeySet::from_jwks(fx().jwks.as_bytes(), fx().cfg.allowed_algorithms())
+        .unwrap()
+        .0;
+    let b_jwks = jwks(&[b_key.jwk("rs-1", Some("RS256"))]);
+    let b_cfg = IssuerConfig::new(b_iss, &[AUD], KeySource::JwksUrl(format!("{b_iss}/jwks")));
+    let b_keys = KeySet::from_jwks(b_jwks.as_bytes(), b_cfg.allowed_algorithms())
+        .unwrap()
+        .0;
+    let v = Verifier::with_key_sets(
+        vec![(fx().cfg.clone(), a_keys), (b_cfg, b_keys)],
+        TokenConfig::default(),
+    );
+    let mut c = claims(now());
+    c["iss"] = json!(b_iss);
+    let from_b = mint(&b_key, "RS256", "rs-1", &c);
+    assert_eq!(v.verify(&from_b, now()).await.unwrap().issuer, b_iss);
+    // A's key signing a token that claims B: B's key set decides, so it fails.
+    let a_claims_b = mint(&fx().rsa, "RS256", "rs-1", &c);
+    assert_eq!(
+        v.verify(&a_claims_b, now()).await.err(),
+        Some(Reason::BadSignature)
+    );
+    // B's key signing a token that claims A.
+    let b_claims_a = mint(&b_key, "RS256", "rs-1", &claims(now()));
+    assert_eq!(
+        v.verify(&b_claims_a, now()).await.err(),
+        Some(Reason::BadSignature)
+    );
+    // An issuer nobody configured.
+    let mut c = claims(now());
+    c["iss"] = json!("https://unknown.example.test");
+    assert_eq!(
+        v.verify(&mint(&b_key, "RS256", "rs-1", &c), now())
+            .await
+            .err(),
+        Some(Reason::BadIssuer)
+    );
+}

@@ -527,3 +527,27 @@ impl Verifier {
         Ok(identity)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send_sync<T: Send + Sync>(_: &T) {}
+    fn assert_send<T: Send>(_: T) {}
+
+    #[test]
+    fn verifier_and_its_future_can_cross_threads() {
+        let v = Verifier::with_key_sets(Vec::new(), TokenConfig::default());
+        assert_send_sync(&v);
+        assert_send(v.verify("a.b.c", 0));
+    }
+
+    #[test]
+    fn start_outside_a_runtime_is_a_typed_error() {
+        let cfg = IssuerConfig::new("https://id.example", &["api"], KeySource::Discovery);
+        assert_eq!(
+            Verifier::start(vec![cfg], TokenConfig::default()).err(),
+            Some(ConfigError::NoRuntime)
+        );
+    }
+}
