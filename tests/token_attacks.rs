@@ -705,6 +705,13 @@ fn attack_25_typ_allow_list() {
         Some(Reason::BadType)
     );
     assert_eq!(check_cfg(&rs_raw(H, &c), &cfg).err(), Some(Reason::BadType));
+    for odd in ["applicationé/at+jwt", "ééééééé", "application/"] {
+        assert_eq!(
+            check_cfg(&with_typ(json!(odd)), &cfg).err(),
+            Some(Reason::BadType),
+            "{odd}"
+        );
+    }
     assert_eq!(
         check_cfg(&with_typ(json!(5)), &cfg).err(),
         Some(Reason::MalformedToken)
