@@ -56,6 +56,26 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
 
     #[test]
+    fn header_parsers_never_panic(s in "\\PC{0,40}", t in "[A-Za-z0-9 ,:éß-]{29}") {
+        use stagedoor::token::fetch::{max_age, parse_http_date};
+        for x in [&s, &t] {
+            if parse_http_date(x).is_some() {
+                prop_assert!(x.len() == 29 && x.is_ascii() && x.ends_with(" GMT"), "{}", x);
+            }
+        }
+        if let Some(n) = max_age(&s) {
+            let l = s.to_ascii_lowercase();
+            prop_assert!(l.contains("max-age") || (n == 0 && (l.contains("no-cache") || l.contains("no-store"))));
+        }
+    }
+
+    #[test]
+    fn http_dates_round_trip(secs in 0i64..8_000_000_000) {
+        use stagedoor::token::fetch::{format_http_date, parse_http_date};
+        prop_assert_eq!(parse_http_date(&format_http_date(secs)), Some(secs));
+    }
+
+    #[test]
     fn arbitrary_strings_never_verify(s in "[A-Za-z0-9_.=+/ -]{0,600}") {
         prop_assert!(check(&s).is_err());
     }
