@@ -705,6 +705,13 @@ fn attack_25_typ_allow_list() {
         Some(Reason::BadType)
     );
     assert_eq!(check_cfg(&rs_raw(H, &c), &cfg).err(), Some(Reason::BadType));
+    for odd in ["applicationé/at+jwt", "ééééééé", "application/"] {
+        assert_eq!(
+            check_cfg(&with_typ(json!(odd)), &cfg).err(),
+            Some(Reason::BadType),
+            "{odd}"
+        );
+    }
     assert_eq!(
         check_cfg(&with_typ(json!(5)), &cfg).err(),
         Some(Reason::MalformedToken)
@@ -751,6 +758,64 @@ fn attack_26_hmac_only_with_an_explicit_strong_secret() {
 }
 
 #[tokio::test]
+async fn attack_26b_a_configured_shared_secret_issuer_end_to_end() {
+    // Tests may not set environment variables (unsafe_code is forbidden), so this uses a
+    // variable cargo sets for test processes: the package description (> 32 bytes).
+    let var = "CARGO_PKG_DESCRIPTION";
+    let secret = std::env::var(var).expect("cargo sets CARGO_PKG_DESCRIPTION for tests");
+    let iss = "https://hmac.example.test";
+    let mut cfg = IssuerConfig::new(iss, &[AUD], KeySource::SharedSecret(var.into()));
+    // A secret never goes stale, even with the tightest staleness bound.
+    (
+        cfg.min_refresh_seconds,
+        cfg.max_refresh_seconds,
+        cfg.max_stale_seconds,
+    ) = (1, 1, 1);
+    cfg.validate().unwrap();
+    let mut c = claims(now());
+    c["iss"] = json!(iss);
+    let input = format!(
+        "{}.{}",
+        b64(r#"{"alg":"HS256","typ":"JWT"}"#),
+        b64(c.to_string())
+    );
+    let good = format!(
+        "{input}.{}",
+        b64(hmac_sign("HS256", secret.as_bytes(), input.as_bytes()))
+    );
+    let forged = format!(
+        "{input}.{}",
+        b64(hmac_sign("HS256", b"guess", input.as_bytes()))
+    );
+    let hs512 = {
+        let i = format!("{}.{}", b64(r#"{"alg":"HS512"}"#), b64(c.to_string()));
+        format!(
+            "{i}.{}",
+            b64(hmac_sign("HS512", secret.as_bytes(), i.as_bytes()))
+        )
+    };
+    let v = Verifier::start(vec![cfg], TokenConfig::default()).unwrap();
+    assert!(v.ready());
+    assert!(v.verify(&good, now()).await.is_ok());
+    assert_eq!(
+        v.verify(&forged, now()).await.err(),
+        Some(Reason::BadSignature)
+    );
+    assert_eq!(
+        v.verify(&hs512, now()).await.err(),
+        Some(Reason::UnsupportedAlg)
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(1_300)).await;
+    assert!(v.ready());
+    assert!(v.verify(&good, now()).await.is_ok());
+    // An RS256 token claiming that issuer has no key to verify against.
+    assert_eq!(
+        v.verify(&rs(&c), now()).await.err(),
+        Some(Reason::UnsupportedAlg)
+    );
+}
+
+#[tokio::test]
 async fn verifier_matches_the_pure_core_and_caches() {
     let keys = KeySet::from_jwks(fx().jwks.as_bytes(), fx().cfg.allowed_algorithms())
         .unwrap()
@@ -775,4 +840,48 @@ async fn verifier_matches_the_pure_core_and_caches() {
     assert_eq!(v.verify(&bad, n).await.err(), Some(Reason::BadAudience));
     assert_eq!(v.verify(&bad, n).await.err(), Some(Reason::BadAudience));
     assert_eq!(v.verify("", n).await.err(), Some(Reason::MissingToken));
+}
+
+#[tokio::test]
+async fn issuers_never_share_keys() {
+    // Issuer B publishes its own key under the same kid as issuer A's.
+    let b_key = TestKey::rsa();
+    let b_iss = "https://other-idp.example.test";
+    let a_keys = KeySet::from_jwks(fx().jwks.as_bytes(), fx().cfg.allowed_algorithms())
+        .unwrap()
+        .0;
+    let b_jwks = jwks(&[b_key.jwk("rs-1", Some("RS256"))]);
+    let b_cfg = IssuerConfig::new(b_iss, &[AUD], KeySource::JwksUrl(format!("{b_iss}/jwks")));
+    let b_keys = KeySet::from_jwks(b_jwks.as_bytes(), b_cfg.allowed_algorithms())
+        .unwrap()
+        .0;
+    let v = Verifier::with_key_sets(
+        vec![(fx().cfg.clone(), a_keys), (b_cfg, b_keys)],
+        TokenConfig::default(),
+    );
+    let mut c = claims(now());
+    c["iss"] = json!(b_iss);
+    let from_b = mint(&b_key, "RS256", "rs-1", &c);
+    assert_eq!(v.verify(&from_b, now()).await.unwrap().issuer, b_iss);
+    // A's key signing a token that claims B: B's key set decides, so it fails.
+    let a_claims_b = mint(&fx().rsa, "RS256", "rs-1", &c);
+    assert_eq!(
+        v.verify(&a_claims_b, now()).await.err(),
+        Some(Reason::BadSignature)
+    );
+    // B's key signing a token that claims A.
+    let b_claims_a = mint(&b_key, "RS256", "rs-1", &claims(now()));
+    assert_eq!(
+        v.verify(&b_claims_a, now()).await.err(),
+        Some(Reason::BadSignature)
+    );
+    // An issuer nobody configured.
+    let mut c = claims(now());
+    c["iss"] = json!("https://unknown.example.test");
+    assert_eq!(
+        v.verify(&mint(&b_key, "RS256", "rs-1", &c), now())
+            .await
+            .err(),
+        Some(Reason::BadIssuer)
+    );
 }

@@ -157,7 +157,8 @@ async fn evaluate(args: VerifyArgs, stdin: &mut impl Read) -> (Report, i32) {
 
 async fn load_jwks(src: &str, algs: &[Alg]) -> Result<KeySet, String> {
     let body = if src.starts_with("https://") || src.starts_with("http://") {
-        fetch::get(&fetch::http_client(), src, false)
+        let client = fetch::http_client().map_err(|e| e.to_string())?;
+        fetch::get(&client, src, false)
             .await
             .map_err(|e| e.to_string())?
             .body

@@ -1,5 +1,27 @@
 //! Token stage, configuration: one `[[issuers]]` table per trusted identity provider,
 //! validated before the agent binds anything (config → token verification).
+//!
+//! ```toml
+//! [[issuers]]
+//! issuer = "https://login.example.com/realms/main"   # exact `iss`
+//! audiences = ["urn:example:api"]                    # any-of against `aud`
+//! discovery = true              # or jwks_url = "https://...", or jwks_file = "/etc/..."
+//! # algorithms = ["RS256", "PS256", "ES256", "EdDSA"]  (default; RS384/512, PS384/512, ES384 allowed)
+//! # leeway_seconds = 30
+//! # groups_claim = "groups"
+//! # types = ["at+jwt"]          # header typ allow-list
+//! # max_lifetime_seconds = 3600
+//! # min_refresh_seconds = 60    # Cache-Control max-age is clamped into [min, max]
+//! # max_refresh_seconds = 600   # also the refresh interval without Cache-Control
+//! # max_stale_seconds = 86400   # then keys_unavailable
+//! # unknown_kid_cooldown_seconds = 30
+//! # allow_insecure_http = false # http is otherwise only allowed for loopback hosts
+//!
+//! [[issuers]]                   # HS* only with an explicit secret, never with JWKS keys
+//! issuer = "https://legacy.example.com"
+//! audiences = ["urn:example:api"]
+//! shared_secret_env = "LEGACY_JWT_SECRET"   # at least 32 bytes; algorithms default to HS256
+//! ```
 
 use std::time::Duration;
 
@@ -168,6 +190,10 @@ pub enum ConfigError {
     ZeroCooldown(String),
     #[error("token: `max_token_bytes` must be between 256 and 65536")]
     TokenCap,
+    #[error("token: cannot build the HTTPS client: {0}")]
+    HttpClient(String),
+    #[error("token: Verifier::start must run inside a tokio runtime")]
+    NoRuntime,
 }
 
 impl IssuerConfig {

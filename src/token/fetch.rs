@@ -43,7 +43,10 @@ pub struct Fetched {
 }
 
 /// The HTTP client for key sets: rustls, timeouts, no redirects, no proxies.
-pub fn http_client() -> reqwest::Client {
+///
+/// # Errors
+/// When the TLS backend cannot be initialised.
+pub fn http_client() -> Result<reqwest::Client, FetchError> {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(CONNECT_TIMEOUT)
@@ -51,7 +54,7 @@ pub fn http_client() -> reqwest::Client {
         .no_proxy()
         .user_agent(concat!("stagedoor/", env!("CARGO_PKG_VERSION")))
         .build()
-        .unwrap_or_else(|_| reqwest::Client::new())
+        .map_err(|e| FetchError::Request(e.to_string()))
 }
 
 /// GETs `url` with the https rule and the size cap.
@@ -166,7 +169,7 @@ pub fn max_age(v: &str) -> Option<u64> {
 /// Parses an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`, RFC 9110 §5.6.7) to unix seconds.
 pub fn parse_http_date(s: &str) -> Option<i64> {
     let b = s.as_bytes();
-    if b.len() != 29 || &s[3..5] != ", " || &s[25..] != " GMT" {
+    if b.len() != 29 || !s.is_ascii() || &s[3..5] != ", " || &s[25..] != " GMT" {
         return None;
     }
     let num = |r: std::ops::Range<usize>| -> Option<i64> {
@@ -249,6 +252,8 @@ mod tests {
         assert_eq!(parse_http_date("Sun, 06 Nov 1994 08:49:37 UTC"), None);
         assert_eq!(parse_http_date("Sun, 06 Xyz 1994 08:49:37 GMT"), None);
         assert_eq!(parse_http_date("Sun, 06 Nov 1994 08:4a:37 GMT"), None);
+        assert_eq!(parse_http_date("Sun, 06 Nov 1994 08:49:3é GMT"), None);
+        assert_eq!(parse_http_date("Sun, 06 Nov 1994 08é49:37 GMT"), None);
         for t in [0, 784_111_777, 1_795_872_986, 951_782_400] {
             assert_eq!(
                 parse_http_date(&format_http_date(t)),

@@ -75,6 +75,8 @@ pub struct IssuerStatus {
     /// A usable (not too stale) key set is loaded.
     pub ready: bool,
     pub keys_loaded: usize,
+    /// JWKs left out of the last loaded set (unknown kty, weak, wrong use, ...).
+    pub keys_skipped: u64,
     pub refresh_ok: u64,
     pub refresh_errors: u64,
     pub last_good_refresh_unix: Option<i64>,
@@ -103,6 +105,7 @@ struct IssuerState {
     in_flight: AtomicBool,
     wake: Notify,
     fetched: watch::Sender<u64>,
+    skipped: AtomicU64,
     refresh_ok: AtomicU64,
     refresh_errors: AtomicU64,
     last_good_unix: AtomicI64,
@@ -126,6 +129,7 @@ impl IssuerState {
             in_flight: AtomicBool::new(false),
             wake: Notify::new(),
             fetched: watch::Sender::new(0),
+            skipped: AtomicU64::new(0),
             refresh_ok: AtomicU64::new(0),
             refresh_errors: AtomicU64::new(0),
             last_good_unix: AtomicI64::new(i64::MIN),
@@ -145,7 +149,7 @@ impl IssuerState {
     /// The current key set, unless it is older than `max_stale_seconds` (fail closed).
     fn usable(&self) -> Option<Arc<KeySet>> {
         let keys = self.keys.load_full()?;
-        if self.source.is_some() {
+        if self.refreshed() {
             let last = self.last_good_ms.load(Ordering::Acquire);
             if last == NEVER
                 || self.now_ms().saturating_sub(last) > self.cfg.max_stale_seconds * 1000
@@ -154,6 +158,14 @@ impl IssuerState {
             }
         }
         Some(keys)
+    }
+
+    /// Keys that come from a URL or a file go stale; static sets and secrets do not.
+    fn refreshed(&self) -> bool {
+        matches!(
+            self.source,
+            Some(KeySource::JwksUrl(_) | KeySource::Discovery | KeySource::JwksFile(_))
+        )
     }
 
     fn install(&self, keys: KeySet) {
@@ -181,7 +193,7 @@ impl IssuerState {
     /// Asks the refresher for one fetch (at most one per cooldown) and waits a bounded
     /// time for a fetch to finish. A flood of unknown kids costs one fetch per cooldown.
     async fn refetch_for_unknown_kid(&self) {
-        if self.source.is_none() || matches!(self.source, Some(KeySource::SharedSecret(_))) {
+        if !self.refreshed() {
             return;
         }
         let mut done = self.fetched.subscribe();
@@ -211,6 +223,7 @@ impl IssuerState {
             issuer: self.cfg.issuer.clone(),
             ready: self.usable().is_some(),
             keys_loaded: self.keys.load().as_ref().map_or(0, |k| k.len()),
+            keys_skipped: self.skipped.load(Ordering::Relaxed),
             refresh_ok: self.refresh_ok.load(Ordering::Relaxed),
             refresh_errors: self.refresh_errors.load(Ordering::Relaxed),
             last_good_refresh_unix: (last != i64::MIN).then_some(last),
@@ -329,6 +342,7 @@ fn install(st: &IssuerState, body: &[u8]) -> Result<(), FetchError> {
         warn!(issuer = %st.cfg.issuer, index = s.index, kid = ?s.kid, reason = %s.reason, "JWK skipped");
     }
     info!(issuer = %st.cfg.issuer, keys = keys.len(), skipped = skipped.len(), "key set loaded");
+    st.skipped.store(skipped.len() as u64, Ordering::Relaxed);
     st.install(keys);
     Ok(())
 }
@@ -363,21 +377,23 @@ impl Verifier {
     ) -> Result<Verifier, ConfigError> {
         settings.validate()?;
         validate_all(&configs)?;
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| ConfigError::NoRuntime)?;
         let stop = CancellationToken::new();
-        let client = fetch::http_client();
+        let client = fetch::http_client().map_err(|e| ConfigError::HttpClient(e.to_string()))?;
         let mut issuers = Vec::with_capacity(configs.len());
         for cfg in configs {
             let source = cfg.source()?;
             let st = Arc::new(IssuerState::new(cfg, Some(source.clone())));
             if let KeySource::SharedSecret(var) = &source {
-                let secret = std::env::var(var).unwrap_or_default();
+                // validate() checked it is set and long enough.
+                let secret = std::env::var_os(var).unwrap_or_default();
                 st.install(KeySet::from_secret(
                     None,
-                    secret.as_bytes(),
+                    secret.as_encoded_bytes(),
                     st.cfg.allowed_algorithms(),
                 ));
             } else {
-                tokio::spawn(run(st.clone(), client.clone(), stop.child_token()));
+                runtime.spawn(run(st.clone(), client.clone(), stop.child_token()));
             }
             issuers.push(st);
         }
@@ -459,17 +475,17 @@ impl Verifier {
             k.copy_from_slice(digest::digest(&digest::SHA256, token.as_bytes()).as_ref());
             k
         });
-        if let (Some(cache), Some(key)) = (&inner.cache, &cache_key) {
-            if let Some(hit) = cache.get(key) {
-                let st = &inner.issuers[hit.issuer];
-                let key_still_trusted =
-                    st.usable().is_some_and(|k| k.contains(hit.key_fingerprint));
-                if now_unix < hit.exp && key_still_trusted {
-                    st.hits.fetch_add(1, Ordering::Relaxed);
-                    return Ok(hit.identity.clone());
-                }
-                cache.invalidate(key);
+        if let (Some(cache), Some(key)) = (&inner.cache, &cache_key)
+            && let Some(hit) = cache.get(key)
+        {
+            let st = &inner.issuers[hit.issuer];
+            // Never past `exp`, never past the key it was verified with.
+            let key_still_trusted = st.usable().is_some_and(|k| k.contains(hit.key_fingerprint));
+            if now_unix < hit.exp && key_still_trusted {
+                st.hits.fetch_add(1, Ordering::Relaxed);
+                return Ok(hit.identity.clone());
             }
+            cache.invalidate(key);
         }
 
         let jws = parse_jws(token, inner.settings.max_token_bytes)?;
@@ -509,5 +525,29 @@ impl Verifier {
             );
         }
         Ok(identity)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send_sync<T: Send + Sync>(_: &T) {}
+    fn assert_send<T: Send>(_: T) {}
+
+    #[test]
+    fn verifier_and_its_future_can_cross_threads() {
+        let v = Verifier::with_key_sets(Vec::new(), TokenConfig::default());
+        assert_send_sync(&v);
+        assert_send(v.verify("a.b.c", 0));
+    }
+
+    #[test]
+    fn start_outside_a_runtime_is_a_typed_error() {
+        let cfg = IssuerConfig::new("https://id.example", &["api"], KeySource::Discovery);
+        assert_eq!(
+            Verifier::start(vec![cfg], TokenConfig::default()).err(),
+            Some(ConfigError::NoRuntime)
+        );
     }
 }

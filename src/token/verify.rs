@@ -213,9 +213,13 @@ pub fn check_claims(
 
 /// `typ` is a media type: case-insensitive, `application/` prefix optional (RFC 7515 §4.1.9).
 fn same_type(want: &str, got: &str) -> bool {
-    let strip = |s: &str| {
-        let lower = s.len() >= 12 && s[..12].eq_ignore_ascii_case("application/");
-        if lower {
+    let strip = |s: &str| -> String {
+        let prefixed = s
+            .as_bytes()
+            .get(..12)
+            .is_some_and(|p| p.eq_ignore_ascii_case(b"application/"));
+        // The 12 prefix bytes are ASCII, so byte 12 is a char boundary.
+        if prefixed {
             s[12..].to_owned()
         } else {
             s.to_owned()
@@ -294,6 +298,11 @@ mod tests {
         assert!(same_type("at+jwt", "at+JWT"));
         assert!(same_type("at+jwt", "application/at+jwt"));
         assert!(!same_type("at+jwt", "JWT"));
+        assert!(
+            !same_type("at+jwt", "ééééééé+jwt"),
+            "multibyte text must not panic"
+        );
+        assert!(!same_type("at+jwt", "applicationé"));
         let mut v = Vec::new();
         push_words(&mut v, " read  write read:x ");
         assert_eq!(v, ["read", "write", "read:x"]);
