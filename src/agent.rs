@@ -33,6 +33,9 @@ pub enum ArgError {
     Missing(&'static str),
     #[error("argument `{0}` has the wrong type")]
     WrongType(&'static str),
+    /// More than one Authorization header: which one would the backend read?
+    #[error("the request has {0} Authorization headers")]
+    MultipleAuthorization(i64),
 }
 
 impl<'a> AuthRequest<'a> {
@@ -61,6 +64,14 @@ impl<'a> AuthRequest<'a> {
                 .ok_or(ArgError::WrongType(name)),
             Some(_) => Err(ArgError::WrongType(name)),
         };
+        // `authorization_count` (optional, `req.hdr_cnt(authorization)`): HAProxy
+        // sends only one occurrence in `authorization`, so a second header would
+        // otherwise go unseen.
+        if let Some(n) = msg.arg("authorization_count").and_then(TypedData::as_i64) {
+            if n > 1 {
+                return Err(ArgError::MultipleAuthorization(n));
+            }
+        }
         let method = required_str("method")?;
         let path = required_str("path")?;
         let host = nullable_str("host", true)?.unwrap_or("");
@@ -275,5 +286,156 @@ pub fn www_authenticate(d: &Decision, realm: &str) -> Option<String> {
             None => format!("Bearer realm=\"{realm}\", error=\"insufficient_scope\""),
         }),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spop::Arg;
+
+    fn msg(args: Vec<Arg<'static>>) -> Message<'static> {
+        Message {
+            name: b"authorize".as_slice().into(),
+            args,
+        }
+    }
+
+    fn base() -> Vec<Arg<'static>> {
+        vec![
+            Arg::new("method", TypedData::str("GET")),
+            Arg::new("path", TypedData::str("/a")),
+            Arg::new("host", TypedData::str("h")),
+            Arg::new("authorization", TypedData::str("Bearer abc.def.ghi")),
+        ]
+    }
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive_and_strict() {
+        assert_eq!(bearer("Bearer abc"), Some("abc"));
+        assert_eq!(bearer("bEaReR   abc  "), Some("abc"));
+        assert_eq!(bearer("Basic abc"), None);
+        assert_eq!(bearer("Bearer"), None);
+        assert_eq!(bearer("Bearer "), None);
+        assert_eq!(bearer("Bearer a b"), None);
+        assert_eq!(bearer("Bearerabc"), None);
+    }
+
+    #[test]
+    fn arguments_are_typed_and_required() {
+        let m = msg(base());
+        let r = AuthRequest::from_message(&m).unwrap();
+        assert_eq!(
+            (r.method, r.path, r.host, r.token),
+            ("GET", "/a", "h", Some("abc.def.ghi"))
+        );
+
+        let mut a = base();
+        a.remove(0);
+        assert_eq!(
+            AuthRequest::from_message(&msg(a)),
+            Err(ArgError::Missing("method"))
+        );
+        let mut a = base();
+        a[1] = Arg::new("path", TypedData::Int64(1));
+        assert_eq!(
+            AuthRequest::from_message(&msg(a)),
+            Err(ArgError::WrongType("path"))
+        );
+        let mut a = base();
+        a[1] = Arg::new("path", TypedData::Null);
+        assert_eq!(
+            AuthRequest::from_message(&msg(a)),
+            Err(ArgError::WrongType("path"))
+        );
+        let mut a = base();
+        a.remove(3);
+        assert_eq!(
+            AuthRequest::from_message(&msg(a)),
+            Err(ArgError::Missing("authorization"))
+        );
+        // NULL host and authorization are absent headers, not errors.
+        let mut a = base();
+        a[2] = Arg::new("host", TypedData::Null);
+        a[3] = Arg::new("authorization", TypedData::Null);
+        a.push(Arg::new("token", TypedData::str("from.cookie.x")));
+        let m = msg(a);
+        let r = AuthRequest::from_message(&m).unwrap();
+        assert_eq!((r.host, r.token), ("", Some("from.cookie.x")));
+        // The header wins over the `token` argument; another scheme is no token.
+        let mut a = base();
+        a[3] = Arg::new("authorization", TypedData::str("Basic dXNlcg=="));
+        a.push(Arg::new("token", TypedData::str("from.cookie.x")));
+        let m = msg(a);
+        assert_eq!(AuthRequest::from_message(&m).unwrap().token, None);
+        let mut a = base();
+        a.push(Arg::new("authorization_count", TypedData::Int64(2)));
+        assert_eq!(
+            AuthRequest::from_message(&msg(a)),
+            Err(ArgError::MultipleAuthorization(2))
+        );
+    }
+
+    #[test]
+    fn actions_carry_identity_only_when_verified() {
+        let d = Decision {
+            reason: Reason::Expired,
+            entity: None,
+            owner: None,
+            route: None,
+            required_scopes: None,
+        };
+        let out = Outcome {
+            decision: d,
+            identity: None,
+            shadow: false,
+        };
+        let acts = actions_for(&out, "r");
+        let names: Vec<_> = acts
+            .iter()
+            .map(|a| match a {
+                Action::SetVar { name, .. } => String::from_utf8_lossy(name).into_owned(),
+                Action::UnsetVar { .. } => unreachable!(),
+            })
+            .collect();
+        assert_eq!(names, ["allow", "status", "reason", "www_authenticate"]);
+        assert!(acts.contains(&Action::set(Scope::Txn, "allow", TypedData::Bool(false))));
+        assert!(acts.contains(&Action::set(
+            Scope::Txn,
+            "www_authenticate",
+            TypedData::string(
+                "Bearer realm=\"r\", error=\"invalid_token\", error_description=\"expired\"".into()
+            )
+        )));
+        // Every variable name fits HAProxy's limits with the default prefix.
+        for n in &names {
+            assert!(
+                n.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
+            );
+            assert!(format!("txn.stagedoor.{n}").len() <= 63);
+        }
+        // Shadow: allow is true, the real outcome stays visible.
+        let d = bare_decision(Reason::NoRoute);
+        let acts = actions_for(
+            &Outcome {
+                decision: d,
+                identity: None,
+                shadow: true,
+            },
+            "r",
+        );
+        assert!(acts.contains(&Action::set(Scope::Txn, "allow", TypedData::Bool(true))));
+        assert!(acts.contains(&Action::set(
+            Scope::Txn,
+            "shadow_deny",
+            TypedData::Bool(true)
+        )));
+        assert!(acts.contains(&Action::set(Scope::Txn, "status", TypedData::Int64(403))));
+        assert!(acts.contains(&Action::set(
+            Scope::Txn,
+            "reason",
+            TypedData::str("no_route")
+        )));
     }
 }

@@ -284,6 +284,20 @@ async fn haproxy_agent_provider_catalog_end_to_end() {
         assert_eq!(logged["status"], 401, "{what}: {logged}");
     }
 
+    // Two Authorization headers (one valid): which would the backend read? Denied.
+    let r = request(
+        &frontend,
+        "GET",
+        "/api/orders",
+        &[
+            ("Authorization", "Bearer garbage"),
+            ("Authorization", &format!("Bearer {svc}")),
+        ],
+    )
+    .await;
+    sent += 1;
+    assert_status(&r, 403, "two Authorization headers");
+
     // Missing scope: 403 insufficient_scope with the scope needed.
     let r = request(
         &frontend,
@@ -355,6 +369,7 @@ async fn haproxy_agent_provider_catalog_end_to_end() {
         .map(|d| d["reason"].as_str().unwrap_or("").to_owned())
         .collect();
     for want in [
+        "bad_request",
         "ok",
         "missing_token",
         "expired",

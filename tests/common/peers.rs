@@ -208,3 +208,98 @@ impl Ports {
 pub fn fixture(path: &str) -> PathBuf {
     repo().join("tests/fixtures").join(path)
 }
+
+/// The Backstage peer (tests/peers/backstage) on a given port, serving the given
+/// catalog files; stopped with its whole process group on drop.
+pub struct Backstage {
+    child: Option<std::process::Child>,
+    pub url: String,
+}
+
+impl Backstage {
+    pub async fn start(port: u16, token: &str, catalog_files: &[PathBuf]) -> Backstage {
+        use std::os::unix::process::CommandExt;
+        let dir = repo().join("tests/peers/backstage");
+        let url = format!("http://127.0.0.1:{port}");
+        let locations: Vec<_> = catalog_files
+            .iter()
+            .map(|f| serde_json::json!({"type": "file", "target": f}))
+            .collect();
+        let child = std::process::Command::new("node")
+            .args(["index.js", "--config", "app-config.yaml"])
+            .current_dir(&dir)
+            .env("BACKSTAGE_TOKEN", token)
+            .env("APP_CONFIG_backend_listen_port", port.to_string())
+            .env("APP_CONFIG_backend_baseUrl", &url)
+            .env(
+                "APP_CONFIG_catalog_locations",
+                serde_json::to_string(&locations).unwrap(),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("start node");
+        let b = Backstage {
+            child: Some(child),
+            url,
+        };
+        let health = format!("{}/.backstage/health/v1/readiness", b.url);
+        let http = reqwest::Client::new();
+        for _ in 0..360 {
+            if let Ok(r) = http.get(&health).send().await {
+                if r.status().is_success() {
+                    return b;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        panic!("Backstage did not become ready on {}", b.url);
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let group = format!("-{}", child.id());
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", "--", &group])
+                .status();
+            for _ in 0..100 {
+                if child.try_wait().ok().flatten().is_some() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", "--", &group])
+                .status();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Backstage {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Starts the agent with extra environment variables.
+impl Agent {
+    pub fn start_with_env(config: &Path, env: &[(&str, &str)]) -> Agent {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_stagedoor"));
+        cmd.arg("serve")
+            .arg("--config")
+            .arg(config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn stagedoor");
+        let log = capture(&mut child);
+        Agent { child, log }
+    }
+}
