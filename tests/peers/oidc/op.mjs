@@ -2,7 +2,7 @@
 // Adapted from /work/shared/reference/test-peers.md §5. Issues JWT access tokens (typ at+jwt)
 // via client_credentials, signed RS256 (resource urn:test:api) or ES256 (resource urn:test:api-es).
 //
-// Env: PORT (required), HOST=127.0.0.1, KEYDIR (required), TTL=3600,
+// Env: PORT (required), HOST=127.0.0.1, ISSUER=http://HOST:PORT, KEYDIR (required), TTL=3600,
 //      KEYS="kid:alg,..." (default "rs-1:RS256,ec-1:ES256"). The first key of each alg signs.
 // A key KEYDIR/<kid>.pem is generated on first use and reused afterwards, so a restart with
 // KEYS="rs-2:RS256,ec-2:ES256,rs-1:RS256,ec-1:ES256" rotates the signing keys while the old
@@ -19,7 +19,9 @@ if (!PORT || !KEYDIR) {
   console.error('PORT and KEYDIR are required');
   process.exit(2);
 }
-const ISSUER = `http://${HOST}:${PORT}`;
+// ISSUER overrides the advertised issuer (the compose demo listens on 0.0.0.0 but is
+// reached as http://oidc:9000).
+const ISSUER = process.env.ISSUER || `http://${HOST}:${PORT}`;
 
 function privateJwk(kid, alg) {
   const file = `${KEYDIR}/${kid}.pem`;
