@@ -67,10 +67,10 @@ impl<'a> AuthRequest<'a> {
         // `authorization_count` (optional, `req.hdr_cnt(authorization)`): HAProxy
         // sends only one occurrence in `authorization`, so a second header would
         // otherwise go unseen.
-        if let Some(n) = msg.arg("authorization_count").and_then(TypedData::as_i64) {
-            if n > 1 {
-                return Err(ArgError::MultipleAuthorization(n));
-            }
+        if let Some(n) = msg.arg("authorization_count").and_then(TypedData::as_i64)
+            && n > 1
+        {
+            return Err(ArgError::MultipleAuthorization(n));
         }
         let method = required_str("method")?;
         let path = required_str("path")?;

@@ -8,7 +8,6 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 /// The repository root (where Cargo.toml is).
@@ -96,19 +95,7 @@ impl Haproxy {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("spawn haproxy");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        for out in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let log = log.clone();
-            tokio::spawn(async move {
-                let mut lines = BufReader::new(out).lines();
-                while let Ok(Some(l)) = lines.next_line().await {
-                    log.lock().unwrap().push(l);
-                }
-            });
-        }
+        let log = super::peers::capture(&mut child);
         for _ in 0..200 {
             if tokio::net::TcpStream::connect(&frontend).await.is_ok() {
                 return Haproxy {
