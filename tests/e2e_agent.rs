@@ -98,17 +98,11 @@ async fn admin(p: &Ports, path: &str) -> Response {
 
 async fn wait_ready(p: &Ports, agent: &Agent) {
     for _ in 0..300 {
-        if let Ok(Ok(r)) = tokio::time::timeout(Duration::from_secs(2), async {
-            tokio::net::TcpStream::connect(("127.0.0.1", p.admin))
-                .await
-                .map(|_| ())
-        })
-        .await
-        {
-            let _ = r;
-            if admin(p, "/readyz").await.status == 200 {
-                return;
-            }
+        let up = tokio::net::TcpStream::connect(("127.0.0.1", p.admin))
+            .await
+            .is_ok();
+        if up && admin(p, "/readyz").await.status == 200 {
+            return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -100,7 +100,7 @@ snapshot = "{snapshot}"
     );
 
     let mut op = Op::start(op_port).await;
-    let mut backstage = Backstage::start(bs_port, token, &[catalog.clone()]).await;
+    let mut backstage = Backstage::start(bs_port, token, std::slice::from_ref(&catalog)).await;
     let deadline = Instant::now() + Duration::from_secs(90);
     while admin(admin_port, "/readyz").await.status != 200 {
         assert!(

@@ -80,16 +80,16 @@ impl Op {
         let http = reqwest::Client::new();
         for _ in 0..300 {
             let url = format!("{issuer}/.well-known/openid-configuration");
-            if let Ok(r) = http.get(url).send().await {
-                if r.status().is_success() {
-                    return Op {
-                        child,
-                        port,
-                        issuer,
-                        log,
-                        _keys: keys,
-                    };
-                }
+            if let Ok(r) = http.get(url).send().await
+                && r.status().is_success()
+            {
+                return Op {
+                    child,
+                    port,
+                    issuer,
+                    log,
+                    _keys: keys,
+                };
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -248,10 +248,10 @@ impl Backstage {
         let health = format!("{}/.backstage/health/v1/readiness", b.url);
         let http = reqwest::Client::new();
         for _ in 0..360 {
-            if let Ok(r) = http.get(&health).send().await {
-                if r.status().is_success() {
-                    return b;
-                }
+            if let Ok(r) = http.get(&health).send().await
+                && r.status().is_success()
+            {
+                return b;
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
