@@ -1,29 +1,37 @@
-//! Cost of decision logging: the whole handler path (arguments → cached token →
-//! policy → variables) with decision logs off, deny-only and all, side by side in
-//! one run. Lines go to a sink through the real writer thread.
+//! Cost of decision logging, measured as the decision rate with decision logs off,
+//! deny-only and all. Machines here are shared and noisy, so the variants run
+//! interleaved, round after round, in one process, and the report gives each
+//! variant's median and the ratios to "off".
+//!
+//! Two levels:
+//! - handler: `Agent::handle` on one `authorize` message (arguments → cached token
+//!   → policy → variables → decision log), in a loop on one thread;
+//! - spop: the whole agent path over a real loopback connection: 64 NOTIFYs in
+//!   flight, each decoded, decided, logged and ACKed by the engine.
+//!
+//! Lines go through the real writer thread into a sink.
 //! Run: cargo bench --bench logging
 
-use std::hint::black_box;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
-use criterion::{Criterion, criterion_group, criterion_main};
+use bytes::BytesMut;
 use stagedoor::agent::{Agent, AgentSettings};
 use stagedoor::config::DecisionLogs;
-use stagedoor::connection::Handler;
+use stagedoor::connection::{EngineConfig, EngineStats, Handler};
 use stagedoor::decision_log::DecisionLog;
 use stagedoor::policy::{Mode, Policy, Unmatched};
-use stagedoor::spop::{Arg, Message, TypedData};
+use stagedoor::spop::frame::{FLAG_FIN, read_frame};
+use stagedoor::spop::{Arg, Body, Frame, Message, TypedData};
 use stagedoor::token::{Alg, IssuerConfig, KeySet, KeySource, TokenConfig, Verifier};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn token() -> String {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let pem = std::fs::read(root.join("examples/quickstart/demo-signing-key.pem")).unwrap();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
+    let now = stagedoor::token::fetch::unix_now();
     let claims = serde_json::json!({"iss": "https://idp.quickstart.example", "sub": "alice", "aud": "quickstart-api",
         "iat": now, "exp": now + 3600, "scope": "orders:read orders:write", "groups": ["payments-engineers"]});
     let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
@@ -65,59 +73,177 @@ fn agent(mode: DecisionLogs) -> Agent {
     }
 }
 
-fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let auth = format!("Bearer {}", token());
-    let msg = Message {
+fn message(auth: &str) -> Message<'_> {
+    Message {
         name: b"authorize".as_slice().into(),
         args: vec![
             Arg::new("method", TypedData::str("GET")),
             Arg::new("path", TypedData::str("/api/orders/42")),
             Arg::new("host", TypedData::str("orders.example.com")),
-            Arg::new("authorization", TypedData::str(&auth)),
+            Arg::new("authorization", TypedData::str(auth)),
             Arg::new("src", TypedData::Ipv4([10, 1, 2, 3].into())),
             Arg::new(
                 "request_id",
                 TypedData::str("0A010203:C35A_0A000001:1F90_6761A1B2_0001:1F2E"),
             ),
         ],
-    };
-    let msgs = [msg];
-    let mut g = c.benchmark_group("decision_logging");
-    for (name, mode) in [
-        ("off", DecisionLogs::Off),
-        ("deny_only", DecisionLogs::Deny),
-        ("all", DecisionLogs::All),
-    ] {
-        let a = agent(mode);
-        // Warm the verified-token cache: this measures the steady state.
-        rt.block_on(a.handle(&msgs)).unwrap();
-        g.bench_function(name, |b| {
-            b.iter(|| rt.block_on(a.handle(black_box(&msgs))).unwrap())
-        });
     }
-    g.finish();
-    // The line itself, for reference.
-    let a = agent(DecisionLogs::Off);
-    let outcome = rt.block_on(a.decide(
-        &stagedoor::agent::AuthRequest::from_message(&msgs[0]).unwrap(),
-        stagedoor::token::fetch::unix_now(),
-    ));
-    let req = stagedoor::agent::AuthRequest::from_message(&msgs[0]).unwrap();
-    c.bench_function("decision_logging/format_line", |b| {
-        b.iter(|| {
-            stagedoor::decision_log::format_line(
-                black_box(&req),
-                &outcome,
-                std::time::Duration::from_micros(3),
-                std::time::SystemTime::now(),
-            )
-        })
-    });
 }
 
-criterion_group!(benches, bench);
-criterion_main!(benches);
+const MODES: [(&str, DecisionLogs); 3] = [
+    ("off", DecisionLogs::Off),
+    ("deny_only", DecisionLogs::Deny),
+    ("all", DecisionLogs::All),
+];
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn report(level: &str, unit: &str, samples: &mut [Vec<f64>; 3]) {
+    let med: Vec<f64> = samples.iter_mut().map(|s| median(s)).collect();
+    for (i, (name, _)) in MODES.iter().enumerate() {
+        println!(
+            "{level:7} {name:10} median {:>10.0} decisions/s ({:.2} {unit})  ratio to off {:.3}",
+            med[i],
+            1e6 / med[i],
+            med[i] / med[0]
+        );
+    }
+}
+
+fn handler_level(rt: &tokio::runtime::Runtime, auth: &str) {
+    let agents: Vec<Agent> = MODES.iter().map(|(_, m)| agent(*m)).collect();
+    let msgs = [message(auth)];
+    for a in &agents {
+        rt.block_on(a.handle(&msgs)).unwrap(); // warm the verified-token cache
+    }
+    let mut samples: [Vec<f64>; 3] = Default::default();
+    const N: u32 = 20_000;
+    for _round in 0..30 {
+        for (i, a) in agents.iter().enumerate() {
+            let t = Instant::now();
+            for _ in 0..N {
+                std::hint::black_box(rt.block_on(a.handle(std::hint::black_box(&msgs))).unwrap());
+            }
+            samples[i].push(f64::from(N) / t.elapsed().as_secs_f64());
+        }
+    }
+    report("handler", "µs/decision", &mut samples);
+}
+
+fn notify_batch(auth: &str, n: u64) -> Vec<u8> {
+    let mut out = BytesMut::new();
+    for i in 0..n {
+        let f = Frame {
+            flags: FLAG_FIN,
+            stream_id: 2 * i + 1,
+            frame_id: 1,
+            body: Body::Notify(vec![message(auth)]),
+        };
+        f.encode(&mut out, 16_380).unwrap();
+    }
+    out.to_vec()
+}
+
+fn spop_level(rt: &tokio::runtime::Runtime, auth: &str) {
+    let batch = notify_batch(auth, 64);
+    let addrs: Vec<std::net::SocketAddr> = MODES
+        .iter()
+        .map(|(_, m)| {
+            let a = Arc::new(agent(*m));
+            rt.block_on(async {
+                let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let addr = l.local_addr().unwrap();
+                tokio::spawn(stagedoor::server::run(
+                    l,
+                    a,
+                    EngineConfig {
+                        max_in_flight: 64,
+                        ..Default::default()
+                    },
+                    16,
+                    Arc::new(EngineStats::default()),
+                    tokio_util::sync::CancellationToken::new(),
+                ));
+                addr
+            })
+        })
+        .collect();
+    let hello = {
+        let f = Frame {
+            flags: FLAG_FIN,
+            stream_id: 0,
+            frame_id: 0,
+            body: Body::HaproxyHello(vec![
+                Arg::new("supported-versions", TypedData::str("2.0")),
+                Arg::new("max-frame-size", TypedData::Uint32(16380)),
+                Arg::new("capabilities", TypedData::str("pipelining")),
+            ]),
+        };
+        let mut b = BytesMut::new();
+        f.encode(&mut b, 65535).unwrap();
+        b.to_vec()
+    };
+    let mut conns: Vec<tokio::net::TcpStream> = addrs
+        .iter()
+        .map(|addr| {
+            rt.block_on(async {
+                let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+                s.set_nodelay(true).unwrap();
+                s.write_all(&hello).await.unwrap();
+                let mut buf = vec![0u8; 4096];
+                let _ = s.read(&mut buf).await.unwrap(); // AGENT-HELLO
+                s
+            })
+        })
+        .collect();
+    // Sends `rounds` batches of 64 pipelined NOTIFYs and reads the 64 ACKs of each.
+    async fn run(s: &mut tokio::net::TcpStream, batch: &[u8], rounds: u32) {
+        let mut buf = BytesMut::with_capacity(64 * 1024);
+        for _ in 0..rounds {
+            s.write_all(batch).await.unwrap();
+            let mut acks = 0;
+            while acks < 64 {
+                while let Some(n) = read_frame(&buf, 65535).unwrap() {
+                    let _ = buf.split_to(n);
+                    acks += 1;
+                }
+                if acks < 64 {
+                    s.read_buf(&mut buf).await.unwrap();
+                }
+            }
+        }
+    }
+    for s in conns.iter_mut() {
+        rt.block_on(run(s, &batch, 20));
+    }
+    let mut samples: [Vec<f64>; 3] = Default::default();
+    const ROUNDS: u32 = 100;
+    for _round in 0..20 {
+        for (i, s) in conns.iter_mut().enumerate() {
+            let t = Instant::now();
+            rt.block_on(run(s, &batch, ROUNDS));
+            samples[i].push(f64::from(ROUNDS * 64) / t.elapsed().as_secs_f64());
+        }
+    }
+    report("spop", "µs/decision", &mut samples);
+    std::thread::sleep(Duration::from_millis(50));
+}
+
+fn main() {
+    // `cargo test --benches` runs bench binaries with --bench absent: stay quick there.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("logging bench: run with `cargo bench --bench logging`");
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let auth = format!("Bearer {}", token());
+    handler_level(&rt, &auth);
+    spop_level(&rt, &auth);
+}

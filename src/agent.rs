@@ -116,6 +116,8 @@ pub struct Outcome {
     pub decision: Decision,
     pub identity: Option<Arc<Identity>>,
     pub shadow: bool,
+    /// The first bytes of SHA-256(token), for logs: correlates, cannot be replayed.
+    pub token_fp: Option<[u8; 6]>,
 }
 
 /// Agent settings from the configuration.
@@ -144,9 +146,11 @@ pub struct Agent {
 impl Agent {
     /// Decides one request (the whole flow, minus the wire).
     pub async fn decide(&self, req: &AuthRequest<'_>, now_unix: i64) -> Outcome {
-        let token = match req.token {
-            None => Err(Reason::MissingToken),
-            Some(t) => self.verifier.verify(t, now_unix).await,
+        // One SHA-256 per token: the cache key and the log fingerprint.
+        let digest = req.token.map(crate::token::token_digest);
+        let token = match (req.token, &digest) {
+            (Some(t), Some(d)) => self.verifier.verify_digested(t, d, now_unix).await,
+            _ => Err(Reason::MissingToken),
         };
         let policy_req = Request {
             method: req.method,
@@ -161,6 +165,7 @@ impl Agent {
             decision,
             identity: token.ok(),
             shadow: self.settings.mode == Mode::Shadow,
+            token_fp: digest.map(|d| [d[0], d[1], d[2], d[3], d[4], d[5]]),
         }
     }
 }
@@ -184,6 +189,7 @@ impl Handler for Agent {
                     decision: bare_decision(Reason::BadRequest),
                     identity: None,
                     shadow: self.settings.mode == Mode::Shadow,
+                    token_fp: None,
                 };
                 let req = AuthRequest {
                     method: "",
@@ -389,6 +395,7 @@ mod tests {
             decision: d,
             identity: None,
             shadow: false,
+            token_fp: None,
         };
         let acts = actions_for(&out, "r");
         let names: Vec<_> = acts
@@ -422,6 +429,7 @@ mod tests {
                 decision: d,
                 identity: None,
                 shadow: true,
+                token_fp: None,
             },
             "r",
         );

@@ -20,5 +20,5 @@ pub mod verify;
 pub use config::{ConfigError, IssuerConfig, KeySource, TokenConfig};
 pub use jose::Alg;
 pub use jwk::KeySet;
-pub use verifier::{IssuerStatus, Verifier, VerifierStatus};
+pub use verifier::{IssuerStatus, Verifier, VerifierStatus, token_digest};
 pub use verify::{Claims, VerifiedJws, verify_jws, verify_with_keys};

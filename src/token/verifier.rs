@@ -88,6 +88,14 @@ pub struct IssuerStatus {
     pub cache_misses: u64,
 }
 
+/// SHA-256 of a token: the verified-token cache key (and, truncated, the decision
+/// log's fingerprint).
+pub fn token_digest(token: &str) -> [u8; 32] {
+    let mut k = [0u8; 32];
+    k.copy_from_slice(digest::digest(&digest::SHA256, token.as_bytes()).as_ref());
+    k
+}
+
 /// A snapshot of every issuer plus the shared cache.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifierStatus {
@@ -463,6 +471,21 @@ impl Verifier {
     /// # Errors
     /// The [`Reason`] the token was rejected with.
     pub async fn verify(&self, token: &str, now_unix: i64) -> Result<Arc<Identity>, Reason> {
+        self.verify_digested(token, &token_digest(token), now_unix)
+            .await
+    }
+
+    /// [`Verifier::verify`] for a caller that already holds `token_digest(token)`
+    /// (the agent reuses it for the decision log's token fingerprint).
+    ///
+    /// # Errors
+    /// The [`Reason`] the token was rejected with.
+    pub async fn verify_digested(
+        &self,
+        token: &str,
+        token_digest: &[u8; 32],
+        now_unix: i64,
+    ) -> Result<Arc<Identity>, Reason> {
         let inner = &*self.inner;
         if token.is_empty() {
             return Err(Reason::MissingToken);
@@ -470,11 +493,7 @@ impl Verifier {
         if token.len() > inner.settings.max_token_bytes {
             return Err(Reason::TokenTooLarge);
         }
-        let cache_key = inner.cache.as_ref().map(|_| {
-            let mut k = [0u8; 32];
-            k.copy_from_slice(digest::digest(&digest::SHA256, token.as_bytes()).as_ref());
-            k
-        });
+        let cache_key = inner.cache.as_ref().map(|_| *token_digest);
         if let (Some(cache), Some(key)) = (&inner.cache, &cache_key)
             && let Some(hit) = cache.get(key)
         {
