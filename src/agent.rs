@@ -175,7 +175,12 @@ impl Handler for Agent {
         let message = self.settings.message.as_bytes();
         // Other messages in the same NOTIFY get no actions.
         let Some(msg) = messages.iter().find(|m| m.name.as_ref() == message) else {
-            return Ok(Vec::new());
+            // Not ours: no decision. One harmless action rather than an empty ACK,
+            // which early HAProxy 3.1.x leaves waiting until its processing timeout.
+            return Ok(vec![Action::UnsetVar {
+                scope: Scope::Txn,
+                name: b"noop".as_slice().into(),
+            }]);
         };
         let started = std::time::Instant::now();
         let outcome = match AuthRequest::from_message(msg) {
@@ -209,10 +214,18 @@ impl Handler for Agent {
 
 /// The one place where decisions become HAProxy variables (txn scope; HAProxy adds
 /// its var-prefix, e.g. `txn.stagedoor.allow`). Identity values come only from a
-/// verified token.
+/// verified token, and only when they are safe to put in a header and a log line:
+/// visible ASCII, bounded length (a verified token can still carry a `sub` with
+/// CR/LF chosen by a self-registered client). Unsafe values are left out.
+///
+/// `keys_unavailable`, `policy_unavailable` and `internal_error` are outages, not
+/// verdicts on the caller: they also set `error`, which the shipped HAProxy config
+/// answers with 503 (never a 401 that would make clients drop good tokens), except
+/// in shadow mode, which lets everything through.
 pub fn actions_for(outcome: &Outcome, realm: &str) -> Vec<Action<'static>> {
     let d = &outcome.decision;
     let real_allow = d.allow();
+    let outage = is_outage(d.reason);
     let mut actions = Vec::with_capacity(11);
     let str_var = |name: &'static str, v: &str| {
         Action::set(Scope::Txn, name, TypedData::string(v.to_owned()))
@@ -238,25 +251,36 @@ pub fn actions_for(outcome: &Outcome, realm: &str) -> Vec<Action<'static>> {
             "shadow_deny",
             TypedData::Bool(!real_allow),
         ));
+    } else if outage {
+        actions.push(Action::set(
+            Scope::Txn,
+            crate::connection::ERROR_VAR,
+            TypedData::str(d.reason.as_str()),
+        ));
     }
     if let Some(id) = &outcome.identity {
-        if let Some(sub) = &id.sub {
+        if let Some(sub) = id.sub.as_deref().filter(|v| header_safe(v, 256, false)) {
             actions.push(str_var("sub", sub));
         }
-        if let Some(client) = &id.client_id {
+        if let Some(client) = id
+            .client_id
+            .as_deref()
+            .filter(|v| header_safe(v, 256, false))
+        {
             actions.push(str_var("client_id", client));
         }
-        if !id.scopes.is_empty() {
-            actions.push(str_var("scopes", &id.scopes.join(" ")));
+        let scopes = id.scopes.join(" ");
+        if !scopes.is_empty() && header_safe(&scopes, 2048, true) {
+            actions.push(Action::set(Scope::Txn, "scopes", TypedData::string(scopes)));
         }
     }
-    if let Some(entity) = &d.entity {
+    if let Some(entity) = d.entity.as_deref().filter(|v| header_safe(v, 512, false)) {
         actions.push(str_var("entity", entity));
     }
-    if let Some(owner) = &d.owner {
+    if let Some(owner) = d.owner.as_deref().filter(|v| header_safe(v, 512, false)) {
         actions.push(str_var("owner", owner));
     }
-    if let Some(www) = www_authenticate(d, realm) {
+    if !outage && let Some(www) = www_authenticate(d, realm) {
         actions.push(Action::set(
             Scope::Txn,
             "www_authenticate",
@@ -264,6 +288,23 @@ pub fn actions_for(outcome: &Outcome, realm: &str) -> Vec<Action<'static>> {
         ));
     }
     actions
+}
+
+/// Reasons that say the agent could not decide, not that the caller may not pass.
+pub fn is_outage(r: Reason) -> bool {
+    matches!(
+        r,
+        Reason::KeysUnavailable | Reason::PolicyUnavailable | Reason::InternalError
+    )
+}
+
+/// Visible ASCII only (and spaces when `spaces`), at most `max` bytes: safe in an
+/// HTTP header value and a log line.
+pub fn header_safe(v: &str, max: usize, spaces: bool) -> bool {
+    !v.is_empty()
+        && v.len() <= max
+        && v.bytes()
+            .all(|b| matches!(b, 0x21..=0x7e) || (spaces && b == b' '))
 }
 
 /// A decision made before any route was looked at.
@@ -380,6 +421,80 @@ mod tests {
             AuthRequest::from_message(&msg(a)),
             Err(ArgError::MultipleAuthorization(2))
         );
+    }
+
+    #[test]
+    fn unsafe_identity_values_never_become_variables() {
+        let id = Identity {
+            issuer: "i".into(),
+            sub: Some("alice\r\nX-Auth-Entity: admin".into()),
+            client_id: Some("c".repeat(300)),
+            scopes: vec!["read".into(), "wr\tite".into()],
+            ..Identity::default()
+        };
+        let out = Outcome {
+            decision: bare_decision(Reason::Ok),
+            identity: Some(Arc::new(id)),
+            shadow: false,
+            token_fp: None,
+        };
+        let acts = actions_for(&out, "r");
+        for name in ["sub", "client_id", "scopes"] {
+            assert!(
+                !acts.iter().any(
+                    |a| matches!(a, Action::SetVar { name: n, .. } if n.as_ref() == name.as_bytes())
+                ),
+                "{name} must be left out"
+            );
+        }
+        assert!(header_safe("00u1abc", 256, false));
+        assert!(header_safe("read write", 256, true));
+        assert!(!header_safe("read write", 256, false));
+        assert!(!header_safe("", 256, false));
+    }
+
+    #[test]
+    fn outages_are_errors_not_verdicts() {
+        for r in [
+            Reason::KeysUnavailable,
+            Reason::PolicyUnavailable,
+            Reason::InternalError,
+        ] {
+            let acts = actions_for(
+                &Outcome {
+                    decision: bare_decision(r),
+                    identity: None,
+                    shadow: false,
+                    token_fp: None,
+                },
+                "r",
+            );
+            assert!(
+                acts.contains(&Action::set(
+                    Scope::Txn,
+                    "error",
+                    TypedData::str(r.as_str())
+                )),
+                "{r}"
+            );
+            assert!(!acts.iter().any(|a| matches!(a, Action::SetVar { name, .. } if name.as_ref() == b"www_authenticate")), "{r}");
+            // Shadow mode lets traffic through even then.
+            let acts = actions_for(
+                &Outcome {
+                    decision: bare_decision(r),
+                    identity: None,
+                    shadow: true,
+                    token_fp: None,
+                },
+                "r",
+            );
+            assert!(
+                !acts
+                    .iter()
+                    .any(|a| matches!(a, Action::SetVar { name, .. } if name.as_ref() == b"error")),
+                "{r}"
+            );
+        }
     }
 
     #[test]

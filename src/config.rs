@@ -183,8 +183,23 @@ impl Config {
     pub fn validate(&self) -> Vec<ConfigError> {
         let mut errors = Vec::new();
         let a = &self.agent;
-        if a.max_connections == 0 {
-            errors.push(invalid("agent.max_connections", "must be at least 1"));
+        if !(1..=1_000_000).contains(&a.max_connections) {
+            errors.push(invalid(
+                "agent.max_connections",
+                "must be between 1 and 1000000",
+            ));
+        }
+        if !(1..=86_400).contains(&a.idle_timeout_seconds) {
+            errors.push(invalid(
+                "agent.idle_timeout_seconds",
+                "must be between 1 and 86400 (keep it above HAProxy's SPOE `timeout idle`)",
+            ));
+        }
+        if a.shutdown_grace_seconds > 300 {
+            errors.push(invalid(
+                "agent.shutdown_grace_seconds",
+                "must be at most 300",
+            ));
         }
         if !(256..=1 << 24).contains(&a.max_frame_size) {
             errors.push(invalid(
@@ -192,14 +207,11 @@ impl Config {
                 "must be between 256 and 16777216",
             ));
         }
-        if a.max_in_flight < 20 {
+        if !(20..=1024).contains(&a.max_in_flight) {
             errors.push(invalid(
                 "agent.max_in_flight",
-                "must be at least 20 (HAProxy pipelines up to 20 per connection)",
+                "must be between 20 (HAProxy pipelines up to 20 per connection) and 1024",
             ));
-        }
-        if a.message.is_empty() {
-            errors.push(invalid("agent.message", "must not be empty"));
         }
         if a.realm.contains(['"', '\\']) || a.realm.chars().any(char::is_control) {
             errors.push(invalid(

@@ -155,6 +155,7 @@ pub async fn serve<H: Handler>(
     {
         return Closed::Peer;
     }
+    stats.hellos.fetch_add(1, Ordering::Relaxed);
     if hello.healthcheck {
         stats.healthchecks.fetch_add(1, Ordering::Relaxed);
         let _ = stream.shutdown().await;
@@ -211,7 +212,8 @@ pub async fn serve<H: Handler>(
             tasks.abort_all();
             if let Some(f) = encode(&Frame::agent_disconnect(status), max) {
                 stats.sent_disconnect(status);
-                let _ = tx.send(f).await;
+                // The writer may be gone or stuck on a peer that stopped reading.
+                let _ = tokio::time::timeout(WRITE_TIMEOUT, tx.send(f)).await;
             }
             match status {
                 Status::Normal if shutdown.is_cancelled() => Closed::Shutdown,
@@ -222,7 +224,7 @@ pub async fn serve<H: Handler>(
     };
     drop(tx);
     while tasks.join_next().await.is_some() {}
-    let _ = writer.await;
+    let _ = tokio::time::timeout(WRITE_TIMEOUT + WRITE_TIMEOUT, writer).await;
     closed
 }
 
@@ -343,7 +345,7 @@ async fn write_loop(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Bytes>) {
     let mut batch = BytesMut::new();
     while let Some(first) = rx.recv().await {
         let result = if rx.is_empty() {
-            wr.write_all(&first).await
+            write_bounded(&mut wr, &first).await
         } else {
             batch.clear();
             batch.extend_from_slice(&first);
@@ -353,13 +355,23 @@ async fn write_loop(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Bytes>) {
                     Err(_) => break,
                 }
             }
-            wr.write_all(&batch).await
+            write_bounded(&mut wr, &batch).await
         };
         if result.is_err() {
             return; // EPIPE/ECONNRESET: the reader sees the close too.
         }
     }
     let _ = wr.shutdown().await;
+}
+
+/// A peer that stops reading must not pin this connection (and its slot) forever.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn write_bounded(wr: &mut OwnedWriteHalf, bytes: &[u8]) -> std::io::Result<()> {
+    match tokio::time::timeout(WRITE_TIMEOUT, wr.write_all(bytes)).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+    }
 }
 
 enum ReadError {

@@ -26,6 +26,8 @@ pub enum StartError {
     Verifier(String),
     #[error("catalog: {0}")]
     Catalog(String),
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: std::net::SocketAddr,
@@ -119,6 +121,8 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
         "stagedoor starting"
     );
 
+    // Signal handlers first: without them SIGTERM would kill the agent undrained.
+    let signals = Signals::install().map_err(StartError::Signals)?;
     let verifier = Verifier::start(resolved_issuers(&cfg), cfg.token)
         .map_err(|e| StartError::Verifier(e.to_string()))?;
     let policy: Arc<ArcSwapOption<Policy>> = Arc::new(ArcSwapOption::empty());
@@ -187,7 +191,7 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
         tokio::spawn(admin::serve(l, state, shutdown.clone()));
     }
 
-    tokio::spawn(signals(shutdown.clone(), catalog));
+    tokio::spawn(signals.run(shutdown.clone(), catalog));
 
     crate::server::run(
         listener,
@@ -204,26 +208,34 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
 }
 
 /// SIGINT/SIGTERM cancel `shutdown`; SIGHUP reloads the catalog.
-async fn signals(shutdown: CancellationToken, catalog: CatalogHandle) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-    ) else {
-        tracing::error!("cannot install signal handlers");
-        return;
-    };
-    loop {
-        tokio::select! {
-            _ = term.recv() => break,
-            _ = int.recv() => break,
-            _ = hup.recv() => {
-                tracing::info!(event = "reload", "SIGHUP: reloading the catalog");
-                catalog.reload();
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    async fn run(mut self, shutdown: CancellationToken, catalog: CatalogHandle) {
+        loop {
+            tokio::select! {
+                _ = self.term.recv() => break,
+                _ = self.int.recv() => break,
+                _ = self.hup.recv() => {
+                    tracing::info!(event = "reload", "SIGHUP: reloading the catalog");
+                    catalog.reload();
+                }
             }
         }
+        tracing::info!(event = "shutdown", "signal received: draining");
+        shutdown.cancel();
     }
-    tracing::info!(event = "shutdown", "signal received: draining");
-    shutdown.cancel();
 }

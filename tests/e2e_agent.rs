@@ -195,6 +195,8 @@ async fn haproxy_agent_provider_catalog_end_to_end() {
         &[
             ("Authorization", &format!("Bearer {svc}")),
             ("X-Auth-Subject", "evil"),
+            ("X_Auth_Subject", "evil"),
+            ("X-Request-ID", "forged"),
         ],
     )
     .await;
@@ -203,6 +205,8 @@ async fn haproxy_agent_provider_catalog_end_to_end() {
     let body = r.json();
     assert_eq!(body["x_auth_subject"], "svc");
     assert_eq!(body["subject_headers"], 1, "the spoofed header was removed");
+    assert_eq!(body["underscore_headers"], 0, "the underscore spelling too");
+    assert_eq!(body["request_ids"], 1, "only HAProxy's own request id");
     assert_eq!(body["x_auth_entity"], "component:default/orders-api");
     assert!(body["x_auth_scopes"].as_str().unwrap().contains("read"));
     let r = get(&frontend, "/api/orders/42", Some(&svc_es)).await;
