@@ -72,6 +72,8 @@ pub struct Sources {
 
 pub struct Metrics {
     registry: Registry,
+    /// Scrapes sync counters by difference: one at a time, or two could add twice.
+    scrape: std::sync::Mutex<()>,
     decisions: Family<DecisionLabels, Counter>,
     latency: Histogram,
     log_dropped: Counter,
@@ -143,6 +145,7 @@ impl Metrics {
             catalog_source: Family::default(),
             catalog_syncs: Family::default(),
             registry: Registry::default(),
+            scrape: std::sync::Mutex::new(()),
         };
         r.register(
             "decisions",
@@ -289,6 +292,7 @@ impl Metrics {
 
     /// Reads the state sources and renders the Prometheus text format.
     pub fn render(&self, s: &Sources, now_unix: i64) -> String {
+        let _one_at_a_time = self.scrape.lock().unwrap_or_else(|e| e.into_inner());
         self.sync(s, now_unix);
         let mut out = String::new();
         let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry);

@@ -150,6 +150,28 @@ fn decide_and_policy_show_on_the_quickstart() {
     assert_eq!(code, 1, "{out}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["reason"], "missing_token");
+    // A token from standard input (kept out of `ps`): a garbage one is malformed.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stagedoor"))
+        .args([
+            "decide",
+            "--config",
+            cfg,
+            "--method",
+            "GET",
+            "--path",
+            "/api/orders",
+            "--token",
+            "-",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"not-a-jwt\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let w: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(w["reason"], "malformed_token", "{w}");
     assert_eq!(
         v["variables"]["www_authenticate"],
         "Bearer realm=\"stagedoor\""
