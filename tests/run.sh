@@ -12,7 +12,7 @@ if ! command -v haproxy >/dev/null 2>&1; then
     as_root apt-get update -qq
     DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq haproxy >/dev/null
 fi
-haproxy -v | head -n 1
+haproxy -v | sed -n 1p   # sed reads everything: no SIGPIPE under pipefail
 
 for lock in tests/peers/*/package-lock.json; do
     [ -e "$lock" ] || continue
