@@ -59,7 +59,8 @@ enum Command {
         path: String,
         #[arg(long, default_value = "")]
         host: String,
-        /// A bearer token (verified against the configured issuers).
+        /// A bearer token (verified against the configured issuers); `-` reads it
+        /// from standard input, which keeps it out of `ps` and shell history.
         #[arg(long)]
         token: Option<String>,
     },
@@ -205,6 +206,17 @@ fn main() -> ExitCode {
             let cfg = match load_config(&config) {
                 Ok(c) => c,
                 Err(code) => return code,
+            };
+            let token = match token.as_deref() {
+                Some("-") => {
+                    let mut t = String::new();
+                    if std::io::Read::read_to_string(&mut std::io::stdin(), &mut t).is_err() {
+                        eprintln!("stagedoor: cannot read the token from standard input");
+                        return ExitCode::FAILURE;
+                    }
+                    Some(t.trim().to_owned())
+                }
+                _ => token,
             };
             let req = stagedoor::offline::DecideRequest {
                 method,

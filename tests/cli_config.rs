@@ -150,28 +150,49 @@ fn decide_and_policy_show_on_the_quickstart() {
     assert_eq!(code, 1, "{out}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["reason"], "missing_token");
-    // A token from standard input (kept out of `ps`): a garbage one is malformed.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_stagedoor"))
-        .args([
-            "decide",
-            "--config",
-            cfg,
-            "--method",
-            "GET",
-            "--path",
-            "/api/orders",
-            "--token",
-            "-",
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"not-a-jwt\n").unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let w: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(w["reason"], "malformed_token", "{w}");
+    // A token from standard input (kept out of `ps`): a valid one is allowed, so the
+    // token really came from stdin and not from the literal "-".
+    let pem = std::fs::read(root.join("examples/quickstart/demo-signing-key.pem")).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let claims = serde_json::json!({"iss": "https://idp.quickstart.example", "sub": "alice", "aud": "quickstart-api",
+        "iat": now, "exp": now + 300, "scope": "orders:read"});
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+    header.kid = Some("demo-2026".into());
+    let jwt = jsonwebtoken::encode(
+        &header,
+        &claims,
+        &jsonwebtoken::EncodingKey::from_ec_pem(&pem).unwrap(),
+    )
+    .unwrap();
+    for (input, code, reason) in [
+        (format!("{jwt}\n"), 0, "ok"),
+        ("not-a-jwt\n".to_owned(), 1, "malformed_token"),
+    ] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_stagedoor"))
+            .args([
+                "decide",
+                "--config",
+                cfg,
+                "--method",
+                "GET",
+                "--path",
+                "/api/orders",
+                "--token",
+                "-",
+            ])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), input.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        let w: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(w["reason"], reason, "{w}");
+        assert_eq!(out.status.code(), Some(code));
+    }
     assert_eq!(
         v["variables"]["www_authenticate"],
         "Bearer realm=\"stagedoor\""
