@@ -378,7 +378,16 @@ async fn syncs_a_real_backstage_and_follows_its_changes() {
         decide(&policy, ledger_host, "GET", "/v2/entries/1", &bob),
         Reason::Ok
     );
-    let status = handle.status().borrow().clone();
+    // The status is published just after the snapshot: wait for it rather than race it.
+    let mut status_rx = handle.status();
+    let status = tokio::time::timeout(
+        Duration::from_secs(10),
+        status_rx.wait_for(|s| s.entities == 6),
+    )
+    .await
+    .expect("the status follows the snapshot")
+    .unwrap()
+    .clone();
     assert_eq!(status.origin, Some(Origin::Live));
     assert_eq!(status.entities, 6);
     assert!(status.syncs.applied >= 2, "{status:?}");
