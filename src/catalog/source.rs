@@ -230,7 +230,15 @@ impl Publisher {
     /// true if it was published.
     fn publish(&self, entities: Vec<Entity>, origin: Origin, confirmed_unix: i64) -> bool {
         let count = entities.len();
-        let published = self.snapshots.send_if_modified(|current| {
+        // Status first: whoever sees the new snapshot also sees its status.
+        self.status.send_modify(|s| {
+            s.origin = Some(origin);
+            s.entities = count;
+            s.last_good_sync_unix = Some(confirmed_unix);
+            s.consecutive_errors = 0;
+            s.last_error = None;
+        });
+        self.snapshots.send_if_modified(|current| {
             if current
                 .as_ref()
                 .is_some_and(|c| c.origin == origin && c.entities == entities)
@@ -243,15 +251,7 @@ impl Publisher {
                 loaded_at_unix: now_unix(),
             }));
             true
-        });
-        self.status.send_modify(|s| {
-            s.origin = Some(origin);
-            s.entities = count;
-            s.last_good_sync_unix = Some(confirmed_unix);
-            s.consecutive_errors = 0;
-            s.last_error = None;
-        });
-        published
+        })
     }
 
     fn count(&self, update: impl FnOnce(&mut SyncCounts)) {
