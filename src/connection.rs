@@ -168,6 +168,11 @@ pub async fn serve<H: Handler>(
     let writer = tokio::spawn(write_loop(wr, rx));
     let permits = Arc::new(Semaphore::new(cfg.max_in_flight));
     let mut tasks = JoinSet::new();
+    // Each NOTIFY is decoded once, in its task; a malformed one trips this and the
+    // reader closes the connection with status 4.
+    let invalid = CancellationToken::new();
+    let idle = tokio::time::sleep(cfg.idle_timeout);
+    tokio::pin!(idle);
 
     let outcome = loop {
         // Hand off every complete frame already buffered.
@@ -175,7 +180,7 @@ pub async fn serve<H: Handler>(
             Err(e) => break Some(e.status()),
             Ok(Some(frame)) => {
                 match dispatch(
-                    frame, &handler, &tx, &permits, &mut tasks, &stats, max, &shutdown,
+                    frame, &handler, &tx, &permits, &mut tasks, &stats, max, &shutdown, &invalid,
                 )
                 .await
                 {
@@ -185,15 +190,19 @@ pub async fn serve<H: Handler>(
             }
             Ok(None) => {}
         }
-        let idle = tokio::time::sleep(cfg.idle_timeout);
         tokio::select! {
             r = rd.read_buf(&mut buf) => match r {
                 Ok(0) => break None,
-                Ok(_) => {}
+                Ok(_) => idle.as_mut().reset(tokio::time::Instant::now() + cfg.idle_timeout),
                 Err(_) => break None, // ECONNRESET and friends: a normal close
             },
-            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
-            () = idle, if tasks.is_empty() => break Some(Status::Timeout),
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {
+                if tasks.is_empty() {
+                    idle.as_mut().reset(tokio::time::Instant::now() + cfg.idle_timeout);
+                }
+            }
+            () = &mut idle, if tasks.is_empty() => break Some(Status::Timeout),
+            () = invalid.cancelled() => break Some(Status::Invalid),
             () = shutdown.cancelled() => break Some(Status::Normal),
         }
     };
@@ -260,6 +269,7 @@ async fn dispatch<H: Handler>(
     stats: &Arc<EngineStats>,
     max: u32,
     shutdown: &CancellationToken,
+    invalid: &CancellationToken,
 ) -> Dispatch {
     let header = match Header::decode(&frame[4..]) {
         Ok(h) => h,
@@ -267,11 +277,6 @@ async fn dispatch<H: Handler>(
     };
     match header.frame_type {
         FrameType::Notify => {
-            // Validate the whole frame here so a malformed NOTIFY closes the
-            // connection with status 4 instead of failing inside a task.
-            if let Err(e) = Frame::decode(&frame[4..]) {
-                return Dispatch::Close(Some(e.status()));
-            }
             let permit = tokio::select! {
                 p = permits.clone().acquire_owned() => p.expect("semaphore never closed"),
                 () = shutdown.cancelled() => return Dispatch::Close(Some(Status::Normal)),
@@ -279,12 +284,17 @@ async fn dispatch<H: Handler>(
             stats.notify_total.fetch_add(1, Ordering::Relaxed);
             let in_flight = InFlight::new(stats.clone());
             let (handler, tx, stats) = (handler.clone(), tx.clone(), stats.clone());
+            let invalid = invalid.clone();
             tasks.spawn(async move {
                 let ack = handle_notify(&*handler, &frame[4..], header, max, &stats).await;
                 drop(in_flight);
-                if let Some(ack) = ack {
-                    stats.acks_total.fetch_add(1, Ordering::Relaxed);
-                    let _ = tx.send(ack).await;
+                match ack {
+                    Ok(Some(ack)) => {
+                        stats.acks_total.fetch_add(1, Ordering::Relaxed);
+                        let _ = tx.send(ack).await;
+                    }
+                    Ok(None) => {}
+                    Err(_) => invalid.cancel(),
                 }
                 drop(permit);
             });
@@ -300,7 +310,8 @@ async fn dispatch<H: Handler>(
 }
 
 /// Decodes one NOTIFY, runs the handler, and encodes its ACK within `max`.
-/// Always returns an ACK: handler errors, panics and oversize answers fall back to
+/// A malformed NOTIFY is an error (the connection closes with status 4); otherwise
+/// there is always an ACK: handler errors, panics and oversize answers fall back to
 /// an ACK that sets only the error variable.
 async fn handle_notify<H: Handler>(
     handler: &H,
@@ -308,29 +319,29 @@ async fn handle_notify<H: Handler>(
     header: Header,
     max: u32,
     stats: &EngineStats,
-) -> Option<Bytes> {
+) -> Result<Option<Bytes>, DecodeError> {
     let (sid, fid) = (header.stream_id, header.frame_id);
     let error_ack = |why: &'static str| {
         stats.handler_failures.fetch_add(1, Ordering::Relaxed);
         let actions = vec![Action::set(Scope::Txn, ERROR_VAR, TypedData::str(why))];
         encode(&Frame::ack(sid, fid, actions), max)
     };
-    let messages = match Frame::decode(body) {
-        Ok(Frame {
+    let messages = match Frame::decode(body)? {
+        Frame {
             body: Body::Notify(m),
             ..
-        }) => m,
-        _ => return error_ack("bad_notify"),
+        } => m,
+        _ => return Err(DecodeError::UnknownFrameType(header.frame_type as u8)),
     };
     let actions = match AssertUnwindSafe(handler.handle(&messages))
         .catch_unwind()
         .await
     {
         Ok(Ok(actions)) => actions,
-        Ok(Err(e)) => return error_ack(e.0),
-        Err(_panic) => return error_ack("handler_panic"),
+        Ok(Err(e)) => return Ok(error_ack(e.0)),
+        Err(_panic) => return Ok(error_ack("handler_panic")),
     };
-    encode(&Frame::ack(sid, fid, actions), max).or_else(|| error_ack("ack_too_large"))
+    Ok(encode(&Frame::ack(sid, fid, actions), max).or_else(|| error_ack("ack_too_large")))
 }
 
 fn encode(frame: &Frame<'_>, max: u32) -> Option<Bytes> {
