@@ -110,14 +110,19 @@ snapshot = "{snapshot}"
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    let m = admin(admin_port, "/metrics").await.body;
+    // Backstage answers before it has ingested its locations, so the first sync may
+    // see an empty catalog (served: nothing routable, every request denied); the
+    // gauges must follow once the entities arrive.
+    let m = until(admin_port, "the catalog's three entities", |m| {
+        metric(m, "stagedoor_catalog_entities", "") == Some(3.0)
+    })
+    .await;
     assert_eq!(
         metric(&m, "stagedoor_catalog_source", "source=\"live\""),
         Some(1.0),
         "{m}"
     );
-    assert_eq!(metric(&m, "stagedoor_catalog_entities", ""), Some(3.0));
-    assert_eq!(metric(&m, "stagedoor_catalog_routes", ""), Some(5.0));
+    assert_eq!(metric(&m, "stagedoor_catalog_routes", ""), Some(5.0), "{m}");
     assert!(metric(&m, "stagedoor_jwks_keys", "127.0.0.1").unwrap() >= 2.0);
 
     // The provider goes away: refresh errors count up and the key age grows; the
@@ -173,7 +178,10 @@ snapshot = "{snapshot}"
     until(
         admin_port,
         "a good catalog sync after Backstage is back",
-        |m| metric(m, "stagedoor_catalog_last_good_sync_age_seconds", "").unwrap_or(99.0) <= 2.0,
+        |m| {
+            metric(m, "stagedoor_catalog_last_good_sync_age_seconds", "").unwrap_or(99.0) <= 2.0
+                && metric(m, "stagedoor_catalog_entities", "") == Some(3.0)
+        },
     )
     .await;
     drop(op2);
