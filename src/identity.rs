@@ -11,7 +11,9 @@ pub struct Identity {
     pub sub: Option<String>,
     /// `client_id` claim (or `azp`/`cid` where providers put it there).
     pub client_id: Option<String>,
-    /// `email` claim, used to match a Backstage User by `spec.profile.email`.
+    /// `email` claim, used to match a Backstage User by `spec.profile.email`; present
+    /// only when the provider vouched for it (`email_verified: true`, or an issuer with
+    /// `trust_unverified_email`).
     pub email: Option<String>,
     /// Granted scopes from `scope` (space-delimited) and `scp` (array or string), deduplicated.
     pub scopes: Vec<String>,

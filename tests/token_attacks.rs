@@ -885,3 +885,46 @@ async fn issuers_never_share_keys() {
         Some(Reason::BadIssuer)
     );
 }
+
+/// An `email` a user could set without proof must not name another user: it is kept
+/// only with `email_verified: true` (or when the issuer is trusted for it).
+#[test]
+fn attack_27_unverified_email_does_not_identify_the_caller() {
+    let email = |extra: &[(&str, Value)]| {
+        let mut c = with_claim("email", json!("alice@example.com"));
+        for (k, v) in extra {
+            c[*k] = v.clone();
+        }
+        c
+    };
+    let kept = check(&rs(&email(&[("email_verified", json!(true))]))).unwrap();
+    assert_eq!(kept.email.as_deref(), Some("alice@example.com"));
+    assert_eq!(
+        kept.to_identity().email.as_deref(),
+        Some("alice@example.com")
+    );
+    for unverified in [
+        email(&[]),
+        email(&[("email_verified", json!(false))]),
+        email(&[("email_verified", json!("true"))]),
+        email(&[("email_verified", json!(1))]),
+        email(&[("email_verified", json!(null))]),
+    ] {
+        let got = check(&rs(&unverified)).unwrap();
+        assert_eq!(got.email, None, "{unverified}");
+        assert_eq!(got.to_identity().email, None);
+        // The rest of the identity is untouched.
+        assert_eq!(got.sub.as_deref(), Some("client-1"));
+    }
+    // An issuer configured to trust its emails keeps them without email_verified ...
+    let mut trusting = fx().cfg.clone();
+    trusting.trust_unverified_email = true;
+    let got = check_cfg(&rs(&email(&[])), &trusting).unwrap();
+    assert_eq!(got.email.as_deref(), Some("alice@example.com"));
+    // ... and a non-string email is still a malformed token, verified or not.
+    for verified in [json!(true), json!(false)] {
+        let mut c = with_claim("email", json!(["alice@example.com"]));
+        c["email_verified"] = verified;
+        assert_eq!(reason(&rs(&c)), Reason::MalformedToken);
+    }
+}

@@ -80,7 +80,8 @@
 //!   `default` namespace, whose name it equals (ASCII case-insensitively). Only groups that
 //!   exist in the catalog are mapped this way.
 //! - On a `User`: `stagedoor.io/subject` names the token `sub` of that user. A user also
-//!   matches when the token's `email` equals its `spec.profile.email` (case-insensitively).
+//!   matches when the token's `email` equals its `spec.profile.email` (case-insensitively;
+//!   the verifier keeps `email` only with `email_verified: true` or a trusting issuer).
 //!   A subject or email claimed by two users is reported and ignored for both.
 //! - The caller's principals are: the matched users, their groups (`memberOf` relations,
 //!   else `spec.memberOf`), the groups mapped from the token's groups, and every ancestor

@@ -91,6 +91,11 @@ pub struct IssuerConfig {
     /// issuer and excludes every JWKS source.
     #[serde(default)]
     pub shared_secret_env: Option<String>,
+    /// Use the `email` claim to find the caller's Backstage User even without
+    /// `email_verified: true` (for providers whose access tokens carry a verified email
+    /// but no `email_verified`). Off by default: see `verified_email` in `verify.rs`.
+    #[serde(default)]
+    pub trust_unverified_email: bool,
     /// Allow `http://` URLs for non-loopback hosts.
     #[serde(default)]
     pub allow_insecure_http: bool,
@@ -211,6 +216,7 @@ impl IssuerConfig {
             types: None,
             max_lifetime_seconds: None,
             shared_secret_env: None,
+            trust_unverified_email: false,
             allow_insecure_http: false,
             min_refresh_seconds: default_min_refresh(),
             max_refresh_seconds: default_max_refresh(),

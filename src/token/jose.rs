@@ -207,6 +207,7 @@ pub enum Val<'a> {
     Int(i64),
     Float(f64),
     StrList(Vec<Cow<'a, str>>),
+    Bool(bool),
     Other,
 }
 
@@ -225,6 +226,7 @@ pub struct RawClaims<'a> {
     pub azp: Option<Val<'a>>,
     pub cid: Option<Val<'a>>,
     pub email: Option<Val<'a>>,
+    pub email_verified: Option<Val<'a>>,
     /// Values of the extra claims asked for (the configured groups claims).
     pub extra: Vec<(String, Val<'a>)>,
 }
@@ -322,8 +324,8 @@ impl<'de> Visitor<'de> for ValVisitor {
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Val<'de>, E> {
         Ok(Val::Float(v))
     }
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Val<'de>, E> {
-        Ok(Val::Other)
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Val<'de>, E> {
+        Ok(Val::Bool(v))
     }
     fn visit_unit<E: de::Error>(self) -> Result<Val<'de>, E> {
         Ok(Val::Other)
@@ -484,6 +486,7 @@ impl<'de> Visitor<'de> for ClaimsSeed<'_> {
                 "azp" => Some(&mut c.azp),
                 "cid" => Some(&mut c.cid),
                 "email" => Some(&mut c.email),
+                "email_verified" => Some(&mut c.email_verified),
                 _ => None,
             };
             match slot {

@@ -206,7 +206,7 @@ pub fn check_claims(
         scopes,
         groups,
         client_id,
-        email: opt_str(&raw.email)?,
+        email: verified_email(raw, cfg)?,
         key_fingerprint,
     })
 }
@@ -237,6 +237,19 @@ fn numeric_date(v: Option<&Val<'_>>, round: fn(f64) -> f64) -> Result<Option<i64
         Some(Val::Float(f)) if f.is_finite() && f.abs() < LIMIT => Ok(Some(round(*f) as i64)),
         Some(_) => Err(Reason::MalformedToken),
     }
+}
+
+/// The `email` claim, kept only when the provider vouches for it: `email_verified` is
+/// JSON `true`, or the issuer is configured with `trust_unverified_email`. An email a
+/// user may set without proof (Entra ID's `email`, a self-service profile) would
+/// otherwise let them claim another user's Backstage identity. A non-boolean
+/// `email_verified` (some providers send `"true"`) counts as not verified: dropping the
+/// email only ever removes access, so the token is not rejected for it. `email` itself
+/// must still be a string when present.
+fn verified_email(raw: &RawClaims<'_>, cfg: &IssuerConfig) -> Result<Option<String>, Reason> {
+    let email = opt_str(&raw.email)?;
+    let vouched = cfg.trust_unverified_email || matches!(raw.email_verified, Some(Val::Bool(true)));
+    Ok(email.filter(|_| vouched))
 }
 
 fn opt_str(v: &Option<Val<'_>>) -> Result<Option<String>, Reason> {
