@@ -74,7 +74,7 @@ enum TokenCommand {
 
 #[derive(Subcommand)]
 enum PolicyCommand {
-    /// Print the route table, annotation errors and conflicts.
+    /// Print the route table, annotation errors, conflicts and unknown principals.
     Show {
         #[arg(long, default_value = "stagedoor.toml")]
         config: PathBuf,

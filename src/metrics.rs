@@ -95,6 +95,7 @@ pub struct Metrics {
     routes: Gauge,
     annotation_errors: Gauge,
     conflicts: Gauge,
+    unknown_principals: Gauge,
     catalog_age: Gauge,
     catalog_source: Family<SourceLabel, Gauge>,
     catalog_syncs: Family<ResultLabel, Counter>,
@@ -141,6 +142,7 @@ impl Metrics {
             routes: Gauge::default(),
             annotation_errors: Gauge::default(),
             conflicts: Gauge::default(),
+            unknown_principals: Gauge::default(),
             catalog_age: Gauge::default(),
             catalog_source: Family::default(),
             catalog_syncs: Family::default(),
@@ -243,6 +245,11 @@ impl Metrics {
             "catalog_conflicts",
             "Route conflicts in the current catalog",
             m.conflicts.clone(),
+        );
+        r.register(
+            "catalog_unknown_principals",
+            "Principals named by routes that are no Group or User in the current catalog",
+            m.unknown_principals.clone(),
         );
         r.register(
             "catalog_last_good_sync_age_seconds",
@@ -373,6 +380,8 @@ impl Metrics {
             self.routes.set(p.route_count() as i64);
             self.annotation_errors.set(p.errors().len() as i64);
             self.conflicts.set(p.conflicts().len() as i64);
+            self.unknown_principals
+                .set(p.unknown_principals().len() as i64);
         }
         if let Some(rx) = &s.catalog {
             let st = rx.borrow().clone();

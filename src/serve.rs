@@ -71,6 +71,9 @@ pub fn spawn_policy_builder(
                         for c in p.conflicts() {
                             tracing::warn!(event = "policy_conflict", conflict = %c, "route conflict");
                         }
+                        for u in p.unknown_principals() {
+                            tracing::warn!(event = "unknown_principal", entity = %u.entity, principal = %u.principal, "{u}");
+                        }
                         tracing::info!(
                             event = "catalog_applied",
                             origin = ?snap.origin,
@@ -78,6 +81,7 @@ pub fn spawn_policy_builder(
                             routes = p.route_count(),
                             annotation_errors = p.errors().len(),
                             conflicts = p.conflicts().len(),
+                            unknown_principals = p.unknown_principals().len(),
                             "policy rebuilt"
                         );
                         policy.store(Some(Arc::new(p)));

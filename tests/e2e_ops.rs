@@ -123,6 +123,11 @@ snapshot = "{snapshot}"
         "{m}"
     );
     assert_eq!(metric(&m, "stagedoor_catalog_routes", ""), Some(5.0), "{m}");
+    assert_eq!(
+        metric(&m, "stagedoor_catalog_unknown_principals", ""),
+        Some(0.0),
+        "{m}"
+    );
     assert!(metric(&m, "stagedoor_jwks_keys", "127.0.0.1").unwrap() >= 2.0);
 
     // The provider goes away: refresh errors count up and the key age grows; the

@@ -878,3 +878,88 @@ fn an_entity_delivered_twice_conflicts_with_itself() {
     let d = decide(&p, "GET", "h", "/t", Ok(&ident(&["s"], &[])));
     assert_eq!(d.reason, Reason::PolicyConflict);
 }
+
+/// A principal no caller can hold (a typo, a deleted group) is reported as a warning
+/// in every output, and grants nothing; names the directory knows are not reported,
+/// including a parent or `memberOf` group that has no entity of its own.
+#[test]
+fn principals_nobody_can_hold_are_reported_and_grant_nothing() {
+    let mut cat = directory();
+    // "ghost-parent" has no entity, but sre-ish members inherit it through a parent link.
+    cat.push(group("oncall", &["ghost-parent"], Some("oncall")));
+    cat.push(routed(
+        "Component",
+        "svc",
+        Some("group:default/nobody-owns"),
+        &[
+            (
+                ROUTES,
+                "GET /a s @sre-tem\nGET /b s @sre\nGET /c s @ghost-parent\nGET /d s @user:default/zed\nGET /e public",
+            ),
+            ("stagedoor.io/allowed-groups", "platform, plat-form"),
+            ("stagedoor.io/allow-owner", "true"),
+        ],
+    ));
+    let p = Policy::build(&cat, Unmatched::Deny);
+    assert!(p.errors().is_empty(), "{:?}", p.errors());
+    let unknown: Vec<(&str, &str)> = p
+        .unknown_principals()
+        .iter()
+        .map(|u| (u.entity.as_str(), u.principal.as_str()))
+        .collect();
+    assert_eq!(
+        unknown,
+        [
+            ("component:default/svc", "group:default/nobody-owns"),
+            ("component:default/svc", "group:default/plat-form"),
+            ("component:default/svc", "group:default/sre-tem"),
+            ("component:default/svc", "user:default/zed"),
+        ]
+    );
+    // Nothing is granted by the unknown names; known ones still work.
+    let sre = ident(&["s"], &["sre"]);
+    let oncall = ident(&["s"], &["oncall"]);
+    assert_eq!(
+        decide(&p, "GET", "h", "/a", Ok(&sre)).reason,
+        Reason::NotMember
+    );
+    assert_eq!(decide(&p, "GET", "h", "/b", Ok(&sre)).reason, Reason::Ok);
+    assert_eq!(decide(&p, "GET", "h", "/c", Ok(&oncall)).reason, Reason::Ok);
+    assert_eq!(
+        decide(&p, "GET", "h", "/c", Ok(&sre)).reason,
+        Reason::NotMember
+    );
+    assert_eq!(
+        decide(&p, "GET", "h", "/e", Err(Reason::MissingToken)).reason,
+        Reason::Public
+    );
+    // Every output names them.
+    let table = p.render_table();
+    assert!(
+        table.contains(
+            "warning: unknown principal: component:default/svc names group:default/sre-tem"
+        ),
+        "{table}"
+    );
+    let json = p.to_json();
+    assert_eq!(json["unknown_principals"].as_array().unwrap().len(), 4);
+    assert_eq!(
+        json["unknown_principals"][2],
+        serde_json::json!({"entity": "component:default/svc", "principal": "group:default/sre-tem"})
+    );
+    // The documented example's catalog names only groups it has; without its
+    // directory, both of the principals its routes name are reported.
+    assert!(
+        Policy::build(&orders_catalog(), Unmatched::Deny)
+            .unknown_principals()
+            .is_empty()
+    );
+    let routes_only = &orders_catalog()[..1];
+    let bare = Policy::build(routes_only, Unmatched::Deny);
+    let named: Vec<&str> = bare
+        .unknown_principals()
+        .iter()
+        .map(|u| u.principal.as_str())
+        .collect();
+    assert_eq!(named, ["group:default/payments", "group:default/sre"]);
+}

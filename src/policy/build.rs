@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::lang::{self, HostPattern, LangError, Located, Requirement, RouteSpec};
 use super::{
     AnnotationError, Conflict, HostTable, Map, Policy, PrefixSlot, Principals, Route, Slot,
-    Unmatched, lower,
+    UnknownPrincipal, Unmatched, lower,
 };
 use crate::catalog::Entity;
 
@@ -433,6 +433,10 @@ impl Policy {
         let mut errors = Vec::new();
         let mut interner = Interner::default();
         let principals = principals(entities, &mut interner, &mut errors);
+        // Every principal a caller can hold was interned by the directory; a ref first
+        // interned after this point is named by a route and held by nobody.
+        let known = interner.ids.len();
+        let mut unknown = Vec::new();
         let mut policy = Policy {
             unmatched,
             principals,
@@ -455,6 +459,17 @@ impl Policy {
             let hosts: Arc<[HostPattern]> = d.hosts.clone().unwrap_or_default().into();
             let entity_refs: Arc<[String]> = d.allowed.into();
             let entity_ids = sorted(entity_refs.iter().map(|g| interner.id(g)).collect());
+            let mut note_unknown = |refs: &[String], interner: &mut Interner| {
+                for g in refs {
+                    if interner.id(g) as usize >= known {
+                        unknown.push(UnknownPrincipal {
+                            entity: entity.to_string(),
+                            principal: g.clone(),
+                        });
+                    }
+                }
+            };
+            note_unknown(&entity_refs, &mut interner);
             for spec in d.routes {
                 let (allowed_refs, allowed) = if spec.requirement == Requirement::Public {
                     (Arc::from([]), None)
@@ -462,6 +477,7 @@ impl Policy {
                     let ids = (!entity_ids.is_empty()).then(|| entity_ids.clone());
                     (entity_refs.clone(), ids)
                 } else {
+                    note_unknown(&spec.principals, &mut interner);
                     let ids = sorted(spec.principals.iter().map(|g| interner.id(g)).collect());
                     (spec.principals.into(), Some(ids))
                 };
@@ -506,6 +522,9 @@ impl Policy {
         conflicts.sort_by(|a, b| (&a.host, &a.path, &a.method).cmp(&(&b.host, &b.path, &b.method)));
         policy.conflicts = conflicts;
         policy.errors = errors;
+        unknown.sort_by(|a, b| (&a.entity, &a.principal).cmp(&(&b.entity, &b.principal)));
+        unknown.dedup();
+        policy.unknown_principals = unknown;
         policy
     }
 }

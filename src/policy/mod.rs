@@ -98,6 +98,10 @@
 //! routes; its paths then fall to the next matching route or to `no_route`. An error on a
 //! Group or User drops only that mapping. Nothing fails the whole catalog.
 //!
+//! A principal a route names that no caller can hold (not a Group or User of the
+//! catalog, nor a parent or `memberOf` group of one) is a warning, listed in
+//! [`Policy::unknown_principals`]: the route stays, and the name grants nobody anything.
+//!
 //! # Matching
 //!
 //! A route matches a request when its host pattern (or any host), its methods and its path
@@ -301,6 +305,26 @@ impl std::fmt::Display for AnnotationError {
     }
 }
 
+/// A principal that an entity's routes name (an `@` word, `allowed-groups`, or the
+/// owner under `allow-owner`) but that no caller can ever hold: it is not a Group or
+/// User in the catalog, nor a parent or `memberOf` group of one. Usually a typo; the
+/// routes stay as written (fail closed: the name grants nobody anything).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownPrincipal {
+    pub entity: String,
+    pub principal: String,
+}
+
+impl std::fmt::Display for UnknownPrincipal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "unknown principal: {} names {}, which is no Group or User in the catalog (nobody can hold it)",
+            self.entity, self.principal
+        )
+    }
+}
+
 /// Two or more entities claiming the same host pattern, method and path prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Conflict {
@@ -440,6 +464,7 @@ pub struct Policy {
     routes: Vec<Arc<Route>>,
     errors: Vec<AnnotationError>,
     conflicts: Vec<Conflict>,
+    unknown_principals: Vec<UnknownPrincipal>,
     entity_count: usize,
 }
 
@@ -527,6 +552,11 @@ impl Policy {
     /// Conflicting claims, sorted by host, path and method.
     pub fn conflicts(&self) -> &[Conflict] {
         &self.conflicts
+    }
+
+    /// Principals named by routes that no caller can hold, sorted by entity and principal.
+    pub fn unknown_principals(&self) -> &[UnknownPrincipal] {
+        &self.unknown_principals
     }
 
     /// Number of entities the policy was built from.

@@ -69,7 +69,7 @@ impl Policy {
     }
 
     /// The route table as aligned text: one row per route and host (`*` = any host),
-    /// then every annotation error and conflict, one per line.
+    /// then every annotation error, conflict and unknown principal, one per line.
     pub fn render_table(&self) -> String {
         const HEAD: [&str; 7] = [
             "HOST",
@@ -116,11 +116,14 @@ impl Policy {
         for c in &self.conflicts {
             out.push_str(&format!("{c}\n"));
         }
+        for u in &self.unknown_principals {
+            out.push_str(&format!("warning: {u}\n"));
+        }
         out
     }
 
     /// The route table as JSON: `{unmatched, entities, routes: [...], errors: [...],
-    /// conflicts: [...]}`, rows in the same order as [`Policy::render_table`].
+    /// conflicts: [...], unknown_principals: [...]}`, rows in the same order as [`Policy::render_table`].
     pub fn to_json(&self) -> Value {
         let routes: Vec<Value> = self
             .rows()
@@ -172,6 +175,11 @@ impl Policy {
                 })
             })
             .collect();
+        let unknown: Vec<Value> = self
+            .unknown_principals
+            .iter()
+            .map(|u| json!({"entity": u.entity, "principal": u.principal}))
+            .collect();
         json!({
             "unmatched": self.unmatched.as_str(),
             "entities": self.entity_count,
@@ -179,6 +187,7 @@ impl Policy {
             "routes": routes,
             "errors": errors,
             "conflicts": conflicts,
+            "unknown_principals": unknown,
         })
     }
 }
