@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use common::haproxy::{Haproxy, repo, require_bin};
+use common::haproxy::{Haproxy, repo, require_bin, require_haproxy3};
 use common::http::{Response, get, request};
 use common::peers::{Agent, Op, Ports, fixture, require_peer};
 
@@ -122,14 +122,27 @@ fn assert_status(r: &Response, status: u16, what: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn haproxy_agent_provider_catalog_end_to_end() {
-    const T: &str = "haproxy_agent_provider_catalog_end_to_end";
-    let Some(hap_bin) = require_bin("haproxy", T) else {
-        return;
-    };
-    if !require_peer("oidc", T) {
-        return;
+async fn haproxy_2_6_agent_provider_catalog_end_to_end() {
+    const T: &str = "haproxy_2_6_agent_provider_catalog_end_to_end";
+    if let Some(bin) = require_bin("haproxy", T)
+        && require_peer("oidc", T)
+    {
+        end_to_end(&bin).await;
     }
+}
+
+/// The same through HAProxy 3.x's rewritten SPOE, with the same shipped files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn haproxy_3_agent_provider_catalog_end_to_end() {
+    const T: &str = "haproxy_3_agent_provider_catalog_end_to_end";
+    if let Some(bin) = require_haproxy3(T)
+        && require_peer("oidc", T)
+    {
+        end_to_end(&bin).await;
+    }
+}
+
+async fn end_to_end(hap_bin: &std::path::Path) {
     let dir = tempfile::tempdir().unwrap();
     let p = Ports::new();
     let cfg = write_config(dir.path(), &p, "enforce");
@@ -162,7 +175,7 @@ async fn haproxy_agent_provider_catalog_end_to_end() {
     let frontend = format!("127.0.0.1:{}", p.frontend);
     // The echo backend is a second config file in the same HAProxy process.
     let hap = Haproxy::start_many(
-        &hap_bin,
+        hap_bin,
         &[
             repo().join("haproxy/haproxy.cfg"),
             repo().join("examples/quickstart/echo-backend.cfg"),

@@ -6,9 +6,10 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::haproxy::{Haproxy, check_config, free_port, repo, require_bin};
+use common::haproxy::{Haproxy, check_config, free_port, repo, require_bin, require_haproxy3};
 use stagedoor::connection::{EngineConfig, EngineStats, Handler, HandlerError};
 use stagedoor::spop::{Action, Message, Scope, TypedData};
+use std::path::Path;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -62,29 +63,61 @@ fn header(r: &reqwest::Response, name: &str) -> String {
 }
 
 #[test]
-fn shipped_configs_pass_haproxy_check() {
-    let Some(bin) = require_bin("haproxy", "shipped_configs_pass_haproxy_check") else {
-        return;
-    };
-    let (ok, out) = check_config(&bin, &repo().join("haproxy/haproxy.cfg"), &[]);
+fn shipped_configs_pass_haproxy_2_6_check() {
+    if let Some(bin) = require_bin("haproxy", "shipped_configs_pass_haproxy_2_6_check") {
+        check_shipped(&bin);
+    }
+}
+
+#[test]
+fn shipped_configs_pass_haproxy_3_check() {
+    if let Some(bin) = require_haproxy3("shipped_configs_pass_haproxy_3_check") {
+        check_shipped(&bin);
+    }
+}
+
+/// `haproxy -c` on the shipped files: no error, and no warning either (a warning on
+/// one version is a keyword that version ignores or will drop).
+fn check_shipped(bin: &Path) {
+    let (ok, out) = check_config(bin, &repo().join("haproxy/haproxy.cfg"), &[]);
     assert!(ok, "haproxy -c haproxy/haproxy.cfg:\n{out}");
+    assert!(
+        !out.contains("[WARNING]"),
+        "haproxy -c haproxy/haproxy.cfg:\n{out}"
+    );
     let env = [
         ("STAGEDOOR_FRONTEND", "127.0.0.1:1".to_owned()),
         ("STAGEDOOR_AGENT", "127.0.0.1:2".to_owned()),
     ];
-    let (ok, out) = check_config(&bin, &repo().join("haproxy/test/echo-vars.cfg"), &env);
+    let (ok, out) = check_config(bin, &repo().join("haproxy/test/echo-vars.cfg"), &env);
     assert!(ok, "haproxy -c haproxy/test/echo-vars.cfg:\n{out}");
+    assert!(
+        !out.contains("[WARNING]"),
+        "haproxy -c echo-vars.cfg:\n{out}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn variables_reach_haproxy_and_failures_fail_closed() {
-    let Some(bin) = require_bin("haproxy", "variables_reach_haproxy") else {
-        return;
-    };
+async fn variables_reach_haproxy_2_6_and_failures_fail_closed() {
+    if let Some(bin) = require_bin("haproxy", "variables_reach_haproxy_2_6") {
+        variables_reach_haproxy(&bin).await;
+    }
+}
+
+/// The same against the rewritten 3.1+ SPOE (odd per-connection stream ids, fid 1,
+/// pooled connections closed with RST).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn variables_reach_haproxy_3_and_failures_fail_closed() {
+    if let Some(bin) = require_haproxy3("variables_reach_haproxy_3") {
+        variables_reach_haproxy(&bin).await;
+    }
+}
+
+async fn variables_reach_haproxy(bin: &Path) {
     let agent_port = free_port();
     let mut agent = start_agent(agent_port).await;
     let hap = Haproxy::start(
-        &bin,
+        bin,
         &repo().join("haproxy/test/echo-vars.cfg"),
         free_port(),
         &[("STAGEDOOR_AGENT", format!("127.0.0.1:{agent_port}"))],

@@ -40,6 +40,42 @@ pub fn require_bin(name: &str, test: &str) -> Option<PathBuf> {
     found
 }
 
+/// HAProxy 3.x, whose SPOE was rewritten in 3.1: Debian unstable's, unpacked (not
+/// installed) by `tests/peers/haproxy3/fetch.sh`, which the README test command runs.
+/// Under CI a missing one is a failure; so is one older than 3.1.
+pub fn require_haproxy3(test: &str) -> Option<PathBuf> {
+    let dir = repo().join("tests/peers/haproxy3");
+    if !dir.join("root/usr/sbin/haproxy").is_file() {
+        assert!(
+            !in_ci(),
+            "{test}: HAProxy 3.x is required under CI=true: run tests/peers/haproxy3/fetch.sh"
+        );
+        eprintln!(
+            "\n*** SKIPPED {test}: HAProxy 3.x is not fetched (run tests/peers/haproxy3/fetch.sh) ***\n"
+        );
+        return None;
+    }
+    let bin = dir.join("haproxy");
+    let out = std::process::Command::new(&bin)
+        .arg("-v")
+        .output()
+        .expect("run haproxy 3.x -v");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let version = text
+        .split_whitespace()
+        .nth(2)
+        .unwrap_or_else(|| panic!("no version in {text:?}"));
+    let mut parts = version
+        .split(['.', '-'])
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    assert!(
+        (major, minor) >= (3, 1),
+        "{test}: {bin:?} is HAProxy {version}, not 3.1 or later"
+    );
+    Some(bin)
+}
+
 /// A free TCP port on 127.0.0.1 (bind port 0, read it, release it).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
