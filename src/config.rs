@@ -52,6 +52,10 @@ pub struct AgentConfig {
     pub shutdown_grace_seconds: u64,
     /// `realm` in WWW-Authenticate.
     pub realm: String,
+    /// Runtime worker threads; 0 = one per CPU. Beside an HAProxy that uses every
+    /// core, fewer threads cost less CPU per request (fewer cross-thread wake-ups;
+    /// BENCHMARKS.md, "Through HAProxy").
+    pub worker_threads: usize,
 }
 
 impl Default for AgentConfig {
@@ -65,6 +69,7 @@ impl Default for AgentConfig {
             idle_timeout_seconds: 300,
             shutdown_grace_seconds: 5,
             realm: "stagedoor".to_owned(),
+            worker_threads: 0,
         }
     }
 }
@@ -211,6 +216,12 @@ impl Config {
             errors.push(invalid(
                 "agent.max_in_flight",
                 "must be between 20 (HAProxy pipelines up to 20 per connection) and 1024",
+            ));
+        }
+        if a.worker_threads > 256 {
+            errors.push(invalid(
+                "agent.worker_threads",
+                "must be at most 256 (0: one per CPU)",
             ));
         }
         if a.realm.contains(['"', '\\']) || a.realm.chars().any(char::is_control) {

@@ -115,10 +115,16 @@ fn init_logging(cfg: &Config) {
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
+    runtime_with(0)
+}
+
+/// A multi-thread runtime; `threads` 0 means tokio's default (one per CPU).
+fn runtime_with(threads: usize) -> tokio::runtime::Runtime {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if threads > 0 {
+        builder.worker_threads(threads);
+    }
+    builder.enable_all().build().expect("tokio runtime")
 }
 
 fn main() -> ExitCode {
@@ -130,7 +136,7 @@ fn main() -> ExitCode {
                 Err(code) => return code,
             };
             init_logging(&cfg);
-            match runtime().block_on(stagedoor::serve::run(cfg)) {
+            match runtime_with(cfg.agent.worker_threads).block_on(stagedoor::serve::run(cfg)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot start");

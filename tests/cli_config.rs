@@ -99,6 +99,12 @@ files = ["catalog/[.yaml", "nothing/*.yaml"]
     assert_eq!(code, 64, "{err}");
     assert!(err.contains("lisen"), "names the unknown key: {err}");
 
+    let threads = dir.path().join("threads.toml");
+    std::fs::write(&threads, "[agent]\nworker_threads = 1000\n").unwrap();
+    let (code, _, err) = stagedoor(&["check-config", "--config", threads.to_str().unwrap()]);
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("agent.worker_threads"), "{err}");
+
     let (code, _, err) = stagedoor(&[
         "check-config",
         "--config",
