@@ -15,6 +15,7 @@ conns=${2:-50}
 command -v wrk >/dev/null || { echo "needs wrk (apt-get install -y wrk)" >&2; exit 1; }
 tests/peers/haproxy3/fetch.sh >/dev/null
 cargo build -q --release --bin stagedoor --example mint_token
+agent_bin=${STAGEDOOR_BIN:-target/release/stagedoor}   # STAGEDOOR_BIN: compare two builds
 token=$(target/release/examples/mint_token --sub alice --scope orders:read)
 
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -37,7 +38,7 @@ if [ -n "${WORKER_THREADS:-}" ]; then
 fi
 # The catalog path is relative to the config file: point it back at the quickstart's.
 sed -i "s|\"catalog/|\"$PWD/examples/quickstart/catalog/|; s|\"demo-jwks.json\"|\"$PWD/examples/quickstart/demo-jwks.json\"|" "$work/stagedoor.toml"
-target/release/stagedoor serve --config "$work/stagedoor.toml" >/dev/null 2>"$work/agent.log" &
+"$agent_bin" serve --config "$work/stagedoor.toml" >/dev/null 2>"$work/agent.log" &
 agent=$!
 pids+=($agent)
 # CPU time (user + system, clock ticks) of a process, from /proc.
