@@ -10,10 +10,9 @@
 //! Without the peer installed the test prints "SKIPPED" and passes, except under
 //! CI=true, where it fails.
 
-use std::io::{Read, Write};
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,130 +27,12 @@ use stagedoor::reason::Reason;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use common::haproxy::free_port;
+use common::peers::{Backstage, require_peer};
+
 /// The runner reads its token from the variable `token_env` names; tests cannot set
 /// variables (no unsafe code), so they name one cargo sets for every test process.
 const TOKEN_ENV: &str = "CARGO_PKG_NAME";
-
-fn peer_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/backstage")
-}
-
-/// Why the peer cannot run here, if it cannot.
-fn peer_missing() -> Option<String> {
-    let installed = peer_dir().join("node_modules/@backstage/plugin-catalog-backend/package.json");
-    if !installed.is_file() {
-        return Some(format!(
-            "{} is missing; run `npm ci --prefix tests/peers/backstage`",
-            installed.display()
-        ));
-    }
-    match Command::new("node").arg("--version").output() {
-        Ok(out) if out.status.success() => None,
-        _ => Some("`node` is not on PATH".to_owned()),
-    }
-}
-
-/// The running Backstage peer; stopped (with any child it spawned) on drop.
-struct Peer {
-    child: Child,
-    base_url: String,
-    log: PathBuf,
-}
-
-impl Peer {
-    fn start(token: &str, catalog_files: &[PathBuf], log: PathBuf) -> Peer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let base_url = format!("http://127.0.0.1:{port}");
-        let locations: Vec<_> = catalog_files
-            .iter()
-            .map(|f| serde_json::json!({"type": "file", "target": f}))
-            .collect();
-        let log_file = std::fs::File::create(&log).unwrap();
-        let child = Command::new("node")
-            .args(["index.js", "--config", "app-config.yaml"])
-            .current_dir(peer_dir())
-            .env("BACKSTAGE_TOKEN", token)
-            .env("APP_CONFIG_backend_listen_port", port.to_string())
-            .env("APP_CONFIG_backend_baseUrl", &base_url)
-            .env(
-                "APP_CONFIG_catalog_locations",
-                serde_json::to_string(&locations).unwrap(),
-            )
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone().unwrap())
-            .stderr(log_file)
-            // Its own process group, so that drop stops node and anything it spawned.
-            .process_group(0)
-            .spawn()
-            .expect("cannot start node");
-        Peer {
-            child,
-            base_url,
-            log,
-        }
-    }
-
-    fn log_tail(&self) -> String {
-        let mut text = String::new();
-        if let Ok(mut f) = std::fs::File::open(&self.log) {
-            let _ = f.read_to_string(&mut text);
-        }
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
-    }
-
-    async fn wait_ready(&mut self, within: Duration) {
-        let url = format!("{}/.backstage/health/v1/readiness", self.base_url);
-        let http = reqwest::Client::new();
-        let deadline = Instant::now() + within;
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
-                    "Backstage exited ({status}) before it was ready:\n{}",
-                    self.log_tail()
-                );
-            }
-            if let Ok(resp) = http.get(&url).send().await
-                && resp.status().is_success()
-            {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "Backstage not ready after {within:?}:\n{}",
-                self.log_tail()
-            );
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-    }
-
-    fn stop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_some() {
-            return;
-        }
-        let group = format!("-{}", self.child.id());
-        let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if self.child.try_wait().ok().flatten().is_some() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
 
 /// What the policy reads of an entity: ref, stagedoor annotations, sorted relations.
 type PolicyView = (String, Vec<(String, String)>, Vec<(String, String)>);
@@ -186,7 +67,7 @@ async fn wait_for_catalog(
     files: &Path,
     what: &str,
     within: Duration,
-    peer: &Peer,
+    peer: &Backstage,
 ) -> Arc<CatalogSnapshot> {
     let expected = views(&file::load(&["*.yaml".to_owned()], files).unwrap());
     let waited = tokio::time::timeout(
@@ -213,15 +94,10 @@ async fn wait_for_catalog(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn syncs_a_real_backstage_and_follows_its_changes() {
-    if let Some(why) = peer_missing() {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("the Backstage test peer is required in CI: {why}");
-        }
-        // Straight to stderr: libtest captures eprintln! of passing tests.
-        let _ = writeln!(
-            std::io::stderr(),
-            "\n!!!!! SKIPPED: catalog_backstage needs the Backstage peer: {why} !!!!!\n"
-        );
+    if !require_peer(
+        "backstage",
+        "syncs_a_real_backstage_and_follows_its_changes",
+    ) {
         return;
     }
     let token = std::env::var(TOKEN_ENV).expect("run the tests with cargo");
@@ -237,13 +113,12 @@ async fn syncs_a_real_backstage_and_follows_its_changes() {
     }
 
     let started = Instant::now();
-    let mut peer = Peer::start(&token, &files, dir.path().join("backstage.log"));
-    peer.wait_ready(Duration::from_secs(90)).await;
+    let mut peer = Backstage::start(free_port(), &token, &files).await;
     eprintln!("Backstage ready in {:?}", started.elapsed());
 
     let config = CatalogConfig {
         source: SourceKind::Backstage,
-        url: Some(peer.base_url.clone()),
+        url: Some(peer.url.clone()),
         token_env: Some(TOKEN_ENV.to_owned()),
         poll_seconds: 1,
         snapshot: Some("snapshot.json".into()),
@@ -394,7 +269,7 @@ async fn syncs_a_real_backstage_and_follows_its_changes() {
 
     // 3. A wrong token: Backstage's 401, typed.
     let wrong = Client::new(
-        &peer.base_url,
+        &peer.url,
         Some("not-the-token".to_owned()),
         Limits::default(),
     )

@@ -1,5 +1,5 @@
-//! The real peers of end-to-end tests: the stagedoor binary and `oidc-provider`
-//! (npm, from tests/peers/oidc), each on free ports and stopped by its own PID.
+//! The real peers of end-to-end tests: the stagedoor binary, `oidc-provider` and Backstage
+//! (npm, from tests/peers/oidc and tests/peers/backstage), on free ports, stopped by their own PIDs.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -36,7 +36,7 @@ pub struct Op {
     pub port: u16,
     pub issuer: String,
     pub log: Arc<Mutex<Vec<String>>>,
-    _keys: tempfile::TempDir,
+    _keys: Option<tempfile::TempDir>,
 }
 
 /// Whether the npm peer in `tests/peers/<name>` is installed; under CI a missing
@@ -61,14 +61,36 @@ pub fn require_peer(name: &str, test: &str) -> bool {
 }
 
 impl Op {
-    /// Starts the provider on `port` and waits for its discovery document.
+    /// Starts the provider on `port` with its default keys (RS256 and ES256, in a
+    /// fresh key directory) and waits for its discovery document.
     pub async fn start(port: u16) -> Op {
         let keys = tempfile::tempdir().unwrap();
-        let mut child = Command::new("node")
-            .arg(repo().join("tests/peers/oidc/op.mjs"))
+        let path = keys.path().to_path_buf();
+        Op::spawn(port, &path, None, Some(keys)).await
+    }
+
+    /// Starts it with `keys` ("kid:alg,...", the first of each alg signs) from
+    /// `keydir`, where each key is generated on first use and kept: restarting with
+    /// new kids first rotates the signing keys while the old ones stay published.
+    pub async fn start_with_keys(port: u16, keydir: &Path, keys: &str) -> Op {
+        Op::spawn(port, keydir, Some(keys), None).await
+    }
+
+    async fn spawn(
+        port: u16,
+        keydir: &Path,
+        keys: Option<&str>,
+        own: Option<tempfile::TempDir>,
+    ) -> Op {
+        let mut cmd = Command::new("node");
+        cmd.arg(repo().join("tests/peers/oidc/op.mjs"))
             .current_dir(repo().join("tests/peers/oidc"))
             .env("PORT", port.to_string())
-            .env("KEYDIR", keys.path())
+            .env("KEYDIR", keydir);
+        if let Some(keys) = keys {
+            cmd.env("KEYS", keys);
+        }
+        let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -88,7 +110,7 @@ impl Op {
                     port,
                     issuer,
                     log,
-                    _keys: keys,
+                    _keys: own,
                 };
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -115,14 +137,22 @@ impl Op {
         body["access_token"].as_str().unwrap().to_owned()
     }
 
+    /// Kills it by its own PID and waits (5 s at most) until it is gone, so its port
+    /// is free for a restart.
     pub fn stop(&mut self) {
         let _ = self.child.start_kill();
+        for _ in 0..100 {
+            if self.child.try_wait().ok().flatten().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }
 
 impl Drop for Op {
     fn drop(&mut self) {
-        let _ = self.child.start_kill();
+        self.stop();
     }
 }
 
@@ -210,13 +240,18 @@ pub fn fixture(path: &str) -> PathBuf {
 }
 
 /// The Backstage peer (tests/peers/backstage) on a given port, serving the given
-/// catalog files; stopped with its whole process group on drop.
+/// catalog files, its output in a log file; stopped with its whole process group
+/// (node and anything it spawned) on drop.
 pub struct Backstage {
     child: Option<std::process::Child>,
     pub url: String,
+    log: PathBuf,
+    _logdir: tempfile::TempDir,
 }
 
 impl Backstage {
+    /// Starts it and waits (90 s at most) until its readiness probe passes. Backstage
+    /// is ready before it has ingested its locations: wait for the entities too.
     pub async fn start(port: u16, token: &str, catalog_files: &[PathBuf]) -> Backstage {
         use std::os::unix::process::CommandExt;
         let dir = repo().join("tests/peers/backstage");
@@ -225,6 +260,9 @@ impl Backstage {
             .iter()
             .map(|f| serde_json::json!({"type": "file", "target": f}))
             .collect();
+        let logdir = tempfile::tempdir().unwrap();
+        let log = logdir.path().join("backstage.log");
+        let log_file = std::fs::File::create(&log).unwrap();
         let child = std::process::Command::new("node")
             .args(["index.js", "--config", "app-config.yaml"])
             .current_dir(&dir)
@@ -236,18 +274,26 @@ impl Backstage {
                 serde_json::to_string(&locations).unwrap(),
             )
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(log_file.try_clone().unwrap())
+            .stderr(log_file)
             .process_group(0)
             .spawn()
             .expect("start node");
-        let b = Backstage {
+        let mut b = Backstage {
             child: Some(child),
             url,
+            log,
+            _logdir: logdir,
         };
         let health = format!("{}/.backstage/health/v1/readiness", b.url);
         let http = reqwest::Client::new();
         for _ in 0..360 {
+            if let Some(Ok(Some(status))) = b.child.as_mut().map(|c| c.try_wait()) {
+                panic!(
+                    "Backstage exited ({status}) before it was ready:\n{}",
+                    b.log_tail()
+                );
+            }
             if let Ok(r) = http.get(&health).send().await
                 && r.status().is_success()
             {
@@ -255,11 +301,25 @@ impl Backstage {
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
-        panic!("Backstage did not become ready on {}", b.url);
+        panic!(
+            "Backstage did not become ready on {}:\n{}",
+            b.url,
+            b.log_tail()
+        );
+    }
+
+    /// The last 30 lines of its output.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
     }
 
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
+            if child.try_wait().ok().flatten().is_some() {
+                return;
+            }
             let group = format!("-{}", child.id());
             let _ = std::process::Command::new("kill")
                 .args(["-TERM", "--", &group])
