@@ -185,6 +185,8 @@ pub async fn serve<H: Handler>(
                 )
                 .await
                 {
+                    // A NOTIFY answered in place may have found itself malformed.
+                    Dispatch::Continue if invalid.is_cancelled() => break Some(Status::Invalid),
                     Dispatch::Continue => continue,
                     Dispatch::Close(status) => break status,
                 }
