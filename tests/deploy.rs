@@ -2,7 +2,10 @@
 //! engine: the compose file parses, every file it mounts exists, and the ports and
 //! addresses in compose, HAProxy and stagedoor configs agree; the Kubernetes
 //! manifest keeps stagedoor on loopback and probes the admin port; the Dockerfile
-//! is multi-stage and non-root. `docker compose config` runs where it is installed.
+//! is multi-stage and non-root. Compose v2 itself (`docker compose config`) reads the
+//! compose file too: the plugin where the client has it, else Debian unstable's.
+
+mod common;
 
 use std::path::{Path, PathBuf};
 
@@ -122,31 +125,92 @@ fn compose_stack_is_consistent() {
             .to_string()
             .contains("./haproxy/haproxy.cfg")
     );
+}
 
-    // `docker compose config` where the client has compose.
-    let compose_ok = std::process::Command::new("docker")
-        .args(["compose", "version"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if compose_ok {
-        let out = std::process::Command::new("docker")
-            .args([
-                "compose",
-                "-f",
-                root().join("docker-compose.yml").to_str().unwrap(),
-                "config",
-                "--quiet",
-            ])
+/// The Compose v2 CLI: `docker compose` where the client has the plugin, otherwise
+/// the one `tests/peers/compose/fetch.sh` unpacked (the README test command runs it).
+/// Under CI=true one of them must be there.
+fn compose_cli() -> Option<Vec<String>> {
+    let works = |cmd: &[String]| {
+        std::process::Command::new(&cmd[0])
+            .args(&cmd[1..])
+            .arg("version")
             .output()
-            .unwrap();
+            .is_ok_and(|o| o.status.success())
+    };
+    let plugin = vec!["docker".to_owned(), "compose".to_owned()];
+    let fetched = vec![
+        root()
+            .join("tests/peers/compose/docker-compose")
+            .to_string_lossy()
+            .into_owned(),
+    ];
+    let found = [plugin, fetched].into_iter().find(|c| works(c));
+    if found.is_none() {
         assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+            !common::haproxy::in_ci(),
+            "Compose v2 is required under CI=true: run tests/peers/compose/fetch.sh"
         );
-    } else {
-        eprintln!("note: `docker compose` is not installed here; checked the file without it");
+        eprintln!(
+            "\n*** SKIPPED compose config: no Compose v2 (run tests/peers/compose/fetch.sh) ***\n"
+        );
     }
+    found
+}
+
+fn compose_config(cli: &[String], file: &Path) -> std::process::Output {
+    std::process::Command::new(&cli[0])
+        .args(&cli[1..])
+        .args(["-f", file.to_str().unwrap(), "config", "--format", "json"])
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn compose_v2_accepts_the_stack_and_rejects_a_broken_copy() {
+    let Some(cli) = compose_cli() else { return };
+    let file = root().join("docker-compose.yml");
+    let out = compose_config(&cli, &file);
+    assert!(
+        out.status.success(),
+        "docker compose config: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Compose's own reading of the file: every bind mount resolved inside the
+    // repository and present, every service with an image or a build.
+    let model: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let services = model["services"].as_object().unwrap();
+    assert_eq!(services.len(), 5, "{:?}", services.keys());
+    for (name, svc) in services {
+        assert!(
+            svc["image"].is_string() || svc["build"].is_object(),
+            "{name}: neither image nor build"
+        );
+        for v in svc["volumes"].as_array().into_iter().flatten() {
+            if v["type"] == "bind" {
+                let src = Path::new(v["source"].as_str().unwrap());
+                assert!(
+                    src.starts_with(root()) && src.exists(),
+                    "{name} mounts {src:?}"
+                );
+            }
+        }
+    }
+
+    // The validator is not a rubber stamp: a misspelt service key is refused.
+    let text = std::fs::read_to_string(&file).unwrap();
+    let broken = text.replacen("    image:", "    imagee:", 1);
+    assert_ne!(broken, text);
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("docker-compose.yml");
+    std::fs::write(&copy, broken).unwrap();
+    let out = compose_config(&cli, &copy);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("imagee"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian machine: installs what the tests need
-# (HAProxy 2.6 from Debian 12, HAProxy 3.x from Debian unstable unpacked beside the
-# tests, the Node test peers from their committed lockfiles), then
+# (HAProxy 2.6 from Debian 12, HAProxy 3.x and Compose v2 from Debian unstable unpacked
+# beside the tests, the Node test peers from their committed lockfiles), then
 # runs formatting, lints and every test. With CI=true, end-to-end tests never skip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +16,8 @@ fi
 haproxy -v | sed -n 1p   # sed reads everything: no SIGPIPE under pipefail
 echo "== HAProxy 3.x (Debian unstable's, unpacked, not installed)"
 tests/peers/haproxy3/fetch.sh
+echo "== Compose v2 (Debian unstable's, unpacked, not installed)"
+tests/peers/compose/fetch.sh
 
 for lock in tests/peers/*/package-lock.json; do
     [ -e "$lock" ] || continue

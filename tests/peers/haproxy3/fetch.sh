@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
 # HAProxy 3.x for the 3.1+ SPOE interop tests (the SPOE was rewritten in 3.1; Debian 12
-# ships 2.6). Debian unstable's current haproxy is fetched WITHOUT installing anything:
-# apt downloads the signed packages (checked against Debian's archive keyring) into
-# this folder, dpkg-deb unpacks them into ./root, and ./haproxy runs the binary with
-# unstable's own loader and libraries, since Debian 12's libc is too old for it.
+# ships 2.6). Debian unstable's current haproxy and its libraries are unpacked into
+# ./root by ../sid-unpack.sh (signed packages, nothing installed), and ./haproxy runs
+# the binary with unstable's own loader and libraries: Debian 12's libc is too old.
 # Idempotent: does nothing when ./root already holds a working 3.x binary.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -17,39 +16,13 @@ if [ -x "$root/usr/sbin/haproxy" ] && run -v >/dev/null 2>&1; then
     exit 0
 fi
 
-state=$here/.apt
-rm -rf "$state" "$here/debs" "$root"
-mkdir -p "$state/lists/partial" "$state/cache/archives/partial" "$state/parts" "$here/debs"
-cat >"$state/parts/unstable.sources" <<SOURCES
-Types: deb
-URIs: http://deb.debian.org/debian
-Suites: sid
-Components: main
-Architectures: amd64
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-SOURCES
-apt_opts=(
-    -o "Dir::Etc::SourceList=/dev/null"
-    -o "Dir::Etc::SourceParts=$state/parts"
-    -o "Dir::State::Lists=$state/lists"
-    -o "Dir::Cache=$state/cache"
-    -o "Debug::NoLocking=1"
-    -o "APT::Sandbox::User=$(id -un)"
-    -o "Acquire::Languages=none"
-    -o "Acquire::IndexTargets::deb::DEP-11::DefaultEnabled=false"
-)
-apt-get "${apt_opts[@]}" -qq update
 # haproxy and the libraries it links (directly or through them). A new dependency in
 # unstable shows up below as a "not found" library, naming what to add here.
 packages=(
     haproxy libc6 libcrypt1 libjemalloc2 liblua5.4-0 libopentracing-c-wrapper0t64
     libopentracing1 libstdc++6 libgcc-s1 libpcre2-8-0 libssl3t64 libzstd1 zlib1g
 )
-(cd "$here/debs" && apt-get "${apt_opts[@]}" -qq download "${packages[@]}")
-for deb in "$here"/debs/*.deb; do
-    dpkg-deb -x "$deb" "$root"
-done
-rm -rf "$here/debs" "$state"
+"$here/../sid-unpack.sh" "$here" "${packages[@]}"
 
 missing=$("$libs/ld-linux-x86-64.so.2" --library-path "$libs" --list "$root/usr/sbin/haproxy" | grep "not found" || true)
 if [ -n "$missing" ]; then
