@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use common::haproxy::{Haproxy, repo, require_bin, require_haproxy3};
+use common::haproxy::{Haproxy, repo, require_bin, require_haproxy3, require_haproxy30};
 use common::http::{Response, get, request};
 use common::peers::{Agent, Op, Ports, fixture, require_peer};
 
@@ -125,6 +125,17 @@ fn assert_status(r: &Response, status: u16, what: &str) {
 async fn haproxy_2_6_agent_provider_catalog_end_to_end() {
     const T: &str = "haproxy_2_6_agent_provider_catalog_end_to_end";
     if let Some(bin) = require_bin("haproxy", T)
+        && require_peer("oidc", T)
+    {
+        end_to_end(&bin).await;
+    }
+}
+
+/// The same through HAProxy 3.0 LTS (Debian 13), the last original SPOE engine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn haproxy_3_0_agent_provider_catalog_end_to_end() {
+    const T: &str = "haproxy_3_0_agent_provider_catalog_end_to_end";
+    if let Some(bin) = require_haproxy30(T)
         && require_peer("oidc", T)
     {
         end_to_end(&bin).await;

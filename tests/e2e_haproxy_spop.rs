@@ -6,7 +6,9 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::haproxy::{Haproxy, check_config, free_port, repo, require_bin, require_haproxy3};
+use common::haproxy::{
+    Haproxy, check_config, free_port, repo, require_bin, require_haproxy3, require_haproxy30,
+};
 use stagedoor::connection::{EngineConfig, EngineStats, Handler, HandlerError};
 use stagedoor::spop::{Action, Message, Scope, TypedData};
 use std::path::Path;
@@ -70,6 +72,13 @@ fn shipped_configs_pass_haproxy_2_6_check() {
 }
 
 #[test]
+fn shipped_configs_pass_haproxy_3_0_check() {
+    if let Some(bin) = require_haproxy30("shipped_configs_pass_haproxy_3_0_check") {
+        check_shipped(&bin);
+    }
+}
+
+#[test]
 fn shipped_configs_pass_haproxy_3_check() {
     if let Some(bin) = require_haproxy3("shipped_configs_pass_haproxy_3_check") {
         check_shipped(&bin);
@@ -100,6 +109,14 @@ fn check_shipped(bin: &Path) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn variables_reach_haproxy_2_6_and_failures_fail_closed() {
     if let Some(bin) = require_bin("haproxy", "variables_reach_haproxy_2_6") {
+        variables_reach_haproxy(&bin).await;
+    }
+}
+
+/// The same against 3.0 LTS, the last release of the original SPOE engine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn variables_reach_haproxy_3_0_and_failures_fail_closed() {
+    if let Some(bin) = require_haproxy30("variables_reach_haproxy_3_0") {
         variables_reach_haproxy(&bin).await;
     }
 }

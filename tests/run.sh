@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian machine: installs what the tests need
-# (HAProxy 2.6 from Debian 12, HAProxy 3.x and Compose v2 from Debian unstable unpacked
-# beside the tests, the Node test peers from their committed lockfiles), then
+# (HAProxy 2.6 from Debian 12, HAProxy 3.0 from Debian 13, HAProxy 3.x and Compose v2
+# from Debian unstable, unpacked beside the tests, the Node test peers from their committed lockfiles), then
 # runs formatting, lints and every test. With CI=true, end-to-end tests never skip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,8 +14,9 @@ if ! command -v haproxy >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq haproxy >/dev/null
 fi
 haproxy -v | sed -n 1p   # sed reads everything: no SIGPIPE under pipefail
-echo "== HAProxy 3.x (Debian unstable's, unpacked, not installed)"
+echo "== HAProxy 3.x (Debian unstable's) and 3.0 LTS (Debian 13's), unpacked, not installed"
 tests/peers/haproxy3/fetch.sh
+tests/peers/haproxy30/fetch.sh
 echo "== Compose v2 (Debian unstable's, unpacked, not installed)"
 tests/peers/compose/fetch.sh
 

@@ -40,18 +40,32 @@ pub fn require_bin(name: &str, test: &str) -> Option<PathBuf> {
     found
 }
 
-/// HAProxy 3.x, whose SPOE was rewritten in 3.1: Debian unstable's, unpacked (not
-/// installed) by `tests/peers/haproxy3/fetch.sh`, which the README test command runs.
-/// Under CI a missing one is a failure; so is one older than 3.1.
+/// HAProxy 3.x, newest, whose SPOE was rewritten in 3.1: Debian unstable's.
 pub fn require_haproxy3(test: &str) -> Option<PathBuf> {
-    let dir = repo().join("tests/peers/haproxy3");
+    require_fetched_haproxy("haproxy3", (3, 1)..=(u32::MAX, u32::MAX), test)
+}
+
+/// HAProxy 3.0 LTS, the last version with the original SPOE engine: Debian 13's.
+pub fn require_haproxy30(test: &str) -> Option<PathBuf> {
+    require_fetched_haproxy("haproxy30", (3, 0)..=(3, 0), test)
+}
+
+/// A newer HAProxy than Debian 12's, unpacked (not installed) by
+/// `tests/peers/<peer>/fetch.sh`, which the README test command runs. Under CI a
+/// missing one is a failure; so is one whose major.minor is outside `versions`.
+fn require_fetched_haproxy(
+    peer: &str,
+    versions: std::ops::RangeInclusive<(u32, u32)>,
+    test: &str,
+) -> Option<PathBuf> {
+    let dir = repo().join("tests/peers").join(peer);
     if !dir.join("root/usr/sbin/haproxy").is_file() {
         assert!(
             !in_ci(),
-            "{test}: HAProxy 3.x is required under CI=true: run tests/peers/haproxy3/fetch.sh"
+            "{test}: {peer} is required under CI=true: run tests/peers/{peer}/fetch.sh"
         );
         eprintln!(
-            "\n*** SKIPPED {test}: HAProxy 3.x is not fetched (run tests/peers/haproxy3/fetch.sh) ***\n"
+            "\n*** SKIPPED {test}: {peer} is not fetched (run tests/peers/{peer}/fetch.sh) ***\n"
         );
         return None;
     }
@@ -59,7 +73,7 @@ pub fn require_haproxy3(test: &str) -> Option<PathBuf> {
     let out = std::process::Command::new(&bin)
         .arg("-v")
         .output()
-        .expect("run haproxy 3.x -v");
+        .unwrap_or_else(|e| panic!("run {bin:?} -v: {e}"));
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let version = text
         .split_whitespace()
@@ -70,8 +84,8 @@ pub fn require_haproxy3(test: &str) -> Option<PathBuf> {
         .map(|p| p.parse::<u32>().unwrap_or(0));
     let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
     assert!(
-        (major, minor) >= (3, 1),
-        "{test}: {bin:?} is HAProxy {version}, not 3.1 or later"
+        versions.contains(&(major, minor)),
+        "{test}: {bin:?} is HAProxy {version}, outside {versions:?}"
     );
     Some(bin)
 }

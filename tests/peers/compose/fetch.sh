@@ -3,7 +3,7 @@
 # docker-compose.yml (schema, interpolation, mounts) without a container engine.
 # Debian 12 has only the old Python docker-compose 1.x; unstable's docker-compose is
 # Compose v2 (the Go CLI plugin), needing only libc >= 2.34, which Debian 12 has. It is
-# unpacked into ./root by ../sid-unpack.sh (signed package, nothing installed) and
+# unpacked into ./root by ../debian-unpack.sh (signed package, nothing installed) and
 # ./docker-compose runs it. Idempotent.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -11,5 +11,5 @@ if "$here/docker-compose" version >/dev/null 2>&1; then
     "$here/docker-compose" version
     exit 0
 fi
-"$here/../sid-unpack.sh" "$here" docker-compose
+"$here/../debian-unpack.sh" sid "$here" docker-compose
 "$here/docker-compose" version

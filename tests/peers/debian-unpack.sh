@@ -1,19 +1,21 @@
 #!/usr/bin/env bash
-# Usage: sid-unpack.sh DIR PACKAGE...
-# Downloads Debian unstable's current PACKAGEs WITHOUT installing anything: apt, with
-# its own state under DIR/.apt and unstable's sources signed by Debian's archive
-# keyring, downloads the packages into DIR/debs; dpkg-deb unpacks them into DIR/root.
-# Used for test peers newer than Debian 12 carries (HAProxy 3.x, Compose v2).
+# Usage: debian-unpack.sh SUITE DIR PACKAGE...
+# Downloads the current PACKAGEs of a Debian SUITE (sid, trixie) WITHOUT installing
+# anything: apt, with its own state under DIR/.apt and the suite's sources signed by
+# Debian's archive keyring, downloads the packages into DIR/debs; dpkg-deb unpacks
+# them into DIR/root. For test peers newer than Debian 12 carries (HAProxy 3.x,
+# Compose v2).
 set -euo pipefail
-dir=$1
-shift
+suite=$1
+dir=$2
+shift 2
 state=$dir/.apt
 rm -rf "$state" "$dir/debs" "$dir/root"
 mkdir -p "$state/lists/partial" "$state/cache/archives/partial" "$state/parts" "$dir/debs"
-cat >"$state/parts/unstable.sources" <<SOURCES
+cat >"$state/parts/$suite.sources" <<SOURCES
 Types: deb
 URIs: http://deb.debian.org/debian
-Suites: sid
+Suites: $suite
 Components: main
 Architectures: amd64
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
