@@ -75,6 +75,9 @@ pub struct Metrics {
     /// Scrapes sync counters by difference: one at a time, or two could add twice.
     scrape: std::sync::Mutex<()>,
     decisions: Family<DecisionLabels, Counter>,
+    /// `decisions` for enforced decisions, one handle per reason (indexed by
+    /// `Reason as usize`), resolved once: the request path takes no lock for them.
+    enforced: Vec<Counter>,
     latency: Histogram,
     log_dropped: Counter,
     connections_open: Gauge,
@@ -101,6 +104,14 @@ pub struct Metrics {
     catalog_syncs: Family<ResultLabel, Counter>,
 }
 
+fn labels(reason: Reason, enforced: bool) -> DecisionLabels {
+    DecisionLabels {
+        decision: if reason.is_allow() { "allow" } else { "deny" },
+        reason: reason.as_str(),
+        enforced: if enforced { "true" } else { "false" },
+    }
+}
+
 fn sync_counter(c: &Counter, value: u64) {
     let cur = c.get();
     if value > cur {
@@ -119,6 +130,7 @@ impl Metrics {
         let mut r = Registry::with_prefix("stagedoor");
         let m = Metrics {
             decisions: Family::default(),
+            enforced: Vec::new(),
             // 10 µs .. ~160 ms: cache hits sit in the first buckets, JWKS refetch waits in the last.
             latency: Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
                 1e-5, 2.0, 15,
@@ -271,29 +283,30 @@ impl Metrics {
             "Build information",
             Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
         );
-        // Pre-create every reason so dashboards see zeros, not gaps.
-        for reason in Reason::ALL {
-            let decision = if reason.is_allow() { "allow" } else { "deny" };
-            let _ = m.decisions.get_or_create(&DecisionLabels {
-                decision,
-                reason: reason.as_str(),
-                enforced: "true",
-            });
+        // Pre-create every reason so dashboards see zeros, not gaps; keep the handles
+        // (a clone shares the registered counter).
+        let enforced = Reason::ALL
+            .iter()
+            .enumerate()
+            .map(|(i, &reason)| {
+                assert_eq!(reason as usize, i, "Reason::ALL is in declaration order");
+                m.decisions.get_or_create(&labels(reason, true)).clone()
+            })
+            .collect();
+        Metrics {
+            registry: r,
+            enforced,
+            ..m
         }
-        Metrics { registry: r, ..m }
     }
 
     /// Counts one decision (request path).
     pub fn record_decision(&self, reason: Reason, enforced: bool, seconds: f64) {
-        let decision = if reason.is_allow() { "allow" } else { "deny" };
-        let enforced = if enforced { "true" } else { "false" };
-        self.decisions
-            .get_or_create(&DecisionLabels {
-                decision,
-                reason: reason.as_str(),
-                enforced,
-            })
-            .inc();
+        if enforced {
+            self.enforced[reason as usize].inc();
+        } else {
+            self.decisions.get_or_create(&labels(reason, false)).inc();
+        }
         self.latency.observe(seconds);
     }
 
@@ -410,5 +423,52 @@ impl Metrics {
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(m: &Metrics) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::prometheus_text::encode(&mut out, &m.registry).unwrap();
+        out
+    }
+
+    fn count(text: &str, reason: &str, enforced: &str) -> Option<u64> {
+        let want = format!("reason=\"{reason}\",enforced=\"{enforced}\"}}");
+        text.lines()
+            .find(|l| l.starts_with("stagedoor_decisions_total{") && l.contains(&want))
+            .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
+    }
+
+    #[test]
+    fn decisions_land_on_their_own_labelled_series() {
+        let m = Metrics::new();
+        let t = text(&m);
+        for reason in Reason::ALL {
+            assert_eq!(count(&t, reason.as_str(), "true"), Some(0), "{reason:?}");
+            assert_eq!(count(&t, reason.as_str(), "false"), None, "{reason:?}");
+        }
+        m.record_decision(Reason::Ok, true, 1e-5);
+        m.record_decision(Reason::Ok, true, 1e-5);
+        m.record_decision(Reason::InternalError, true, 1e-5);
+        m.record_decision(Reason::NotMember, false, 1e-5);
+        let t = text(&m);
+        assert_eq!(count(&t, "ok", "true"), Some(2));
+        assert_eq!(count(&t, "internal_error", "true"), Some(1));
+        assert_eq!(count(&t, "not_member", "false"), Some(1));
+        assert_eq!(count(&t, "not_member", "true"), Some(0));
+        assert!(
+            t.contains(
+                "stagedoor_decisions_total{decision=\"deny\",reason=\"not_member\",enforced=\"false\"} 1"
+            ),
+            "{t}"
+        );
+        assert!(
+            t.contains("stagedoor_decision_latency_seconds_count 4"),
+            "{t}"
+        );
     }
 }
