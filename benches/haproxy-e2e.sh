@@ -1,19 +1,21 @@
 #!/usr/bin/env bash
-# End-to-end cost per request through real HAProxy, 2.6 (Debian 12) and 3.x (see
-# tests/peers/haproxy3/fetch.sh), side by side in one run: wrk against
+# End-to-end cost per request through real HAProxy, 2.6 (Debian 12), 3.0 (Debian 13)
+# and 3.x (Debian unstable; see tests/peers/haproxy3*/fetch.sh), side by side in one
+# run: wrk against
 #   baseline  the shipped haproxy.cfg without the SPOE filter and its decision rules
 #             (HAProxy -> the quickstart echo backend; same log-format, logs discarded)
 #   allow     the shipped haproxy.cfg + stagedoor (quickstart config, decision log on),
 #             a valid RS256 token on a scoped, group-restricted route: 200
 #   deny      the same without a token: 401 with WWW-Authenticate
 # Everything shares the machine's cores (unpinned); read the ratios, not the absolutes.
-# Usage: [WORKER_THREADS=n] benches/haproxy-e2e.sh [seconds per run, default 10] [wrk connections, default 50]
+# Usage: [WORKER_THREADS=n] [VERSIONS="2.6 3.0 3"] benches/haproxy-e2e.sh [seconds per run, default 10] [wrk connections, default 50]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
 conns=${2:-50}
 command -v wrk >/dev/null || { echo "needs wrk (apt-get install -y wrk)" >&2; exit 1; }
 tests/peers/haproxy3/fetch.sh >/dev/null
+tests/peers/haproxy30/fetch.sh >/dev/null
 cargo build -q --release --bin stagedoor --example mint_token
 agent_bin=${STAGEDOOR_BIN:-target/release/stagedoor}   # STAGEDOOR_BIN: compare two builds
 token=$(target/release/examples/mint_token --sub alice --scope orders:read)
@@ -82,8 +84,12 @@ run() { # name haproxy-binary config expected-status [auth]
         "$name" "$rps" "$p50" "$p99" "${non2xx:-0}" "$agent_us"
 }
 
-for v in 2.6 3; do
-    if [ "$v" = 2.6 ]; then bin=$(command -v haproxy); else bin=tests/peers/haproxy3/haproxy; fi
+for v in ${VERSIONS:-2.6 3.0 3}; do
+    case $v in
+    2.6) bin=$(command -v haproxy) ;;
+    3.0) bin=tests/peers/haproxy30/haproxy ;;
+    *) bin=tests/peers/haproxy3/haproxy ;;
+    esac
     echo "== $("$bin" -v | sed -n 1p)"
     run "haproxy $v baseline" "$bin" "$work/baseline.cfg" 200
     run "haproxy $v + stagedoor allow" "$bin" haproxy/haproxy.cfg 200 "$token"
