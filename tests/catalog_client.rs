@@ -1028,6 +1028,90 @@ async fn runner_publishes_nothing_when_backstage_is_down_and_there_is_no_snapsho
     handle.stopped().await;
 }
 
+/// A Backstage that is up but still empty when stagedoor starts (it answers before it
+/// has ingested its locations, as after a restart of both) must not replace the last
+/// good catalog with nothing: the snapshot is served, the file is kept, and only an
+/// empty answer on three polls in a row is applied. Routes coming back end it early.
+#[tokio::test]
+async fn runner_serves_the_snapshot_when_backstage_first_answers_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = sample_catalog();
+    let server = FakeServer::start(runner_backstage(catalog.clone())).await;
+    let mut config = backstage_config(server.url(), std::path::Path::new("snap.json"));
+    config.poll_seconds = 3600;
+    let shutdown = CancellationToken::new();
+    let handle = CatalogSource::start(&config, dir.path(), shutdown.clone()).unwrap();
+    let mut rx = handle.snapshots();
+    let live = wait_for_snapshot(&mut rx, "live sync", |s| s.origin == Origin::Live).await;
+    shutdown.cancel();
+    handle.stopped().await;
+
+    // Restart against an empty Backstage, twice held back, then routes return.
+    let saved = catalog.lock().unwrap().clone();
+    catalog.lock().unwrap().clear();
+    let shutdown = CancellationToken::new();
+    let handle = CatalogSource::start(&config, dir.path(), shutdown.clone()).unwrap();
+    let mut rx = handle.snapshots();
+    let served = wait_for_snapshot(&mut rx, "the snapshot", |_| true).await;
+    assert_eq!(served.origin, Origin::Snapshot);
+    assert_eq!(served.entities, live.entities);
+    let mut status = handle.status();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        status.wait_for(|s| s.syncs.held == 1),
+    )
+    .await
+    .expect("first contact not held")
+    .unwrap();
+    let st = status.borrow().clone();
+    assert_eq!(
+        (st.consecutive_errors, st.origin),
+        (0, Some(Origin::Snapshot))
+    );
+    let on_disk = snapshot::load(&dir.path().join("snap.json")).unwrap();
+    assert_eq!(
+        on_disk.entities, live.entities,
+        "an empty answer rewrote the file"
+    );
+
+    handle.reload();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        status.wait_for(|s| s.syncs.held == 2),
+    )
+    .await
+    .expect("second poll not held")
+    .unwrap();
+    assert!(Arc::ptr_eq(rx.borrow().as_ref().unwrap(), &served));
+
+    // Backstage has ingested: live again, only what changed is fetched (nothing here).
+    *catalog.lock().unwrap() = saved;
+    server.take_requests();
+    handle.reload();
+    let back = wait_for_snapshot(&mut rx, "live again", |s| s.origin == Origin::Live).await;
+    assert_eq!(back.entities, live.entities);
+    let fetched: Vec<String> = server
+        .take_requests()
+        .iter()
+        .filter(|r| r.method == "POST")
+        .flat_map(Req::refs)
+        .collect();
+    assert!(fetched.is_empty(), "{fetched:?}");
+    shutdown.cancel();
+    handle.stopped().await;
+
+    // Without a snapshot file, an empty first answer is applied at once (deny all).
+    std::fs::remove_file(dir.path().join("snap.json")).unwrap();
+    catalog.lock().unwrap().clear();
+    let shutdown = CancellationToken::new();
+    let handle = CatalogSource::start(&config, dir.path(), shutdown.clone()).unwrap();
+    let mut rx = handle.snapshots();
+    let empty = wait_for_snapshot(&mut rx, "the empty catalog", |_| true).await;
+    assert_eq!((empty.origin, empty.entities.len()), (Origin::Live, 0));
+    shutdown.cancel();
+    handle.stopped().await;
+}
+
 #[tokio::test]
 async fn runner_holds_a_wipe_out_until_the_third_poll() {
     let dir = tempfile::tempdir().unwrap();

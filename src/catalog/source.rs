@@ -358,7 +358,18 @@ async fn run_backstage(
     publisher: Publisher,
     mut triggers: Triggers,
 ) {
-    let mut snapshot_tried = false;
+    // The snapshot file seeds the syncer before the first poll, published or not: the
+    // first sync then fetches only entities whose etag changed since, and the wipe-out
+    // guard covers a Backstage that answers empty at first contact (one still
+    // ingesting its locations after a restart) as it covers one that empties later.
+    // The snapshot is served when that first contact fails or is held back.
+    let mut fallback = match &snapshot_path {
+        Some(path) => load_snapshot(path).await,
+        None => None,
+    };
+    if let Some(saved) = &fallback {
+        syncer.seed(saved.entities.clone());
+    }
     loop {
         // A sync changes the syncer only after its last await: cancelling is safe.
         let result = tokio::select! {
@@ -406,6 +417,9 @@ async fn run_backstage(
                     "Backstage returned no routable entity; not applied until it repeats"
                 );
                 publisher.count(|c| c.held += 1);
+                if let Some(saved) = fallback.take() {
+                    serve_snapshot(&publisher, saved, "Backstage has no routable entity yet");
+                }
                 publisher.status.send_modify(|s| {
                     s.consecutive_errors = 0;
                     s.last_error = None;
@@ -413,13 +427,13 @@ async fn run_backstage(
             }
             Err(error) => {
                 errors = publisher.failed(&error);
-                if !snapshot_tried && !publisher.has_snapshot() {
-                    snapshot_tried = true;
-                    if let Some(path) = &snapshot_path {
-                        serve_snapshot(&mut syncer, &publisher, path).await;
-                    }
+                if let Some(saved) = fallback.take() {
+                    serve_snapshot(&publisher, saved, "Backstage unreachable");
                 }
             }
+        }
+        if publisher.has_snapshot() {
+            fallback = None;
         }
         let delay = if errors == 0 {
             poll
@@ -446,29 +460,41 @@ async fn publish_live(publisher: &Publisher, entities: Vec<Entity>, snapshot_pat
     publisher.publish(entities, Origin::Live, now);
 }
 
-async fn serve_snapshot(syncer: &mut Syncer, publisher: &Publisher, path: &Path) {
+/// The snapshot file, if there is a usable one (a missing file is normal on a first
+/// start; anything else is logged).
+async fn load_snapshot(path: &Path) -> Option<snapshot::SavedSnapshot> {
     let owned = path.to_owned();
     match tokio::task::spawn_blocking(move || snapshot::load(&owned)).await {
-        Ok(Ok(saved)) => {
-            tracing::warn!(
-                path = %path.display(),
-                entities = saved.entities.len(),
-                saved_at_unix = saved.saved_at_unix,
-                "Backstage unreachable; serving the last good snapshot"
-            );
-            syncer.seed(saved.entities.clone());
-            let errors = publisher.status.borrow().consecutive_errors;
-            let last_error = publisher.status.borrow().last_error.clone();
-            publisher.publish(saved.entities, Origin::Snapshot, saved.saved_at_unix);
-            // Serving a snapshot does not make Backstage reachable.
-            publisher.status.send_modify(|s| {
-                s.consecutive_errors = errors;
-                s.last_error = last_error;
-            });
+        Ok(Ok(saved)) => Some(saved),
+        Ok(Err(error)) => {
+            if path.exists() {
+                tracing::warn!(%error, "no usable catalog snapshot");
+            }
+            None
         }
-        Ok(Err(error)) => tracing::warn!(%error, "no usable catalog snapshot"),
-        Err(error) => tracing::warn!(%error, "no usable catalog snapshot"),
+        Err(error) => {
+            tracing::warn!(%error, "no usable catalog snapshot");
+            None
+        }
     }
+}
+
+/// Serves the snapshot file's catalog (nothing live has been published yet).
+fn serve_snapshot(publisher: &Publisher, saved: snapshot::SavedSnapshot, why: &str) {
+    tracing::warn!(
+        reason = why,
+        entities = saved.entities.len(),
+        saved_at_unix = saved.saved_at_unix,
+        "serving the last good catalog snapshot"
+    );
+    let errors = publisher.status.borrow().consecutive_errors;
+    let last_error = publisher.status.borrow().last_error.clone();
+    publisher.publish(saved.entities, Origin::Snapshot, saved.saved_at_unix);
+    // Serving a snapshot does not make Backstage reachable.
+    publisher.status.send_modify(|s| {
+        s.consecutive_errors = errors;
+        s.last_error = last_error;
+    });
 }
 
 /// `poll × 2^errors`, capped at max(poll, 5 min), minus up to 10% jitter.
