@@ -621,6 +621,50 @@ fn a_subject_or_email_claimed_twice_is_ignored() {
     );
 }
 
+/// A character a path may hold raw is the same path escaped or not, in the request
+/// and in the route, because backends decode before routing: `%24batch` must reach the
+/// `$batch` route, not fall through to a public catch-all. Escape tricks the
+/// decoding could open up are refused (found by review: each case here was `public`).
+#[test]
+fn escaped_and_raw_sub_delims_are_one_path() {
+    let p = Policy::build(
+        &[component(
+            "svc",
+            &[(
+                ROUTES,
+                "* / public
+POST /odata/$batch admin
+* /v1/orders:cancel admin
+                 * /users/@me/keys admin
+* /files/a+b admin
+* /enc/%40secret admin
+                 * /api/keys admin
+* /api/admin admin",
+            )],
+        )],
+        Unmatched::Deny,
+    );
+    let cases = [
+        ("POST", "/odata/$batch", Reason::MissingToken),
+        ("POST", "/odata/%24batch", Reason::MissingToken),
+        ("POST", "/v1/orders%3Acancel", Reason::MissingToken),
+        ("POST", "/v1/orders%3acancel", Reason::MissingToken),
+        ("POST", "/users/%40me/keys", Reason::MissingToken),
+        ("POST", "/files/a%2Bb", Reason::MissingToken),
+        ("POST", "/enc/@secret", Reason::MissingToken),
+        ("POST", "/enc/%40secret", Reason::MissingToken),
+        ("GET", "/x/%25%32%65%25%32%65/api/admin", Reason::BadPath),
+        ("GET", "/api/admin%3B.css", Reason::BadPath),
+        ("GET", "/api/%E2%84%AAeys", Reason::BadPath),
+        ("GET", "/api/adm%C4%B1n", Reason::BadPath),
+        ("GET", "/anything", Reason::Public),
+    ];
+    for (method, path, want) in cases {
+        let d = decide(&p, method, "h", path, Err(Reason::MissingToken));
+        assert_eq!(d.reason, want, "{method} {path}");
+    }
+}
+
 #[test]
 fn path_attack_table() {
     let p = Policy::build(

@@ -66,6 +66,26 @@ proptest! {
         }
     }
 
+    /// Escaping any character a path may hold raw changes nothing: one path, one form.
+    #[test]
+    fn escaping_raw_path_characters_changes_nothing(
+        raw in "(/[a-zA-Z0-9._~!$&'()*+,=:@-]{0,8}){1,5}",
+        mask in any::<u64>(),
+    ) {
+        let escaped: String = raw
+            .chars()
+            .enumerate()
+            .map(|(i, c)| {
+                if c != '/' && mask & (1 << (i % 64)) != 0 {
+                    format!("%{:02x}", c as u32)
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect();
+        prop_assert_eq!(path::normalize(&raw), path::normalize(&escaped), "{}", escaped);
+    }
+
     #[test]
     fn arbitrary_requests_never_panic_and_paths_are_stable(
         method in prop_oneof![any::<String>(), "[A-Za-z*]{0,8}"],
@@ -74,6 +94,8 @@ proptest! {
             any::<String>(),
             "/[a-zA-Z0-9/.%;?#\\\\~_ -]{0,40}",
             "(/(\\.|\\.\\.|%2[eEfF]|%5[cC]|%[0-9a-fA-F]{2}|[a-z]{1,3})){0,8}",
+            // escapes of `%` and of hex digits, to split a double encoding
+            "(/(%25|%3[0-9]|%[46][1-6]|[0-9a-fA-F%]|[a-z]{1,2})){0,10}",
         ],
         with_token in any::<bool>(),
     ) {

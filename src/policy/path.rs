@@ -5,14 +5,21 @@
 //! The rules, applied in one pass:
 //! - everything from the first `?` on (the query string) is ignored;
 //! - the path must start with `/` and be at most [`MAX_PATH_LEN`] bytes;
-//! - `%XX` escapes of unreserved characters (`A-Z a-z 0-9 - . _ ~`) are decoded, every
-//!   other escape is kept with upper-case hex;
+//! - `%XX` escapes of every character a path may also hold raw (unreserved
+//!   `A-Z a-z 0-9 - . _ ~`, sub-delims but `;`, `:` and `@`) are decoded, so that
+//!   `/odata/%24batch` and `/odata/$batch` are one path, as backends that decode before
+//!   routing see them; every other escape (`%20`, `%25`, `%3F`, non-ASCII, ...) is kept
+//!   with upper-case hex;
 //! - runs of `/` collapse to one;
 //! - refused: `.` or `..` segments (raw or encoded), encoded `/` or `\`, a raw `\`,
 //!   control characters (raw or encoded), broken escapes, escapes that decode to invalid
 //!   UTF-8 (e.g. the overlong `%C0%AE`), double encoding (`%25` followed by two hex
-//!   digits), `;` path parameters, `#`, raw non-ASCII bytes and any other character
-//!   RFC 3986 does not allow in a path.
+//!   digits in the result, however the digits were written: `%25%32%65` too), `;` path
+//!   parameters (raw or encoded), `#`, raw non-ASCII bytes and any other character
+//!   RFC 3986 does not allow in a path, and encoded characters whose Unicode case
+//!   mapping is ASCII (the Kelvin sign `K` lower-cases to `k`, the dotless `ı`
+//!   upper-cases to `I`, `ﬅ` to `ST`: a case-insensitive Java matcher would read them
+//!   as letters of a route's name).
 //!
 //! Letter case is kept: paths compare case-sensitively, as RFC 3986 says and as most
 //! backends route (the decision adds a guard for case-folding backends).
@@ -49,6 +56,8 @@ pub enum PathError {
     Semicolon,
     #[error("path holds `#`")]
     Fragment,
+    #[error("path holds a character whose case mapping is ASCII (e.g. the Kelvin sign)")]
+    CaseFoldsToAscii,
     #[error("path holds a character not allowed in a URL path")]
     InvalidChar,
 }
@@ -86,6 +95,14 @@ fn hex(b: u8) -> Option<u8> {
     }
 }
 
+/// Every non-ASCII character whose Unicode upper- or lower-case mapping holds an ASCII
+/// character (computed over all of Unicode with `char::to_uppercase/to_lowercase`).
+const FOLDS_TO_ASCII: [char; 19] = [
+    '\u{00DF}', '\u{0130}', '\u{0131}', '\u{0149}', '\u{017F}', '\u{01F0}', '\u{1E96}', '\u{1E97}',
+    '\u{1E98}', '\u{1E99}', '\u{1E9A}', '\u{212A}', '\u{FB00}', '\u{FB01}', '\u{FB02}', '\u{FB03}',
+    '\u{FB04}', '\u{FB05}', '\u{FB06}',
+];
+
 /// Tracks the UTF-8 sequence formed by consecutive escapes of bytes >= 0x80.
 #[derive(Default)]
 struct Utf8Run {
@@ -110,7 +127,11 @@ impl Utf8Run {
         if self.len == self.need {
             self.need = 0;
             // std rejects overlong forms and surrogates.
-            std::str::from_utf8(&self.buf[..self.len]).map_err(|_| PathError::InvalidUtf8)?;
+            let text =
+                std::str::from_utf8(&self.buf[..self.len]).map_err(|_| PathError::InvalidUtf8)?;
+            if text.chars().any(|c| FOLDS_TO_ASCII.contains(&c)) {
+                return Err(PathError::CaseFoldsToAscii);
+            }
         }
         Ok(())
     }
@@ -158,15 +179,11 @@ pub fn normalize(raw: &str) -> Result<Cow<'_, str>, PathError> {
                 match v {
                     b'/' | b'\\' => return Err(PathError::EncodedSeparator),
                     0..=0x1F | 0x7F => return Err(PathError::Control),
-                    b'%' if bytes.get(i + 3).copied().and_then(hex).is_some()
-                        && bytes.get(i + 4).copied().and_then(hex).is_some() =>
-                    {
-                        return Err(PathError::DoubleEncoded);
-                    }
+                    b';' => return Err(PathError::Semicolon),
                     _ => {}
                 }
                 let escape = &path[i..i + 3];
-                if is_unreserved(v) {
+                if is_path_char(v) {
                     out.get_or_insert_with(|| path[..i].to_owned())
                         .push(char::from(v));
                 } else if escape.bytes().any(|c| c.is_ascii_lowercase()) {
@@ -201,6 +218,14 @@ pub fn normalize(raw: &str) -> Result<Cow<'_, str>, PathError> {
         Some(s) => Cow::Owned(s),
         None => Cow::Borrowed(path),
     };
+    // Checked on the result: `%25%32%65` becomes `%252e` only here.
+    let double = norm
+        .as_bytes()
+        .windows(5)
+        .any(|w| w[..3].eq_ignore_ascii_case(b"%25") && hex(w[3]).is_some() && hex(w[4]).is_some());
+    if double {
+        return Err(PathError::DoubleEncoded);
+    }
     if norm.split('/').any(|seg| seg == "." || seg == "..") {
         return Err(PathError::DotSegment);
     }
@@ -247,6 +272,19 @@ mod tests {
         assert_eq!(normalize("/api/%6Frders%7e").unwrap(), "/api/orders~");
         assert_eq!(normalize("/a%20b%c3%a9").unwrap(), "/a%20b%C3%A9");
         assert_eq!(normalize("/100%25").unwrap(), "/100%25");
+        // Characters a path may hold raw are one path whether escaped or not.
+        assert_eq!(normalize("/odata/%24batch").unwrap(), "/odata/$batch");
+        assert_eq!(
+            normalize("/v1/orders%3acancel").unwrap(),
+            "/v1/orders:cancel"
+        );
+        assert_eq!(normalize("/users/%40me/a%2Bb").unwrap(), "/users/@me/a+b");
+        assert_eq!(
+            normalize("/%21%24%26%27%28%29%2A%2B%2C%3D%3A%40").unwrap(),
+            "/!$&'()*+,=:@"
+        );
+        // Those with no raw form stay escaped.
+        assert_eq!(normalize("/a%3Fb%23c%22").unwrap(), "/a%3Fb%23c%22");
     }
 
     #[test]
@@ -272,6 +310,17 @@ mod tests {
             ("/a%c3x", PathError::InvalidUtf8),
             ("/a%80", PathError::InvalidUtf8),
             ("/a%252e%252e", PathError::DoubleEncoded),
+            ("/x/%25%32%65%25%32%65/api", PathError::DoubleEncoded),
+            ("/x/%252%65", PathError::DoubleEncoded),
+            ("/x/%25%32e", PathError::DoubleEncoded),
+            ("/x/%25%32%46", PathError::DoubleEncoded),
+            ("/x/%25%35%43", PathError::DoubleEncoded),
+            ("/a%3Bjsessionid=1", PathError::Semicolon),
+            ("/api/%E2%84%AAeys", PathError::CaseFoldsToAscii),
+            ("/api/adm%C4%B1n", PathError::CaseFoldsToAscii),
+            ("/api/%C5%BFecret", PathError::CaseFoldsToAscii),
+            ("/api/%C4%B0d", PathError::CaseFoldsToAscii),
+            ("/api/%EF%AC%85ore", PathError::CaseFoldsToAscii),
             ("/a;jsessionid=1", PathError::Semicolon),
             ("/a#f", PathError::Fragment),
             ("/a b", PathError::InvalidChar),
@@ -286,6 +335,19 @@ mod tests {
         }
         let long = format!("/{}", "a".repeat(MAX_PATH_LEN));
         assert_eq!(normalize(&long), Err(PathError::TooLong));
+    }
+
+    #[test]
+    fn folds_to_ascii_is_every_such_character() {
+        let computed: Vec<char> = (0x80..=0x10FFFF)
+            .filter_map(char::from_u32)
+            .filter(|c| {
+                c.to_uppercase()
+                    .chain(c.to_lowercase())
+                    .any(|m| m.is_ascii())
+            })
+            .collect();
+        assert_eq!(computed, FOLDS_TO_ASCII);
     }
 
     #[test]
