@@ -665,6 +665,48 @@ POST /odata/$batch admin
     }
 }
 
+/// HEAD runs the GET handler on most backends: a HEAD with no line of its own takes
+/// the GET line at the same prefix, never a shorter or `*` route (found by review:
+/// these were `public`).
+#[test]
+fn head_is_decided_by_the_get_line() {
+    let p = Policy::build(
+        &[component(
+            "svc",
+            &[(
+                ROUTES,
+                "* / public
+GET /api/orders orders:read
+* /x public
+GET /x admin
+                 HEAD /h public
+GET /h admin",
+            )],
+        )],
+        Unmatched::Deny,
+    );
+    let reader = ident(&["orders:read"], &[]);
+    let cases = [
+        (
+            "HEAD",
+            "/api/orders/7",
+            Err(Reason::MissingToken),
+            Reason::MissingToken,
+        ),
+        ("HEAD", "/api/orders/7", Ok(&reader), Reason::Ok),
+        ("HEAD", "/x", Ok(&reader), Reason::InsufficientScope),
+        ("POST", "/x", Err(Reason::MissingToken), Reason::Public),
+        ("HEAD", "/h", Err(Reason::MissingToken), Reason::Public), // its own line wins
+        ("HEAD", "/other", Err(Reason::MissingToken), Reason::Public),
+    ];
+    for (method, path, token, want) in cases {
+        let d = decide(&p, method, "h", path, token);
+        assert_eq!(d.reason, want, "{method} {path}");
+    }
+    let d = decide(&p, "HEAD", "h", "/api/orders", Ok(&reader));
+    assert_eq!(d.route.as_deref(), Some("GET /api/orders orders:read"));
+}
+
 #[test]
 fn path_attack_table() {
     let p = Policy::build(

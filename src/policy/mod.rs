@@ -32,8 +32,11 @@
 //!
 //! - **METHODS**: `*` (any method) or a comma list (`GET,HEAD`, `GET, HEAD`). Methods are
 //!   case-sensitive (RFC 9110) and must be written in upper case: `get` is an error.
-//!   `GET` does not imply `HEAD` (write `GET,HEAD`), and CORS preflights carry no token
-//!   (write `OPTIONS /api public` if browsers call the service).
+//!   A `HEAD` request with no line of its own at a prefix is decided by that prefix's
+//!   `GET` line (before a `*` line): HEAD is GET without a body, and most backends
+//!   answer it with the GET handler, so it must not fall through to a shorter or
+//!   catch-all route the GET line overrides. CORS preflights carry no token (write
+//!   `OPTIONS /api public` if browsers call the service).
 //! - **PATH**: a prefix matched on segment boundaries: `/api/orders` matches
 //!   `/api/orders`, `/api/orders/` and `/api/orders/7`, never `/api/ordersx`. `/` matches
 //!   every path. A trailing `/` is ignored (`/api/orders/` = `/api/orders`). The path is
@@ -382,11 +385,11 @@ struct PrefixSlot {
 }
 
 impl PrefixSlot {
+    /// The slot for `method`: its own line, else (for HEAD) the GET line, else `*`.
     fn find(&self, method: &str) -> Option<&Slot> {
-        self.methods
-            .iter()
-            .find(|(m, _)| &**m == method)
-            .map(|(_, s)| s)
+        let named = |m: &str| self.methods.iter().find(|(x, _)| &**x == m).map(|(_, s)| s);
+        named(method)
+            .or_else(|| (method == "HEAD").then(|| named("GET")).flatten())
             .or(self.any.as_ref())
     }
 }
