@@ -310,6 +310,74 @@ async fn a_cached_token_dies_with_its_key() {
     assert_eq!(verify(&v, &t).await, Reason::UnknownKey);
 }
 
+/// A cache hit gives the answer a fresh verification would: the same key material
+/// republished under another `kid`, or narrowed to another algorithm, ends the cached
+/// tokens verified with it (found by review: both still passed from the cache).
+#[tokio::test]
+async fn a_cached_token_dies_when_its_key_is_renamed_or_narrowed() {
+    let k1 = TestKey::rsa();
+    let srv = FaultServer::start().await;
+    srv.set("/jwks", Reply::json(jwks(&[jwk1(&k1)])));
+    let v = start(fast(cfg_url(srv.url("/jwks")), 600));
+    assert!(eventually(5, || v.ready()).await);
+    let t = mint(&k1, "RS256", "k1", &claims(now()));
+    assert_eq!(verify(&v, &t).await, Reason::Ok);
+    assert_eq!(verify(&v, &t).await, Reason::Ok);
+    assert_eq!(v.status().issuers[0].cache_hits, 1);
+    async fn republish(srv: &FaultServer, v: &Verifier, set: String) -> bool {
+        srv.set("/jwks", Reply::json(set));
+        let before = v.status().issuers[0].refresh_ok;
+        eventually(5, || v.status().issuers[0].refresh_ok > before).await
+    }
+
+    // The same key, the same kid, bound to PS256 only.
+    assert!(republish(&srv, &v, jwks(&[k1.jwk("k1", Some("PS256"))])).await);
+    assert_eq!(verify(&v, &t).await, Reason::UnsupportedAlg);
+    // Back as it was: the token verifies (and is cached) again.
+    assert!(republish(&srv, &v, jwks(&[jwk1(&k1)])).await);
+    assert_eq!(verify(&v, &t).await, Reason::Ok);
+    assert_eq!(verify(&v, &t).await, Reason::Ok);
+    // The same key under another kid, beside another key: `k1` is unknown now.
+    let other = TestKey::rsa();
+    assert!(
+        republish(
+            &srv,
+            &v,
+            jwks(&[k1.jwk("k9", Some("RS256")), other.jwk("k2", Some("RS256"))])
+        )
+        .await
+    );
+    assert_eq!(verify(&v, &t).await, Reason::UnknownKey);
+}
+
+/// A key set whose every key is skipped verifies nothing: it is a failed refresh, and
+/// the issuer is not ready (so `/readyz` says so) until a usable key arrives. (An empty
+/// set from a shared secret too short for its HS* is refused at start by `validate`;
+/// `ready()` also requires a key, should an empty set ever be installed.)
+#[tokio::test]
+async fn a_set_with_no_usable_key_is_not_ready() {
+    let k1 = TestKey::rsa();
+    let srv = FaultServer::start().await;
+    // An HMAC key in a JWKS is never used; neither is an RSA key bound to HS256.
+    srv.set(
+        "/jwks",
+        Reply::json(jwks(&[
+            serde_json::json!({"kty": "oct", "kid": "s", "k": "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0"}),
+            k1.jwk("k1", Some("HS256")),
+        ])),
+    );
+    let v = start(fast(cfg_url(srv.url("/jwks")), 600));
+    // "no usable key" is a failed refresh: nothing is installed.
+    assert!(eventually(5, || v.status().issuers[0].refresh_errors >= 1).await);
+    let st = &v.status().issuers[0];
+    assert_eq!((st.keys_loaded, st.ready, st.refresh_ok), (0, false, 0));
+    assert!(!v.ready());
+    srv.set("/jwks", Reply::json(jwks(&[jwk1(&k1)])));
+    assert!(eventually(6, || v.ready()).await);
+    let t = mint(&k1, "RS256", "k1", &claims(now()));
+    assert_eq!(verify(&v, &t).await, Reason::Ok);
+}
+
 #[tokio::test]
 async fn not_ready_until_a_set_arrives() {
     let k1 = TestKey::rsa();

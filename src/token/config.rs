@@ -35,6 +35,8 @@ pub const DEFAULT_MAX_TOKEN_BYTES: usize = 8 * 1024;
 pub const DEFAULT_CACHE_ENTRIES: u64 = 65_536;
 /// Largest `kid` accepted in a token header.
 pub const MAX_KID_BYTES: usize = 256;
+/// The largest `max_lifetime_seconds` (a year): a limit above it limits nothing.
+pub const MAX_LIFETIME_LIMIT: u64 = 365 * 86_400;
 /// Smallest shared secret accepted for HS256 (RFC 7518 §3.2: at least the hash size).
 pub const MIN_SECRET_BYTES: usize = 32;
 
@@ -183,7 +185,7 @@ pub enum ConfigError {
     EmptyGroupsClaim(String),
     #[error("issuers[{0}]: `types` must not contain empty strings")]
     EmptyType(String),
-    #[error("issuers[{0}]: `max_lifetime_seconds` must be greater than 0")]
+    #[error("issuers[{0}]: `max_lifetime_seconds` must be between 1 and 31536000 (a year)")]
     ZeroLifetime(String),
     #[error("issuers[{0}]: `leeway_seconds` must be at most 300")]
     LeewayTooLarge(String),
@@ -292,12 +294,16 @@ impl IssuerConfig {
                 if algs.iter().any(|a| !a.is_hmac()) {
                     return Err(ConfigError::SecretWithAsymmetric(iss()));
                 }
-                let ok = std::env::var_os(var).is_some_and(|v| v.len() >= MIN_SECRET_BYTES);
+                // Long enough for every configured HS*: one it is too short for would
+                // be dropped from the key set without a word.
+                let min = algs.iter().map(|a| a.min_secret_bytes()).max();
+                let min = min.unwrap_or(MIN_SECRET_BYTES).max(MIN_SECRET_BYTES);
+                let ok = std::env::var_os(var).is_some_and(|v| v.len() >= min);
                 if !ok {
                     return Err(ConfigError::WeakSecret {
                         issuer: iss(),
                         var: var.clone(),
-                        min: MIN_SECRET_BYTES,
+                        min,
                     });
                 }
             }
@@ -329,7 +335,10 @@ impl IssuerConfig {
         {
             return Err(ConfigError::EmptyType(iss()));
         }
-        if self.max_lifetime_seconds == Some(0) {
+        if self
+            .max_lifetime_seconds
+            .is_some_and(|s| s == 0 || s > MAX_LIFETIME_LIMIT)
+        {
             return Err(ConfigError::ZeroLifetime(iss()));
         }
         if self.leeway_seconds > 300 {
@@ -489,6 +498,13 @@ mod tests {
             c.validate(),
             Err(ConfigError::ZeroLifetime(c.issuer.clone()))
         );
+        c.max_lifetime_seconds = Some(u64::MAX); // `as i64` would make it negative
+        assert_eq!(
+            c.validate(),
+            Err(ConfigError::ZeroLifetime(c.issuer.clone()))
+        );
+        c.max_lifetime_seconds = Some(MAX_LIFETIME_LIMIT);
+        assert_eq!(c.validate(), Ok(()));
         assert_eq!(
             validate_all(&[base(), base()]),
             Err(ConfigError::DuplicateIssuer(base().issuer))
@@ -510,5 +526,22 @@ mod tests {
             Err(ConfigError::SecretWithAsymmetric(c2.issuer.clone()))
         );
         assert_eq!(c.allowed_algorithms(), &[Alg::HS256][..]);
+        // A secret must suit every configured HS*: the minimum is the largest one.
+        let mut c3 = c.clone();
+        c3.algorithms = Some(vec![Alg::HS256, Alg::HS512]);
+        assert!(matches!(
+            c3.validate(),
+            Err(ConfigError::WeakSecret { min: 64, .. })
+        ));
+        c3.algorithms = Some(vec![Alg::HS384]);
+        assert!(matches!(
+            c3.validate(),
+            Err(ConfigError::WeakSecret { min: 48, .. })
+        ));
+        // An 87-byte secret (a variable cargo sets) suits HS512.
+        c3.shared_secret_env = Some("CARGO_PKG_DESCRIPTION".into());
+        c3.algorithms = Some(vec![Alg::HS256, Alg::HS512]);
+        assert!(std::env::var("CARGO_PKG_DESCRIPTION").unwrap().len() >= 64);
+        assert_eq!(c3.validate(), Ok(()));
     }
 }

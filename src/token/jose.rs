@@ -82,6 +82,17 @@ impl Alg {
         }
     }
 
+    /// The shortest shared secret accepted for an HS* algorithm: its hash size
+    /// (RFC 7518 §3.2); 0 for the others.
+    pub const fn min_secret_bytes(self) -> usize {
+        match self {
+            Alg::HS256 => 32,
+            Alg::HS384 => 48,
+            Alg::HS512 => 64,
+            _ => 0,
+        }
+    }
+
     pub const fn is_hmac(self) -> bool {
         matches!(self, Alg::HS256 | Alg::HS384 | Alg::HS512)
     }

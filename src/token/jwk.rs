@@ -35,11 +35,30 @@ impl std::fmt::Debug for Key {
 }
 
 impl Key {
+    /// `material`: the fingerprint of the key material alone.
+    fn new(kid: Option<String>, material: u64, checks: Vec<(Alg, Check)>) -> Key {
+        let material = material.to_be_bytes();
+        let kid_part = match &kid {
+            Some(k) => [b"1", k.as_bytes()].concat(),
+            None => b"0".to_vec(),
+        };
+        let mut parts: Vec<&[u8]> = vec![&material, &kid_part];
+        parts.extend(checks.iter().map(|(a, _)| a.as_str().as_bytes()));
+        Key {
+            fingerprint: fingerprint(&parts),
+            kid,
+            checks,
+        }
+    }
+
     pub fn kid(&self) -> Option<&str> {
         self.kid.as_deref()
     }
 
-    /// Identifies the key material (not secret: a truncated SHA-256).
+    /// Identifies the key as the set publishes it: its material, `kid` and algorithms
+    /// (not secret: a truncated SHA-256). A verified-token cache entry lives only while
+    /// a key with this fingerprint is in the set, so a key renamed or narrowed to other
+    /// algorithms at the provider ends the entries verified with it, as removing it does.
     pub fn fingerprint(&self) -> u64 {
         self.fingerprint
     }
@@ -165,25 +184,20 @@ impl KeySet {
     /// hash size the secret meets (RFC 7518 §3.2).
     pub fn from_secret(kid: Option<String>, secret: &[u8], allowed: &[Alg]) -> KeySet {
         let mut checks = Vec::new();
-        for (alg, hmac_alg, min) in [
-            (Alg::HS256, hmac::HMAC_SHA256, 32),
-            (Alg::HS384, hmac::HMAC_SHA384, 48),
-            (Alg::HS512, hmac::HMAC_SHA512, 64),
+        for (alg, hmac_alg) in [
+            (Alg::HS256, hmac::HMAC_SHA256),
+            (Alg::HS384, hmac::HMAC_SHA384),
+            (Alg::HS512, hmac::HMAC_SHA512),
         ] {
-            if allowed.contains(&alg) && secret.len() >= min {
+            if allowed.contains(&alg) && secret.len() >= alg.min_secret_bytes() {
                 checks.push((alg, Check::Hmac(Box::new(hmac::Key::new(hmac_alg, secret)))));
             }
         }
         if checks.is_empty() {
             return KeySet::default();
         }
-        let fingerprint = fingerprint(&[b"oct", secret]);
         KeySet {
-            keys: vec![Key {
-                kid,
-                fingerprint,
-                checks,
-            }],
+            keys: vec![Key::new(kid, fingerprint(&[b"oct", secret]), checks)],
         }
     }
 
@@ -320,11 +334,7 @@ fn parse_jwk(jwk: &Value, allowed: &[Alg]) -> Result<Key, SkipReason> {
         "EC" => ec_checks(jwk, algs[0])?,
         _ => ed_checks(jwk)?,
     };
-    Ok(Key {
-        kid,
-        fingerprint: fp,
-        checks,
-    })
+    Ok(Key::new(kid, fp, checks))
 }
 
 fn rsa_checks(jwk: &Value, algs: &[Alg]) -> Result<(Vec<(Alg, Check)>, u64), SkipReason> {

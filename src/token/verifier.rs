@@ -72,7 +72,7 @@ impl moka::Expiry<[u8; 32], Arc<Cached>> for CacheExpiry {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IssuerStatus {
     pub issuer: String,
-    /// A usable (not too stale) key set is loaded.
+    /// A usable (not too stale) key set with at least one key is loaded.
     pub ready: bool,
     pub keys_loaded: usize,
     /// JWKs left out of the last loaded set (unknown kty, weak, wrong use, ...).
@@ -155,6 +155,10 @@ impl IssuerState {
     }
 
     /// The current key set, unless it is older than `max_stale_seconds` (fail closed).
+    fn ready(&self) -> bool {
+        self.usable().is_some_and(|k| !k.is_empty())
+    }
+
     fn usable(&self) -> Option<Arc<KeySet>> {
         let keys = self.keys.load_full()?;
         if self.refreshed() {
@@ -229,7 +233,7 @@ impl IssuerState {
         let last = self.last_good_unix.load(Ordering::Relaxed);
         IssuerStatus {
             issuer: self.cfg.issuer.clone(),
-            ready: self.usable().is_some(),
+            ready: self.ready(),
             keys_loaded: self.keys.load().as_ref().map_or(0, |k| k.len()),
             keys_skipped: self.skipped.load(Ordering::Relaxed),
             refresh_ok: self.refresh_ok.load(Ordering::Relaxed),
@@ -455,8 +459,10 @@ impl Verifier {
     }
 
     /// Every issuer has a usable key set.
+    /// Every issuer has a usable key set with at least one key (a set whose every key
+    /// was skipped, or a secret too short for every configured HS*, verifies nothing).
     pub fn ready(&self) -> bool {
-        self.inner.issuers.iter().all(|st| st.usable().is_some())
+        self.inner.issuers.iter().all(|st| st.ready())
     }
 
     pub fn status(&self) -> VerifierStatus {
