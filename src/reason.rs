@@ -37,6 +37,9 @@ pub enum Reason {
     NotMember,
     NoRoute,
     PolicyConflict,
+    /// The path is claimed by an entity whose annotations are in error: held closed
+    /// rather than falling through to a shorter (perhaps public) route.
+    PolicyError,
     BadPath,
     /// No catalog snapshot has been loaded yet.
     PolicyUnavailable,
@@ -48,7 +51,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, in declaration order (for metrics pre-registration and docs).
-    pub const ALL: [Reason; 24] = [
+    pub const ALL: [Reason; 25] = [
         Reason::Ok,
         Reason::Public,
         Reason::UnmatchedAllowed,
@@ -69,6 +72,7 @@ impl Reason {
         Reason::NotMember,
         Reason::NoRoute,
         Reason::PolicyConflict,
+        Reason::PolicyError,
         Reason::BadPath,
         Reason::PolicyUnavailable,
         Reason::BadRequest,
@@ -98,6 +102,7 @@ impl Reason {
             Reason::NotMember => "not_member",
             Reason::NoRoute => "no_route",
             Reason::PolicyConflict => "policy_conflict",
+            Reason::PolicyError => "policy_error",
             Reason::BadPath => "bad_path",
             Reason::PolicyUnavailable => "policy_unavailable",
             Reason::BadRequest => "bad_request",
@@ -132,6 +137,7 @@ impl Reason {
             | Reason::NotMember
             | Reason::NoRoute
             | Reason::PolicyConflict
+            | Reason::PolicyError
             | Reason::BadPath
             | Reason::PolicyUnavailable
             | Reason::BadRequest

@@ -707,6 +707,78 @@ GET /h admin",
     assert_eq!(d.route.as_deref(), Some("GET /api/orders orders:read"));
 }
 
+/// An entity whose annotations are in error routes nothing, but its paths are held
+/// closed with `policy_error` instead of falling through to another entity's shorter
+/// route (found by review: with a public `/`, a typo opened the service to all).
+#[test]
+fn a_broken_entity_holds_its_paths_closed() {
+    let p = Policy::build(
+        &[
+            component("site", &[(ROUTES, "* / public")]),
+            // `allowed-groups` does not parse: the entity is in error.
+            component(
+                "billing",
+                &[
+                    (
+                        ROUTES,
+                        "GET /api/billing billing:read\nGET, HEAD /api/invoices s\n\
+                         # POST /api/commented s\nPOST /api/refunds billing:write @@bad",
+                    ),
+                    ("stagedoor.io/allowed-groups", "group:default/"),
+                ],
+            ),
+            component("reports", &[(ROUTES, "GET /api/billing/reports public")]),
+            component("audit", &[(ROUTES, "* /api/invoices audit")]),
+            // Broken hosts: its paths are held on every host.
+            component(
+                "hosted",
+                &[(HOSTS, "not a host!"), (ROUTES, "GET /api/hosted s")],
+            ),
+        ],
+        Unmatched::Deny,
+    );
+    assert!(p.errors().len() >= 3, "{:?}", p.errors());
+    let anyone = ident(&["billing:read", "s", "audit"], &[]);
+    let cases = [
+        ("GET", "/api/billing", Reason::PolicyError),
+        ("GET", "/api/billing/7", Reason::PolicyError),
+        ("DELETE", "/api/billing/7", Reason::PolicyError),
+        ("POST", "/api/refunds", Reason::PolicyError), // the broken line too
+        ("GET", "/api/billing/reports", Reason::Public), // a longer valid route
+        ("GET", "/api/invoices", Reason::Ok),          // a valid route at the same path
+        ("POST", "/api/commented", Reason::Public),    // a comment claims nothing
+        ("GET", "/api/hosted", Reason::PolicyError),
+        ("GET", "/elsewhere", Reason::Public),
+    ];
+    for (method, path, want) in cases {
+        for token in [Ok(&anyone), Err(Reason::MissingToken)] {
+            let d = decide(&p, method, "h", path, token);
+            let want = if want == Reason::Ok && token.is_err() {
+                Reason::MissingToken
+            } else {
+                want
+            };
+            assert_eq!(d.reason, want, "{method} {path}");
+            assert_eq!(d.allow(), want.is_allow());
+        }
+    }
+    let d = decide(&p, "GET", "h", "/api/billing", Ok(&anyone));
+    assert_eq!(d.status(), 403);
+    assert_eq!(d.entity.as_deref(), Some("component:default/billing"));
+    // Fixed, the entity routes again.
+    let fixed = Policy::build(
+        &[
+            component("site", &[(ROUTES, "* / public")]),
+            component("billing", &[(ROUTES, "GET /api/billing billing:read")]),
+        ],
+        Unmatched::Deny,
+    );
+    assert_eq!(
+        decide(&fixed, "GET", "h", "/api/billing", Ok(&anyone)).reason,
+        Reason::Ok
+    );
+}
+
 #[test]
 fn path_attack_table() {
     let p = Policy::build(

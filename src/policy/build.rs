@@ -362,6 +362,7 @@ fn scopes_text(req: &Requirement) -> Option<Arc<str>> {
 /// Adds `route` to an occupied slot: a claim by a second entity makes it a conflict.
 fn claim(slot: &mut Slot, route: &Arc<Route>, conflict_text: impl FnOnce() -> String) {
     match slot {
+        Slot::Broken(_) => *slot = Slot::Route(route.clone()),
         Slot::Route(prev) => {
             let entities = vec![prev.entity.clone(), route.entity.clone()];
             *slot = Slot::Conflict(conflict_text().into(), entities);
@@ -370,8 +371,9 @@ fn claim(slot: &mut Slot, route: &Arc<Route>, conflict_text: impl FnOnce() -> St
     }
 }
 
-fn insert(table: &mut HostTable, host: Option<&HostPattern>, route: &Arc<Route>) {
-    let path = &*route.path;
+/// The slots of `path` in `table`, created (and the table's indexes updated) if new.
+/// (Always `Some`; an `Option` rather than a panic path.)
+fn prefix_slot<'t>(table: &'t mut HostTable, path: &str) -> Option<&'t mut PrefixSlot> {
     table.max_len = table.max_len.max(path.len());
     let folded = lower(path);
     if !table.folded.contains_key(&*folded) {
@@ -380,7 +382,12 @@ fn insert(table: &mut HostTable, host: Option<&HostPattern>, route: &Arc<Route>)
     if !table.by_prefix.contains_key(path) {
         table.by_prefix.insert(path.into(), PrefixSlot::default());
     }
-    let Some(ps) = table.by_prefix.get_mut(path) else {
+    table.by_prefix.get_mut(path)
+}
+
+fn insert(table: &mut HostTable, host: Option<&HostPattern>, route: &Arc<Route>) {
+    let path = &*route.path;
+    let Some(ps) = prefix_slot(table, path) else {
         return;
     };
     let text = |m: &str| match host {
@@ -397,6 +404,45 @@ fn insert(table: &mut HostTable, host: Option<&HostPattern>, route: &Arc<Route>)
                 match ps.methods.iter_mut().find(|(x, _)| x == m) {
                     Some((_, s)) => claim(s, route, || text(m)),
                     None => ps.methods.push((m.clone(), Slot::Route(route.clone()))),
+                }
+            }
+        }
+    }
+}
+
+/// Holds `path` closed for a broken `entity`: fills the `*` slot if nothing does.
+fn hold(table: &mut HostTable, path: &str, entity: &Arc<str>) {
+    if let Some(ps) = prefix_slot(table, path) {
+        ps.any.get_or_insert_with(|| Slot::Broken(entity.clone()));
+    }
+}
+
+/// An entity whose annotations are in error routes nothing, but the paths its routes
+/// annotation names are held closed with `policy_error` on its hosts (on any host when
+/// its hosts annotation is unreadable too), so that its requests do not fall through
+/// to a shorter route of another entity, such as a public `/`. Valid routes of other
+/// entities at the same path keep working.
+fn hold_closed(policy: &mut Policy, e: &Entity, entity: &str) {
+    let Some(text) = e.annotation(ROUTES) else {
+        return;
+    };
+    let paths = lang::claimed_paths(text);
+    if paths.is_empty() {
+        return;
+    }
+    let entity: Arc<str> = entity.into();
+    let hosts = e.annotation(HOSTS).and_then(|h| lang::parse_hosts(h).ok());
+    for path in &paths {
+        policy.upper_case_prefixes |= path.bytes().any(|b| b.is_ascii_uppercase());
+        match &hosts {
+            None => hold(&mut policy.any, path, &entity),
+            Some(hosts) => {
+                for h in hosts {
+                    let table = match h {
+                        HostPattern::Exact(x) => policy.exact.entry(x.as_str().into()),
+                        HostPattern::Wildcard(x) => policy.wildcard.entry(x.as_str().into()),
+                    };
+                    hold(table.or_default(), path, &entity);
                 }
             }
         }
@@ -451,6 +497,7 @@ impl Policy {
             let r = e.entity_ref();
             let owner = owner_of(e);
             let Some(d) = declared(e, &r, owner.as_deref(), &mut errors) else {
+                hold_closed(&mut policy, e, &r);
                 continue;
             };
             let entity: Arc<str> = r.into();

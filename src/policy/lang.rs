@@ -334,6 +334,20 @@ fn parse_route_line(line: &str, n: u32, ns: &str) -> Result<Option<RouteSpec>, L
 }
 
 /// Validates and normalises a route path to the form request paths are matched in.
+/// The route paths a `stagedoor.io/routes` text names, read leniently for an entity
+/// whose annotations are in error: on each line before a `#` word, the first word that
+/// is a valid route path. Those paths are held closed (see `build`).
+pub fn claimed_paths(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|line| {
+            line.split_whitespace()
+                .take_while(|w| !w.starts_with('#'))
+                .filter(|w| w.starts_with('/'))
+                .find_map(|w| route_path(w).ok())
+        })
+        .collect()
+}
+
 fn route_path(raw: &str) -> Result<String, LangError> {
     if !raw.starts_with('/') {
         return Err(LangError::ExpectedPath);

@@ -98,8 +98,12 @@
 //! `component:default/orders: stagedoor.io/routes:2:6: method `get` must be upper case ...`.
 //! An error in any `stagedoor.io/*` annotation of a routed entity (including an unknown
 //! `stagedoor.io/` key, which may be a misspelt restriction) removes **all** that entity's
-//! routes; its paths then fall to the next matching route or to `no_route`. An error on a
-//! Group or User drops only that mapping. Nothing fails the whole catalog.
+//! routes, and holds its paths closed: each path its routes annotation names (read
+//! leniently, [`lang::claimed_paths`]) gets a `*` slot denying with `policy_error`, on
+//! its hosts or, if those are unreadable, on every host, wherever no valid route already
+//! holds that slot. Its requests thus never fall through to a shorter route (a public
+//! `/` of another entity, say). An error on a Group or User drops only that mapping.
+//! Nothing fails the whole catalog.
 //!
 //! A principal a route names that no caller can hold (not a Group or User of the
 //! catalog, nor a parent or `memberOf` group of one) is a warning, listed in
@@ -122,11 +126,13 @@
 //! # Request normalisation
 //!
 //! - **Path** ([`path::normalize`]): the query string (`?...`) is ignored; unreserved
-//!   escapes are decoded and `//` collapses to `/`. Refused as `bad_path`: `.`/`..`
-//!   segments (raw or encoded), encoded `/` or `\`, `\`, control characters, broken
-//!   escapes, escapes forming invalid or overlong UTF-8, double encoding (`%25XX`),
-//!   `;` path parameters (servers disagree on them), `#`, raw non-ASCII and other
-//!   characters not allowed in a path. Paths compare case-sensitively (RFC 3986), but
+//!   escapes of characters a path may hold raw (unreserved, sub-delims, `:`, `@`) are
+//!   decoded and `//` collapses to `/`. Refused as `bad_path`: `.`/`..` segments (raw
+//!   or encoded), encoded `/` or `\`, `\`, control characters, broken escapes, escapes
+//!   forming invalid or overlong UTF-8, double encoding (`%25XX`, also with escaped
+//!   digits), `;` path parameters, raw or `%3B` (servers disagree on them), `#`, raw
+//!   non-ASCII and other characters not allowed in a path, and escaped characters
+//!   whose Unicode case mapping is ASCII (Kelvin sign, dotless i, ...). Paths compare case-sensitively (RFC 3986), but
 //!   since some backends (IIS, ASP.NET, ...) fold case, a path that would reach a longer
 //!   route prefix if letter case were ignored is also `bad_path`: with routes
 //!   `/api/orders` and `/api/orders/admin`, `/api/orders/ADMIN` and `/API/orders/admin`
@@ -375,6 +381,9 @@ enum Slot {
     Route(Arc<Route>),
     /// Denies with `policy_conflict`; holds the `METHOD HOST PREFIX` text.
     Conflict(Arc<str>, Vec<Arc<str>>),
+    /// Denies with `policy_error`: a path claimed by this entity, whose annotations
+    /// are in error. Only ever the `*` slot, and only where no route holds it.
+    Broken(Arc<str>),
 }
 
 /// The routes declared for one prefix in one host table.
@@ -648,6 +657,11 @@ impl Policy {
             Some(Slot::Conflict(text, _)) => {
                 let mut d = Decision::bare(Reason::PolicyConflict);
                 d.route = Some(text.clone());
+                return d;
+            }
+            Some(Slot::Broken(entity)) => {
+                let mut d = Decision::bare(Reason::PolicyError);
+                d.entity = Some(entity.clone());
                 return d;
             }
             Some(Slot::Route(r)) => r,
