@@ -231,7 +231,8 @@ pub struct Request<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
     pub reason: Reason,
-    /// Ref of the entity whose route matched (`None` on no route or a conflict).
+    /// Ref of the entity whose route matched, or whose broken annotations hold the path
+    /// closed (`policy_error`); `None` on no route or a conflict.
     pub entity: Option<Arc<str>>,
     /// Ref of that entity's owner.
     pub owner: Option<Arc<str>>,
