@@ -729,6 +729,14 @@ fn a_broken_entity_holds_its_paths_closed() {
             ),
             component("reports", &[(ROUTES, "GET /api/billing/reports public")]),
             component("audit", &[(ROUTES, "* /api/invoices audit")]),
+            // The path itself is the typo: the longest valid prefix is held.
+            component(
+                "wild",
+                &[(
+                    ROUTES,
+                    "GET /admin/* s\nGET /q/x?y s\nGET /semi;v=1 s\nGET /fold/%C3%9F s",
+                )],
+            ),
             // Broken hosts: its paths are held on every host.
             component(
                 "hosted",
@@ -749,6 +757,10 @@ fn a_broken_entity_holds_its_paths_closed() {
         ("POST", "/api/commented", Reason::Public),    // a comment claims nothing
         ("GET", "/api/hosted", Reason::PolicyError),
         ("GET", "/elsewhere", Reason::Public),
+        ("GET", "/admin/users", Reason::PolicyError),
+        ("GET", "/q/x", Reason::PolicyError),
+        ("GET", "/semi", Reason::PolicyError),
+        ("GET", "/fold/x", Reason::PolicyError),
     ];
     for (method, path, want) in cases {
         for token in [Ok(&anyone), Err(Reason::MissingToken)] {

@@ -333,21 +333,40 @@ fn parse_route_line(line: &str, n: u32, ns: &str) -> Result<Option<RouteSpec>, L
     }))
 }
 
-/// Validates and normalises a route path to the form request paths are matched in.
 /// The route paths a `stagedoor.io/routes` text names, read leniently for an entity
-/// whose annotations are in error: on each line before a `#` word, the first word that
-/// is a valid route path. Those paths are held closed (see `build`).
+/// whose annotations are in error: on each line, before a `#` word, the first word that
+/// starts with `/`, as the longest valid route path it begins with (`/admin/*` holds
+/// `/admin`, `/a/b%C3%9F` holds `/a`; `/` at worst). Those paths are held closed (see
+/// `build`), so a typo in the path itself fails closed too.
 pub fn claimed_paths(text: &str) -> Vec<String> {
     text.lines()
         .filter_map(|line| {
-            line.split_whitespace()
+            let word = line
+                .split_whitespace()
                 .take_while(|w| !w.starts_with('#'))
-                .filter(|w| w.starts_with('/'))
-                .find_map(|w| route_path(w).ok())
+                .find(|w| w.starts_with('/'))?;
+            Some(longest_valid_prefix(word))
         })
         .collect()
 }
 
+/// `word` (starting with `/`) as a route path, else its longest valid segment prefix.
+fn longest_valid_prefix(word: &str) -> String {
+    let mut cand = word
+        .find(['*', '?', ';', '#'])
+        .map_or(word, |cut| &word[..cut]);
+    loop {
+        if let Ok(p) = route_path(cand) {
+            return p;
+        }
+        match cand.trim_end_matches('/').rfind('/') {
+            Some(0) | None => return "/".to_owned(),
+            Some(i) => cand = &cand[..i],
+        }
+    }
+}
+
+/// Validates and normalises a route path to the form request paths are matched in.
 fn route_path(raw: &str) -> Result<String, LangError> {
     if !raw.starts_with('/') {
         return Err(LangError::ExpectedPath);
@@ -572,6 +591,16 @@ pub fn parse_word(text: &str) -> Result<String, Located> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn claimed_paths_read_broken_lines_leniently() {
+        let text = "GET /a/b s\nGET, HEAD /c s\n# GET /commented s\nGET /d/* s\n\
+                    * /e?x s\nGET /f/%zz s\nGET /%zz s\nGET nothing\nGET /g # /h";
+        assert_eq!(
+            claimed_paths(text),
+            ["/a/b", "/c", "/d", "/e", "/f", "/", "/g"]
+        );
+    }
 
     #[test]
     fn parses_the_documented_example() {

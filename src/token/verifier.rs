@@ -154,11 +154,12 @@ impl IssuerState {
         self.base.elapsed().as_millis() as u64
     }
 
-    /// The current key set, unless it is older than `max_stale_seconds` (fail closed).
+    /// A usable key set with at least one key.
     fn ready(&self) -> bool {
         self.usable().is_some_and(|k| !k.is_empty())
     }
 
+    /// The current key set, unless it is older than `max_stale_seconds` (fail closed).
     fn usable(&self) -> Option<Arc<KeySet>> {
         let keys = self.keys.load_full()?;
         if self.refreshed() {
@@ -458,7 +459,6 @@ impl Verifier {
         }
     }
 
-    /// Every issuer has a usable key set.
     /// Every issuer has a usable key set with at least one key (a set whose every key
     /// was skipped, or a secret too short for every configured HS*, verifies nothing).
     pub fn ready(&self) -> bool {
