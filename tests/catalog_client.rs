@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use stagedoor::catalog::backstage::{Client, Limits, SyncOutcome, Syncer, WIPE_CONFIRMATIONS};
 use stagedoor::catalog::{
-    CatalogConfig, CatalogError, CatalogSnapshot, CatalogSource, Entity, Origin, SourceKind,
-    snapshot,
+    CatalogConfig, CatalogError, CatalogHandle, CatalogSnapshot, CatalogSource, Entity, Origin,
+    SourceKind, snapshot,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -892,6 +892,21 @@ async fn wait_for_snapshot(
     seen.clone().unwrap()
 }
 
+/// Starts the catalog runner on `config`; [`stop_runner`] ends it.
+fn start_runner(
+    config: &CatalogConfig,
+    dir: &std::path::Path,
+) -> (CatalogHandle, CancellationToken) {
+    let shutdown = CancellationToken::new();
+    let handle = CatalogSource::start(config, dir, shutdown.clone()).unwrap();
+    (handle, shutdown)
+}
+
+async fn stop_runner(handle: CatalogHandle, shutdown: CancellationToken) {
+    shutdown.cancel();
+    handle.stopped().await;
+}
+
 fn backstage_config(url: String, snapshot: &std::path::Path) -> CatalogConfig {
     CatalogConfig {
         source: SourceKind::Backstage,
@@ -928,8 +943,7 @@ async fn runner_serves_the_snapshot_while_backstage_is_down_then_goes_live() {
 
     // 1. Live: the runner syncs and writes the snapshot file.
     let server = FakeServer::start_on(listener, runner_backstage(catalog.clone()));
-    let shutdown = CancellationToken::new();
-    let handle = CatalogSource::start(&config, dir.path(), shutdown.clone()).unwrap();
+    let (handle, shutdown) = start_runner(&config, dir.path());
     let mut rx = handle.snapshots();
     let live = wait_for_snapshot(&mut rx, "live sync", |s| s.origin == Origin::Live).await;
     assert_eq!(live.entities.len(), 5);
@@ -940,13 +954,11 @@ async fn runner_serves_the_snapshot_while_backstage_is_down_then_goes_live() {
     assert_eq!(status.entities, 5);
     assert!(status.last_good_sync_unix.is_some());
     assert!(status.syncs.applied >= 1);
-    shutdown.cancel();
-    handle.stopped().await;
+    stop_runner(handle, shutdown).await;
     server.stop().await;
 
     // 2. Backstage down at startup: the snapshot is served.
-    let shutdown = CancellationToken::new();
-    let handle = CatalogSource::start(&config, dir.path(), shutdown.clone()).unwrap();
+    let (handle, shutdown) = start_runner(&config, dir.path());
     let mut rx = handle.snapshots();
     let served = wait_for_snapshot(&mut rx, "snapshot", |_| true).await;
     assert_eq!(served.origin, Origin::Snapshot);
@@ -995,8 +1007,7 @@ async fn runner_serves_the_snapshot_while_backstage_is_down_then_goes_live() {
         (status.origin, status.consecutive_errors),
         (Some(Origin::Live), 0)
     );
-    shutdown.cancel();
-    handle.stopped().await;
+    stop_runner(handle, shutdown).await;
 }
 
 #[tokio::test]
@@ -1012,8 +1023,7 @@ async fn runner_publishes_nothing_when_backstage_is_down_and_there_is_no_snapsho
         format!("http://127.0.0.1:{port}"),
         &dir.path().join("none.json"),
     );
-    let shutdown = CancellationToken::new();
-    let handle = CatalogSource::start(&config, dir.path(), shutdown.clone()).unwrap();
+    let (handle, shutdown) = start_runner(&config, dir.path());
     let mut status = handle.status();
     tokio::time::timeout(
         Duration::from_secs(10),
@@ -1024,8 +1034,7 @@ async fn runner_publishes_nothing_when_backstage_is_down_and_there_is_no_snapsho
     .unwrap();
     assert!(handle.snapshots().borrow().is_none());
     assert_eq!(handle.status().borrow().origin, None);
-    shutdown.cancel();
-    handle.stopped().await;
+    stop_runner(handle, shutdown).await;
 }
 
 /// A Backstage that is up but still empty when stagedoor starts (it answers before it
@@ -1039,18 +1048,15 @@ async fn runner_serves_the_snapshot_when_backstage_first_answers_empty() {
     let server = FakeServer::start(runner_backstage(catalog.clone())).await;
     let mut config = backstage_config(server.url(), std::path::Path::new("snap.json"));
     config.poll_seconds = 3600;
-    let shutdown = CancellationToken::new();
-    let handle = CatalogSource::start(&config, dir.path(), shutdown.clone()).unwrap();
+    let (handle, shutdown) = start_runner(&config, dir.path());
     let mut rx = handle.snapshots();
     let live = wait_for_snapshot(&mut rx, "live sync", |s| s.origin == Origin::Live).await;
-    shutdown.cancel();
-    handle.stopped().await;
+    stop_runner(handle, shutdown).await;
 
     // Restart against an empty Backstage, twice held back, then routes return.
     let saved = catalog.lock().unwrap().clone();
     catalog.lock().unwrap().clear();
-    let shutdown = CancellationToken::new();
-    let handle = CatalogSource::start(&config, dir.path(), shutdown.clone()).unwrap();
+    let (handle, shutdown) = start_runner(&config, dir.path());
     let mut rx = handle.snapshots();
     let served = wait_for_snapshot(&mut rx, "the snapshot", |_| true).await;
     assert_eq!(served.origin, Origin::Snapshot);
@@ -1097,19 +1103,16 @@ async fn runner_serves_the_snapshot_when_backstage_first_answers_empty() {
         .flat_map(Req::refs)
         .collect();
     assert!(fetched.is_empty(), "{fetched:?}");
-    shutdown.cancel();
-    handle.stopped().await;
+    stop_runner(handle, shutdown).await;
 
     // Without a snapshot file, an empty first answer is applied at once (deny all).
     std::fs::remove_file(dir.path().join("snap.json")).unwrap();
     catalog.lock().unwrap().clear();
-    let shutdown = CancellationToken::new();
-    let handle = CatalogSource::start(&config, dir.path(), shutdown.clone()).unwrap();
+    let (handle, shutdown) = start_runner(&config, dir.path());
     let mut rx = handle.snapshots();
     let empty = wait_for_snapshot(&mut rx, "the empty catalog", |_| true).await;
     assert_eq!((empty.origin, empty.entities.len()), (Origin::Live, 0));
-    shutdown.cancel();
-    handle.stopped().await;
+    stop_runner(handle, shutdown).await;
 }
 
 #[tokio::test]
@@ -1120,8 +1123,7 @@ async fn runner_holds_a_wipe_out_until_the_third_poll() {
     let mut config = backstage_config(server.url(), std::path::Path::new("snap.json"));
     // Only reload() polls, so the test counts every poll.
     config.poll_seconds = 3600;
-    let shutdown = CancellationToken::new();
-    let handle = CatalogSource::start(&config, dir.path(), shutdown.clone()).unwrap();
+    let (handle, shutdown) = start_runner(&config, dir.path());
     let mut rx = handle.snapshots();
     let live = wait_for_snapshot(&mut rx, "live sync", |s| s.origin == Origin::Live).await;
     assert_eq!(live.entities.len(), 5);
@@ -1156,6 +1158,5 @@ async fn runner_holds_a_wipe_out_until_the_third_poll() {
     );
     let status = handle.status().borrow().clone();
     assert_eq!((status.syncs.held, status.entities), (2, 0));
-    shutdown.cancel();
-    handle.stopped().await;
+    stop_runner(handle, shutdown).await;
 }

@@ -7,14 +7,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+use common::haproxy::{in_ci, repo as root};
 
 use serde_json::Value;
 use stagedoor::config::Config;
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 fn yaml_docs(path: &Path) -> Vec<Value> {
     let text = std::fs::read_to_string(path).unwrap();
@@ -148,7 +146,7 @@ fn compose_cli() -> Option<Vec<String>> {
     let found = [plugin, fetched].into_iter().find(|c| works(c));
     if found.is_none() {
         assert!(
-            !common::haproxy::in_ci(),
+            !in_ci(),
             "Compose v2 is required under CI=true: run tests/peers/compose/fetch.sh"
         );
         eprintln!(

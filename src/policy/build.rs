@@ -410,6 +410,15 @@ fn insert(table: &mut HostTable, host: Option<&HostPattern>, route: &Arc<Route>)
     }
 }
 
+/// The route table of one host pattern, created if new.
+fn host_table<'p>(policy: &'p mut Policy, h: &HostPattern) -> &'p mut HostTable {
+    match h {
+        HostPattern::Exact(x) => policy.exact.entry(x.as_str().into()),
+        HostPattern::Wildcard(x) => policy.wildcard.entry(x.as_str().into()),
+    }
+    .or_default()
+}
+
 /// Holds `path` closed for a broken `entity`: fills the `*` slot if nothing does.
 fn hold(table: &mut HostTable, path: &str, entity: &Arc<str>) {
     if let Some(ps) = prefix_slot(table, path) {
@@ -438,11 +447,7 @@ fn hold_closed(policy: &mut Policy, e: &Entity, entity: &str) {
             None => hold(&mut policy.any, path, &entity),
             Some(hosts) => {
                 for h in hosts {
-                    let table = match h {
-                        HostPattern::Exact(x) => policy.exact.entry(x.as_str().into()),
-                        HostPattern::Wildcard(x) => policy.wildcard.entry(x.as_str().into()),
-                    };
-                    hold(table.or_default(), path, &entity);
+                    hold(host_table(policy, h), path, &entity);
                 }
             }
         }
@@ -544,13 +549,7 @@ impl Policy {
                     None => insert(&mut policy.any, None, &route),
                     Some(hosts) => {
                         for h in hosts {
-                            let table = match h {
-                                HostPattern::Exact(x) => policy.exact.entry(x.as_str().into()),
-                                HostPattern::Wildcard(x) => {
-                                    policy.wildcard.entry(x.as_str().into())
-                                }
-                            };
-                            insert(table.or_default(), Some(h), &route);
+                            insert(host_table(&mut policy, h), Some(h), &route);
                         }
                     }
                 }

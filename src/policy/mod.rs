@@ -125,16 +125,17 @@
 //!
 //! # Request normalisation
 //!
-//! - **Path** ([`path::normalize`]): the query string (`?...`) is ignored; unreserved
-//!   escapes of characters a path may hold raw (unreserved, sub-delims, `:`, `@`) are
-//!   decoded and `//` collapses to `/`. Refused as `bad_path`: `.`/`..` segments (raw
+//! - **Path** ([`path::normalize`]): the query string (`?...`) is ignored; escapes of
+//!   characters a path may hold raw (unreserved, sub-delims, `:`, `@`) are decoded and
+//!   `//` collapses to `/`. Refused as `bad_path`: `.`/`..` segments (raw
 //!   or encoded), encoded `/` or `\`, `\`, control characters, broken escapes, escapes
 //!   forming invalid or overlong UTF-8, double encoding (`%25XX`, also with escaped
 //!   digits), `;` path parameters, raw or `%3B` (servers disagree on them), `#`, raw
 //!   non-ASCII and other characters not allowed in a path, and escaped characters
-//!   whose Unicode case mapping is ASCII (Kelvin sign, dotless i, ...). Paths compare case-sensitively (RFC 3986), but
-//!   since some backends (IIS, ASP.NET, ...) fold case, a path that would reach a longer
-//!   route prefix if letter case were ignored is also `bad_path`: with routes
+//!   whose Unicode case mapping is ASCII (Kelvin sign, dotless i, ...). Paths compare
+//!   case-sensitively (RFC 3986), but since some backends (IIS, ASP.NET, ...) fold
+//!   case, a path that would reach a longer route prefix if letter case were ignored
+//!   is also `bad_path`: with routes
 //!   `/api/orders` and `/api/orders/admin`, `/api/orders/ADMIN` and `/API/orders/admin`
 //!   are refused rather than read as something the backend may serve as `/admin`
 //!   (likewise `/docs/private` when a route says `/Docs/Private`). Upper case that folds

@@ -159,6 +159,8 @@ pub fn normalize(raw: &str) -> Result<Cow<'_, str>, PathError> {
     // Lazily allocated: only once the output differs from the input.
     let mut out: Option<String> = None;
     let mut utf8 = Utf8Run::default();
+    // Whether a `%25` escape was seen: only then can the result hold double encoding.
+    let mut escaped_percent = false;
     let mut i = 0;
     while i < bytes.len() {
         let b = bytes[i];
@@ -180,6 +182,7 @@ pub fn normalize(raw: &str) -> Result<Cow<'_, str>, PathError> {
                     b'/' | b'\\' => return Err(PathError::EncodedSeparator),
                     0..=0x1F | 0x7F => return Err(PathError::Control),
                     b';' => return Err(PathError::Semicolon),
+                    b'%' => escaped_percent = true,
                     _ => {}
                 }
                 let escape = &path[i..i + 3];
@@ -218,11 +221,13 @@ pub fn normalize(raw: &str) -> Result<Cow<'_, str>, PathError> {
         Some(s) => Cow::Owned(s),
         None => Cow::Borrowed(path),
     };
-    // Checked on the result: `%25%32%65` becomes `%252e` only here.
-    let double = norm
-        .as_bytes()
-        .windows(5)
-        .any(|w| w[..3].eq_ignore_ascii_case(b"%25") && hex(w[3]).is_some() && hex(w[4]).is_some());
+    // Checked on the result: `%25%32%65` becomes `%252e` only here. (Escapes in the
+    // result are upper case.)
+    let double = escaped_percent
+        && norm
+            .as_bytes()
+            .windows(5)
+            .any(|w| w.starts_with(b"%25") && hex(w[3]).is_some() && hex(w[4]).is_some());
     if double {
         return Err(PathError::DoubleEncoded);
     }
