@@ -456,7 +456,7 @@ fn attack_16_iat_in_the_future_and_lifetime() {
         Reason::MalformedToken
     );
     let mut cfg = fx().cfg.clone();
-    cfg.max_lifetime_seconds = Some(600);
+    cfg.max_lifetime_seconds = 600;
     assert_eq!(
         check_cfg(&rs(&claims(n)), &cfg).err(),
         Some(Reason::LifetimeTooLong)
@@ -470,6 +470,34 @@ fn attack_16_iat_in_the_future_and_lifetime() {
         check_cfg(&rs(&no_start), &cfg).err(),
         Some(Reason::LifetimeTooLong)
     );
+}
+
+#[test]
+fn attack_16b_default_lifetime_is_one_day() {
+    // No max_lifetime_seconds configured: one day is the default, so an `exp` far in
+    // the future (2^53 - 1, the largest exact JSON integer) is lifetime_too_long.
+    let n = now();
+    let cfg = fx().cfg.clone();
+    assert_eq!(cfg.max_lifetime_seconds, 86_400);
+    for exp in [json!(9_007_199_254_740_991_i64), json!(n + 86_400 + 3600)] {
+        let mut far = claims(n);
+        far["exp"] = exp;
+        assert_eq!(check_cfg(&rs(&far), &cfg).err(), Some(Reason::LifetimeTooLong));
+        // Without iat or nbf the lifetime counts from now.
+        far.as_object_mut().unwrap().remove("iat");
+        far.as_object_mut().unwrap().remove("nbf");
+        assert_eq!(check_cfg(&rs(&far), &cfg).err(), Some(Reason::LifetimeTooLong));
+    }
+    let mut day = claims(n);
+    day["iat"] = json!(n);
+    day["exp"] = json!(n + 86_400);
+    assert!(check_cfg(&rs(&day), &cfg).is_ok());
+    // An issuer may raise it, up to a year.
+    let mut long = cfg.clone();
+    long.max_lifetime_seconds = 365 * 86_400;
+    let mut month = claims(n);
+    month["exp"] = json!(n + 30 * 86_400);
+    assert!(check_cfg(&rs(&month), &long).is_ok());
 }
 
 #[test]

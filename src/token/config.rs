@@ -10,7 +10,7 @@
 //! # leeway_seconds = 30
 //! # groups_claim = "groups"
 //! # types = ["at+jwt"]          # header typ allow-list
-//! # max_lifetime_seconds = 3600
+//! # max_lifetime_seconds = 86400  # default one day: exp - (iat or nbf or now) above it is refused
 //! # min_refresh_seconds = 60    # Cache-Control max-age is clamped into [min, max]
 //! # max_refresh_seconds = 600   # also the refresh interval without Cache-Control
 //! # max_stale_seconds = 86400   # then keys_unavailable
@@ -37,6 +37,11 @@ pub const DEFAULT_CACHE_ENTRIES: u64 = 65_536;
 pub const MAX_KID_BYTES: usize = 256;
 /// The largest `max_lifetime_seconds` (a year): a limit above it limits nothing.
 pub const MAX_LIFETIME_LIMIT: u64 = 365 * 86_400;
+/// The default `max_lifetime_seconds`: one day. Access tokens live minutes to hours
+/// (Okta 1 h, Entra ID 60-90 min, Keycloak 5 min, Google 1 h); a token valid for longer
+/// than a day is a leaked-forever credential or a forged `exp`, so it is refused as
+/// `lifetime_too_long` unless the issuer raises the limit (up to a year).
+pub const DEFAULT_MAX_LIFETIME: u64 = 86_400;
 /// Smallest shared secret accepted for HS256 (RFC 7518 §3.2: at least the hash size).
 pub const MIN_SECRET_BYTES: usize = 32;
 
@@ -86,9 +91,9 @@ pub struct IssuerConfig {
     /// Allowed header `typ` values (e.g. `at+jwt`); empty or absent means not checked.
     #[serde(default)]
     pub types: Option<Vec<String>>,
-    /// Longest accepted `exp - iat` (or `exp - nbf`, or `exp - now`).
-    #[serde(default)]
-    pub max_lifetime_seconds: Option<u64>,
+    /// Longest accepted `exp - iat` (or `exp - nbf`, or `exp - now`); default one day.
+    #[serde(default = "default_max_lifetime")]
+    pub max_lifetime_seconds: u64,
     /// Name of an environment variable holding an HMAC secret: enables HS* for this
     /// issuer and excludes every JWKS source.
     #[serde(default)]
@@ -117,6 +122,9 @@ pub struct IssuerConfig {
 
 fn default_leeway() -> u64 {
     30
+}
+fn default_max_lifetime() -> u64 {
+    DEFAULT_MAX_LIFETIME
 }
 fn default_groups_claim() -> String {
     "groups".to_owned()
@@ -216,7 +224,7 @@ impl IssuerConfig {
             leeway_seconds: default_leeway(),
             groups_claim: default_groups_claim(),
             types: None,
-            max_lifetime_seconds: None,
+            max_lifetime_seconds: DEFAULT_MAX_LIFETIME,
             shared_secret_env: None,
             trust_unverified_email: false,
             allow_insecure_http: false,
@@ -335,10 +343,7 @@ impl IssuerConfig {
         {
             return Err(ConfigError::EmptyType(iss()));
         }
-        if self
-            .max_lifetime_seconds
-            .is_some_and(|s| s == 0 || s > MAX_LIFETIME_LIMIT)
-        {
+        if !(1..=MAX_LIFETIME_LIMIT).contains(&self.max_lifetime_seconds) {
             return Err(ConfigError::ZeroLifetime(iss()));
         }
         if self.leeway_seconds > 300 {
@@ -493,17 +498,17 @@ mod tests {
             Err(ConfigError::ZeroCooldown(c.issuer.clone()))
         );
         let mut c = base();
-        c.max_lifetime_seconds = Some(0);
+        c.max_lifetime_seconds = 0;
         assert_eq!(
             c.validate(),
             Err(ConfigError::ZeroLifetime(c.issuer.clone()))
         );
-        c.max_lifetime_seconds = Some(u64::MAX); // `as i64` would make it negative
+        c.max_lifetime_seconds = u64::MAX; // `as i64` would make it negative
         assert_eq!(
             c.validate(),
             Err(ConfigError::ZeroLifetime(c.issuer.clone()))
         );
-        c.max_lifetime_seconds = Some(MAX_LIFETIME_LIMIT);
+        c.max_lifetime_seconds = MAX_LIFETIME_LIMIT;
         assert_eq!(c.validate(), Ok(()));
         assert_eq!(
             validate_all(&[base(), base()]),

@@ -153,11 +153,10 @@ pub fn check_claims(
     if iat.is_some_and(|iat| iat > now.saturating_add(leeway)) {
         return Err(Reason::NotYetValid);
     }
-    if let Some(max) = cfg.max_lifetime_seconds {
-        let start = iat.or(nbf).unwrap_or(now);
-        if exp.saturating_sub(start) > max as i64 {
-            return Err(Reason::LifetimeTooLong);
-        }
+    // Always bounded (default one day, at most a year: the cast cannot wrap).
+    let start = iat.or(nbf).unwrap_or(now);
+    if exp.saturating_sub(start) > cfg.max_lifetime_seconds as i64 {
+        return Err(Reason::LifetimeTooLong);
     }
     let aud = match &raw.aud {
         Some(Val::Str(s)) => vec![s.to_string()],
