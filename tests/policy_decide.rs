@@ -467,13 +467,17 @@ fn membership_through_nested_groups_idp_groups_and_users() {
         (with(&["00G1ABCD"], None, None), "/payments", false), // idp names are case-sensitive
         (with(&["Payments EU"], None, None), "/payments", true), // child group
         (with(&["Payments EU"], None, None), "/eng", true),    // grandchild
-        (with(&["payments"], None, None), "/payments", true),  // by name
-        (with(&["PAYMENTS"], None, None), "/payments", true),  // names compare case-insensitively
-        (
-            with(&["group:default/payments"], None, None),
-            "/payments",
-            true,
-        ), // by ref
+        // A Group that declares idp-groups is reached only through them: not by a
+        // token group spelt like its name or ref.
+        (with(&["payments"], None, None), "/payments", false),
+        (with(&["PAYMENTS"], None, None), "/payments", false),
+        (with(&["group:default/payments"], None, None), "/payments", false),
+        (with(&["payments-eu"], None, None), "/payments", false),
+        // A Group that declares none is reached by its name or ref.
+        (with(&["sre"], None, None), "/sre", true), // by name
+        (with(&["SRE"], None, None), "/sre", true), // names compare case-insensitively
+        (with(&["group:default/sre"], None, None), "/sre", true), // by ref
+        (with(&["sre"], None, None), "/payments", false),
         (with(&["eng-all"], None, None), "/payments", false),  // parent is not a member
         (with(&["eng-all"], None, None), "/eng", true),
         (with(&["platform"], None, None), "/sre", false),

@@ -196,14 +196,20 @@ fn principals(
         let r = e.entity_ref();
         if kind_is(e, "group") {
             let up = ancestors(interner.id(&r));
-            add(&mut by_name, &r, &up);
-            if e.metadata.namespace.eq_ignore_ascii_case("default") {
-                add(&mut by_name, &e.metadata.name.to_ascii_lowercase(), &up);
-            }
-            if let Some(v) = e.annotation(IDP_GROUPS) {
-                match lang::parse_idp_groups(v) {
+            match e.annotation(IDP_GROUPS) {
+                // A Group that names its IdP groups is reached only through them: a
+                // token group spelt like its name or ref (`SRE`, `group:default/sre`)
+                // maps to nothing, else any IdP group an admin can create with that
+                // name would join it. A broken list maps nothing at all (fail closed).
+                Some(v) => match lang::parse_idp_groups(v) {
                     Ok(names) => names.iter().for_each(|n| add(&mut by_idp, n, &up)),
                     Err(l) => errors.push(annotation_error(&r, IDP_GROUPS, l)),
+                },
+                None => {
+                    add(&mut by_name, &r, &up);
+                    if e.metadata.namespace.eq_ignore_ascii_case("default") {
+                        add(&mut by_name, &e.metadata.name.to_ascii_lowercase(), &up);
+                    }
                 }
             }
         } else if kind_is(e, "user") {

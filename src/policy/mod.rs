@@ -79,9 +79,10 @@
 //! - On a `Group`: `stagedoor.io/idp-groups: "payments-engineers, 00g1abcd"` lists the
 //!   identity-provider group names (from the token's groups claim) that map to it. They
 //!   compare case-sensitively and may hold spaces.
-//! - A token group also maps to a Group entity whose ref (`group:ns/name`) or, for the
-//!   `default` namespace, whose name it equals (ASCII case-insensitively). Only groups that
-//!   exist in the catalog are mapped this way.
+//!   A Group that declares `idp-groups` is reached only through them.
+//! - A token group also maps to a Group entity **that declares no `idp-groups`** whose ref
+//!   (`group:ns/name`) or, for the `default` namespace, whose name it equals (ASCII
+//!   case-insensitively). Only groups that exist in the catalog are mapped this way.
 //! - On a `User`: `stagedoor.io/subject` names the token `sub` of that user. A user also
 //!   matches when the token's `email` equals its `spec.profile.email` (case-insensitively;
 //!   the verifier keeps `email` only with `email_verified: true` or a trusting issuer).
