@@ -141,17 +141,25 @@
 //!   are refused rather than read as something the backend may serve as `/admin`
 //!   (likewise `/docs/private` when a route says `/Docs/Private`). Upper case that folds
 //!   to no longer prefix (`/api/orders/A1B2`) is matched as usual.
+//!   Paths that a suffix-reading backend would route deeper are refused too (see
+//!   [`guards`]: `/api/orders/admin.json`, `/api/orders/admin.`, `/api/orders/admin%20`
+//!   when `/api/orders/admin` asks more than `/api/orders`). A target that does not
+//!   start with `/` (`*`, an absolute URI) is `bad_request`.
 //! - **Host**: case-insensitive, port and trailing `.` ignored. A host that is not a DNS
-//!   name, IPv4 or bracketed IPv6 literal is `bad_request`. An empty host matches only
-//!   any-host routes.
+//!   name, IPv4 or bracketed IPv6 literal is `bad_request`. An empty host (no Host
+//!   header) is `bad_request` when the policy has any host-scoped route, since a
+//!   backend may take its virtual host from the absolute target instead; with none, it
+//!   matches the any-host routes.
 //! - **Method**: compared case-sensitively. A method that is not an RFC 9110 token, or
 //!   that holds a lower-case letter (which some backends fold to upper case, reading the
 //!   request differently from the policy), is `bad_request`.
 //!
 //! # The decision, in order
 //!
-//! 1. Malformed path → `bad_path`; malformed method or host → `bad_request` (403); a path
-//!    that reaches a longer prefix when case is folded → `bad_path`.
+//! 1. A target that is not origin-form → `bad_request`; malformed path → `bad_path`;
+//!    malformed method or host, or no host beside host-scoped routes → `bad_request`
+//!    (403); a path that reaches a longer prefix when case is folded, or a longer one
+//!    with other requirements when a suffix is cut → `bad_path`.
 //! 2. No route → `no_route` (403), or `unmatched_allowed` (200) with
 //!    `[policy] unmatched = "allow"`. The token is not consulted.
 //! 3. A conflicting slot → `policy_conflict` (403).
@@ -162,6 +170,7 @@
 //! 8. Otherwise `ok` (200).
 
 mod build;
+mod guards;
 pub mod lang;
 pub mod path;
 mod render;
@@ -584,6 +593,11 @@ impl Policy {
         self.routes.len()
     }
 
+    /// Whether some route (or held path) applies to named hosts only.
+    pub fn has_host_routes(&self) -> bool {
+        !self.exact.is_empty() || !self.wildcard.is_empty()
+    }
+
     /// What to do with unmatched requests.
     pub fn unmatched(&self) -> Unmatched {
         self.unmatched
@@ -615,30 +629,15 @@ impl Policy {
         None
     }
 
-    /// Whether ignoring letter case, `path` would reach a route prefix (of any method)
-    /// longer than `matched`: a case-insensitive backend could then serve a more
-    /// protected route than the one the policy applied. Allocates only when the path or
-    /// some route prefix holds an upper-case letter.
-    fn case_folds_deeper(&self, host: &str, path: &str, matched: usize) -> bool {
-        if !self.upper_case_prefixes && !path.bytes().any(|b| b.is_ascii_uppercase()) {
-            return false;
-        }
-        let folded = path.to_ascii_lowercase();
-        let tables = self.tables(host);
-        path::prefixes(&folded)
-            .take_while(|p| p.len() > matched)
-            .any(|p| {
-                tables
-                    .into_iter()
-                    .flatten()
-                    .any(|t| p.len() <= t.max_len && t.folded.contains_key(p))
-            })
-    }
-
     /// Decides one request. Pure: same snapshot, request and token outcome give the same
     /// decision. `token` is the verified caller, or the reason verification failed.
     /// See the module doc for the order of checks.
     pub fn decide(&self, req: &Request<'_>, token: Result<&Identity, Reason>) -> Decision {
+        // Not origin-form (`*`, an absolute URI, empty): the backend may read another
+        // target than the one decided on.
+        if !req.path.starts_with('/') {
+            return Decision::bare(Reason::BadRequest);
+        }
         let Ok(path) = path::normalize(req.path) else {
             return Decision::bare(Reason::BadPath);
         };
@@ -648,8 +647,16 @@ impl Policy {
         let Some(host) = host_key(req.host) else {
             return Decision::bare(Reason::BadRequest);
         };
+        // No Host (NULL or empty): a backend may take its virtual host from elsewhere
+        // (an absolute target), so host-scoped routes could be bypassed through an
+        // any-host one. Only a policy with no host-scoped route decides such requests.
+        if host.is_empty() && self.has_host_routes() {
+            return Decision::bare(Reason::BadRequest);
+        }
         let found = self.lookup(req.method, &host, &path);
-        if self.case_folds_deeper(&host, &path, found.map_or(0, |(len, _)| len)) {
+        if self.case_folds_deeper(&host, &path, found.map_or(0, |(len, _)| len))
+            || self.suffix_reaches_deeper(req.method, &host, &path, found)
+        {
             return Decision::bare(Reason::BadPath);
         }
         let route = match found.map(|(_, slot)| slot) {
