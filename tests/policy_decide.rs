@@ -22,6 +22,17 @@ fn decide(
     p.decide(&Request { method, host, path }, id)
 }
 
+/// A Component of the one team every entity of a test shares, where route ownership
+/// (tests/policy_ownership.rs) is not what is tested.
+fn one_owner(name: &str, annotations: &[(&str, &str)]) -> Entity {
+    routed(
+        "Component",
+        name,
+        Some("group:default/platform"),
+        annotations,
+    )
+}
+
 /// The documented example, plus the directory it needs.
 fn orders_catalog() -> Vec<Entity> {
     vec![
@@ -255,28 +266,28 @@ fn scope_alternatives_and_conjunctions() {
 fn matching_precedence() {
     let p = Policy::build(
         &[
-            component(
+            one_owner(
                 "any-api",
                 &[(
                     ROUTES,
                     "GET /api a1\nGET /api/orders a2\n* /api/orders/x a3",
                 )],
             ),
-            component(
+            one_owner(
                 "exact",
                 &[
                     (HOSTS, "api.example.com"),
                     (ROUTES, "GET /api/orders e1\n* /api/orders/x e2"),
                 ],
             ),
-            component(
+            one_owner(
                 "wild",
                 &[
                     (HOSTS, "*.example.com"),
                     (ROUTES, "GET /api/orders w1\nGET /api/orders/x w2"),
                 ],
             ),
-            component("deep", &[(ROUTES, "POST /api/orders/x/y/z d1")]),
+            one_owner("deep", &[(ROUTES, "POST /api/orders/x/y/z d1")]),
         ],
         Unmatched::Deny,
     );
@@ -313,7 +324,7 @@ fn matching_precedence() {
     // explicit method beats * on one host: any-api has both `* /api/orders/x` and, by prefix
     // `/api/orders`, GET; the exact route on /api/orders/x is `*` and still wins over any-host GET.
     let p2 = Policy::build(
-        &[component("m", &[(ROUTES, "* /p star\nGET /p get")])],
+        &[one_owner("m", &[(ROUTES, "* /p star\nGET /p get")])],
         Unmatched::Deny,
     );
     let d = decide(&p2, "GET", "h", "/p", Ok(&ident(&["get"], &[])));
@@ -359,17 +370,17 @@ fn root_route_and_unmatched_allow() {
 fn conflicts_deny_and_are_reported() {
     let p = Policy::build(
         &[
-            component("a", &[(ROUTES, "GET,HEAD /shared s\nGET /a-only s")]),
-            component("b", &[(ROUTES, "GET /shared/ s")]),
-            component("c", &[(ROUTES, "GET /shared public")]),
-            component(
+            one_owner("a", &[(ROUTES, "GET,HEAD /shared s\nGET /a-only s")]),
+            one_owner("b", &[(ROUTES, "GET /shared/ s")]),
+            one_owner("c", &[(ROUTES, "GET /shared public")]),
+            one_owner(
                 "d",
                 &[
                     (HOSTS, "api.example.com"),
                     (ROUTES, "GET /shared s\n* /both s"),
                 ],
             ),
-            component("e", &[(HOSTS, "API.example.com."), (ROUTES, "* /both t")]),
+            one_owner("e", &[(HOSTS, "API.example.com."), (ROUTES, "* /both t")]),
         ],
         Unmatched::Deny,
     );
@@ -471,14 +482,18 @@ fn membership_through_nested_groups_idp_groups_and_users() {
         // token group spelt like its name or ref.
         (with(&["payments"], None, None), "/payments", false),
         (with(&["PAYMENTS"], None, None), "/payments", false),
-        (with(&["group:default/payments"], None, None), "/payments", false),
+        (
+            with(&["group:default/payments"], None, None),
+            "/payments",
+            false,
+        ),
         (with(&["payments-eu"], None, None), "/payments", false),
         // A Group that declares none is reached by its name or ref.
         (with(&["sre"], None, None), "/sre", true), // by name
         (with(&["SRE"], None, None), "/sre", true), // names compare case-insensitively
         (with(&["group:default/sre"], None, None), "/sre", true), // by ref
         (with(&["sre"], None, None), "/payments", false),
-        (with(&["eng-all"], None, None), "/payments", false),  // parent is not a member
+        (with(&["eng-all"], None, None), "/payments", false), // parent is not a member
         (with(&["eng-all"], None, None), "/eng", true),
         (with(&["platform"], None, None), "/sre", false),
         (with(&[], Some("auth0|alice"), None), "/payments", true), // user by subject
@@ -718,7 +733,10 @@ GET /h admin",
 fn a_broken_entity_holds_its_paths_closed() {
     let p = Policy::build(
         &[
-            component("site", &[(ROUTES, "* / public")]),
+            component(
+                "site",
+                &[(ROUTES, "* / public"), ("stagedoor.io/delegate", "/ *")],
+            ),
             // `allowed-groups` does not parse: the entity is in error.
             component(
                 "billing",
@@ -756,9 +774,11 @@ fn a_broken_entity_holds_its_paths_closed() {
         ("GET", "/api/billing/7", Reason::PolicyError),
         ("DELETE", "/api/billing/7", Reason::PolicyError),
         ("POST", "/api/refunds", Reason::PolicyError), // the broken line too
-        ("GET", "/api/billing/reports", Reason::Public), // a longer valid route
-        ("GET", "/api/invoices", Reason::Ok),          // a valid route at the same path
-        ("POST", "/api/commented", Reason::Public),    // a comment claims nothing
+        // another owner's route under or on a held path: held closed as a conflict, a
+        // broken service does not open its paths to others (policy_ownership.rs)
+        ("GET", "/api/billing/reports", Reason::PolicyConflict),
+        ("GET", "/api/invoices", Reason::PolicyConflict),
+        ("POST", "/api/commented", Reason::Public), // a comment claims nothing
         ("GET", "/api/hosted", Reason::PolicyError),
         ("GET", "/elsewhere", Reason::Public),
         ("GET", "/admin/users", Reason::PolicyError),
@@ -784,7 +804,10 @@ fn a_broken_entity_holds_its_paths_closed() {
     // Fixed, the entity routes again.
     let fixed = Policy::build(
         &[
-            component("site", &[(ROUTES, "* / public")]),
+            component(
+                "site",
+                &[(ROUTES, "* / public"), ("stagedoor.io/delegate", "/ *")],
+            ),
             component("billing", &[(ROUTES, "GET /api/billing billing:read")]),
         ],
         Unmatched::Deny,

@@ -12,7 +12,21 @@ use stagedoor::reason::Reason;
 const ROUTES: &str = "stagedoor.io/routes";
 const HOSTS: &str = "stagedoor.io/hosts";
 
-fn decide(p: &Policy, method: &str, host: &str, path: &str, id: Result<&Identity, Reason>) -> Reason {
+/// A public catch-all that lets other owners route under it (see policy_ownership.rs).
+fn site() -> stagedoor::catalog::Entity {
+    component(
+        "pub",
+        &[(ROUTES, "GET / public"), ("stagedoor.io/delegate", "/ *")],
+    )
+}
+
+fn decide(
+    p: &Policy,
+    method: &str,
+    host: &str,
+    path: &str,
+    id: Result<&Identity, Reason>,
+) -> Reason {
     p.decide(&Request { method, host, path }, id).reason
 }
 
@@ -80,44 +94,75 @@ fn suffix_guard_under_a_catch_all_and_unmatched_allow() {
     )];
     let p = Policy::build(&cat, Unmatched::Deny);
     for path in ["/admin.json", "/admin.", "/admin%20", "/Admin.json"] {
-        assert_eq!(decide(&p, "GET", "h", path, Err(Reason::MissingToken)), Reason::BadPath, "{path}");
+        assert_eq!(
+            decide(&p, "GET", "h", path, Err(Reason::MissingToken)),
+            Reason::BadPath,
+            "{path}"
+        );
     }
-    assert_eq!(decide(&p, "GET", "h", "/index.html", Err(Reason::MissingToken)), Reason::Public);
+    assert_eq!(
+        decide(&p, "GET", "h", "/index.html", Err(Reason::MissingToken)),
+        Reason::Public
+    );
     let only_admin = [component("svc", &[(ROUTES, "* /admin svc:admin")])];
     let p = Policy::build(&only_admin, Unmatched::Allow);
-    assert_eq!(decide(&p, "GET", "h", "/admin.json", Err(Reason::MissingToken)), Reason::BadPath);
-    assert_eq!(decide(&p, "GET", "h", "/other.json", Err(Reason::MissingToken)), Reason::UnmatchedAllowed);
+    assert_eq!(
+        decide(&p, "GET", "h", "/admin.json", Err(Reason::MissingToken)),
+        Reason::BadPath
+    );
+    assert_eq!(
+        decide(&p, "GET", "h", "/other.json", Err(Reason::MissingToken)),
+        Reason::UnmatchedAllowed
+    );
 }
 
 /// The guard compares with the routes of the request's host and method.
 #[test]
 fn suffix_guard_follows_host_and_method() {
     let cat = [
-        component("pub", &[(ROUTES, "GET / public")]),
+        site(),
         component(
             "billing",
-            &[(HOSTS, "billing.example"), (ROUTES, "POST /api/invoices billing:write")],
+            &[
+                (HOSTS, "billing.example"),
+                (ROUTES, "POST /api/invoices billing:write"),
+            ],
         ),
     ];
     let p = Policy::build(&cat, Unmatched::Deny);
     let anon = Err(Reason::MissingToken);
-    assert_eq!(decide(&p, "POST", "billing.example", "/api/invoices.json", anon), Reason::BadPath);
+    assert_eq!(
+        decide(&p, "POST", "billing.example", "/api/invoices.json", anon),
+        Reason::BadPath
+    );
     // GET has no deeper route on billing; another host has none at all
-    assert_eq!(decide(&p, "GET", "billing.example", "/api/invoices.json", anon), Reason::Public);
-    assert_eq!(decide(&p, "POST", "other.example", "/api/invoices.json", anon), Reason::NoRoute);
+    assert_eq!(
+        decide(&p, "GET", "billing.example", "/api/invoices.json", anon),
+        Reason::Public
+    );
+    assert_eq!(
+        decide(&p, "POST", "other.example", "/api/invoices.json", anon),
+        Reason::NoRoute
+    );
 }
 
 /// No Host: only a policy without host-scoped routes decides it, since a backend may
 /// take its virtual host from the absolute target HAProxy forwarded.
 #[test]
 fn no_host_is_bad_request_when_routes_are_host_scoped() {
-    let any_only = [component("pub", &[(ROUTES, "GET / public")])];
+    let any_only = [site()];
     let p = Policy::build(&any_only, Unmatched::Deny);
-    assert_eq!(decide(&p, "GET", "", "/api/invoices", Err(Reason::MissingToken)), Reason::Public);
+    assert_eq!(
+        decide(&p, "GET", "", "/api/invoices", Err(Reason::MissingToken)),
+        Reason::Public
+    );
     let mut cat = any_only.to_vec();
     cat.push(component(
         "billing",
-        &[(HOSTS, "billing.example"), (ROUTES, "GET /api/invoices billing:read")],
+        &[
+            (HOSTS, "billing.example"),
+            (ROUTES, "GET /api/invoices billing:read"),
+        ],
     ));
     for unmatched in [Unmatched::Deny, Unmatched::Allow] {
         let p = Policy::build(&cat, unmatched);
@@ -126,23 +171,51 @@ fn no_host_is_bad_request_when_routes_are_host_scoped() {
             let r = decide(&p, "GET", host, "/api/invoices", Err(Reason::MissingToken));
             assert_eq!(r, Reason::BadRequest, "{host:?} {unmatched:?}");
         }
-        assert_eq!(decide(&p, "GET", "billing.example", "/api/invoices", Err(Reason::MissingToken)), Reason::MissingToken);
-        assert_eq!(decide(&p, "GET", "other.example", "/", Err(Reason::MissingToken)), Reason::Public);
+        assert_eq!(
+            decide(
+                &p,
+                "GET",
+                "billing.example",
+                "/api/invoices",
+                Err(Reason::MissingToken)
+            ),
+            Reason::MissingToken
+        );
+        assert_eq!(
+            decide(&p, "GET", "other.example", "/", Err(Reason::MissingToken)),
+            Reason::Public
+        );
     }
     // A broken host-scoped entity holds its paths on its hosts: that counts too.
     let broken = [
-        component("pub", &[(ROUTES, "GET / public")]),
-        component("b", &[(HOSTS, "billing.example"), (ROUTES, "GET /api/invoices nope nope public")]),
+        site(),
+        component(
+            "b",
+            &[
+                (HOSTS, "billing.example"),
+                (ROUTES, "GET /api/invoices nope nope public"),
+            ],
+        ),
     ];
     let p = Policy::build(&broken, Unmatched::Deny);
-    assert_eq!(decide(&p, "GET", "", "/api/invoices", Err(Reason::MissingToken)), Reason::BadRequest);
+    assert_eq!(
+        decide(&p, "GET", "", "/api/invoices", Err(Reason::MissingToken)),
+        Reason::BadRequest
+    );
 }
 
 /// Targets that are not origin-form are bad_request, whatever the route table.
 #[test]
 fn non_origin_form_targets_are_bad_request() {
-    let p = Policy::build(&[component("pub", &[(ROUTES, "* / public")])], Unmatched::Allow);
+    let p = Policy::build(
+        &[component("pub", &[(ROUTES, "* / public")])],
+        Unmatched::Allow,
+    );
     for path in ["", "*", "api", "http://billing.example/api", "?/api", "%2F"] {
-        assert_eq!(decide(&p, "OPTIONS", "h", path, Err(Reason::MissingToken)), Reason::BadRequest, "{path:?}");
+        assert_eq!(
+            decide(&p, "OPTIONS", "h", path, Err(Reason::MissingToken)),
+            Reason::BadRequest,
+            "{path:?}"
+        );
     }
 }

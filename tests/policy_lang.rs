@@ -501,18 +501,24 @@ fn errors_on_groups_users_and_other_kinds() {
 
 #[test]
 fn an_error_removes_only_that_entitys_routes() {
-    let good = component(
+    // One owner: route ownership (tests/policy_ownership.rs) is not what this tests.
+    let team = Some("group:default/team");
+    let good = routed(
+        "Component",
         "good",
+        team,
         &[("stagedoor.io/routes", "GET /good s\nGET /shared t")],
     );
-    let bad = component(
+    let bad = routed(
+        "Component",
         "bad",
+        team,
         &[("stagedoor.io/routes", "GET /bad s\nGET /shared t\nget /x y")],
     );
     let api = routed(
         "API",
         "good-api",
-        None,
+        team,
         &[("stagedoor.io/routes", "POST /api s")],
     );
     let p = Policy::build(&[good, bad, api], Unmatched::Deny);

@@ -482,11 +482,17 @@ fn attack_16b_default_lifetime_is_one_day() {
     for exp in [json!(9_007_199_254_740_991_i64), json!(n + 86_400 + 3600)] {
         let mut far = claims(n);
         far["exp"] = exp;
-        assert_eq!(check_cfg(&rs(&far), &cfg).err(), Some(Reason::LifetimeTooLong));
+        assert_eq!(
+            check_cfg(&rs(&far), &cfg).err(),
+            Some(Reason::LifetimeTooLong)
+        );
         // Without iat or nbf the lifetime counts from now.
         far.as_object_mut().unwrap().remove("iat");
         far.as_object_mut().unwrap().remove("nbf");
-        assert_eq!(check_cfg(&rs(&far), &cfg).err(), Some(Reason::LifetimeTooLong));
+        assert_eq!(
+            check_cfg(&rs(&far), &cfg).err(),
+            Some(Reason::LifetimeTooLong)
+        );
     }
     let mut day = claims(n);
     day["iat"] = json!(n);

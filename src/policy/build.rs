@@ -7,9 +7,10 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::lang::{self, HostPattern, LangError, Located, Requirement, RouteSpec};
+use super::lang::{self, Delegation, HostPattern, LangError, Located, Requirement, RouteSpec};
+use super::ownership::{self, Block, PathClaim};
 use super::{
-    AnnotationError, Conflict, HostTable, Map, Policy, PrefixSlot, Principals, Route, Slot,
+    AnnotationError, Clash, Conflict, HostTable, Map, Policy, PrefixSlot, Principals, Route, Slot,
     UnknownPrincipal, Unmatched, lower,
 };
 use crate::catalog::Entity;
@@ -19,6 +20,7 @@ const HOSTS: &str = "stagedoor.io/hosts";
 const ROUTES: &str = "stagedoor.io/routes";
 const ALLOWED_GROUPS: &str = "stagedoor.io/allowed-groups";
 const ALLOW_OWNER: &str = "stagedoor.io/allow-owner";
+const DELEGATE: &str = "stagedoor.io/delegate";
 const IDP_GROUPS: &str = "stagedoor.io/idp-groups";
 const SUBJECT: &str = "stagedoor.io/subject";
 const EMAIL: &str = "spec.profile.email";
@@ -266,6 +268,8 @@ struct Declared {
     routes: Vec<RouteSpec>,
     /// Entity-level allowed principals (allowed-groups, plus the owner when opted in).
     allowed: Vec<String>,
+    /// Prefixes other owners may route under this entity's routes.
+    delegations: Vec<Delegation>,
 }
 
 /// Reads a routed entity's annotations; `None` when any of them is in error.
@@ -281,6 +285,7 @@ fn declared(
         hosts: None,
         routes: Vec::new(),
         allowed: Vec::new(),
+        delegations: Vec::new(),
     };
     for (key, value) in &e.metadata.annotations {
         if !key.starts_with(PREFIX) {
@@ -290,6 +295,7 @@ fn declared(
             HOSTS => lang::parse_hosts(value).map(|h| d.hosts = Some(h)),
             ROUTES => lang::parse_routes(value, ns).map(|v| d.routes = v),
             ALLOWED_GROUPS => lang::parse_principals(value, ns).map(|g| d.allowed.extend(g)),
+            DELEGATE => lang::parse_delegations(value, ns).map(|v| d.delegations = v),
             ALLOW_OWNER => match lang::parse_bool(value) {
                 Ok(true) => match owner {
                     Some(o) => {
@@ -338,6 +344,7 @@ fn check_other_kind(e: &Entity, errors: &mut Vec<AnnotationError>) {
             ROUTES,
             ALLOWED_GROUPS,
             ALLOW_OWNER,
+            DELEGATE,
             IDP_GROUPS,
             SUBJECT,
         ]
@@ -370,11 +377,34 @@ fn claim(slot: &mut Slot, route: &Arc<Route>, conflict_text: impl FnOnce() -> St
     match slot {
         Slot::Broken(_) => *slot = Slot::Route(route.clone()),
         Slot::Route(prev) => {
-            let entities = vec![prev.entity.clone(), route.entity.clone()];
-            *slot = Slot::Conflict(conflict_text().into(), entities);
+            *slot = Slot::Conflict(Box::new(Clash {
+                text: conflict_text().into(),
+                entities: vec![prev.entity.clone(), route.entity.clone()],
+                under: Vec::new(),
+            }));
         }
-        Slot::Conflict(_, entities) => entities.push(route.entity.clone()),
+        Slot::Conflict(c) => c.entities.push(route.entity.clone()),
     }
+}
+
+/// Holds a slot closed for `entity`, under enclosing routes that do not delegate.
+fn clash(slot: Option<&mut Slot>, text: String, entity: &Arc<str>, under: &[Arc<str>]) -> Slot {
+    let mut c = match slot {
+        Some(Slot::Conflict(c)) => (**c).clone(),
+        Some(Slot::Route(prev)) => Clash {
+            text: text.into(),
+            entities: vec![prev.entity.clone()],
+            under: Vec::new(),
+        },
+        Some(Slot::Broken(_)) | None => Clash {
+            text: text.into(),
+            entities: Vec::new(),
+            under: Vec::new(),
+        },
+    };
+    c.entities.push(entity.clone());
+    c.under.extend_from_slice(under);
+    Slot::Conflict(Box::new(c))
 }
 
 /// The slots of `path` in `table`, created (and the table's indexes updated) if new.
@@ -391,15 +421,20 @@ fn prefix_slot<'t>(table: &'t mut HostTable, path: &str) -> Option<&'t mut Prefi
     table.by_prefix.get_mut(path)
 }
 
+/// `METHOD HOST PREFIX`, how a conflict slot is named.
+fn slot_text(method: &str, host: Option<&HostPattern>, path: &str) -> String {
+    match host {
+        Some(h) => format!("{method} {h} {path}"),
+        None => format!("{method} * {path}"),
+    }
+}
+
 fn insert(table: &mut HostTable, host: Option<&HostPattern>, route: &Arc<Route>) {
     let path = &*route.path;
     let Some(ps) = prefix_slot(table, path) else {
         return;
     };
-    let text = |m: &str| match host {
-        Some(h) => format!("{m} {h} {path}"),
-        None => format!("{m} * {path}"),
-    };
+    let text = |m: &str| slot_text(m, host, path);
     match &route.methods {
         None => match &mut ps.any {
             Some(s) => claim(s, route, || text("*")),
@@ -412,6 +447,52 @@ fn insert(table: &mut HostTable, host: Option<&HostPattern>, route: &Arc<Route>)
                     None => ps.methods.push((m.clone(), Slot::Route(route.clone()))),
                 }
             }
+        }
+    }
+}
+
+/// Holds `route`'s slots in `table` closed as conflicts under `under` (routes of other
+/// owners that do not delegate its path). With `only_open`, only the methods the
+/// table leaves undecided at that path are held (the route's own table is another,
+/// less specific one: where this table decides, the route never would).
+fn insert_held(
+    table: &mut HostTable,
+    host: Option<&HostPattern>,
+    route: &Route,
+    under: &[Arc<str>],
+    only_open: bool,
+) {
+    let path = &*route.path;
+    let methods: Vec<Option<&str>> = match &route.methods {
+        None => vec![None],
+        Some(ms) => ms.iter().map(|m| Some(&**m)).collect(),
+    };
+    let open = |ps: Option<&PrefixSlot>, m: Option<&str>| match (ps, m) {
+        (None, _) => true,
+        (Some(ps), None) => ps.any.is_none() || matches!(ps.any, Some(Slot::Conflict(_))),
+        (Some(ps), Some(m)) => matches!(ps.find(m), None | Some(Slot::Conflict(_))),
+    };
+    let methods: Vec<Option<&str>> = methods
+        .into_iter()
+        .filter(|m| !only_open || open(table.by_prefix.get(path), *m))
+        .collect();
+    if methods.is_empty() {
+        return;
+    }
+    let Some(ps) = prefix_slot(table, path) else {
+        return;
+    };
+    for m in methods {
+        let text = slot_text(m.unwrap_or("*"), host, path);
+        match m {
+            None => ps.any = Some(clash(ps.any.as_mut(), text, &route.entity, under)),
+            Some(m) => match ps.methods.iter_mut().find(|(x, _)| &**x == m) {
+                Some((_, s)) => *s = clash(Some(s), text, &route.entity, under),
+                None => {
+                    let held = clash(None, text, &route.entity, under);
+                    ps.methods.push((m.into(), held));
+                }
+            },
         }
     }
 }
@@ -432,18 +513,26 @@ fn hold(table: &mut HostTable, path: &str, entity: &Arc<str>) {
     }
 }
 
+/// The paths an entity in error holds closed (they enclose other owners' routes as a
+/// route that delegates nothing would).
+struct Held {
+    entity: Arc<str>,
+    owner: Option<String>,
+    hosts: Option<Vec<HostPattern>>,
+    paths: Vec<String>,
+    describe: Arc<str>,
+}
+
 /// An entity whose annotations are in error routes nothing, but the paths its routes
 /// annotation names are held closed with `policy_error` on its hosts (on any host when
 /// its hosts annotation is unreadable too), so that its requests do not fall through
 /// to a shorter route of another entity, such as a public `/`. Valid routes of other
 /// entities at the same path keep working.
-fn hold_closed(policy: &mut Policy, e: &Entity, entity: &str) {
-    let Some(text) = e.annotation(ROUTES) else {
-        return;
-    };
+fn hold_closed(policy: &mut Policy, e: &Entity, entity: &str) -> Option<Held> {
+    let text = e.annotation(ROUTES)?;
     let paths = lang::claimed_paths(text);
     if paths.is_empty() {
-        return;
+        return None;
     }
     let entity: Arc<str> = entity.into();
     let hosts = e.annotation(HOSTS).and_then(|h| lang::parse_hosts(h).ok());
@@ -458,6 +547,119 @@ fn hold_closed(policy: &mut Policy, e: &Entity, entity: &str) {
             }
         }
     }
+    let owner = owner_of(e);
+    let describe = format!(
+        "the paths held for {entity} (annotations in error){}",
+        owner_note(owner.as_deref())
+    );
+    Some(Held {
+        entity,
+        owner,
+        hosts,
+        paths,
+        describe: describe.into(),
+    })
+}
+
+fn owner_note(owner: Option<&str>) -> String {
+    owner.map_or_else(|| " (no owner)".to_owned(), |o| format!(" (owner {o})"))
+}
+
+/// A route read from the catalog, before ownership decides where it takes effect.
+struct Pending {
+    route: Arc<Route>,
+    hosts: Option<Vec<HostPattern>>,
+    delegations: Arc<[Delegation]>,
+    /// `` `LINE` of ENTITY (owner OWNER)``, how reports name it as an enclosing route.
+    describe: Arc<str>,
+}
+
+/// Puts every route in the table where ownership lets it take effect, and holds it
+/// closed as a conflict where it does not (see [`ownership`]).
+fn place(policy: &mut Policy, pending: &[Pending], held: &[Held]) {
+    let mut claims: Vec<PathClaim<'_>> = Vec::new();
+    let mut claim_of: Vec<(usize, Option<&HostPattern>)> = Vec::new();
+    for (j, p) in pending.iter().enumerate() {
+        let hosts: Vec<Option<&HostPattern>> = match &p.hosts {
+            None => vec![None],
+            Some(hs) => hs.iter().map(Some).collect(),
+        };
+        for h in hosts {
+            claims.push(PathClaim {
+                path: &p.route.path,
+                host: h,
+                entity: &p.route.entity,
+                owner: p.route.owner.as_deref(),
+                delegations: &p.delegations,
+                describe: &p.describe,
+            });
+            claim_of.push((j, h));
+        }
+    }
+    let routes = claims.len();
+    for h in held {
+        let hosts: Vec<Option<&HostPattern>> = match &h.hosts {
+            None => vec![None],
+            Some(hs) => hs.iter().map(Some).collect(),
+        };
+        for path in &h.paths {
+            for host in &hosts {
+                claims.push(PathClaim {
+                    path,
+                    host: *host,
+                    entity: &h.entity,
+                    owner: h.owner.as_deref(),
+                    delegations: &[],
+                    describe: &h.describe,
+                });
+            }
+        }
+    }
+    let blocks = ownership::undelegated(&claims, routes);
+    let mut effective = vec![false; pending.len()];
+    // (route, table, enclosing route) for holds in another, more specific table.
+    let mut spill: Vec<(usize, Option<&HostPattern>, Arc<str>)> = Vec::new();
+    for (c, &(j, h)) in claim_of.iter().enumerate() {
+        let route = &pending[j].route;
+        let mut own: Vec<Arc<str>> = Vec::new();
+        let mut others: Vec<(Option<&HostPattern>, Arc<str>)> = Vec::new();
+        for &Block { enclosing, table } in &blocks[c] {
+            let text = claims[enclosing].describe.clone();
+            if table == h {
+                own.push(text);
+            } else {
+                others.push((table, text));
+            }
+        }
+        let table = match h {
+            None => &mut policy.any,
+            Some(h) => host_table(policy, h),
+        };
+        if own.is_empty() {
+            insert(table, h, route);
+            effective[j] = true;
+        } else {
+            own.sort();
+            own.dedup();
+            insert_held(table, h, route, &own, false);
+        }
+        spill.extend(others.into_iter().map(|(t, text)| (j, t, text)));
+    }
+    // Holds in the more specific tables of enclosing routes, once every route is in.
+    for (j, t, under) in spill {
+        let route = &pending[j].route;
+        let table = match t {
+            None => &mut policy.any,
+            Some(h) => host_table(policy, h),
+        };
+        insert_held(table, t, route, std::slice::from_ref(&under), true);
+    }
+    for (p, e) in pending.iter().zip(effective) {
+        policy.upper_case_prefixes |= p.route.path.bytes().any(|b| b.is_ascii_uppercase());
+        if e {
+            policy.routes.push(p.route.clone());
+        }
+    }
 }
 
 fn conflicts_of(table: &HostTable, host: Option<&str>, out: &mut Vec<Conflict>) {
@@ -468,15 +670,19 @@ fn conflicts_of(table: &HostTable, host: Option<&str>, out: &mut Vec<Conflict>) 
             .map(|(m, s)| (&**m, s))
             .chain(ps.any.iter().map(|s| ("*", s)));
         for (method, slot) in slots {
-            if let Slot::Conflict(_, entities) = slot {
-                let mut entities: Vec<String> = entities.iter().map(|e| e.to_string()).collect();
-                entities.sort();
-                entities.dedup();
+            if let Slot::Conflict(c) = slot {
+                let sorted_strings = |v: &[Arc<str>]| {
+                    let mut v: Vec<String> = v.iter().map(|e| e.to_string()).collect();
+                    v.sort();
+                    v.dedup();
+                    v
+                };
                 out.push(Conflict {
                     host: host.map(str::to_owned),
                     method: method.to_owned(),
                     path: path.to_string(),
-                    entities,
+                    entities: sorted_strings(&c.entities),
+                    under: sorted_strings(&c.under),
                 });
             }
         }
@@ -500,6 +706,8 @@ impl Policy {
             entity_count: entities.len(),
             ..Policy::default()
         };
+        let mut pending: Vec<Pending> = Vec::new();
+        let mut held: Vec<Held> = Vec::new();
         for e in entities {
             if !ROUTE_KINDS.iter().any(|k| kind_is(e, k)) {
                 check_other_kind(e, &mut errors);
@@ -508,13 +716,15 @@ impl Policy {
             let r = e.entity_ref();
             let owner = owner_of(e);
             let Some(d) = declared(e, &r, owner.as_deref(), &mut errors) else {
-                hold_closed(&mut policy, e, &r);
+                held.extend(hold_closed(&mut policy, e, &r));
                 continue;
             };
+            let note = owner_note(owner.as_deref());
             let entity: Arc<str> = r.into();
             let owner: Option<Arc<str>> = owner.map(Into::into);
             // Shared by every line of the entity.
             let hosts: Arc<[HostPattern]> = d.hosts.clone().unwrap_or_default().into();
+            let delegations: Arc<[Delegation]> = d.delegations.into();
             let entity_refs: Arc<[String]> = d.allowed.into();
             let entity_ids = sorted(entity_refs.iter().map(|g| interner.id(g)).collect());
             let mut note_unknown = |refs: &[String], interner: &mut Interner| {
@@ -539,6 +749,7 @@ impl Policy {
                     let ids = sorted(spec.principals.iter().map(|g| interner.id(g)).collect());
                     (spec.principals.into(), Some(ids))
                 };
+                let describe = format!("`{}` of {entity}{note}", spec.display);
                 let route = Arc::new(Route {
                     entity: entity.clone(),
                     owner: owner.clone(),
@@ -551,18 +762,15 @@ impl Policy {
                     allowed,
                     allowed_refs,
                 });
-                match &d.hosts {
-                    None => insert(&mut policy.any, None, &route),
-                    Some(hosts) => {
-                        for h in hosts {
-                            insert(host_table(&mut policy, h), Some(h), &route);
-                        }
-                    }
-                }
-                policy.upper_case_prefixes |= route.path.bytes().any(|b| b.is_ascii_uppercase());
-                policy.routes.push(route);
+                pending.push(Pending {
+                    route,
+                    hosts: d.hosts.clone(),
+                    delegations: delegations.clone(),
+                    describe: describe.into(),
+                });
             }
         }
+        place(&mut policy, &pending, &held);
         let mut conflicts = Vec::new();
         conflicts_of(&policy.any, None, &mut conflicts);
         for (h, t) in &policy.exact {

@@ -82,6 +82,15 @@ pub enum LangError {
     NoOwner,
     #[error("also claimed by {}; ignored on both", shown(.0))]
     DuplicateIdentity(String),
+    #[error(
+        "expected whom the prefix is delegated to: `*`, or refs of Groups, Users or routed entities"
+    )]
+    MissingDelegate,
+    #[error(
+        "invalid delegate `{}`: expected `*` or [kind:][namespace/]name of a Group, User, Component, API, Resource or System",
+        shown(.0)
+    )]
+    BadDelegate(String),
 }
 
 /// Input echoed in a message: control and non-space blank characters escaped
@@ -532,6 +541,85 @@ fn host_pattern(item: &str) -> Result<HostPattern, LangError> {
     }
 }
 
+/// Whom a prefix is delegated to (`stagedoor.io/delegate`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delegate {
+    /// `*`: any entity of any owner.
+    Anyone,
+    /// A full lower-case ref: a Group or User matches the nested entity's owner, a
+    /// routed entity (Component, API, Resource, System) matches that entity itself.
+    Ref(String),
+}
+
+/// One line of `stagedoor.io/delegate`: `PATH DELEGATE...`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delegation {
+    /// Normalised prefix, as route paths are.
+    pub path: String,
+    pub to: Vec<Delegate>,
+}
+
+const DELEGATE_KINDS: [&str; 6] = ["group", "user", "component", "api", "resource", "system"];
+
+/// Parses `stagedoor.io/delegate`: one `PATH DELEGATE...` line per prefix; delegates
+/// are `*` or refs (kind defaulting to `group`, namespace to the entity's), separated
+/// by blanks or commas. `#` starts a comment, as in routes.
+pub fn parse_delegations(text: &str, ns: &str) -> Result<Vec<Delegation>, Located> {
+    check_len(text)?;
+    let mut out = Vec::new();
+    for (n, line) in lines(text) {
+        let words: Vec<&str> = line
+            .split(|c: char| is_blank(c) || c == ',')
+            .filter(|w| !w.is_empty())
+            .take_while(|w| !w.starts_with('#'))
+            .collect();
+        let Some((raw_path, targets)) = words.split_first() else {
+            continue;
+        };
+        let err = |w: &str, e| at(line, n, offset(line, w), e);
+        let path = route_path(raw_path).map_err(|e| err(raw_path, e))?;
+        if targets.is_empty() {
+            return Err(err(raw_path, LangError::MissingDelegate));
+        }
+        let mut to = Vec::with_capacity(targets.len());
+        for t in targets {
+            let d = if *t == "*" {
+                Delegate::Anyone
+            } else {
+                let r = entity_ref(t, "group", ns)
+                    .filter(|r| {
+                        DELEGATE_KINDS
+                            .iter()
+                            .any(|k| r.split(':').next() == Some(k))
+                    })
+                    .ok_or_else(|| err(t, LangError::BadDelegate((*t).to_owned())))?;
+                Delegate::Ref(r)
+            };
+            if !to.contains(&d) {
+                to.push(d);
+            }
+        }
+        out.push(Delegation { path, to });
+    }
+    if out.is_empty() {
+        return Err(Located {
+            line: 1,
+            column: 1,
+            error: LangError::MissingDelegate,
+        });
+    }
+    Ok(out)
+}
+
+/// Whether `path` is `prefix` or lies under it on a segment boundary (both normalised
+/// route paths without a trailing `/`).
+pub fn is_under(path: &str, prefix: &str) -> bool {
+    prefix == "/"
+        || path
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
 /// Parses `stagedoor.io/hosts`: a comma list of host patterns, deduplicated.
 pub fn parse_hosts(text: &str) -> Result<Vec<HostPattern>, Located> {
     let mut v = comma_list(text, host_pattern)?;
@@ -616,6 +704,44 @@ mod tests {
         assert_eq!(r[2].principals, ["group:default/sre"]);
         assert_eq!(r[3].requirement, Requirement::Public);
         assert_eq!(r[4].requirement, Requirement::Authenticated);
+    }
+
+    #[test]
+    fn delegations() {
+        let d = parse_delegations(
+            "/api/orders/reports  reporting, component:default/reports-api # why\n\
+             # a comment\n\n/static *\n/x user:ops/alice",
+            "default",
+        )
+        .unwrap();
+        assert_eq!(d.len(), 3);
+        assert_eq!(d[0].path, "/api/orders/reports");
+        assert_eq!(
+            d[0].to,
+            [
+                Delegate::Ref("group:default/reporting".into()),
+                Delegate::Ref("component:default/reports-api".into())
+            ]
+        );
+        assert_eq!(d[1].to, [Delegate::Anyone]);
+        assert_eq!(d[2].to, [Delegate::Ref("user:ops/alice".into())]);
+        let e = parse_delegations("/a\n", "default").unwrap_err();
+        assert_eq!((e.line, e.error), (1, LangError::MissingDelegate));
+        let e = parse_delegations("/a x\n/b location:default/y", "default").unwrap_err();
+        assert_eq!((e.line, e.column), (2, 4));
+        assert!(matches!(e.error, LangError::BadDelegate(_)));
+        assert!(parse_delegations("/a/* x", "default").is_err());
+        assert!(parse_delegations("a x", "default").is_err());
+        assert!(parse_delegations("# only a comment", "default").is_err());
+    }
+
+    #[test]
+    fn under() {
+        assert!(is_under("/a/b", "/a"));
+        assert!(is_under("/a", "/a"));
+        assert!(is_under("/a", "/"));
+        assert!(!is_under("/ab", "/a"));
+        assert!(!is_under("/a", "/a/b"));
     }
 
     #[test]

@@ -172,6 +172,7 @@
 mod build;
 mod guards;
 pub mod lang;
+mod ownership;
 pub mod path;
 mod render;
 
@@ -346,7 +347,9 @@ impl std::fmt::Display for UnknownPrincipal {
     }
 }
 
-/// Two or more entities claiming the same host pattern, method and path prefix.
+/// A slot that denies with `policy_conflict`: two or more entities claiming the same
+/// host pattern, method and path prefix, or a route under (or on) the path of another
+/// owner's route that does not delegate it (see [`ownership`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Conflict {
     /// The host pattern, `None` for any host.
@@ -356,6 +359,10 @@ pub struct Conflict {
     pub path: String,
     /// Entity refs, sorted.
     pub entities: Vec<String>,
+    /// The enclosing routes of other owners that do not delegate this path, e.g.
+    /// `` `* /api/orders/admin orders:admin @sre` of component:default/orders (owner
+    /// group:default/payments)``; empty for a plain double claim. Sorted.
+    pub under: Vec<String>,
 }
 
 impl std::fmt::Display for Conflict {
@@ -367,7 +374,15 @@ impl std::fmt::Display for Conflict {
             self.host.as_deref().unwrap_or("*"),
             self.path,
             self.entities.join(", ")
-        )
+        )?;
+        if !self.under.is_empty() {
+            write!(
+                f,
+                " under {}, of another owner, which does not delegate it (stagedoor.io/delegate)",
+                self.under.join("; ")
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -391,11 +406,23 @@ struct Route {
 #[derive(Debug, Clone)]
 enum Slot {
     Route(Arc<Route>),
-    /// Denies with `policy_conflict`; holds the `METHOD HOST PREFIX` text.
-    Conflict(Arc<str>, Vec<Arc<str>>),
+    /// Denies with `policy_conflict`: two entities on one slot, or a route under
+    /// another owner's that does not delegate it.
+    Conflict(Box<Clash>),
     /// Denies with `policy_error`: a path claimed by this entity, whose annotations
     /// are in error. Only ever the `*` slot, and only where no route holds it.
     Broken(Arc<str>),
+}
+
+/// What a `policy_conflict` slot holds.
+#[derive(Debug, Clone)]
+struct Clash {
+    /// `METHOD HOST PREFIX`, the decision's `route`.
+    text: Arc<str>,
+    /// The entities claiming the slot.
+    entities: Vec<Arc<str>>,
+    /// The enclosing routes of other owners that do not delegate the slot's path.
+    under: Vec<Arc<str>>,
 }
 
 /// The routes declared for one prefix in one host table.
@@ -664,9 +691,9 @@ impl Policy {
                 return Decision::bare(Reason::UnmatchedAllowed);
             }
             None => return Decision::bare(Reason::NoRoute),
-            Some(Slot::Conflict(text, _)) => {
+            Some(Slot::Conflict(clash)) => {
                 let mut d = Decision::bare(Reason::PolicyConflict);
-                d.route = Some(text.clone());
+                d.route = Some(clash.text.clone());
                 return d;
             }
             Some(Slot::Broken(entity)) => {

@@ -172,6 +172,7 @@ impl Policy {
                     "method": c.method,
                     "path": c.path,
                     "entities": c.entities,
+                    "under": c.under,
                 })
             })
             .collect();

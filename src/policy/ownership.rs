@@ -1,0 +1,170 @@
+//! Route ownership, inside the policy build (catalog → **ownership** → route table):
+//! which routes may take effect where another owner's route already covers the path.
+//!
+//! A route of entity B whose path lies under (or on) the path of a route of entity A,
+//! on a host both apply to, takes effect there only when A and B have the same owner
+//! or A delegates a prefix covering B's path to B (`stagedoor.io/delegate`). Otherwise
+//! B's route is held closed as a `policy_conflict` on those hosts, and reported.
+//! Without this, the catalog's least trusted writer could open another team's paths:
+//! `* /api/orders/admin/users public` under payments' `* /api/orders/admin orders:admin`,
+//! or a longer any-host prefix beating billing's host-scoped route.
+//!
+//! - Methods do not matter: a path belongs to whoever routes it, for every method.
+//! - Hosts: any-host overlaps every host, `*.s` overlaps itself and each `x.s`, an
+//!   exact host itself. The hold goes in the more specific table of the two, so an
+//!   any-host route under billing's host-scoped one is held on billing's hosts only,
+//!   and fills only the methods billing's table leaves open at that path.
+//! - Delegation does not chain: every other owner whose route encloses B's path must
+//!   delegate to B. Entities with no owner are each their own owner.
+//! - The paths an entity in error holds closed enclose like routes that delegate
+//!   nothing: a broken service does not open its subtree to others.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::lang::{Delegate, Delegation, HostPattern, is_under};
+use super::path;
+
+/// One path an entity claims on one host pattern (`None`: any host).
+pub(super) struct PathClaim<'a> {
+    pub path: &'a str,
+    pub host: Option<&'a HostPattern>,
+    pub entity: &'a str,
+    pub owner: Option<&'a str>,
+    /// What the entity delegates; empty for the held paths of an entity in error.
+    pub delegations: &'a [Delegation],
+    /// How a report names this claim as the enclosing one.
+    pub describe: &'a Arc<str>,
+}
+
+/// A claim that does not take effect on `table` because `enclosing` does not delegate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Block<'a> {
+    pub enclosing: usize,
+    pub table: Option<&'a HostPattern>,
+}
+
+fn rank(h: Option<&HostPattern>) -> u8 {
+    match h {
+        None => 0,
+        Some(HostPattern::Wildcard(_)) => 1,
+        Some(HostPattern::Exact(_)) => 2,
+    }
+}
+
+/// The exact host's parent domain, which `*.parent` matches.
+fn parent(host: &str) -> Option<&str> {
+    host.split_once('.')
+        .filter(|(first, _)| !first.is_empty())
+        .map(|(_, rest)| rest)
+}
+
+/// Whether some request host matches both patterns.
+fn overlap(a: Option<&HostPattern>, b: Option<&HostPattern>) -> bool {
+    use HostPattern::{Exact, Wildcard};
+    match (a, b) {
+        (None, _) | (_, None) => true,
+        (Some(Exact(x)), Some(Exact(y))) | (Some(Wildcard(x)), Some(Wildcard(y))) => x == y,
+        (Some(Exact(x)), Some(Wildcard(s))) | (Some(Wildcard(s)), Some(Exact(x))) => {
+            parent(x) == Some(s.as_str())
+        }
+    }
+}
+
+/// Whether `a`'s entity lets `b` take effect under it.
+fn permits(a: &PathClaim<'_>, b: &PathClaim<'_>) -> bool {
+    a.entity == b.entity
+        || (a.owner.is_some() && a.owner == b.owner)
+        || a.delegations.iter().any(|d| {
+            is_under(b.path, &d.path)
+                && d.to.iter().any(|t| match t {
+                    Delegate::Anyone => true,
+                    Delegate::Ref(r) => r == b.entity || Some(r.as_str()) == b.owner,
+                })
+        })
+}
+
+/// For each of `claims[..routes]` (the route claims; the rest are held paths that block
+/// but are never blocked), the enclosing claims of other owners that do not delegate,
+/// with the table where each hold goes. Linear in claims times path depth, except for
+/// any-host claims, which meet every claim at their prefixes.
+pub(super) fn undelegated<'a>(claims: &[PathClaim<'a>], routes: usize) -> Vec<Vec<Block<'a>>> {
+    // (rank, host or parent domain, path): rank 0 any host, 1 `*.name`, 2 exact name.
+    type Key<'k> = (u8, &'k str, &'k str);
+    let host_key = |h: Option<&'a HostPattern>| -> (u8, &'a str) {
+        match h {
+            None => (0, ""),
+            Some(HostPattern::Wildcard(s)) => (1, s.as_str()),
+            Some(HostPattern::Exact(x)) => (2, x.as_str()),
+        }
+    };
+    let mut by_key: HashMap<Key<'a>, Vec<usize>> = HashMap::new();
+    let mut by_path: HashMap<&'a str, Vec<usize>> = HashMap::new();
+    // Exact-host claims keyed by their parent domain `s` (rank 3), for `*.s` claims.
+    for (i, c) in claims.iter().enumerate() {
+        let (r, name) = host_key(c.host);
+        by_key.entry((r, name, c.path)).or_default().push(i);
+        by_path.entry(c.path).or_default().push(i);
+        if let Some(HostPattern::Exact(x)) = c.host
+            && let Some(p) = parent(x)
+        {
+            by_key.entry((3, p, c.path)).or_default().push(i);
+        }
+    }
+    let none: &[usize] = &[];
+    let get = |k: Key<'a>| by_key.get(&k).map_or(none, Vec::as_slice);
+    claims[..routes]
+        .iter()
+        .map(|b| {
+            let mut blocks = Vec::new();
+            for prefix in path::prefixes(b.path) {
+                let candidates: [&[usize]; 3] = match b.host {
+                    None => [by_path.get(prefix).map_or(none, Vec::as_slice), none, none],
+                    Some(HostPattern::Exact(x)) => [
+                        get((0, "", prefix)),
+                        get((2, x, prefix)),
+                        parent(x).map_or(none, |p| get((1, p, prefix))),
+                    ],
+                    Some(HostPattern::Wildcard(s)) => [
+                        get((0, "", prefix)),
+                        get((1, s, prefix)),
+                        get((3, s, prefix)),
+                    ],
+                };
+                for &i in candidates.into_iter().flatten() {
+                    let a = &claims[i];
+                    if overlap(a.host, b.host) && !permits(a, b) {
+                        let table = if rank(b.host) >= rank(a.host) {
+                            b.host
+                        } else {
+                            a.host
+                        };
+                        blocks.push(Block {
+                            enclosing: i,
+                            table,
+                        });
+                    }
+                }
+            }
+            blocks
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_overlap() {
+        let e = |s: &str| HostPattern::Exact(s.into());
+        let w = |s: &str| HostPattern::Wildcard(s.into());
+        assert!(overlap(None, Some(&e("a.x"))));
+        assert!(overlap(Some(&e("a.x")), Some(&w("x"))));
+        assert!(!overlap(Some(&e("a.b.x")), Some(&w("x"))));
+        assert!(!overlap(Some(&e("x")), Some(&w("x"))));
+        assert!(overlap(Some(&w("x")), Some(&w("x"))));
+        assert!(!overlap(Some(&w("x")), Some(&w("a.x"))));
+        assert!(!overlap(Some(&e("a")), Some(&e("b"))));
+    }
+}
