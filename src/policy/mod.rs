@@ -74,6 +74,14 @@
 //! Backstage says `ownedBy` is not meant for runtime authorisation. `allow-owner: "true"`
 //! on an entity with no owner is an error.
 //!
+//! ## `stagedoor.io/delegate`
+//!
+//! One `PATH DELEGATE...` line per prefix (blank- or comma-separated, `#` comments):
+//! other owners' routes under `PATH` take effect only when this entity names them
+//! here. A delegate is `*` (anyone), a Group or User ref (kind defaulting to `group`,
+//! namespace to the entity's) matching the nested entity's owner, or a Component,
+//! API, Resource or System ref matching that entity. See [`ownership`] for the rule.
+//!
 //! ## Who the caller is: `stagedoor.io/idp-groups` and `stagedoor.io/subject`
 //!
 //! - On a `Group`: `stagedoor.io/idp-groups: "payments-engineers, 00g1abcd"` lists the
@@ -123,6 +131,11 @@
 //! and is listed in [`Policy::conflicts`]. Claims that precedence orders are not
 //! conflicts: an exact host over `*.` over any host, an explicit method over `*`.
 //! The same entity delivered twice conflicts with itself (reported, fail closed).
+//!
+//! A route under (or on) the path of another owner's route, on a host both apply to,
+//! is a conflict too unless that entity delegates the prefix: it is held closed in the
+//! more specific host table of the two, and listed with the enclosing routes in
+//! [`Conflict::under`] ([`ownership`]).
 //!
 //! # Request normalisation
 //!
