@@ -57,7 +57,10 @@ enum Command {
         method: String,
         #[arg(long)]
         path: String,
-        #[arg(long, default_value = "")]
+        /// The Host header. `localhost` by default, so that any-host routes decide as
+        /// for a request through HAProxy; `--host ""` is a request without Host, which
+        /// is `bad_request` when some route is host-scoped.
+        #[arg(long, default_value = "localhost")]
         host: String,
         /// A bearer token (verified against the configured issuers); `-` reads it
         /// from standard input, which keeps it out of `ps` and shell history.
