@@ -2,13 +2,13 @@
 //! directory (users, groups, ancestors, IdP mappings) and route table. Never fails:
 //! bad annotations become [`AnnotationError`]s, overlapping claims [`Conflict`]s.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use serde_json::Value;
 
 use super::lang::{self, Delegation, HostPattern, LangError, Located, Requirement, RouteSpec};
-use super::ownership::{self, Block, PathClaim};
+use super::ownership::{self, Block, Describe, PathClaim, owner_note};
 use super::{
     AnnotationError, Clash, Conflict, HostTable, Map, Policy, PrefixSlot, Principals, Route, Slot,
     UnknownPrincipal, Unmatched, lower,
@@ -34,7 +34,7 @@ const ROUTE_KINDS: [&str; 4] = ["component", "api", "resource", "system"];
 /// Interns principal refs (users and groups) as small ids.
 #[derive(Default)]
 struct Interner {
-    ids: HashMap<String, u32>,
+    ids: Map<String, u32>,
 }
 
 impl Interner {
@@ -107,17 +107,17 @@ fn sorted(mut v: Vec<u32>) -> Box<[u32]> {
 }
 
 /// Adds `ids` to the set under `key`.
-fn add(map: &mut HashMap<Box<str>, Vec<u32>>, key: &str, ids: &[u32]) {
+fn add(map: &mut Map<Box<str>, Vec<u32>>, key: &str, ids: &[u32]) {
     map.entry(key.into()).or_default().extend_from_slice(ids);
 }
 
-fn freeze(map: HashMap<Box<str>, Vec<u32>>) -> Map<Box<str>, Box<[u32]>> {
+fn freeze(map: Map<Box<str>, Vec<u32>>) -> Map<Box<str>, Box<[u32]>> {
     map.into_iter().map(|(k, v)| (k, sorted(v))).collect()
 }
 
 /// A user-identifying key (subject or email) being claimed by users; two claims void it.
 struct Claim<'a> {
-    map: &'a mut HashMap<Box<str>, (String, Vec<u32>)>,
+    map: &'a mut Map<Box<str>, (String, Vec<u32>)>,
     dups: &'a mut HashSet<Box<str>>,
     annotation: &'static str,
 }
@@ -151,7 +151,7 @@ fn principals(
     errors: &mut Vec<AnnotationError>,
 ) -> Principals {
     // Group → parents, by id.
-    let mut parents: HashMap<u32, Vec<u32>> = HashMap::new();
+    let mut parents: Map<u32, Vec<u32>> = Map::default();
     for e in entities.iter().filter(|e| kind_is(e, "group")) {
         let me = interner.id(&e.entity_ref());
         let ps: Vec<u32> = refs(e, "childOf", "parent", "group")
@@ -162,7 +162,7 @@ fn principals(
     }
     // Every group with its ancestors, breadth first, at most MAX_GROUP_DEPTH levels up;
     // the `seen` set guards against parent cycles. Memoised: users share groups.
-    let mut memo: HashMap<u32, Vec<u32>> = HashMap::new();
+    let mut memo: Map<u32, Vec<u32>> = Map::default();
     let mut ancestors = |g: u32| -> Vec<u32> {
         memo.entry(g)
             .or_insert_with(|| {
@@ -187,10 +187,10 @@ fn principals(
             .clone()
     };
 
-    let mut by_idp: HashMap<Box<str>, Vec<u32>> = HashMap::new();
-    let mut by_name: HashMap<Box<str>, Vec<u32>> = HashMap::new();
-    let mut by_subject: HashMap<Box<str>, (String, Vec<u32>)> = HashMap::new();
-    let mut by_email: HashMap<Box<str>, (String, Vec<u32>)> = HashMap::new();
+    let mut by_idp: Map<Box<str>, Vec<u32>> = Map::default();
+    let mut by_name: Map<Box<str>, Vec<u32>> = Map::default();
+    let mut by_subject: Map<Box<str>, (String, Vec<u32>)> = Map::default();
+    let mut by_email: Map<Box<str>, (String, Vec<u32>)> = Map::default();
     let mut dup_subjects: HashSet<Box<str>> = HashSet::new();
     let mut dup_emails: HashSet<Box<str>> = HashSet::new();
 
@@ -248,7 +248,7 @@ fn principals(
             }
         }
     }
-    let unique = |map: HashMap<Box<str>, (String, Vec<u32>)>, dups: &HashSet<Box<str>>| {
+    let unique = |map: Map<Box<str>, (String, Vec<u32>)>, dups: &HashSet<Box<str>>| {
         map.into_iter()
             .filter(|(k, _)| !dups.contains(k))
             .map(|(k, (_, v))| (k, sorted(v)))
@@ -561,17 +561,12 @@ fn hold_closed(policy: &mut Policy, e: &Entity, entity: &str) -> Option<Held> {
     })
 }
 
-fn owner_note(owner: Option<&str>) -> String {
-    owner.map_or_else(|| " (no owner)".to_owned(), |o| format!(" (owner {o})"))
-}
-
 /// A route read from the catalog, before ownership decides where it takes effect.
 struct Pending {
     route: Arc<Route>,
-    hosts: Option<Vec<HostPattern>>,
+    /// The entity's hosts, `None` for any host.
+    hosts: Option<Arc<[HostPattern]>>,
     delegations: Arc<[Delegation]>,
-    /// `` `LINE` of ENTITY (owner OWNER)``, how reports name it as an enclosing route.
-    describe: Arc<str>,
 }
 
 /// Puts every route in the table where ownership lets it take effect, and holds it
@@ -579,38 +574,38 @@ struct Pending {
 fn place(policy: &mut Policy, pending: &[Pending], held: &[Held]) {
     let mut claims: Vec<PathClaim<'_>> = Vec::new();
     let mut claim_of: Vec<(usize, Option<&HostPattern>)> = Vec::new();
+    // Each host pattern of a route, `None` once for an any-host one.
+    fn each_host(hosts: Option<&[HostPattern]>) -> impl Iterator<Item = Option<&HostPattern>> {
+        let list = hosts.unwrap_or_default();
+        let any = list.is_empty().then_some(None);
+        any.into_iter().chain(list.iter().map(Some))
+    }
+    claims.reserve(pending.len());
+    claim_of.reserve(pending.len());
     for (j, p) in pending.iter().enumerate() {
-        let hosts: Vec<Option<&HostPattern>> = match &p.hosts {
-            None => vec![None],
-            Some(hs) => hs.iter().map(Some).collect(),
-        };
-        for h in hosts {
+        for h in each_host(p.hosts.as_deref()) {
             claims.push(PathClaim {
                 path: &p.route.path,
                 host: h,
                 entity: &p.route.entity,
                 owner: p.route.owner.as_deref(),
                 delegations: &p.delegations,
-                describe: &p.describe,
+                describe: Describe::Route(&p.route),
             });
             claim_of.push((j, h));
         }
     }
     let routes = claims.len();
     for h in held {
-        let hosts: Vec<Option<&HostPattern>> = match &h.hosts {
-            None => vec![None],
-            Some(hs) => hs.iter().map(Some).collect(),
-        };
         for path in &h.paths {
-            for host in &hosts {
+            for host in each_host(h.hosts.as_deref()) {
                 claims.push(PathClaim {
                     path,
-                    host: *host,
+                    host,
                     entity: &h.entity,
                     owner: h.owner.as_deref(),
                     delegations: &[],
-                    describe: &h.describe,
+                    describe: Describe::Text(&h.describe),
                 });
             }
         }
@@ -624,7 +619,7 @@ fn place(policy: &mut Policy, pending: &[Pending], held: &[Held]) {
         let mut own: Vec<Arc<str>> = Vec::new();
         let mut others: Vec<(Option<&HostPattern>, Arc<str>)> = Vec::new();
         for &Block { enclosing, table } in &blocks[c] {
-            let text = claims[enclosing].describe.clone();
+            let text = claims[enclosing].describe.text();
             if table == h {
                 own.push(text);
             } else {
@@ -719,11 +714,11 @@ impl Policy {
                 held.extend(hold_closed(&mut policy, e, &r));
                 continue;
             };
-            let note = owner_note(owner.as_deref());
             let entity: Arc<str> = r.into();
             let owner: Option<Arc<str>> = owner.map(Into::into);
             // Shared by every line of the entity.
-            let hosts: Arc<[HostPattern]> = d.hosts.clone().unwrap_or_default().into();
+            let hosts: Arc<[HostPattern]> = d.hosts.unwrap_or_default().into();
+            let scoped = (!hosts.is_empty()).then(|| hosts.clone());
             let delegations: Arc<[Delegation]> = d.delegations.into();
             let entity_refs: Arc<[String]> = d.allowed.into();
             let entity_ids = sorted(entity_refs.iter().map(|g| interner.id(g)).collect());
@@ -749,7 +744,6 @@ impl Policy {
                     let ids = sorted(spec.principals.iter().map(|g| interner.id(g)).collect());
                     (spec.principals.into(), Some(ids))
                 };
-                let describe = format!("`{}` of {entity}{note}", spec.display);
                 let route = Arc::new(Route {
                     entity: entity.clone(),
                     owner: owner.clone(),
@@ -764,9 +758,8 @@ impl Policy {
                 });
                 pending.push(Pending {
                     route,
-                    hosts: d.hosts.clone(),
+                    hosts: scoped.clone(),
                     delegations: delegations.clone(),
-                    describe: describe.into(),
                 });
             }
         }

@@ -98,8 +98,11 @@ impl Policy {
         path: &str,
         found: Option<(usize, &Slot)>,
     ) -> bool {
-        if !path.bytes().any(|b| b == b'.') && !path.contains("%20") {
-            return false;
+        // One pass over the bytes; `%20` is searched for only after a `%`.
+        match path.bytes().position(|b| b == b'.' || b == b'%') {
+            None => return false,
+            Some(i) if !path[i..].contains('.') && !path[i..].contains("%20") => return false,
+            Some(_) => {}
         }
         let matched = found.map_or(0, |(len, _)| len);
         let reaches = |variant: &str| {

@@ -190,7 +190,6 @@ pub mod path;
 mod render;
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use serde::Deserialize;
@@ -464,44 +463,11 @@ struct HostTable {
     folded: Map<Box<str>, ()>,
 }
 
-/// The Fx hash (rustc's): a multiply-rotate over 8-byte words, several times faster than
-/// SipHash on short keys. Safe here because only the catalog inserts keys; requests only
-/// look up, so they cannot lengthen a bucket.
-#[derive(Debug, Default, Clone, Copy)]
-struct FxHasher(u64);
-
-const FX_K: u64 = 0xf135_7aea_2e62_a9c5;
-
-impl FxHasher {
-    fn mix(&mut self, word: u64) {
-        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(FX_K);
-    }
-}
-
-impl Hasher for FxHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(c);
-            self.mix(u64::from_le_bytes(w));
-        }
-        for &b in chunks.remainder() {
-            self.mix(u64::from(b));
-        }
-    }
-
-    fn write_u8(&mut self, i: u8) {
-        self.mix(u64::from(i));
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-/// The hash map of the snapshot (lookups on the hot path).
-type Map<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
+/// The hash map of the snapshot (lookups on the hot path). Keys come from the catalog
+/// (route paths, hosts, group names) and are looked up with request data, so the
+/// hasher is seeded at random per process (foldhash): nobody can precompute paths
+/// that share a bucket, as they could with an unkeyed hash such as FxHash.
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Who a caller may be: token facts → expanded, sorted principal ids
 /// (the user and every group it belongs to, ancestors included).

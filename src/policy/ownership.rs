@@ -19,11 +19,10 @@
 //! - The paths an entity in error holds closed enclose like routes that delegate
 //!   nothing: a broken service does not open its subtree to others.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::lang::{Delegate, Delegation, HostPattern, is_under};
-use super::path;
+use super::{Map, Route, path};
 
 /// One path an entity claims on one host pattern (`None`: any host).
 pub(super) struct PathClaim<'a> {
@@ -34,7 +33,37 @@ pub(super) struct PathClaim<'a> {
     /// What the entity delegates; empty for the held paths of an entity in error.
     pub delegations: &'a [Delegation],
     /// How a report names this claim as the enclosing one.
-    pub describe: &'a Arc<str>,
+    pub describe: Describe<'a>,
+}
+
+/// What a claim is, for reports that name it as the enclosing one.
+#[derive(Clone, Copy)]
+pub(super) enum Describe<'a> {
+    Route(&'a Route),
+    /// A prepared text (the held paths of an entity in error).
+    Text(&'a Arc<str>),
+}
+
+impl Describe<'_> {
+    /// `` `LINE` of ENTITY (owner OWNER)``, or the prepared text. Made only for the
+    /// claims a report names, not for every route of every build.
+    pub fn text(&self) -> Arc<str> {
+        match self {
+            Describe::Route(r) => format!(
+                "`{}` of {}{}",
+                r.display,
+                r.entity,
+                owner_note(r.owner.as_deref())
+            )
+            .into(),
+            Describe::Text(t) => (*t).clone(),
+        }
+    }
+}
+
+/// ` (owner X)` or ` (no owner)`.
+pub(super) fn owner_note(owner: Option<&str>) -> String {
+    owner.map_or_else(|| " (no owner)".to_owned(), |o| format!(" (owner {o})"))
 }
 
 /// A claim that does not take effect on `table` because `enclosing` does not delegate.
@@ -89,49 +118,68 @@ fn permits(a: &PathClaim<'_>, b: &PathClaim<'_>) -> bool {
 /// with the table where each hold goes. Linear in claims times path depth, except for
 /// any-host claims, which meet every claim at their prefixes.
 pub(super) fn undelegated<'a>(claims: &[PathClaim<'a>], routes: usize) -> Vec<Vec<Block<'a>>> {
-    // (rank, host or parent domain, path): rank 0 any host, 1 `*.name`, 2 exact name.
+    // (kind, host or parent domain, path): 0 any host, 1 `*.name`, 2 exact name, 3 an
+    // exact host's parent domain (for `*.parent` claims to meet it); 4 every claim at
+    // the path, whatever its host (for any-host claims). Each key heads a list of
+    // claim indexes chained through `next` (one slot per claim and list kind): no
+    // allocation per key.
     type Key<'k> = (u8, &'k str, &'k str);
-    let host_key = |h: Option<&'a HostPattern>| -> (u8, &'a str) {
-        match h {
+    const END: usize = usize::MAX;
+    let mut heads: Map<Key<'a>, usize> = Map::default();
+    heads.reserve(claims.len() * 3);
+    let mut next = vec![[END; 3]; claims.len()];
+    let mut link = |key: Key<'a>, list: usize, i: usize| {
+        let head = heads.entry(key).or_insert(END);
+        next[i][list] = *head;
+        *head = i;
+    };
+    for (i, c) in claims.iter().enumerate() {
+        let (kind, name) = match c.host {
             None => (0, ""),
             Some(HostPattern::Wildcard(s)) => (1, s.as_str()),
             Some(HostPattern::Exact(x)) => (2, x.as_str()),
-        }
-    };
-    let mut by_key: HashMap<Key<'a>, Vec<usize>> = HashMap::new();
-    let mut by_path: HashMap<&'a str, Vec<usize>> = HashMap::new();
-    // Exact-host claims keyed by their parent domain `s` (rank 3), for `*.s` claims.
-    for (i, c) in claims.iter().enumerate() {
-        let (r, name) = host_key(c.host);
-        by_key.entry((r, name, c.path)).or_default().push(i);
-        by_path.entry(c.path).or_default().push(i);
+        };
+        link((kind, name, c.path), 0, i);
+        link((4, "", c.path), 1, i);
         if let Some(HostPattern::Exact(x)) = c.host
             && let Some(p) = parent(x)
         {
-            by_key.entry((3, p, c.path)).or_default().push(i);
+            link((3, p, c.path), 2, i);
         }
     }
-    let none: &[usize] = &[];
-    let get = |k: Key<'a>| by_key.get(&k).map_or(none, Vec::as_slice);
+    let (heads, next) = (&heads, &next);
+    let list = |key: Key<'a>, l: usize| {
+        let mut i = heads.get(&key).copied().unwrap_or(END);
+        std::iter::from_fn(move || {
+            (i != END).then(|| {
+                let cur = i;
+                i = next[cur][l];
+                cur
+            })
+        })
+    };
     claims[..routes]
         .iter()
         .map(|b| {
             let mut blocks = Vec::new();
             for prefix in path::prefixes(b.path) {
-                let candidates: [&[usize]; 3] = match b.host {
-                    None => [by_path.get(prefix).map_or(none, Vec::as_slice), none, none],
-                    Some(HostPattern::Exact(x)) => [
-                        get((0, "", prefix)),
-                        get((2, x, prefix)),
-                        parent(x).map_or(none, |p| get((1, p, prefix))),
-                    ],
-                    Some(HostPattern::Wildcard(s)) => [
-                        get((0, "", prefix)),
-                        get((1, s, prefix)),
-                        get((3, s, prefix)),
-                    ],
+                let (k1, k2) = match b.host {
+                    None => (((4, "", prefix), 1), None),
+                    Some(HostPattern::Exact(x)) => (
+                        ((2, x.as_str(), prefix), 0),
+                        parent(x).map(|p| ((1, p, prefix), 0)),
+                    ),
+                    Some(HostPattern::Wildcard(s)) => (
+                        ((1, s.as_str(), prefix), 0),
+                        Some(((3, s.as_str(), prefix), 2)),
+                    ),
                 };
-                for &i in candidates.into_iter().flatten() {
+                let any_host = b.host.map(|_| ((0, "", prefix), 0));
+                let candidates = [Some(k1), k2, any_host]
+                    .into_iter()
+                    .flatten()
+                    .flat_map(|(k, l)| list(k, l));
+                for i in candidates {
                     let a = &claims[i];
                     if overlap(a.host, b.host) && !permits(a, b) {
                         let table = if rank(b.host) >= rank(a.host) {
