@@ -2,15 +2,15 @@
 //! directory (users, groups, ancestors, IdP mappings) and route table. Never fails:
 //! bad annotations become [`AnnotationError`]s, overlapping claims [`Conflict`]s.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use serde_json::Value;
 
+use super::directory;
 use super::lang::{self, Delegation, HostPattern, LangError, Located, Requirement, RouteSpec};
 use super::ownership::{self, Block, Describe, PathClaim, owner_note};
 use super::{
-    AnnotationError, Clash, Conflict, HostTable, Map, Policy, PrefixSlot, Principals, Route, Slot,
+    AnnotationError, Clash, Conflict, HostTable, Map, Policy, PrefixSlot, Route, Slot,
     UnknownPrincipal, Unmatched, lower,
 };
 use crate::catalog::Entity;
@@ -21,13 +21,8 @@ const ROUTES: &str = "stagedoor.io/routes";
 const ALLOWED_GROUPS: &str = "stagedoor.io/allowed-groups";
 const ALLOW_OWNER: &str = "stagedoor.io/allow-owner";
 const DELEGATE: &str = "stagedoor.io/delegate";
-const IDP_GROUPS: &str = "stagedoor.io/idp-groups";
-const SUBJECT: &str = "stagedoor.io/subject";
-const EMAIL: &str = "spec.profile.email";
-
-/// How many `childOf` levels up a caller's groups are followed. Deeper ancestors are
-/// ignored (fail closed: less membership, never more); real hierarchies are far shallower.
-pub const MAX_GROUP_DEPTH: usize = 32;
+pub(super) const IDP_GROUPS: &str = "stagedoor.io/idp-groups";
+pub(super) const SUBJECT: &str = "stagedoor.io/subject";
 
 const ROUTE_KINDS: [&str; 4] = ["component", "api", "resource", "system"];
 
@@ -48,12 +43,17 @@ impl Interner {
     }
 }
 
-fn kind_is(e: &Entity, kind: &str) -> bool {
+pub(super) fn kind_is(e: &Entity, kind: &str) -> bool {
     e.kind.eq_ignore_ascii_case(kind)
 }
 
 /// Refs from relations of `relation`, else from the spec field (string or list of strings).
-fn refs(e: &Entity, relation: &str, spec_field: &str, default_kind: &str) -> Vec<String> {
+pub(super) fn refs(
+    e: &Entity,
+    relation: &str,
+    spec_field: &str,
+    default_kind: &str,
+) -> Vec<String> {
     let ns = &e.metadata.namespace;
     let from_rel: Vec<String> = e
         .related(relation)
@@ -77,7 +77,7 @@ fn owner_of(e: &Entity) -> Option<String> {
     refs(e, "ownedBy", "owner", "group").into_iter().next()
 }
 
-fn annotation_error(entity: &str, annotation: &str, l: Located) -> AnnotationError {
+pub(super) fn annotation_error(entity: &str, annotation: &str, l: Located) -> AnnotationError {
     AnnotationError {
         entity: entity.to_owned(),
         annotation: annotation.to_owned(),
@@ -87,7 +87,7 @@ fn annotation_error(entity: &str, annotation: &str, l: Located) -> AnnotationErr
     }
 }
 
-fn whole(entity: &str, annotation: &str, error: LangError) -> AnnotationError {
+pub(super) fn whole(entity: &str, annotation: &str, error: LangError) -> AnnotationError {
     annotation_error(
         entity,
         annotation,
@@ -104,162 +104,6 @@ fn sorted(mut v: Vec<u32>) -> Box<[u32]> {
     v.sort_unstable();
     v.dedup();
     v.into_boxed_slice()
-}
-
-/// Adds `ids` to the set under `key`.
-fn add(map: &mut Map<Box<str>, Vec<u32>>, key: &str, ids: &[u32]) {
-    map.entry(key.into()).or_default().extend_from_slice(ids);
-}
-
-fn freeze(map: Map<Box<str>, Vec<u32>>) -> Map<Box<str>, Box<[u32]>> {
-    map.into_iter().map(|(k, v)| (k, sorted(v))).collect()
-}
-
-/// A user-identifying key (subject or email) being claimed by users; two claims void it.
-struct Claim<'a> {
-    map: &'a mut Map<Box<str>, (String, Vec<u32>)>,
-    dups: &'a mut HashSet<Box<str>>,
-    annotation: &'static str,
-}
-
-impl Claim<'_> {
-    fn add(self, key: String, user: &str, ids: &[u32], errors: &mut Vec<AnnotationError>) {
-        if let Some((other, prev)) = self.map.get_mut(key.as_str())
-            && other == user
-        {
-            // The same user delivered twice (e.g. by two descriptor files): one user.
-            prev.extend_from_slice(ids);
-        } else if let Some((other, _)) = self.map.get(key.as_str()) {
-            let a = self.annotation;
-            errors.push(whole(
-                other,
-                a,
-                LangError::DuplicateIdentity(user.to_owned()),
-            ));
-            errors.push(whole(user, a, LangError::DuplicateIdentity(other.clone())));
-            self.dups.insert(key.into());
-        } else {
-            self.map.insert(key.into(), (user.to_owned(), ids.to_vec()));
-        }
-    }
-}
-
-/// Builds the caller directory from Group and User entities.
-fn principals(
-    entities: &[Entity],
-    interner: &mut Interner,
-    errors: &mut Vec<AnnotationError>,
-) -> Principals {
-    // Group → parents, by id.
-    let mut parents: Map<u32, Vec<u32>> = Map::default();
-    for e in entities.iter().filter(|e| kind_is(e, "group")) {
-        let me = interner.id(&e.entity_ref());
-        let ps: Vec<u32> = refs(e, "childOf", "parent", "group")
-            .iter()
-            .map(|p| interner.id(p))
-            .collect();
-        parents.entry(me).or_default().extend(ps);
-    }
-    // Every group with its ancestors, breadth first, at most MAX_GROUP_DEPTH levels up;
-    // the `seen` set guards against parent cycles. Memoised: users share groups.
-    let mut memo: Map<u32, Vec<u32>> = Map::default();
-    let mut ancestors = |g: u32| -> Vec<u32> {
-        memo.entry(g)
-            .or_insert_with(|| {
-                let mut seen = HashSet::from([g]);
-                let mut level = vec![g];
-                for _ in 0..MAX_GROUP_DEPTH {
-                    let mut next = Vec::new();
-                    for x in level {
-                        for &p in parents.get(&x).into_iter().flatten() {
-                            if seen.insert(p) {
-                                next.push(p);
-                            }
-                        }
-                    }
-                    if next.is_empty() {
-                        break;
-                    }
-                    level = next;
-                }
-                seen.into_iter().collect()
-            })
-            .clone()
-    };
-
-    let mut by_idp: Map<Box<str>, Vec<u32>> = Map::default();
-    let mut by_name: Map<Box<str>, Vec<u32>> = Map::default();
-    let mut by_subject: Map<Box<str>, (String, Vec<u32>)> = Map::default();
-    let mut by_email: Map<Box<str>, (String, Vec<u32>)> = Map::default();
-    let mut dup_subjects: HashSet<Box<str>> = HashSet::new();
-    let mut dup_emails: HashSet<Box<str>> = HashSet::new();
-
-    for e in entities {
-        let r = e.entity_ref();
-        if kind_is(e, "group") {
-            let up = ancestors(interner.id(&r));
-            match e.annotation(IDP_GROUPS) {
-                // A Group that names its IdP groups is reached only through them: a
-                // token group spelt like its name or ref (`SRE`, `group:default/sre`)
-                // maps to nothing, else any IdP group an admin can create with that
-                // name would join it. A broken list maps nothing at all (fail closed).
-                Some(v) => match lang::parse_idp_groups(v) {
-                    Ok(names) => names.iter().for_each(|n| add(&mut by_idp, n, &up)),
-                    Err(l) => errors.push(annotation_error(&r, IDP_GROUPS, l)),
-                },
-                None => {
-                    add(&mut by_name, &r, &up);
-                    if e.metadata.namespace.eq_ignore_ascii_case("default") {
-                        add(&mut by_name, &e.metadata.name.to_ascii_lowercase(), &up);
-                    }
-                }
-            }
-        } else if kind_is(e, "user") {
-            let mut ids = vec![interner.id(&r)];
-            for g in refs(e, "memberOf", "memberOf", "group") {
-                ids.extend(ancestors(interner.id(&g)));
-            }
-            if let Some(v) = e.annotation(SUBJECT) {
-                match lang::parse_word(v) {
-                    Ok(s) => {
-                        let c = Claim {
-                            map: &mut by_subject,
-                            dups: &mut dup_subjects,
-                            annotation: SUBJECT,
-                        };
-                        c.add(s, &r, &ids, errors);
-                    }
-                    Err(l) => errors.push(annotation_error(&r, SUBJECT, l)),
-                }
-            }
-            let email = e
-                .spec
-                .pointer("/profile/email")
-                .and_then(Value::as_str)
-                .map(|s| s.trim().to_ascii_lowercase())
-                .filter(|s| !s.is_empty());
-            if let Some(m) = email {
-                let c = Claim {
-                    map: &mut by_email,
-                    dups: &mut dup_emails,
-                    annotation: EMAIL,
-                };
-                c.add(m, &r, &ids, errors);
-            }
-        }
-    }
-    let unique = |map: Map<Box<str>, (String, Vec<u32>)>, dups: &HashSet<Box<str>>| {
-        map.into_iter()
-            .filter(|(k, _)| !dups.contains(k))
-            .map(|(k, (_, v))| (k, sorted(v)))
-            .collect()
-    };
-    Principals {
-        by_idp_group: freeze(by_idp),
-        by_group_name: freeze(by_name),
-        by_subject: unique(by_subject, &dup_subjects),
-        by_email: unique(by_email, &dup_emails),
-    }
 }
 
 /// The parsed `stagedoor.io/*` annotations of a routed entity.
@@ -689,15 +533,12 @@ impl Policy {
     /// [`Policy::conflicts`].
     pub fn build(entities: &[Entity], unmatched: Unmatched) -> Policy {
         let mut errors = Vec::new();
+        // Principals routes name, as ids (the directory stores only those).
         let mut interner = Interner::default();
-        let principals = principals(entities, &mut interner, &mut errors);
-        // Every principal a caller can hold was interned by the directory; a ref first
-        // interned after this point is named by a route and held by nobody.
-        let known = interner.ids.len();
-        let mut unknown = Vec::new();
+        // (entity, principal) for every name a route uses, for unknown-principal warnings.
+        let mut named_by: Vec<(Arc<str>, String)> = Vec::new();
         let mut policy = Policy {
             unmatched,
-            principals,
             entity_count: entities.len(),
             ..Policy::default()
         };
@@ -722,17 +563,10 @@ impl Policy {
             let delegations: Arc<[Delegation]> = d.delegations.into();
             let entity_refs: Arc<[String]> = d.allowed.into();
             let entity_ids = sorted(entity_refs.iter().map(|g| interner.id(g)).collect());
-            let mut note_unknown = |refs: &[String], interner: &mut Interner| {
-                for g in refs {
-                    if interner.id(g) as usize >= known {
-                        unknown.push(UnknownPrincipal {
-                            entity: entity.to_string(),
-                            principal: g.clone(),
-                        });
-                    }
-                }
+            let mut note_named = |refs: &[String]| {
+                named_by.extend(refs.iter().map(|g| (entity.clone(), g.clone())));
             };
-            note_unknown(&entity_refs, &mut interner);
+            note_named(&entity_refs);
             for spec in d.routes {
                 let (allowed_refs, allowed) = if spec.requirement == Requirement::Public {
                     (Arc::from([]), None)
@@ -740,7 +574,7 @@ impl Policy {
                     let ids = (!entity_ids.is_empty()).then(|| entity_ids.clone());
                     (entity_refs.clone(), ids)
                 } else {
-                    note_unknown(&spec.principals, &mut interner);
+                    note_named(&spec.principals);
                     let ids = sorted(spec.principals.iter().map(|g| interner.id(g)).collect());
                     (spec.principals.into(), Some(ids))
                 };
@@ -764,6 +598,19 @@ impl Policy {
             }
         }
         place(&mut policy, &pending, &held);
+        // The directory's errors come first, as Groups and Users are read first.
+        let route_errors = std::mem::take(&mut errors);
+        let dir = directory::build(entities, &interner.ids, &mut errors);
+        errors.extend(route_errors);
+        policy.principals = dir.principals;
+        let mut unknown: Vec<UnknownPrincipal> = named_by
+            .into_iter()
+            .filter(|(_, g)| !dir.existing.contains(g))
+            .map(|(entity, principal)| UnknownPrincipal {
+                entity: entity.to_string(),
+                principal,
+            })
+            .collect();
         let mut conflicts = Vec::new();
         conflicts_of(&policy.any, None, &mut conflicts);
         for (h, t) in &policy.exact {

@@ -91,6 +91,10 @@ pub enum LangError {
         shown(.0)
     )]
     BadDelegate(String),
+    #[error(
+        "group hierarchy too large: more than {0} memberships of groups that routes name; the rest are ignored (less access, never more)"
+    )]
+    HierarchyTooLarge(usize),
 }
 
 /// Input echoed in a message: control and non-space blank characters escaped

@@ -183,6 +183,7 @@
 //! 8. Otherwise `ok` (200).
 
 mod build;
+mod directory;
 mod guards;
 pub mod lang;
 mod ownership;
@@ -473,12 +474,12 @@ type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 /// (the user and every group it belongs to, ancestors included).
 #[derive(Debug, Default)]
 struct Principals {
-    by_idp_group: Map<Box<str>, Box<[u32]>>,
+    by_idp_group: Map<Box<str>, Arc<[u32]>>,
     /// Lower-case `group:ns/name`, and `name` for the default namespace.
-    by_group_name: Map<Box<str>, Box<[u32]>>,
-    by_subject: Map<Box<str>, Box<[u32]>>,
+    by_group_name: Map<Box<str>, Arc<[u32]>>,
+    by_subject: Map<Box<str>, Arc<[u32]>>,
     /// Lower-case email.
-    by_email: Map<Box<str>, Box<[u32]>>,
+    by_email: Map<Box<str>, Arc<[u32]>>,
 }
 
 /// An immutable policy snapshot: the route table and the caller directory.
@@ -705,7 +706,7 @@ impl Policy {
 
     /// Whether the caller holds one of `allowed` (sorted principal ids).
     fn is_member(&self, id: &Identity, allowed: &[u32]) -> bool {
-        let hit = |ids: Option<&Box<[u32]>>| {
+        let hit = |ids: Option<&Arc<[u32]>>| {
             ids.is_some_and(|ids| ids.iter().any(|i| allowed.binary_search(i).is_ok()))
         };
         let p = &self.principals;
