@@ -22,15 +22,12 @@ fn decide(
     p.decide(&Request { method, host, path }, id)
 }
 
-/// A Component of the one team every entity of a test shares, where route ownership
-/// (tests/policy_ownership.rs) is not what is tested.
+/// A Component that lets any entity route under its paths (`delegate: / *`), for
+/// tests of matching where route ownership (tests/policy_ownership.rs) is not tested.
 fn one_owner(name: &str, annotations: &[(&str, &str)]) -> Entity {
-    routed(
-        "Component",
-        name,
-        Some("group:default/platform"),
-        annotations,
-    )
+    let mut ann = annotations.to_vec();
+    ann.push(("stagedoor.io/delegate", "/ *"));
+    routed("Component", name, Some("group:default/platform"), &ann)
 }
 
 /// The documented example, plus the directory it needs.

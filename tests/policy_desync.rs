@@ -71,7 +71,11 @@ fn suffix_table() {
         ("/api/orders/a.dmin",              Reason::Ok),
         ("/static/app.min.js",              Reason::Public),
         ("/static/admin.css",               Reason::Public),
-        ("/report.pdf",                     Reason::Public),  // an explicit route: the operator's rule
+        // an explicit dotted route whose cut form has other requirements: Rails serves
+        // /report.pdf from /report's handler, so the public line cannot hold
+        ("/report.pdf",                     Reason::BadPath),
+        ("/api/v1.2.json",                  Reason::NoRoute), // cut at every dot: /api/v1, /api/v1.2
+        ("/api/orders/admin.v2.json",       Reason::BadPath),
         ("/report.pdf.",                    Reason::BadPath), // no route of its own; IIS reads /report.pdf
         ("/report.",                        Reason::BadPath), // no route of its own; IIS reads /report
     ];

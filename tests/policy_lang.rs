@@ -501,7 +501,6 @@ fn errors_on_groups_users_and_other_kinds() {
 
 #[test]
 fn an_error_removes_only_that_entitys_routes() {
-    // One owner: route ownership (tests/policy_ownership.rs) is not what this tests.
     let team = Some("group:default/team");
     let good = routed(
         "Component",
@@ -522,10 +521,22 @@ fn an_error_removes_only_that_entitys_routes() {
         &[("stagedoor.io/routes", "POST /api s")],
     );
     let p = Policy::build(&[good, bad, api], Unmatched::Deny);
-    assert_eq!(p.route_count(), 3);
     assert_eq!(p.errors().len(), 1);
     assert_eq!(p.errors()[0].entity, "component:default/bad");
     assert_eq!((p.errors()[0].line, p.errors()[0].column), (3, 1));
-    // The bad entity's claim on /shared is gone, so there is no conflict.
-    assert!(p.conflicts().is_empty());
+    // good's /good and good-api's /api route; good's /shared lies on a path the broken
+    // entity holds closed, which encloses like a route that delegates nothing
+    // (tests/policy_ownership.rs): held as a conflict naming the broken entity.
+    assert_eq!(p.route_count(), 2);
+    let c = p.conflicts();
+    assert_eq!(c.len(), 1, "{c:?}");
+    assert_eq!(
+        (c[0].path.as_str(), &c[0].entities[..]),
+        ("/shared", &["component:default/good".to_owned()][..])
+    );
+    assert!(
+        c[0].under[0].contains("component:default/bad (annotations in error)"),
+        "{:?}",
+        c[0].under
+    );
 }

@@ -1,7 +1,7 @@
-//! Route ownership: an entity may not weaken another owner's protection. A route
-//! under (or on) the path of another owner's route takes effect only when that
-//! entity delegates the prefix (`stagedoor.io/delegate`); otherwise it is held closed
-//! as `policy_conflict` and reported.
+//! Route ownership: an entity may not weaken another's protection. A route under (or
+//! on) the path of another entity's route takes effect only when that entity delegates
+//! the prefix to it by ref (`stagedoor.io/delegate`); otherwise it is held closed as
+//! `policy_conflict` and reported. Owners do not count: `spec.owner` is self-declared.
 
 mod policy_support;
 
@@ -105,7 +105,7 @@ fn another_owners_nested_route_is_held_closed_and_reported() {
 }
 
 #[test]
-fn delegation_lets_the_named_owner_or_entity_in_and_nobody_else() {
+fn delegation_lets_the_named_entity_in_and_nobody_else() {
     let users_api = owned(
         "users-api",
         "identity",
@@ -114,10 +114,10 @@ fn delegation_lets_the_named_owner_or_entity_in_and_nobody_else() {
     let anon = Err(Reason::MissingToken);
     let reader = ident(&["users:read"], &[]);
     for delegate in [
-        "/api/orders/admin/users identity",
-        "/api/orders/admin/users group:default/identity",
+        "/api/orders/admin/users users-api",
+        "/api/orders/admin/users component:default/users-api",
         "/api/orders/admin component:default/users-api",
-        "/api/orders/admin/users  users-api-is-not-a-group, identity # a comment",
+        "/api/orders/admin/users  other-api, users-api # a comment",
         "/ *",
     ] {
         let p = Policy::build(
@@ -143,11 +143,12 @@ fn delegation_lets_the_named_owner_or_entity_in_and_nobody_else() {
     }
     // a delegation to someone else, or of another prefix, lets mallory in nowhere
     for delegate in [
-        "/api/orders/admin/users identity",
-        "/api/orders/admin/usersx mallory",
-        "/api/orders/admin/users/42 mallory",
+        "/api/orders/admin/users users-api",
+        "/api/orders/admin/usersx mallory-tool",
+        "/api/orders/admin/users/42 mallory-tool",
         "/api/orders/admin/users component:default/other",
-        "/api/orders/admin/users user:default/mallory",
+        "/api/orders/admin/users api:default/mallory-tool",
+        "/api/orders/admin/users component:other/mallory-tool",
     ] {
         let p = Policy::build(&[orders(Some(delegate)), mallory()], Unmatched::Deny);
         assert_eq!(
@@ -156,9 +157,23 @@ fn delegation_lets_the_named_owner_or_entity_in_and_nobody_else() {
             "{delegate}"
         );
     }
-    // mallory's owner delegated to: in
+    // a Group or User delegate is refused (an error holds orders closed): an owner is
+    // whatever an entity's writer says, so "delegate to team X" would admit anyone
+    // who writes `owner: X`
+    for delegate in ["/api/orders/admin/users group:default/mallory", "/a user:x"] {
+        let p = Policy::build(&[orders(Some(delegate)), mallory()], Unmatched::Deny);
+        assert_eq!(p.errors().len(), 1, "{delegate}");
+        assert_eq!(
+            reason(&p, "GET", "h", "/api/orders", Ok(&reader)),
+            Reason::PolicyError
+        );
+    }
+    // mallory's entity delegated to: in
     let p = Policy::build(
-        &[orders(Some("/api/orders/admin/users mallory")), mallory()],
+        &[
+            orders(Some("/api/orders/admin/users mallory-tool")),
+            mallory(),
+        ],
         Unmatched::Deny,
     );
     assert_eq!(
@@ -167,33 +182,41 @@ fn delegation_lets_the_named_owner_or_entity_in_and_nobody_else() {
     );
 }
 
+/// The same owner does not count: `spec.owner` is written by whoever writes the
+/// entity, so mallory could write `owner: payments` (found by review). Only the same
+/// entity nests freely; a team's second entity needs its delegation like anyone.
 #[test]
-fn same_owner_nests_freely_and_no_owner_is_nobodys_team() {
-    let tool = owned(
+fn the_same_owner_is_not_trusted_only_the_same_entity() {
+    let anon = Err(Reason::MissingToken);
+    let spoof = owned(
         "orders-tool",
         "payments",
         &[(ROUTES, "GET /api/orders/admin/stats public")],
     );
-    let p = Policy::build(&[orders(None), tool], Unmatched::Deny);
-    assert!(p.conflicts().is_empty());
+    let p = Policy::build(&[orders(None), spoof.clone()], Unmatched::Deny);
     assert_eq!(
-        reason(
-            &p,
-            "GET",
-            "h",
-            "/api/orders/admin/stats",
-            Err(Reason::MissingToken)
-        ),
+        reason(&p, "GET", "h", "/api/orders/admin/stats", anon),
+        Reason::PolicyConflict
+    );
+    let p = Policy::build(
+        &[orders(Some("/api/orders/admin/stats orders-tool")), spoof],
+        Unmatched::Deny,
+    );
+    assert!(p.conflicts().is_empty(), "{:?}", p.conflicts());
+    assert_eq!(
+        reason(&p, "GET", "h", "/api/orders/admin/stats", anon),
         Reason::Public
     );
-    // two entities without an owner are two owners
+    // one entity's own lines nest freely
+    let one = owned("one", "x", &[(ROUTES, "GET /x s\nGET /x/y public")]);
+    let p = Policy::build(&[one], Unmatched::Deny);
+    assert!(p.conflicts().is_empty());
+    assert_eq!(reason(&p, "GET", "h", "/x/y", anon), Reason::Public);
+    // and entities without an owner are no exception
     let a = component("a", &[(ROUTES, "GET /x s")]);
     let b = component("b", &[(ROUTES, "GET /x/y public")]);
     let p = Policy::build(&[a, b], Unmatched::Deny);
-    assert_eq!(
-        reason(&p, "GET", "h", "/x/y", Err(Reason::MissingToken)),
-        Reason::PolicyConflict
-    );
+    assert_eq!(reason(&p, "GET", "h", "/x/y", anon), Reason::PolicyConflict);
 }
 
 #[test]
@@ -339,15 +362,11 @@ fn host_scoped_routes_under_other_hosts_patterns() {
 
 #[test]
 fn delegation_does_not_chain() {
-    let a = owned(
-        "a",
-        "team-a",
-        &[(ROUTES, "* /r s"), (DELEGATE, "/r/b team-b")],
-    );
+    let a = owned("a", "team-a", &[(ROUTES, "* /r s"), (DELEGATE, "/r/b b")]);
     let b = owned(
         "b",
         "team-b",
-        &[(ROUTES, "* /r/b t"), (DELEGATE, "/r/b/c team-c")],
+        &[(ROUTES, "* /r/b t"), (DELEGATE, "/r/b/c c")],
     );
     let c = owned("c", "team-c", &[(ROUTES, "* /r/b/c public")]);
     let p = Policy::build(&[a.clone(), b.clone(), c.clone()], Unmatched::Deny);
@@ -364,7 +383,7 @@ fn delegation_does_not_chain() {
     let a2 = owned(
         "a",
         "team-a",
-        &[(ROUTES, "* /r s"), (DELEGATE, "/r/b team-b\n/r/b/c team-c")],
+        &[(ROUTES, "* /r s"), (DELEGATE, "/r/b b\n/r/b/c c")],
     );
     let p = Policy::build(&[a2, b, c], Unmatched::Deny);
     assert_eq!(reason(&p, "GET", "h", "/r/b/c", anon), Reason::Public);

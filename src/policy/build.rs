@@ -231,24 +231,41 @@ fn claim(slot: &mut Slot, route: &Arc<Route>, conflict_text: impl FnOnce() -> St
     }
 }
 
-/// Holds a slot closed for `entity`, under enclosing routes that do not delegate.
-fn clash(slot: Option<&mut Slot>, text: String, entity: &Arc<str>, under: &[Arc<str>]) -> Slot {
-    let mut c = match slot {
-        Some(Slot::Conflict(c)) => (**c).clone(),
-        Some(Slot::Route(prev)) => Clash {
-            text: text.into(),
-            entities: vec![prev.entity.clone()],
-            under: Vec::new(),
-        },
-        Some(Slot::Broken(_)) | None => Clash {
-            text: text.into(),
-            entities: Vec::new(),
-            under: Vec::new(),
-        },
+/// Holds a slot closed for `entity`, under enclosing routes that do not delegate:
+/// turns it into a conflict, or adds to the one it is (in place, deduplicated, so
+/// many claimants on one path cost linear time, not a copy each).
+fn clash(
+    slot: &mut Option<Slot>,
+    text: impl FnOnce() -> String,
+    entity: &Arc<str>,
+    under: &[Arc<str>],
+) {
+    let c = match slot {
+        Some(Slot::Conflict(c)) => c,
+        _ => {
+            let entities = match slot.take() {
+                Some(Slot::Route(prev)) => vec![prev.entity.clone()],
+                _ => Vec::new(),
+            };
+            let fresh = Slot::Conflict(Box::new(Clash {
+                text: text().into(),
+                entities,
+                under: Vec::new(),
+            }));
+            match slot.insert(fresh) {
+                Slot::Conflict(c) => c,
+                _ => return,
+            }
+        }
     };
-    c.entities.push(entity.clone());
-    c.under.extend_from_slice(under);
-    Slot::Conflict(Box::new(c))
+    if c.entities.last() != Some(entity) {
+        c.entities.push(entity.clone());
+    }
+    for u in under {
+        if c.under.len() < MAX_UNDER && !c.under.contains(u) {
+            c.under.push(u.clone());
+        }
+    }
 }
 
 /// The slots of `path` in `table`, created (and the table's indexes updated) if new.
@@ -327,16 +344,27 @@ fn insert_held(
         return;
     };
     for m in methods {
-        let text = slot_text(m.unwrap_or("*"), host, path);
+        let text = || slot_text(m.unwrap_or("*"), host, path);
         match m {
-            None => ps.any = Some(clash(ps.any.as_mut(), text, &route.entity, under)),
-            Some(m) => match ps.methods.iter_mut().find(|(x, _)| &**x == m) {
-                Some((_, s)) => *s = clash(Some(s), text, &route.entity, under),
-                None => {
-                    let held = clash(None, text, &route.entity, under);
-                    ps.methods.push((m.into(), held));
+            None => clash(&mut ps.any, text, &route.entity, under),
+            Some(m) => {
+                let i = match ps.methods.iter().position(|(x, _)| &**x == m) {
+                    Some(i) => i,
+                    None => {
+                        ps.methods
+                            .push((m.into(), Slot::Broken(route.entity.clone())));
+                        ps.methods.len() - 1
+                    }
+                };
+                let mut slot = Some(std::mem::replace(
+                    &mut ps.methods[i].1,
+                    Slot::Broken(route.entity.clone()),
+                ));
+                clash(&mut slot, text, &route.entity, under);
+                if let Some(s) = slot {
+                    ps.methods[i].1 = s;
                 }
-            },
+            }
         }
     }
 }
@@ -361,7 +389,6 @@ fn hold(table: &mut HostTable, path: &str, entity: &Arc<str>) {
 /// route that delegates nothing would).
 struct Held {
     entity: Arc<str>,
-    owner: Option<String>,
     hosts: Option<Vec<HostPattern>>,
     paths: Vec<String>,
     describe: Arc<str>,
@@ -371,7 +398,8 @@ struct Held {
 /// annotation names are held closed with `policy_error` on its hosts (on any host when
 /// its hosts annotation is unreadable too), so that its requests do not fall through
 /// to a shorter route of another entity, such as a public `/`. Valid routes of other
-/// entities at the same path keep working.
+/// entities at or under those paths are held closed as conflicts unless it delegated to them
+/// ([`ownership`]): a broken service does not open its paths to others.
 fn hold_closed(policy: &mut Policy, e: &Entity, entity: &str) -> Option<Held> {
     let text = e.annotation(ROUTES)?;
     let paths = lang::claimed_paths(text);
@@ -398,12 +426,16 @@ fn hold_closed(policy: &mut Policy, e: &Entity, entity: &str) -> Option<Held> {
     );
     Some(Held {
         entity,
-        owner,
         hosts,
         paths,
         describe: describe.into(),
     })
 }
+
+/// Most host tables a route is held in besides its own (see `place`).
+const MAX_SPILL: usize = 64;
+/// Most enclosing routes a conflict names (enough to act on; the rest are alike).
+const MAX_UNDER: usize = 8;
 
 /// A route read from the catalog, before ownership decides where it takes effect.
 struct Pending {
@@ -432,7 +464,6 @@ fn place(policy: &mut Policy, pending: &[Pending], held: &[Held]) {
                 path: &p.route.path,
                 host: h,
                 entity: &p.route.entity,
-                owner: p.route.owner.as_deref(),
                 delegations: &p.delegations,
                 describe: Describe::Route(&p.route),
             });
@@ -447,7 +478,6 @@ fn place(policy: &mut Policy, pending: &[Pending], held: &[Held]) {
                     path,
                     host,
                     entity: &h.entity,
-                    owner: h.owner.as_deref(),
                     delegations: &[],
                     describe: Describe::Text(&h.describe),
                 });
@@ -456,33 +486,55 @@ fn place(policy: &mut Policy, pending: &[Pending], held: &[Held]) {
     }
     let blocks = ownership::undelegated(&claims, routes);
     let mut effective = vec![false; pending.len()];
-    // (route, table, enclosing route) for holds in another, more specific table.
-    let mut spill: Vec<(usize, Option<&HostPattern>, Arc<str>)> = Vec::new();
+    // (route, table, enclosing routes) for holds in another, more specific table.
+    type Spill<'h> = (usize, Option<&'h HostPattern>, Vec<Arc<str>>);
+    let mut spill: Vec<Spill<'_>> = Vec::new();
     for (c, &(j, h)) in claim_of.iter().enumerate() {
         let route = &pending[j].route;
-        let mut own: Vec<Arc<str>> = Vec::new();
-        let mut others: Vec<(Option<&HostPattern>, Arc<str>)> = Vec::new();
+        // Enclosing claims by the table their hold goes in; texts made only for the
+        // first MAX_UNDER of each (a path claimed by hundreds stays linear).
+        let mut own: Option<Vec<Arc<str>>> = None;
+        let mut others: std::collections::BTreeMap<Option<&HostPattern>, Vec<Arc<str>>> =
+            Default::default();
         for &Block { enclosing, table } in &blocks[c] {
-            let text = claims[enclosing].describe.text();
-            if table == h {
-                own.push(text);
+            let texts = if table == h {
+                own.get_or_insert_with(Vec::new)
             } else {
-                others.push((table, text));
+                others.entry(table).or_default()
+            };
+            if texts.len() < MAX_UNDER {
+                let text = claims[enclosing].describe.text();
+                if !texts.contains(&text) {
+                    texts.push(text);
+                }
+            }
+        }
+        // An any-host route under host-scoped routes of more than MAX_SPILL host
+        // patterns is held in its own table instead, everywhere: less access, and the
+        // holds stay linear in routes rather than hosts times routes.
+        if others.len() > MAX_SPILL {
+            let texts = own.get_or_insert_with(Vec::new);
+            for t in std::mem::take(&mut others).into_values().flatten() {
+                if texts.len() < MAX_UNDER && !texts.contains(&t) {
+                    texts.push(t);
+                }
             }
         }
         let table = match h {
             None => &mut policy.any,
             Some(h) => host_table(policy, h),
         };
-        if own.is_empty() {
-            insert(table, h, route);
-            effective[j] = true;
-        } else {
-            own.sort();
-            own.dedup();
-            insert_held(table, h, route, &own, false);
+        match own {
+            None => {
+                insert(table, h, route);
+                effective[j] = true;
+            }
+            Some(mut own) => {
+                own.sort();
+                insert_held(table, h, route, &own, false);
+            }
         }
-        spill.extend(others.into_iter().map(|(t, text)| (j, t, text)));
+        spill.extend(others.into_iter().map(|(t, texts)| (j, t, texts)));
     }
     // Holds in the more specific tables of enclosing routes, once every route is in.
     for (j, t, under) in spill {
@@ -491,7 +543,7 @@ fn place(policy: &mut Policy, pending: &[Pending], held: &[Held]) {
             None => &mut policy.any,
             Some(h) => host_table(policy, h),
         };
-        insert_held(table, t, route, std::slice::from_ref(&under), true);
+        insert_held(table, t, route, &under, true);
     }
     for (p, e) in pending.iter().zip(effective) {
         policy.upper_case_prefixes |= p.route.path.bytes().any(|b| b.is_ascii_uppercase());

@@ -87,7 +87,7 @@ pub enum LangError {
     )]
     MissingDelegate,
     #[error(
-        "invalid delegate `{}`: expected `*` or [kind:][namespace/]name of a Group, User, Component, API, Resource or System",
+        "invalid delegate `{}`: expected `*` or [kind:][namespace/]name of a Component, API, Resource or System (not a Group or User: an entity's owner is whatever its writer says)",
         shown(.0)
     )]
     BadDelegate(String),
@@ -347,17 +347,20 @@ fn parse_route_line(line: &str, n: u32, ns: &str) -> Result<Option<RouteSpec>, L
 }
 
 /// The route paths a `stagedoor.io/routes` text names, read leniently for an entity
-/// whose annotations are in error: on each line, before a `#` word, the first word that
-/// starts with `/`, as the longest valid route path it begins with (`/admin/*` holds
+/// whose annotations are in error: on each line, before a `#` word, from the first `/`
+/// to the next blank, as the longest valid route path it begins with (`/admin/*` holds
 /// `/admin`, `/a/b%C3%9F` holds `/a`; `/` at worst). Those paths are held closed (see
 /// `build`), so a typo in the path itself fails closed too.
 pub fn claimed_paths(text: &str) -> Vec<String> {
     text.lines()
         .filter_map(|line| {
-            let word = line
+            // Before a `#` word; from the first `/`, even one glued to the methods
+            // (`GET,HEAD/api/orders`, found by review), to the next blank.
+            let words: Vec<&str> = line
                 .split_whitespace()
                 .take_while(|w| !w.starts_with('#'))
-                .find(|w| w.starts_with('/'))?;
+                .collect();
+            let word = words.iter().find_map(|w| w.find('/').map(|i| &w[i..]))?;
             Some(longest_valid_prefix(word))
         })
         .collect()
@@ -550,8 +553,7 @@ fn host_pattern(item: &str) -> Result<HostPattern, LangError> {
 pub enum Delegate {
     /// `*`: any entity of any owner.
     Anyone,
-    /// A full lower-case ref: a Group or User matches the nested entity's owner, a
-    /// routed entity (Component, API, Resource, System) matches that entity itself.
+    /// A full lower-case ref of a routed entity (Component, API, Resource, System).
     Ref(String),
 }
 
@@ -563,11 +565,13 @@ pub struct Delegation {
     pub to: Vec<Delegate>,
 }
 
-const DELEGATE_KINDS: [&str; 6] = ["group", "user", "component", "api", "resource", "system"];
+/// Delegates are entities, never owners: `spec.owner` is written by whoever writes the
+/// entity, so a delegation to a team could be claimed by anyone.
+const DELEGATE_KINDS: [&str; 4] = ["component", "api", "resource", "system"];
 
 /// Parses `stagedoor.io/delegate`: one `PATH DELEGATE...` line per prefix; delegates
-/// are `*` or refs (kind defaulting to `group`, namespace to the entity's), separated
-/// by blanks or commas. `#` starts a comment, as in routes.
+/// are `*` or refs of routed entities (kind defaulting to `component`, namespace to
+/// the entity's), separated by blanks or commas. `#` starts a comment, as in routes.
 pub fn parse_delegations(text: &str, ns: &str) -> Result<Vec<Delegation>, Located> {
     check_len(text)?;
     let mut out = Vec::new();
@@ -590,7 +594,7 @@ pub fn parse_delegations(text: &str, ns: &str) -> Result<Vec<Delegation>, Locate
             let d = if *t == "*" {
                 Delegate::Anyone
             } else {
-                let r = entity_ref(t, "group", ns)
+                let r = entity_ref(t, "component", ns)
                     .filter(|r| {
                         DELEGATE_KINDS
                             .iter()
@@ -687,10 +691,11 @@ mod tests {
     #[test]
     fn claimed_paths_read_broken_lines_leniently() {
         let text = "GET /a/b s\nGET, HEAD /c s\n# GET /commented s\nGET /d/* s\n\
-                    * /e?x s\nGET /f/%zz s\nGET /%zz s\nGET nothing\nGET /g # /h";
+                    * /e?x s\nGET /f/%zz s\nGET /%zz s\nGET nothing\nGET /g # /h\n\
+                    GET,HEAD/glued s";
         assert_eq!(
             claimed_paths(text),
-            ["/a/b", "/c", "/d", "/e", "/f", "/", "/g"]
+            ["/a/b", "/c", "/d", "/e", "/f", "/", "/g", "/glued"]
         );
     }
 
@@ -713,8 +718,8 @@ mod tests {
     #[test]
     fn delegations() {
         let d = parse_delegations(
-            "/api/orders/reports  reporting, component:default/reports-api # why\n\
-             # a comment\n\n/static *\n/x user:ops/alice",
+            "/api/orders/reports  reporting, api:default/reports-api # why\n\
+             # a comment\n\n/static *\n/x system:ops/tools",
             "default",
         )
         .unwrap();
@@ -723,12 +728,16 @@ mod tests {
         assert_eq!(
             d[0].to,
             [
-                Delegate::Ref("group:default/reporting".into()),
-                Delegate::Ref("component:default/reports-api".into())
+                Delegate::Ref("component:default/reporting".into()),
+                Delegate::Ref("api:default/reports-api".into())
             ]
         );
         assert_eq!(d[1].to, [Delegate::Anyone]);
-        assert_eq!(d[2].to, [Delegate::Ref("user:ops/alice".into())]);
+        assert_eq!(d[2].to, [Delegate::Ref("system:ops/tools".into())]);
+        for owner_kind in ["/a group:default/x", "/a user:default/x"] {
+            let e = parse_delegations(owner_kind, "default").unwrap_err();
+            assert!(matches!(e.error, LangError::BadDelegate(_)), "{owner_kind}");
+        }
         let e = parse_delegations("/a\n", "default").unwrap_err();
         assert_eq!((e.line, e.error), (1, LangError::MissingDelegate));
         let e = parse_delegations("/a x\n/b location:default/y", "default").unwrap_err();

@@ -77,10 +77,10 @@
 //! ## `stagedoor.io/delegate`
 //!
 //! One `PATH DELEGATE...` line per prefix (blank- or comma-separated, `#` comments):
-//! other owners' routes under `PATH` take effect only when this entity names them
-//! here. A delegate is `*` (anyone), a Group or User ref (kind defaulting to `group`,
-//! namespace to the entity's) matching the nested entity's owner, or a Component,
-//! API, Resource or System ref matching that entity. See [`ownership`] for the rule.
+//! other entities' routes under `PATH` take effect only when this entity names them
+//! here. A delegate is `*` (anyone) or the ref of a Component, API, Resource or System
+//! (kind defaulting to `component`, namespace to the entity's); never a Group or
+//! User, since owners are self-declared. See [`ownership`] for the rule.
 //!
 //! ## Who the caller is: `stagedoor.io/idp-groups` and `stagedoor.io/subject`
 //!
@@ -132,8 +132,8 @@
 //! conflicts: an exact host over `*.` over any host, an explicit method over `*`.
 //! The same entity delivered twice conflicts with itself (reported, fail closed).
 //!
-//! A route under (or on) the path of another owner's route, on a host both apply to,
-//! is a conflict too unless that entity delegates the prefix: it is held closed in the
+//! A route under (or on) the path of another entity's route, on a host both apply to,
+//! is a conflict too unless that entity delegates the prefix to it: it is held closed in the
 //! more specific host table of the two, and listed with the enclosing routes in
 //! [`Conflict::under`] ([`ownership`]).
 //!
@@ -661,7 +661,7 @@ impl Policy {
             return Decision::bare(Reason::BadRequest);
         }
         let found = self.lookup(req.method, &host, &path);
-        if self.case_folds_deeper(&host, &path, found.map_or(0, |(len, _)| len))
+        if self.case_folds_deeper(req.method, &host, &path, found)
             || self.suffix_reaches_deeper(req.method, &host, &path, found)
         {
             return Decision::bare(Reason::BadPath);

@@ -1,10 +1,14 @@
 //! Route ownership, inside the policy build (catalog → **ownership** → route table):
 //! which routes may take effect where another owner's route already covers the path.
 //!
-//! A route of entity B whose path lies under (or on) the path of a route of entity A,
-//! on a host both apply to, takes effect there only when A and B have the same owner
-//! or A delegates a prefix covering B's path to B (`stagedoor.io/delegate`). Otherwise
-//! B's route is held closed as a `policy_conflict` on those hosts, and reported.
+//! A route of entity B whose path lies under (or on) the path of a route of another
+//! entity A, on a host both apply to, takes effect there only when A delegates a
+//! prefix covering B's path to B (`stagedoor.io/delegate`, naming B's ref or `*`).
+//! Otherwise B's route is held closed as a `policy_conflict` on those hosts, and
+//! reported. Owners do not count: the issue first asked for "another owner", but
+//! `spec.owner` (and so a Group delegate) is written by whoever writes the entity, and
+//! a writer could claim payments' ownership to nest under payments' routes. Entity refs
+//! are unique in the catalog, so a delegation names exactly whom it trusts.
 //! Without this, the catalog's least trusted writer could open another team's paths:
 //! `* /api/orders/admin/users public` under payments' `* /api/orders/admin orders:admin`,
 //! or a longer any-host prefix beating billing's host-scoped route.
@@ -14,8 +18,8 @@
 //!   exact host itself. The hold goes in the more specific table of the two, so an
 //!   any-host route under billing's host-scoped one is held on billing's hosts only,
 //!   and fills only the methods billing's table leaves open at that path.
-//! - Delegation does not chain: every other owner whose route encloses B's path must
-//!   delegate to B. Entities with no owner are each their own owner.
+//! - Delegation does not chain: every other entity whose route encloses B's path must
+//!   delegate to B.
 //! - The paths an entity in error holds closed enclose like routes that delegate
 //!   nothing: a broken service does not open its subtree to others.
 
@@ -29,7 +33,6 @@ pub(super) struct PathClaim<'a> {
     pub path: &'a str,
     pub host: Option<&'a HostPattern>,
     pub entity: &'a str,
-    pub owner: Option<&'a str>,
     /// What the entity delegates; empty for the held paths of an entity in error.
     pub delegations: &'a [Delegation],
     /// How a report names this claim as the enclosing one.
@@ -100,15 +103,16 @@ fn overlap(a: Option<&HostPattern>, b: Option<&HostPattern>) -> bool {
     }
 }
 
-/// Whether `a`'s entity lets `b` take effect under it.
+/// Whether `a`'s entity lets `b` take effect under it: the same entity, or a
+/// delegation naming `b`'s entity (or anyone). Owners are not compared: `spec.owner`
+/// is whatever the entity's writer says, so "the same team" cannot be verified.
 fn permits(a: &PathClaim<'_>, b: &PathClaim<'_>) -> bool {
     a.entity == b.entity
-        || (a.owner.is_some() && a.owner == b.owner)
         || a.delegations.iter().any(|d| {
             is_under(b.path, &d.path)
                 && d.to.iter().any(|t| match t {
                     Delegate::Anyone => true,
-                    Delegate::Ref(r) => r == b.entity || Some(r.as_str()) == b.owner,
+                    Delegate::Ref(r) => r == b.entity,
                 })
         })
 }
@@ -158,11 +162,21 @@ pub(super) fn undelegated<'a>(claims: &[PathClaim<'a>], routes: usize) -> Vec<Ve
             })
         })
     };
+    // The prefixes of the last path walked that some claim holds: the claims of one
+    // route on many hosts share its path, so its prefixes are hashed once, not once
+    // per host.
+    let mut walked: (&str, Vec<&str>) = ("", Vec::new());
     claims[..routes]
         .iter()
         .map(|b| {
+            if walked.0 != b.path {
+                let held = path::prefixes(b.path)
+                    .filter(|p| heads.contains_key(&(4, "", *p)))
+                    .collect();
+                walked = (b.path, held);
+            }
             let mut blocks = Vec::new();
-            for prefix in path::prefixes(b.path) {
+            for &prefix in &walked.1 {
                 let (k1, k2) = match b.host {
                     None => (((4, "", prefix), 1), None),
                     Some(HostPattern::Exact(x)) => (
