@@ -540,3 +540,59 @@ fn an_error_removes_only_that_entitys_routes() {
         c[0].under
     );
 }
+
+/// Catalog-supplied names reach a terminal in `policy show` and pretty logs: control
+/// characters (ESC: `\e[8m` hides the rest), other blanks and bidi or zero-width
+/// characters (U+202E reverses the line) are escaped everywhere they are printed.
+#[test]
+fn policy_show_prints_no_raw_control_or_bidi_characters() {
+    let nasty = "evil\u{1b}[8m\u{202e}txt\u{200b}\u{85}\r";
+    let owner = format!("group:default/{nasty}");
+    let e = routed(
+        "Component",
+        nasty,
+        Some(&owner),
+        &[
+            ("stagedoor.io/routes", "GET /x s\nGET /x public"),
+            (&format!("stagedoor.io/{nasty}") as &str, "1"),
+        ],
+    );
+    let ok = routed(
+        "Component",
+        &format!("{nasty}2"),
+        Some(&owner),
+        &[("stagedoor.io/routes", "GET /y s @ghost")],
+    );
+    let twin = routed(
+        "Component",
+        &format!("{nasty}3"),
+        None,
+        &[("stagedoor.io/routes", "GET /y/z s")],
+    );
+    let p = Policy::build(&[e, ok, twin], Unmatched::Deny);
+    assert!(!p.errors().is_empty() && !p.conflicts().is_empty());
+    assert!(!p.unknown_principals().is_empty());
+    let mut printed = p.render_table();
+    for e in p.errors() {
+        printed.push_str(&e.to_string());
+    }
+    for c in p.conflicts() {
+        printed.push_str(&c.to_string());
+    }
+    for u in p.unknown_principals() {
+        printed.push_str(&u.to_string());
+    }
+    let bad: Vec<char> = printed
+        .chars()
+        .filter(|&c| {
+            (c.is_control() && c != '\n')
+                || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+        })
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "raw {bad:?} in:\n{}",
+        printed.escape_debug()
+    );
+    assert!(printed.contains("evil\\u{1b}[8m\\u{202e}txt"), "{printed}");
+}

@@ -97,20 +97,40 @@ pub enum LangError {
     HierarchyTooLarge(usize),
 }
 
-/// Input echoed in a message: control and non-space blank characters escaped
-/// (`\u{a0}`), cut at 80 characters, so every message stays one readable line.
-pub fn shown(s: &str) -> String {
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i == 80 {
-            out.push('…');
-            break;
-        }
-        if c.is_control() || (c.is_whitespace() && c != ' ') {
+/// Whether `c` must not reach a terminal raw: control characters (ESC starts terminal
+/// sequences: `\e[8m` hides what follows), blanks other than the space, and the
+/// invisible formatting characters (bidi overrides such as U+202E reorder the rest of
+/// the line, zero-width characters hide differences).
+fn unsafe_char(c: char) -> bool {
+    c.is_control()
+        || (c.is_whitespace() && c != ' ')
+        || matches!(c, '\u{061c}' | '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2060}'..='\u{206f}' | '\u{feff}')
+}
+
+/// Catalog-supplied text printed for a person (`policy show`, pretty logs, error
+/// messages): every [`unsafe_char`] escaped as `\u{..}`. Borrows when nothing is.
+pub fn escaped(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if unsafe_char(c) {
             out.extend(c.escape_unicode());
         } else {
             out.push(c);
         }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// Input echoed in a message: escaped as [`escaped`], cut at 80 characters, so every
+/// message stays one readable line.
+pub fn shown(s: &str) -> String {
+    let cut: String = s.chars().take(80).collect();
+    let mut out = escaped(&cut).into_owned();
+    if s.chars().nth(80).is_some() {
+        out.push('…');
     }
     out
 }

@@ -355,7 +355,8 @@ impl std::fmt::Display for UnknownPrincipal {
         write!(
             f,
             "unknown principal: {} names {}, which is no Group or User in the catalog (nobody can hold it)",
-            self.entity, self.principal
+            lang::escaped(&self.entity),
+            lang::escaped(&self.principal)
         )
     }
 }
@@ -383,16 +384,16 @@ impl std::fmt::Display for Conflict {
         write!(
             f,
             "conflict: {} {} {} claimed by {}",
-            self.method,
-            self.host.as_deref().unwrap_or("*"),
-            self.path,
-            self.entities.join(", ")
+            lang::escaped(&self.method),
+            lang::escaped(self.host.as_deref().unwrap_or("*")),
+            lang::escaped(&self.path),
+            lang::escaped(&self.entities.join(", "))
         )?;
         if !self.under.is_empty() {
             write!(
                 f,
-                " under {}, of another owner, which does not delegate it (stagedoor.io/delegate)",
-                self.under.join("; ")
+                " under {}, of another entity, which does not delegate it (stagedoor.io/delegate)",
+                lang::escaped(&self.under.join("; "))
             )?;
         }
         Ok(())

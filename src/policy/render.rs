@@ -28,6 +28,7 @@ impl Row<'_> {
         } else {
             r.allowed_refs.join(",")
         };
+        // Catalog-supplied text reaches a terminal: escaped (lang::escaped).
         [
             self.host.clone(),
             methods,
@@ -37,6 +38,7 @@ impl Row<'_> {
             r.entity.to_string(),
             r.owner.as_deref().unwrap_or("-").to_owned(),
         ]
+        .map(|c| super::lang::escaped(&c).into_owned())
     }
 }
 
@@ -110,15 +112,15 @@ impl Policy {
             self.entity_count(),
             self.unmatched.as_str()
         ));
-        for e in &self.errors {
-            out.push_str(&format!("error: {e}\n"));
-        }
-        for c in &self.conflicts {
-            out.push_str(&format!("{c}\n"));
-        }
-        for u in &self.unknown_principals {
-            out.push_str(&format!("warning: {u}\n"));
-        }
+        let mut note = |text: String| {
+            out.push_str(&super::lang::escaped(&text));
+            out.push('\n');
+        };
+        self.errors.iter().for_each(|e| note(format!("error: {e}")));
+        self.conflicts.iter().for_each(|c| note(c.to_string()));
+        self.unknown_principals
+            .iter()
+            .for_each(|u| note(format!("warning: {u}")));
         out
     }
 
