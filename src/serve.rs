@@ -124,6 +124,7 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
         mode = ?cfg.policy.mode,
         "stagedoor starting"
     );
+    admin::raise_fd_limit();
 
     // Signal handlers first: without them SIGTERM would kill the agent undrained.
     let signals = Signals::install().map_err(StartError::Signals)?;

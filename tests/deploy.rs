@@ -1,7 +1,8 @@
 //! What can be checked of the container and cluster artefacts without a container
 //! engine: the compose file parses, every file it mounts exists, and the ports and
 //! addresses in compose, HAProxy and stagedoor configs agree; the Kubernetes
-//! manifest keeps stagedoor on loopback and probes the admin port; the Dockerfile
+//! manifest keeps stagedoor (SPOP and admin) on loopback and probes the admin port
+//! from inside the container; the Dockerfile
 //! is multi-stage and non-root. Compose v2 itself (`docker compose config`) reads the
 //! compose file too: the plugin where the client has it, else Debian unstable's.
 
@@ -110,12 +111,13 @@ fn compose_stack_is_consistent() {
         env("stagedoor", cfg.catalog.token_env.as_deref().unwrap()),
         env("backstage", "BACKSTAGE_TOKEN")
     );
-    // The health check probes the admin port stagedoor listens on.
+    // The health check probes the admin address stagedoor listens on: loopback,
+    // published nowhere (issue 11).
+    let admin = cfg.admin.listen.unwrap();
+    assert!(admin.ip().is_loopback(), "admin listens on {admin}");
     let check = services["stagedoor"]["healthcheck"]["test"].to_string();
-    assert!(
-        check.contains(&format!(":{}/", cfg.admin.listen.unwrap().port())),
-        "{check}"
-    );
+    assert!(check.contains(&format!("http://{admin}/")), "{check}");
+    assert!(services["stagedoor"]["ports"].is_null(), "admin published");
     // The HAProxy files it mounts are the repository's, which pass haproxy -c in
     // tests/e2e_haproxy_spop.rs.
     assert!(
@@ -235,11 +237,23 @@ fn kubernetes_sidecar_is_consistent() {
         .unwrap();
     assert_eq!(agent, cfg.agent.listen.to_string());
     let sd = c("stagedoor");
-    let admin_port = cfg.admin.listen.unwrap().port();
-    assert_eq!(sd["readinessProbe"]["httpGet"]["path"], "/readyz");
-    assert_eq!(sd["readinessProbe"]["httpGet"]["port"], admin_port);
-    assert_eq!(sd["livenessProbe"]["httpGet"]["path"], "/healthz");
-    assert_eq!(sd["livenessProbe"]["httpGet"]["port"], admin_port);
+    // Admin on loopback (issue 11: an exposed admin port could be exhausted); the
+    // probes run `stagedoor probe` inside the container against that address.
+    let admin = cfg.admin.listen.unwrap();
+    assert!(admin.ip().is_loopback(), "admin listens on {admin}");
+    for (probe, path) in [("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")] {
+        let cmd: Vec<&str> = sd[probe]["exec"]["command"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{probe} runs a command"))
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        assert_eq!(cmd[1], "probe", "{cmd:?}");
+        assert!(
+            cmd.contains(&format!("http://{admin}{path}").as_str()),
+            "{cmd:?}"
+        );
+    }
     let token_env = cfg.catalog.token_env.as_deref().unwrap();
     let secret = sd["env"]
         .as_array()
