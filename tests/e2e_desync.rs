@@ -41,6 +41,8 @@ metadata:
       GET            /api/reports   reports:read
       DELETE         /api/reports   reports:admin
       *              /admin         admin
+    # billing and orders route under this public / on their own hosts
+    stagedoor.io/delegate: "/ billing, orders"
 spec: {type: service, lifecycle: production, owner: web}
 ---
 apiVersion: backstage.io/v1alpha1
