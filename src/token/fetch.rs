@@ -34,6 +34,8 @@ pub enum FetchError {
     InsecureJwksUri { scheme: String, host: String },
     #[error("JWKS: {0}")]
     Jwks(#[from] super::jwk::JwksError),
+    #[error("key import task failed: {0}")]
+    Import(String),
 }
 
 /// A fetched document with what its response headers said.
