@@ -1,5 +1,6 @@
 //! Token verification throughput: the full verifier next to raw aws-lc-rs signature
-//! verification with the same key, per algorithm, and the verified-token cache hit path.
+//! verification with the same key, per algorithm, and the verified-token cache hit path;
+//! and the cost of importing one key (`jwks_import/*`, with the RSA modulus checks).
 //! Run: cargo bench --bench token -- --warm-up-time 1 --measurement-time 3
 
 #[path = "../tests/token_support/mod.rs"]
@@ -108,5 +109,52 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+/// One key parsed from a one-key JWKS: what a key-set refresh pays per new key (RSA:
+/// the modulus checks, then aws-lc's key parsing, once per allowed algorithm).
+fn import(c: &mut Criterion) {
+    use aws_lc_rs::rsa::{KeyPair as RsaKeyPair, KeySize};
+    use stagedoor::token::modulus::check_modulus;
+    let cfg = IssuerConfig::new(ISS, &[AUD], KeySource::JwksUrl(format!("{ISS}/jwks")));
+    let mut g = c.benchmark_group("jwks_import");
+    g.throughput(Throughput::Elements(1));
+    let rsa = |size| TestKey::Rsa(RsaKeyPair::generate(size).unwrap());
+    let cases: Vec<(&str, serde_json::Value)> = vec![
+        ("RSA2048", rsa(KeySize::Rsa2048).jwk("k", Some("RS256"))),
+        ("RSA2048_no_alg", rsa(KeySize::Rsa2048).jwk("k", None)),
+        ("RSA3072", rsa(KeySize::Rsa3072).jwk("k", Some("RS256"))),
+        ("RSA4096", rsa(KeySize::Rsa4096).jwk("k", Some("RS256"))),
+        ("ES256", TestKey::ec().jwk("k", Some("ES256"))),
+    ];
+    for (name, jwk) in &cases {
+        let doc = jwks(std::slice::from_ref(jwk));
+        assert!(KeySet::from_jwks(doc.as_bytes(), cfg.allowed_algorithms()).is_ok());
+        g.bench_function(format!("{name}/jwk"), |b| {
+            b.iter(|| KeySet::from_jwks(black_box(doc.as_bytes()), cfg.allowed_algorithms()))
+        });
+        if let Some(n) = jwk["n"].as_str() {
+            let n = B64.decode(n).unwrap();
+            assert_eq!(check_modulus(&n), Ok(()));
+            g.bench_function(format!("{name}/modulus_checks"), |b| {
+                b.iter(|| check_modulus(black_box(&n)))
+            });
+        }
+    }
+    // The worst case: a prime modulus pays every Miller-Rabin base before it is refused.
+    let fixture: serde_json::Value =
+        serde_json::from_str(include_str!("../tests/data/broken_rsa/cases.json")).unwrap();
+    let prime = fixture["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "prime")
+        .unwrap();
+    let n = B64.decode(prime["jwk"]["n"].as_str().unwrap()).unwrap();
+    assert!(check_modulus(&n).is_err());
+    g.bench_function("RSA2048_prime/modulus_checks", |b| {
+        b.iter(|| check_modulus(black_box(&n)))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench, import);
 criterion_main!(benches);

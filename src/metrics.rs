@@ -52,6 +52,12 @@ struct IssuerResult {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct IssuerReason {
+    issuer: String,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
     result: &'static str,
 }
@@ -91,6 +97,9 @@ pub struct Metrics {
     cache_misses: Counter,
     cache_size: Gauge,
     key_refreshes: Family<IssuerResult, Counter>,
+    refetches: Family<IssuerResult, Counter>,
+    refetches_suppressed: Family<IssuerLabel, Counter>,
+    keys_skipped: Family<IssuerReason, Counter>,
     keys_loaded: Family<IssuerLabel, Gauge>,
     key_age: Family<IssuerLabel, Gauge>,
     clock_skew: Family<IssuerLabel, Gauge>,
@@ -147,6 +156,9 @@ impl Metrics {
             cache_misses: Counter::default(),
             cache_size: Gauge::default(),
             key_refreshes: Family::default(),
+            refetches: Family::default(),
+            refetches_suppressed: Family::default(),
+            keys_skipped: Family::default(),
             keys_loaded: Family::default(),
             key_age: Family::default(),
             clock_skew: Family::default(),
@@ -226,6 +238,21 @@ impl Metrics {
             "jwks_refreshes",
             "Key-set fetches by issuer and result",
             m.key_refreshes.clone(),
+        );
+        r.register(
+            "jwks_refetches",
+            "Unknown-kid key-set refetches by issuer and result (changed, unchanged, error)",
+            m.refetches.clone(),
+        );
+        r.register(
+            "jwks_refetches_suppressed",
+            "Unknown kids that got no refetch: inside the cooldown, no fetch running",
+            m.refetches_suppressed.clone(),
+        );
+        r.register(
+            "jwks_keys_skipped",
+            "JWKs left out of a parsed key set, by issuer and reason (once per document)",
+            m.keys_skipped.clone(),
         );
         r.register("jwks_keys", "Keys loaded per issuer", m.keys_loaded.clone());
         r.register(
@@ -374,7 +401,29 @@ impl Metrics {
             };
             sync_counter(&self.key_refreshes.get_or_create(&ok), st.refresh_ok);
             sync_counter(&self.key_refreshes.get_or_create(&err), st.refresh_errors);
+            for (result, v) in [
+                ("changed", st.refetches_changed),
+                ("unchanged", st.refetches_unchanged),
+                ("error", st.refetch_errors),
+            ] {
+                let l = IssuerResult {
+                    issuer: issuer.clone(),
+                    result,
+                };
+                sync_counter(&self.refetches.get_or_create(&l), v);
+            }
+            for (reason, v) in &st.keys_skipped_total {
+                let l = IssuerReason {
+                    issuer: issuer.clone(),
+                    reason: reason.as_str(),
+                };
+                sync_counter(&self.keys_skipped.get_or_create(&l), *v);
+            }
             let label = IssuerLabel { issuer };
+            sync_counter(
+                &self.refetches_suppressed.get_or_create(&label),
+                st.refetches_suppressed,
+            );
             self.keys_loaded
                 .get_or_create(&label)
                 .set(st.keys_loaded as i64);

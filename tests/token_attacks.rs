@@ -962,3 +962,78 @@ fn attack_27_unverified_email_does_not_identify_the_caller() {
         assert_eq!(reason(&rs(&c)), Reason::MalformedToken);
     }
 }
+
+/// Issue 11, item 7: only the modulus size and exponent were checked, so a JWKS key
+/// whose modulus is prime (or even, or has a small factor, or is a prime square) was
+/// loaded, and a token forged from public information alone was accepted (sub mallory,
+/// scope orders:admin). `tests/data/broken_rsa/generate.py` forged the tokens; the
+/// control key is a proper one whose token, forged by the same code, verifies.
+#[test]
+fn attack_28_broken_rsa_moduli_are_refused() {
+    let doc: Value =
+        serde_json::from_str(include_str!("data/broken_rsa/cases.json")).expect("fixture");
+    let then = doc["now"].as_i64().unwrap();
+    let cases = doc["cases"].as_array().unwrap();
+    let cfg = &fx().cfg;
+    let all: Vec<Value> = cases.iter().map(|c| c["jwk"].clone()).collect();
+    let (keys, skipped) = KeySet::from_jwks(jwks(&all).as_bytes(), cfg.allowed_algorithms())
+        .expect("the control key loads");
+    let loaded: Vec<Option<&str>> = keys.keys().iter().map(|k| k.kid()).collect();
+    assert_eq!(loaded, [Some("control")]);
+    let skipped_kids: Vec<&str> = skipped.iter().filter_map(|s| s.kid.as_deref()).collect();
+    assert_eq!(
+        skipped_kids,
+        ["prime", "even", "small-factor", "prime-square"]
+    );
+    for c in cases {
+        let (name, token) = (c["name"].as_str().unwrap(), c["token"].as_str().unwrap());
+        let got = verify_with_keys(token, then, &keys, cfg, 8192);
+        if name == "control" {
+            let claims = got.expect("the control token verifies");
+            assert_eq!(claims.sub.as_deref(), Some("mallory"));
+            continue;
+        }
+        assert_eq!(got.err(), Some(Reason::UnknownKey), "{name}");
+        // Alone in its set, a broken key leaves no usable key at all.
+        let alone = jwks(std::slice::from_ref(&c["jwk"]));
+        assert!(
+            KeySet::from_jwks(alone.as_bytes(), cfg.allowed_algorithms()).is_err(),
+            "{name}"
+        );
+    }
+    use stagedoor::token::jwk::SkipReason;
+    let reasons: Vec<SkipReason> = skipped.iter().map(|s| s.reason).collect();
+    assert_eq!(
+        reasons,
+        [
+            SkipReason::PrimeModulus,
+            SkipReason::EvenModulus,
+            SkipReason::SmallFactor,
+            SkipReason::FactoredModulus
+        ]
+    );
+    assert!(skipped.iter().all(|s| s.thumbprint.is_some()));
+}
+
+/// The modulus checks refuse no real key: fresh aws-lc keys of every size load and
+/// verify (the Wycheproof RSA keys are checked in `token_wycheproof.rs`).
+#[test]
+fn attack_28b_real_rsa_keys_pass_the_modulus_checks() {
+    use aws_lc_rs::rsa::{KeyPair as RsaKeyPair, KeySize};
+    let sizes = [KeySize::Rsa2048; 8].into_iter().chain([
+        KeySize::Rsa3072,
+        KeySize::Rsa3072,
+        KeySize::Rsa4096,
+    ]);
+    let c = claims(now());
+    for (i, size) in sizes.enumerate() {
+        let key = TestKey::Rsa(RsaKeyPair::generate(size).expect("keygen"));
+        let kid = format!("fresh-{i}");
+        let doc = jwks(&[key.jwk(&kid, Some("RS256"))]);
+        let (keys, skipped) = KeySet::from_jwks(doc.as_bytes(), fx().cfg.allowed_algorithms())
+            .unwrap_or_else(|e| panic!("{kid}: {e}"));
+        assert!(skipped.is_empty(), "{kid}: {skipped:?}");
+        let t = mint(&key, "RS256", &kid, &c);
+        assert!(verify_with_keys(&t, now(), &keys, &fx().cfg, 8192).is_ok());
+    }
+}

@@ -6,10 +6,13 @@ mod token_support;
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use stagedoor::metrics::{Metrics, Sources};
 use stagedoor::reason::Reason;
 use stagedoor::token::fetch::format_http_date;
+use stagedoor::token::verifier::UNKNOWN_KID_MAX_WAIT;
 use stagedoor::token::{IssuerConfig, KeySource, TokenConfig, Verifier};
 use token_support::*;
+use tokio::time::{Instant, sleep, sleep_until};
 
 fn cfg_url(url: String) -> IssuerConfig {
     IssuerConfig::new(ISS, &[AUD], KeySource::JwksUrl(url))
@@ -380,4 +383,245 @@ async fn not_ready_until_a_set_arrives() {
         st.last_good_refresh_unix
             .is_some_and(|t| (t - now()).abs() < 10)
     );
+}
+
+/// `GET /metrics` as the admin endpoint renders it, for `v` alone.
+fn metrics_text(v: &Verifier) -> String {
+    let sources = Sources {
+        engine: Default::default(),
+        verifier: v.clone(),
+        catalog: None,
+        policy: Default::default(),
+        log_dropped: Default::default(),
+    };
+    Metrics::new().render(&sources, now())
+}
+
+/// The value of one series (`name{labels}`) in a rendered text.
+fn metric(text: &str, series: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .map(|v| v.trim().parse().expect("a counter"))
+}
+
+/// A token with an unknown kid and a dummy signature: no crypto is reached.
+fn bogus(n: u32) -> String {
+    format!(
+        "{}.{}.{}",
+        b64(format!(r#"{{"alg":"RS256","kid":"bogus-{n:x}"}}"#)),
+        b64(claims(now()).to_string()),
+        b64([7u8; 256])
+    )
+}
+
+/// Issue 11, item 6: a flood of unknown kids must not delay a scheduled refresh.
+/// Before, every refetch restarted the refresh interval, so a flood that began just
+/// before a scheduled refresh pushed it back by a whole interval; the cooldown the flood
+/// had used up meanwhile kept the provider's new kid at `unknown_key` (the issue saw a
+/// rotation picked up at t = 30 s instead of 10 s, and 20 requests refused).
+#[tokio::test(start_paused = true)]
+async fn an_unknown_kid_flood_does_not_delay_the_scheduled_refresh() {
+    let (k1, k2) = (TestKey::rsa(), TestKey::rsa());
+    let srv = FaultServer::start().await;
+    srv.set("/jwks", Reply::json(jwks(&[jwk1(&k1)])));
+    let mut cfg = cfg_url(srv.url("/jwks"));
+    // Scheduled refreshes at t = 0, 10, 20 s; the unknown-kid cooldown stays 30 s.
+    cfg.min_refresh_seconds = 10;
+    cfg.max_refresh_seconds = 10;
+    let t0 = Instant::now();
+    let v = start(cfg);
+    assert!(eventually(1, || v.ready()).await);
+    assert_eq!(srv.hits("/jwks"), 1);
+
+    // From t = 9.5 s, a flood of bogus kids. Its first request gets the refetch the
+    // cooldown allows; the provider still serves k1 alone.
+    sleep_until(t0 + Duration::from_millis(9_500)).await;
+    let flood = tokio::spawn({
+        let v = v.clone();
+        async move {
+            let (mut n, mut worst) = (0u32, Duration::ZERO);
+            while Instant::now() < t0 + Duration::from_secs(16) {
+                let started = Instant::now();
+                assert_eq!(verify(&v, &bogus(n)).await, Reason::UnknownKey);
+                worst = worst.max(started.elapsed());
+                n += 1;
+                sleep(Duration::from_millis(50)).await;
+            }
+            (n, worst)
+        }
+    });
+    // At t = 9.8 s the provider rotates: k2 signs from now on.
+    sleep_until(t0 + Duration::from_millis(9_800)).await;
+    assert_eq!(srv.hits("/jwks"), 2, "the flood's refetch");
+    srv.set(
+        "/jwks",
+        Reply::json(jwks(&[jwk1(&k1), k2.jwk("k2", Some("RS256"))])),
+    );
+    // The scheduled refresh at t = 10 s brings k2 in, flood or not: from t = 10.2 s
+    // every k2 token passes (each one new, so no cache hit hides a failure).
+    sleep_until(t0 + Duration::from_millis(10_200)).await;
+    let mut refused = Vec::new();
+    for i in 0..20 {
+        let mut c = claims(now());
+        c["jti"] = json!(i);
+        let r = verify(&v, &mint(&k2, "RS256", "k2", &c)).await;
+        if r != Reason::Ok {
+            refused.push((i, r));
+        }
+        sleep(Duration::from_millis(250)).await;
+    }
+    assert!(refused.is_empty(), "k2 tokens refused: {refused:?}");
+    let (n, worst) = flood.await.unwrap();
+    assert!(n > 100, "{n}");
+    assert!(worst <= UNKNOWN_KID_MAX_WAIT, "{worst:?}");
+    // The start, the flood's one refetch (cooldown 30 s), the scheduled one at 10 s.
+    assert_eq!(srv.hits("/jwks"), 3);
+    let text = metrics_text(&v);
+    let series = |name: &str, labels: &str| {
+        metric(
+            &text,
+            &format!("stagedoor_{name}{{issuer=\"{ISS}\"{labels}}}"),
+        )
+    };
+    assert_eq!(
+        series("jwks_refetches_total", ",result=\"unchanged\""),
+        Some(1),
+        "{text}"
+    );
+    assert_eq!(
+        series("jwks_refetches_total", ",result=\"changed\""),
+        Some(0)
+    );
+    assert_eq!(series("jwks_refetches_total", ",result=\"error\""), Some(0));
+    let suppressed = series("jwks_refetches_suppressed_total", "").unwrap_or(0);
+    assert!(suppressed + 5 >= u64::from(n), "{suppressed} of {n}");
+    assert_eq!(
+        series("jwks_refreshes_total", ",result=\"ok\""),
+        Some(3),
+        "every fetch is a refresh"
+    );
+}
+
+/// Issue 11, item 6: with a slow provider a request with an unknown kid waited 1 s for
+/// the refetch, past the shipped SPOE `timeout processing 500ms`. It now fails as
+/// `unknown_key` within 250 ms; the fetch is not cancelled, and once it lands its keys
+/// serve the next requests without another fetch.
+#[tokio::test(start_paused = true)]
+async fn a_slow_provider_fails_an_unknown_kid_fast() {
+    let (k1, k2) = (TestKey::rsa(), TestKey::ec());
+    let srv = FaultServer::start().await;
+    srv.set("/jwks", Reply::json(jwks(&[jwk1(&k1)])));
+    let v = start(cfg_url(srv.url("/jwks")));
+    assert!(eventually(1, || v.ready()).await);
+    // The provider rotates and now takes 3 s to answer.
+    let rotated = jwks(&[jwk1(&k1), k2.jwk("k2", Some("ES256"))]);
+    srv.set(
+        "/jwks",
+        Reply::Delayed(Duration::from_secs(3), Box::new(Reply::json(rotated))),
+    );
+    let t2 = mint(&k2, "ES256", "k2", &claims(now()));
+    // The first request starts the refetch, the second finds it running: each waits
+    // for it at most 250 ms.
+    for i in 0..2 {
+        let started = Instant::now();
+        assert_eq!(verify(&v, &t2).await, Reason::UnknownKey, "request {i}");
+        let waited = started.elapsed();
+        assert!(
+            waited <= Duration::from_millis(250),
+            "request {i}: {waited:?}"
+        );
+    }
+    sleep(Duration::from_secs(3)).await;
+    assert_eq!(verify(&v, &t2).await, Reason::Ok);
+    assert_eq!(srv.hits("/jwks"), 2, "no second refetch");
+    let st = &v.status().issuers[0];
+    assert_eq!(st.unknown_kid_refetches, 1);
+}
+
+/// The same bound in wall-clock time (no paused clock): a request never waits on a slow
+/// provider for anything near the 500 ms SPOE budget.
+#[tokio::test]
+async fn a_slow_provider_fails_an_unknown_kid_fast_in_real_time() {
+    let (k1, k2) = (TestKey::rsa(), TestKey::ed());
+    let srv = FaultServer::start().await;
+    srv.set("/jwks", Reply::json(jwks(&[jwk1(&k1)])));
+    let v = start(cfg_url(srv.url("/jwks")));
+    assert!(eventually(5, || v.ready()).await);
+    let rotated = jwks(&[jwk1(&k1), k2.jwk("k2", None)]);
+    srv.set(
+        "/jwks",
+        Reply::Delayed(Duration::from_secs(2), Box::new(Reply::json(rotated))),
+    );
+    let t2 = mint(&k2, "EdDSA", "k2", &claims(now()));
+    let started = std::time::Instant::now();
+    assert_eq!(verify(&v, &t2).await, Reason::UnknownKey);
+    let waited = started.elapsed();
+    assert!(waited < Duration::from_millis(400), "{waited:?}");
+    assert!(eventually(5, || v.status().issuers[0].keys_loaded == 2).await);
+    assert_eq!(verify(&v, &t2).await, Reason::Ok);
+}
+
+/// Issue 11, item 7: skipped keys are counted by reason (and logged), once per
+/// document: the same document fetched again is not parsed again.
+#[tokio::test]
+async fn skipped_keys_are_counted_by_reason_once_per_document() {
+    let cases: Value =
+        serde_json::from_str(include_str!("data/broken_rsa/cases.json")).expect("fixture");
+    let broken = |name: &str, kid: &str| {
+        let c = cases["cases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap();
+        let mut jwk = c["jwk"].clone();
+        jwk["kid"] = json!(kid);
+        jwk
+    };
+    let akp = json!({"kty":"AKP","kid":"pq","alg":"ML-DSA-44","pub":"AAAA"});
+    let k1 = TestKey::rsa();
+    let srv = FaultServer::start().await;
+    srv.set(
+        "/jwks",
+        Reply::json(jwks(&[jwk1(&k1), broken("prime", "p1"), akp.clone()])),
+    );
+    let v = start(fast(cfg_url(srv.url("/jwks")), 600));
+    assert!(eventually(5, || v.status().issuers[0].refresh_ok >= 3).await);
+    let count = |reason: &str| {
+        metric(
+            &metrics_text(&v),
+            &format!("stagedoor_jwks_keys_skipped_total{{issuer=\"{ISS}\",reason=\"{reason}\"}}"),
+        )
+    };
+    assert_eq!(v.status().issuers[0].keys_loaded, 1);
+    assert_eq!(count("prime_modulus"), Some(1), "{}", metrics_text(&v));
+    assert_eq!(count("unknown_kty"), Some(1));
+    assert_eq!(count("small_factor"), None);
+    // A new document: its skipped keys count once more.
+    let before = v.status().issuers[0].refresh_ok;
+    srv.set(
+        "/jwks",
+        Reply::json(jwks(&[
+            jwk1(&k1),
+            broken("prime", "p1"),
+            broken("small-factor", "s1"),
+        ])),
+    );
+    assert!(eventually(6, || v.status().issuers[0].refresh_ok >= before + 3).await);
+    assert_eq!(count("prime_modulus"), Some(2));
+    assert_eq!(count("small_factor"), Some(1));
+    assert_eq!(count("unknown_kty"), Some(1));
+    // A document with no usable key fails the refresh (the last good set stays), and
+    // its keys are counted once too, however often it is fetched.
+    let errors = v.status().issuers[0].refresh_errors;
+    srv.set(
+        "/jwks",
+        Reply::json(jwks(&[broken("even", "e1"), broken("prime-square", "q1")])),
+    );
+    assert!(eventually(10, || v.status().issuers[0].refresh_errors >= errors + 2).await);
+    assert_eq!(count("even_modulus"), Some(1));
+    assert_eq!(count("factored_modulus"), Some(1));
+    assert!(v.ready());
+    let t = mint(&k1, "RS256", "k1", &claims(now()));
+    assert_eq!(verify(&v, &t).await, Reason::Ok);
 }

@@ -7,6 +7,7 @@ use base64::Engine;
 use serde_json::{Value, json};
 use stagedoor::token::config::DEFAULT_ALGORITHMS;
 use stagedoor::token::jose::B64;
+use stagedoor::token::modulus::check_modulus;
 use stagedoor::token::{Alg, KeySet, verify_jws};
 
 /// tcId → (stagedoor accepts?, why it differs from the file's label).
@@ -200,4 +201,27 @@ fn the_production_allow_list_rejects_every_hmac_vector() {
         }
     }
     assert!(hmac_seen >= 30, "{hmac_seen}");
+}
+
+/// Issue 11, item 7: the RSA modulus checks (even, small factor, prime, prime power)
+/// refuse none of the Wycheproof RSA keys (some groups are skipped for `use: enc`,
+/// never for their modulus).
+#[test]
+fn every_wycheproof_rsa_modulus_passes_the_modulus_checks() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/wycheproof/json_web_signature_test.json"
+    ))
+    .expect("vectors");
+    let doc: Value = serde_json::from_str(&text).unwrap();
+    let mut rsa = 0;
+    for g in doc["testGroups"].as_array().unwrap() {
+        if g["public"]["kty"] != "RSA" {
+            continue;
+        }
+        let n = B64.decode(g["public"]["n"].as_str().unwrap()).unwrap();
+        assert_eq!(check_modulus(&n), Ok(()), "{}", g["comment"]);
+        rsa += 1;
+    }
+    assert_eq!(rsa, 13, "RSA groups");
 }

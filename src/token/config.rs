@@ -115,7 +115,8 @@ pub struct IssuerConfig {
     /// How long the last good key set is used while refreshes fail; then `keys_unavailable`.
     #[serde(default = "default_max_stale")]
     pub max_stale_seconds: u64,
-    /// At most one unknown-`kid` refetch per this many seconds.
+    /// At most one unknown-`kid` refetch per this many seconds (scheduled refreshes are
+    /// never held back by it; see `verifier.rs`).
     #[serde(default = "default_cooldown")]
     pub unknown_kid_cooldown_seconds: u64,
 }

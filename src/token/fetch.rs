@@ -28,8 +28,14 @@ pub enum FetchError {
     Discovery(String),
     #[error("file: {0}")]
     File(String),
+    #[error(
+        "discovery document: jwks_uri {scheme}://{host} is not https, for an https issuer (set allow_insecure_http to allow it)"
+    )]
+    InsecureJwksUri { scheme: String, host: String },
     #[error("JWKS: {0}")]
     Jwks(#[from] super::jwk::JwksError),
+    #[error("key import task failed: {0}")]
+    Import(String),
 }
 
 /// A fetched document with what its response headers said.
@@ -116,8 +122,7 @@ pub async fn get(
 /// `jwks_uri` with the response's skew.
 ///
 /// # Errors
-/// [`FetchError`] when the document cannot be fetched, names another issuer, or its
-/// `jwks_uri` breaks the https rule.
+/// [`FetchError`] when the document cannot be fetched or [`parse_discovery`] refuses it.
 pub async fn discover(
     client: &reqwest::Client,
     issuer: &str,
@@ -128,8 +133,30 @@ pub async fn discover(
         issuer.trim_end_matches('/')
     );
     let doc = get(client, &url, allow_insecure_http).await?;
+    let jwks_uri = parse_discovery(&doc.body, issuer, allow_insecure_http)?;
+    Ok((jwks_uri, doc.skew))
+}
+
+/// The `jwks_uri` of a discovery document for `issuer`.
+///
+/// The document must name `issuer` exactly. The `jwks_uri` must pass the configured
+/// URL rule (https, or http for loopback hosts or with `allow_insecure_http`) and, for
+/// an https issuer, must be https itself unless `allow_insecure_http` is set: the
+/// loopback exception is for an issuer that is itself on http (a test provider), not a
+/// way for a discovery document of an https issuer to send the agent to a plain-http
+/// port on the agent's own host, where any local process may serve keys.
+///
+/// # Errors
+/// [`FetchError::Discovery`] for a document that is not JSON, names another issuer or
+/// has no usable `jwks_uri`; [`FetchError::InsecureJwksUri`] for an http `jwks_uri` of
+/// an https issuer.
+pub fn parse_discovery(
+    body: &[u8],
+    issuer: &str,
+    allow_insecure_http: bool,
+) -> Result<String, FetchError> {
     let v: Value =
-        serde_json::from_slice(&doc.body).map_err(|_| FetchError::Discovery("not JSON".into()))?;
+        serde_json::from_slice(body).map_err(|_| FetchError::Discovery("not JSON".into()))?;
     if v.get("issuer").and_then(Value::as_str) != Some(issuer) {
         return Err(FetchError::Discovery(
             "`issuer` differs from the configured issuer".into(),
@@ -141,7 +168,19 @@ pub async fn discover(
         .ok_or_else(|| FetchError::Discovery("no `jwks_uri`".into()))?;
     check_url(jwks_uri, allow_insecure_http)
         .map_err(|e| FetchError::Discovery(format!("jwks_uri: {e}")))?;
-    Ok((jwks_uri.to_owned(), doc.skew))
+    let https_issuer = reqwest::Url::parse(issuer).is_ok_and(|u| u.scheme() == "https");
+    if https_issuer && !allow_insecure_http {
+        // check_url parsed it above.
+        let u = reqwest::Url::parse(jwks_uri)
+            .map_err(|e| FetchError::Discovery(format!("jwks_uri: {e}")))?;
+        if u.scheme() != "https" {
+            return Err(FetchError::InsecureJwksUri {
+                scheme: u.scheme().to_owned(),
+                host: u.host_str().unwrap_or_default().to_owned(),
+            });
+        }
+    }
+    Ok(jwks_uri.to_owned())
 }
 
 pub fn unix_now() -> i64 {
@@ -266,6 +305,67 @@ mod tests {
             format_http_date(784_111_777),
             "Sun, 06 Nov 1994 08:49:37 GMT"
         );
+    }
+
+    #[test]
+    fn a_discovered_jwks_uri_of_an_https_issuer_must_be_https() {
+        let doc = |iss: &str, uri: &str| {
+            serde_json::json!({"issuer": iss, "jwks_uri": uri})
+                .to_string()
+                .into_bytes()
+        };
+        let iss = "https://id.example.com";
+        for uri in [
+            "http://localhost:8080/jwks",
+            "http://127.0.0.1/jwks",
+            "http://[::1]:9/jwks",
+        ] {
+            let got = parse_discovery(&doc(iss, uri), iss, false);
+            assert!(
+                matches!(&got, Err(FetchError::InsecureJwksUri { scheme, .. }) if scheme == "http"),
+                "{uri}: {got:?}"
+            );
+            // Only with allow_insecure_http.
+            assert_eq!(
+                parse_discovery(&doc(iss, uri), iss, true).as_deref(),
+                Ok(uri)
+            );
+        }
+        let err = parse_discovery(&doc(iss, "http://localhost:8080/jwks"), iss, false)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("http://localhost") && err.contains("allow_insecure_http"),
+            "{err}"
+        );
+        let https = "https://keys.example.com/jwks";
+        assert_eq!(
+            parse_discovery(&doc(iss, https), iss, false).as_deref(),
+            Ok(https)
+        );
+        // An http issuer on loopback (a test provider) keeps its loopback jwks_uri.
+        let local = "http://127.0.0.1:8080";
+        assert_eq!(
+            parse_discovery(&doc(local, "http://127.0.0.1:8080/jwks"), local, false).as_deref(),
+            Ok("http://127.0.0.1:8080/jwks")
+        );
+        // Still refused as before: another issuer, non-loopback http, no jwks_uri.
+        assert!(matches!(
+            parse_discovery(&doc("https://evil.example", https), iss, false),
+            Err(FetchError::Discovery(_))
+        ));
+        assert!(matches!(
+            parse_discovery(&doc(local, "http://keys.example.com/jwks"), local, false),
+            Err(FetchError::Discovery(_))
+        ));
+        assert!(matches!(
+            parse_discovery(br#"{"issuer":"https://id.example.com"}"#, iss, false),
+            Err(FetchError::Discovery(_))
+        ));
+        assert!(matches!(
+            parse_discovery(b"<html>", iss, false),
+            Err(FetchError::Discovery(_))
+        ));
     }
 
     #[test]

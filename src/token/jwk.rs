@@ -1,6 +1,15 @@
 //! Token stage, key material: a trusted key set parsed one JWK at a time (bad keys are
 //! skipped, never failing the set), each key bound to the algorithms it may verify
 //! (token → key selection → signature check).
+//!
+//! A key is skipped ([`SkipReason`]) for its shape (kty, curve, `use`, `key_ops`, `alg`,
+//! private members), its strength (RSA under 2048 bits, a bad exponent) or a broken RSA
+//! modulus: even, with a small prime factor, prime, or a prime power
+//! ([`super::modulus`]); such a key would let anyone forge tokens. The modulus checks
+//! run once per key when a key set is parsed, never per request; the verifier parses a
+//! fetched JWKS only when its bytes changed. Skipped keys are logged by the verifier
+//! with the issuer, kid, reason and RFC 7638 thumbprint (never key material) and
+//! counted in `stagedoor_jwks_keys_skipped_total{issuer,reason}`.
 
 use aws_lc_rs::digest;
 use aws_lc_rs::hmac;
@@ -10,6 +19,7 @@ use serde_json::Value;
 
 use super::config::MAX_KID_BYTES;
 use super::jose::{Alg, B64};
+use super::modulus::{ModulusFlaw, check_modulus};
 use crate::reason::Reason;
 
 /// How one algorithm checks a signature with one key.
@@ -90,8 +100,8 @@ impl Key {
     }
 }
 
-/// Why a JWK was left out of a key set (logged, never fatal for the set).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Why a JWK was left out of a key set (logged and counted, never fatal for the set).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
 pub enum SkipReason {
     #[error("not a JSON object")]
     NotObject,
@@ -113,6 +123,14 @@ pub enum SkipReason {
     WeakRsa,
     #[error("bad RSA exponent")]
     BadExponent,
+    #[error("RSA modulus is even")]
+    EvenModulus,
+    #[error("RSA modulus has a small prime factor")]
+    SmallFactor,
+    #[error("RSA modulus is prime (anyone can compute its private exponent)")]
+    PrimeModulus,
+    #[error("RSA modulus was factored at import (a prime power)")]
+    FactoredModulus,
     #[error("malformed key parameters")]
     BadParams,
     #[error("kid is not a string of at most 256 bytes")]
@@ -121,11 +139,70 @@ pub enum SkipReason {
     PrivateMaterial,
 }
 
-/// A JWK that was skipped, with its kid when it had one.
+impl SkipReason {
+    /// Every reason, in declaration order (`ALL[r as usize] == r`).
+    pub const ALL: [SkipReason; 17] = [
+        SkipReason::NotObject,
+        SkipReason::UnknownKty,
+        SkipReason::Symmetric,
+        SkipReason::NotForSignatures,
+        SkipReason::NoVerifyOp,
+        SkipReason::BadAlg,
+        SkipReason::AlgNotAllowed,
+        SkipReason::BadCurve,
+        SkipReason::WeakRsa,
+        SkipReason::BadExponent,
+        SkipReason::EvenModulus,
+        SkipReason::SmallFactor,
+        SkipReason::PrimeModulus,
+        SkipReason::FactoredModulus,
+        SkipReason::BadParams,
+        SkipReason::BadKid,
+        SkipReason::PrivateMaterial,
+    ];
+
+    /// The metric label (`stagedoor_jwks_keys_skipped_total{reason}`) and log value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            SkipReason::NotObject => "not_object",
+            SkipReason::UnknownKty => "unknown_kty",
+            SkipReason::Symmetric => "symmetric",
+            SkipReason::NotForSignatures => "not_for_signatures",
+            SkipReason::NoVerifyOp => "no_verify_op",
+            SkipReason::BadAlg => "bad_alg",
+            SkipReason::AlgNotAllowed => "alg_not_allowed",
+            SkipReason::BadCurve => "bad_curve",
+            SkipReason::WeakRsa => "weak_rsa",
+            SkipReason::BadExponent => "bad_exponent",
+            SkipReason::EvenModulus => "even_modulus",
+            SkipReason::SmallFactor => "small_factor",
+            SkipReason::PrimeModulus => "prime_modulus",
+            SkipReason::FactoredModulus => "factored_modulus",
+            SkipReason::BadParams => "bad_params",
+            SkipReason::BadKid => "bad_kid",
+            SkipReason::PrivateMaterial => "private_material",
+        }
+    }
+}
+
+impl From<ModulusFlaw> for SkipReason {
+    fn from(f: ModulusFlaw) -> SkipReason {
+        match f {
+            ModulusFlaw::Even => SkipReason::EvenModulus,
+            ModulusFlaw::SmallFactor => SkipReason::SmallFactor,
+            ModulusFlaw::Prime => SkipReason::PrimeModulus,
+            ModulusFlaw::Factored => SkipReason::FactoredModulus,
+        }
+    }
+}
+
+/// A JWK that was skipped, with its kid when it had one and its RFC 7638 thumbprint
+/// when its public members allow one (a hash: the only key-derived value ever logged).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Skipped {
     pub index: usize,
     pub kid: Option<String>,
+    pub thumbprint: Option<String>,
     pub reason: SkipReason,
 }
 
@@ -156,6 +233,19 @@ impl KeySet {
     /// # Errors
     /// [`JwksError`] when the document is not a JWKS or no key is usable.
     pub fn from_jwks(json: &[u8], allowed: &[Alg]) -> Result<(KeySet, Vec<Skipped>), JwksError> {
+        let (keys, skipped) = KeySet::parse_jwks(json, allowed)?;
+        if keys.is_empty() {
+            return Err(JwksError::Empty);
+        }
+        Ok((keys, skipped))
+    }
+
+    /// [`KeySet::from_jwks`] that also returns a set with no usable key (so that its
+    /// skipped keys can be reported).
+    ///
+    /// # Errors
+    /// [`JwksError::NotJwks`] when the document is not a JWKS.
+    pub fn parse_jwks(json: &[u8], allowed: &[Alg]) -> Result<(KeySet, Vec<Skipped>), JwksError> {
         let doc: Value = serde_json::from_slice(json).map_err(|_| JwksError::NotJwks)?;
         let Some(Value::Array(entries)) = doc.get("keys") else {
             return Err(JwksError::NotJwks);
@@ -170,12 +260,14 @@ impl KeySet {
                         .get("kid")
                         .and_then(Value::as_str)
                         .map(|k| k.chars().take(MAX_KID_BYTES).collect::<String>());
-                    skipped.push(Skipped { index, kid, reason });
+                    skipped.push(Skipped {
+                        index,
+                        kid,
+                        thumbprint: thumbprint(jwk),
+                        reason,
+                    });
                 }
             }
-        }
-        if keys.is_empty() {
-            return Err(JwksError::Empty);
         }
         Ok((KeySet { keys }, skipped))
     }
@@ -211,6 +303,16 @@ impl KeySet {
 
     pub fn keys(&self) -> &[Key] {
         &self.keys
+    }
+
+    /// Whether both sets hold the same keys (by fingerprint, in any order).
+    pub fn same_keys(&self, other: &KeySet) -> bool {
+        let sorted = |s: &KeySet| {
+            let mut v: Vec<u64> = s.keys.iter().map(|k| k.fingerprint).collect();
+            v.sort_unstable();
+            v
+        };
+        sorted(self) == sorted(other)
     }
 
     /// Whether the key with this fingerprint is still in the set.
@@ -251,6 +353,29 @@ fn fingerprint(parts: &[&[u8]]) -> u64 {
     let mut b = [0u8; 8];
     b.copy_from_slice(&d.as_ref()[..8]);
     u64::from_be_bytes(b)
+}
+
+/// The RFC 7638 JWK thumbprint (base64url SHA-256 of the required public members), when
+/// the JWK has them as strings.
+pub fn thumbprint(jwk: &Value) -> Option<String> {
+    let s = |name: &str| jwk.get(name).and_then(Value::as_str);
+    let members: Vec<(&str, &str)> = match s("kty")? {
+        "RSA" => vec![("e", s("e")?), ("kty", "RSA"), ("n", s("n")?)],
+        "EC" => vec![
+            ("crv", s("crv")?),
+            ("kty", "EC"),
+            ("x", s("x")?),
+            ("y", s("y")?),
+        ],
+        "OKP" => vec![("crv", s("crv")?), ("kty", "OKP"), ("x", s("x")?)],
+        _ => return None,
+    };
+    let body: Vec<String> = members
+        .iter()
+        .map(|(k, v)| format!("\"{k}\":{}", Value::from(*v)))
+        .collect();
+    let canonical = format!("{{{}}}", body.join(","));
+    Some(B64.encode(digest::digest(&digest::SHA256, canonical.as_bytes())))
 }
 
 fn str_param<'a>(jwk: &'a Value, name: &str) -> Result<Option<&'a str>, SkipReason> {
@@ -352,6 +477,9 @@ fn rsa_checks(jwk: &Value, algs: &[Alg]) -> Result<(Vec<(Alg, Check)>, u64), Ski
     if e.is_empty() || e.len() > 5 || e[e.len() - 1] & 1 == 0 || (e.len() == 1 && e[0] < 3) {
         return Err(SkipReason::BadExponent);
     }
+    // Only the size was checked so far: a prime or easily factored modulus would let
+    // anyone forge signatures (see `modulus`). Once per key, at import.
+    check_modulus(n)?;
     let comps = RsaPublicKeyComponents { n, e };
     let mut checks = Vec::with_capacity(algs.len());
     for &alg in algs {
@@ -495,6 +623,68 @@ mod tests {
             KeySet::from_jwks(b"garbage", ALL).err(),
             Some(JwksError::NotJwks)
         );
+    }
+
+    #[test]
+    fn reasons_are_listed_in_order_with_distinct_labels() {
+        for (i, r) in SkipReason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i, "{r:?}");
+        }
+        let mut labels: Vec<&str> = SkipReason::ALL.iter().map(|r| r.as_str()).collect();
+        labels.sort_unstable();
+        labels.dedup();
+        assert_eq!(labels.len(), SkipReason::ALL.len());
+    }
+
+    #[test]
+    fn thumbprints_follow_rfc_7638() {
+        // RFC 7638 §3.1.
+        let jwk = json!({"kty":"RSA","alg":"RS256","kid":"2011-04-29","e":"AQAB",
+            "n":"0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw"});
+        assert_eq!(
+            thumbprint(&jwk).as_deref(),
+            Some("NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs")
+        );
+        assert!(thumbprint(&ec_jwk()).is_some());
+        assert_eq!(thumbprint(&json!({"kty":"RSA","n":"AQAB"})), None);
+        assert_eq!(thumbprint(&json!({"kty":"oct","k":"AAAA"})), None);
+        assert_eq!(thumbprint(&json!(7)), None);
+    }
+
+    /// A JWK for a 2048-bit odd modulus built from the RFC 3526 group-14 prime `p`.
+    fn rsa_jwk(n: &num_bigint::BigUint) -> Value {
+        json!({"kty":"RSA","kid":"k","n": B64.encode(n.to_bytes_be()),"e":"AQAB"})
+    }
+
+    #[test]
+    fn broken_rsa_moduli_are_skipped() {
+        let hex = "FFFFFFFFFFFFFFFFC90FDAA22168C234C4C6628B80DC1CD129024E088A67CC74\
+                   020BBEA63B139B22514A08798E3404DDEF9519B3CD3A431B302B0A6DF25F1437\
+                   4FE1356D6D51C245E485B576625E7EC6F44C42E9A637ED6B0BFF5CB6F406B7ED\
+                   EE386BFB5A899FA5AE9F24117C4B1FE649286651ECE45B3DC2007CB8A163BF05\
+                   98DA48361C55D39A69163FA8FD24CF5F83655D23DCA3AD961C62F356208552BB\
+                   9ED529077096966D670C354E4ABC9804F1746C08CA18217C32905E462E36CE3B\
+                   E39E772C180E86039B2783A2EC07A28FB5C55DF06F4C52C9DE2BCBF695581718\
+                   3995497CEA956AE515D2261898FA051015728E5A8AACAA68FFFFFFFFFFFFFFFF";
+        let p = num_bigint::BigUint::parse_bytes(hex.as_bytes(), 16).unwrap();
+        let half = num_bigint::BigUint::parse_bytes(&hex.as_bytes()[..256], 16).unwrap();
+        assert_eq!(skip_of(rsa_jwk(&p)), SkipReason::PrimeModulus);
+        assert_eq!(skip_of(rsa_jwk(&(&p - 1u32))), SkipReason::EvenModulus);
+        assert_eq!(
+            skip_of(rsa_jwk(&(&half * 997u32 * &half))),
+            SkipReason::SmallFactor
+        );
+        assert_eq!(skip_of(rsa_jwk(&(&p * 3u32))), SkipReason::SmallFactor);
+        let (_, skipped) = KeySet::from_jwks(
+            json!({"keys":[rsa_jwk(&p), ec_jwk()]})
+                .to_string()
+                .as_bytes(),
+            ALL,
+        )
+        .unwrap();
+        assert_eq!(skipped[0].reason, SkipReason::PrimeModulus);
+        assert_eq!(skipped[0].kid.as_deref(), Some("k"));
+        assert_eq!(skipped[0].thumbprint, thumbprint(&rsa_jwk(&p)));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //!
 //! - [`jose`]: strict compact-JWS parsing, before any crypto.
 //! - [`jwk`]: trusted key sets, parsed one JWK at a time.
+//! - [`modulus`]: RSA modulus checks at import (even, small factor, prime, prime power).
 //! - [`verify`]: the pure core (signature, then claims) with no runtime.
 //! - [`fetch`]: bounded HTTP for JWKS and OIDC discovery; clock-skew reading.
 //! - [`verifier`]: the service: refreshed key-set snapshots and the verified-token cache.
@@ -14,6 +15,7 @@ pub mod config;
 pub mod fetch;
 pub mod jose;
 pub mod jwk;
+pub mod modulus;
 pub mod verifier;
 pub mod verify;
 

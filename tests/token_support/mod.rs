@@ -159,6 +159,9 @@ pub enum Reply {
     },
     /// Close the connection without answering.
     Hangup,
+    /// Answer with the inner reply after a delay (tokio time: paused-clock tests
+    /// advance through it).
+    Delayed(std::time::Duration, Box<Reply>),
 }
 
 impl Reply {
@@ -215,10 +218,15 @@ impl FaultServer {
                     let path = text.split_whitespace().nth(1).unwrap_or("/").to_owned();
                     t.fetch_add(1, Ordering::SeqCst);
                     *h.lock().unwrap().entry(path.clone()).or_default() += 1;
-                    let reply = r.lock().unwrap().get(&path).cloned();
+                    let mut reply = r.lock().unwrap().get(&path).cloned();
+                    while let Some(Reply::Delayed(d, inner)) = reply {
+                        tokio::time::sleep(d).await;
+                        reply = Some(*inner);
+                    }
                     let (code, headers, body) = match reply {
                         None => (404, Vec::new(), "not found".to_owned()),
                         Some(Reply::Hangup) => return,
+                        Some(Reply::Delayed(..)) => unreachable!("unwrapped above"),
                         Some(Reply::Ok { body, headers }) => (200, headers, body),
                         Some(Reply::Status {
                             code,
