@@ -84,6 +84,7 @@ fn colliding_paths_cost_what_random_paths_cost() {
     let t_random = median(|| {
         Policy::build(&random_cat, Unmatched::Deny);
     });
+    eprintln!("build: flood {t_flood:?}, random {t_random:?}");
     assert!(
         t_flood < t_random * 10,
         "build: flood {t_flood:?}, random {t_random:?}"
@@ -113,6 +114,7 @@ fn colliding_paths_cost_what_random_paths_cost() {
         "decide: flood {t_hit:?}, random {t_base:?}"
     );
     let t_miss = probe(&p, &q);
+    eprintln!("200 decisions: flood hit {t_hit:?}, flood miss {t_miss:?}, random {t_base:?}");
     assert!(
         t_miss < t_base * 10 + Duration::from_millis(1),
         "decide miss: {t_miss:?}, random {t_base:?}"
