@@ -12,7 +12,9 @@
 //!   [`CatalogHandle::reload`] poll at once. If the first sync fails, the snapshot
 //!   file is loaded and served (origin [`Origin::Snapshot`]) and seeds the etag diff.
 //!   Every applied sync rewrites the snapshot file. A whole sync (all pages and
-//!   fetches) is abandoned after 5 minutes, on top of the per-request timeouts.
+//!   fetches) is abandoned after 5 minutes, on top of the per-request timeouts. What a
+//!   sync skipped (entities that do not parse or are too large) and etag mismatches
+//!   are logged, and counted in [`CatalogStatus`] for the metrics.
 //!
 //! A failed load or sync never replaces what is published; it is counted in
 //! [`CatalogStatus`] and logged. A result equal to the published one is not
@@ -26,7 +28,7 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::backstage::{Client, Limits, SyncOutcome, Syncer};
+use super::backstage::{Client, Limits, SkipReason, SyncOutcome, SyncReport, Syncer, excerpt};
 use super::config::{CatalogConfig, SourceKind};
 use super::entity::Entity;
 use super::error::CatalogError;
@@ -68,6 +70,29 @@ pub struct SyncCounts {
     pub failed: u64,
 }
 
+/// Entities by-refs returned that were skipped, by reason, since start.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SkipCounts {
+    pub unparseable: u64,
+    pub too_large: u64,
+}
+
+impl SkipCounts {
+    pub fn get(&self, reason: SkipReason) -> u64 {
+        match reason {
+            SkipReason::Unparseable => self.unparseable,
+            SkipReason::TooLarge => self.too_large,
+        }
+    }
+
+    fn add(&mut self, reason: SkipReason) {
+        match reason {
+            SkipReason::Unparseable => self.unparseable += 1,
+            SkipReason::TooLarge => self.too_large += 1,
+        }
+    }
+}
+
 /// The runner's state for metrics and readiness.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CatalogStatus {
@@ -83,6 +108,13 @@ pub struct CatalogStatus {
     pub last_error: Option<String>,
     /// Documents skipped by the last file load.
     pub skipped_documents: usize,
+    /// What the last Backstage sync left out, one line each: an entity (ref, reason,
+    /// whether its last good version is kept).
+    pub skipped: Vec<String>,
+    /// Entities skipped by Backstage syncs since start.
+    pub entities_skipped: SkipCounts,
+    /// Entities whose listing etag differed from their by-refs etag, since start.
+    pub etag_mismatches: u64,
     pub syncs: SyncCounts,
 }
 
@@ -136,6 +168,9 @@ impl CatalogSource {
             consecutive_errors: 0,
             last_error: None,
             skipped_documents: 0,
+            skipped: Vec::new(),
+            entities_skipped: SkipCounts::default(),
+            etag_mismatches: 0,
             syncs: SyncCounts::default(),
         });
         let publisher = Publisher {
@@ -381,6 +416,9 @@ async fn run_backstage(
                 }))
             }
         };
+        if result.is_ok() {
+            note_report(&publisher, syncer.report());
+        }
         let mut errors = 0;
         match result {
             Ok(SyncOutcome::Applied {
@@ -444,6 +482,50 @@ async fn run_backstage(
             return;
         }
     }
+}
+
+/// Logs and counts what a successful sync skipped or found inconsistent.
+fn note_report(publisher: &Publisher, report: &SyncReport) {
+    for skipped in &report.skipped {
+        tracing::warn!(
+            event = "entity_skipped",
+            entity = %skipped.entity_ref,
+            reason = skipped.reason.as_str(),
+            kept = skipped.kept,
+            detail = %skipped.detail,
+            "a Backstage entity was skipped; every other change is applied"
+        );
+    }
+    if !report.etag_mismatches.is_empty() {
+        let examples: Vec<String> = report
+            .etag_mismatches
+            .iter()
+            .take(5)
+            .map(|m| {
+                let etag = |e: &Option<String>| excerpt(e.as_deref().unwrap_or("none"), 80);
+                format!(
+                    "{} (listed {}, fetched {})",
+                    m.entity_ref,
+                    etag(&m.listed),
+                    etag(&m.fetched)
+                )
+            })
+            .collect();
+        tracing::warn!(
+            event = "etag_mismatch",
+            count = report.etag_mismatches.len(),
+            examples = %examples.join(", "),
+            "the listing and by-refs disagree on etags; while they do, these entities are fetched again on every poll"
+        );
+    }
+    let lines: Vec<String> = report.skipped.iter().map(|s| s.to_string()).collect();
+    publisher.status.send_modify(|s| {
+        for skipped in &report.skipped {
+            s.entities_skipped.add(skipped.reason);
+        }
+        s.etag_mismatches += report.etag_mismatches.len() as u64;
+        s.skipped = lines;
+    });
 }
 
 async fn publish_live(publisher: &Publisher, entities: Vec<Entity>, snapshot_path: Option<&Path>) {
