@@ -332,7 +332,8 @@ fn api_entity(index: usize, bytes: usize) -> String {
 /// `spec.definition`, make a by-refs chunk of over 32 MiB when fetched whole, which
 /// failed every sync. Fetching only the fields the policy reads, the real Backstage
 /// answers small and the source becomes ready; a tight body cap splits the chunks
-/// against the real Backstage too.
+/// against the real Backstage too. Entities with names Backstage refuses are refused
+/// by the file source as well: both sources end up with the same entities.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_api_entities_sync_and_the_source_becomes_ready() {
     if !require_peer(
@@ -518,6 +519,11 @@ async fn large_api_entities_sync_and_the_source_becomes_ready() {
     );
     assert!(syncer.report().skipped.is_empty(), "{:?}", syncer.report());
     assert_eq!(views(&syncer.entities()), views(&live.entities));
+
+    // The file source, on the same files, refuses what Backstage refused.
+    let from_files = file::load_report(&["*.yaml".to_owned()], &catalog_dir).unwrap();
+    assert_eq!(from_files.skipped.len(), 3, "{:?}", from_files.skipped);
+    assert_eq!(views(&from_files.entities), views(&live.entities));
 
     shutdown.cancel();
     handle.stopped().await;

@@ -5,7 +5,12 @@
 //!
 //! - `file`: loads at start, then every `reload_seconds` compares the matched files'
 //!   mtimes and sizes (and the set of matched files) and reloads on a difference;
-//!   SIGHUP or [`CatalogHandle::reload`] force a reload.
+//!   SIGHUP or [`CatalogHandle::reload`] force a reload. A load runs in a blocking
+//!   task with a deadline ([`FILE_LOAD_DEADLINE`]): past it the load is abandoned and
+//!   counted as failed, so neither `serve` nor `policy show` waits on a parse. An
+//!   abandoned load may still be running; no other starts until it ends, and files
+//!   unchanged since an abandoned load are not tried again until they change or a
+//!   reload is forced.
 //! - `backstage`: syncs at start, then every `poll_seconds`; after a failure the next
 //!   attempt waits `poll_seconds × 2^failures` (capped at max(poll, 5 min)), with up
 //!   to 10% jitter so a fleet of agents does not poll in lockstep. SIGHUP or
@@ -37,6 +42,27 @@ use super::{file, snapshot};
 /// A whole Backstage sync (every page and fetch) must finish within this; each
 /// request has its own, shorter, timeout too.
 const SYNC_DEADLINE: Duration = Duration::from_secs(300);
+
+/// A file load (read, pre-scan, parse, relations) must finish within this.
+pub const FILE_LOAD_DEADLINE: Duration = Duration::from_secs(20);
+
+/// The runner's limits; [`CatalogSource::start`] uses the defaults.
+#[derive(Debug, Clone)]
+pub struct RunnerLimits {
+    /// The Backstage client's timeouts and sizes.
+    pub backstage: Limits,
+    /// See [`FILE_LOAD_DEADLINE`].
+    pub file_load_deadline: Duration,
+}
+
+impl Default for RunnerLimits {
+    fn default() -> Self {
+        Self {
+            backstage: Limits::default(),
+            file_load_deadline: FILE_LOAD_DEADLINE,
+        }
+    }
+}
 
 /// Where a published entity set came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,8 +134,9 @@ pub struct CatalogStatus {
     pub last_error: Option<String>,
     /// Documents skipped by the last file load.
     pub skipped_documents: usize,
-    /// What the last Backstage sync left out, one line each: an entity (ref, reason,
-    /// whether its last good version is kept).
+    /// What the last file load or Backstage sync left out, one line each: a document
+    /// (file, 0-based document index, reason) or an entity (ref, reason, whether its
+    /// last good version is kept).
     pub skipped: Vec<String>,
     /// Entities skipped by Backstage syncs since start.
     pub entities_skipped: SkipCounts,
@@ -159,6 +186,16 @@ impl CatalogSource {
         base_dir: &Path,
         shutdown: CancellationToken,
     ) -> Result<CatalogHandle, CatalogError> {
+        Self::start_with(config, base_dir, shutdown, RunnerLimits::default())
+    }
+
+    /// [`CatalogSource::start`] with other limits (tests).
+    pub fn start_with(
+        config: &CatalogConfig,
+        base_dir: &Path,
+        shutdown: CancellationToken,
+        limits: RunnerLimits,
+    ) -> Result<CatalogHandle, CatalogError> {
         let (snapshot_tx, snapshots) = watch::channel(None);
         let (status_tx, status) = watch::channel(CatalogStatus {
             source: config.source,
@@ -188,6 +225,7 @@ impl CatalogSource {
                 config.files.clone(),
                 base_dir.to_owned(),
                 Duration::from_secs(config.reload_seconds.max(1)),
+                limits.file_load_deadline,
                 publisher,
                 triggers,
             )),
@@ -196,7 +234,7 @@ impl CatalogSource {
                     .url
                     .as_deref()
                     .ok_or(super::error::ConfigError::MissingUrl)?;
-                let client = Client::new(url, config.token()?, Limits::default())?;
+                let client = Client::new(url, config.token()?, limits.backstage)?;
                 tokio::spawn(run_backstage(
                     Syncer::new(client, config.kinds.clone()),
                     config.snapshot_path(base_dir),
@@ -314,38 +352,51 @@ impl Publisher {
     }
 }
 
+/// What one file-source attempt found.
+enum FileAttempt {
+    /// The files are what was loaded last.
+    Unchanged,
+    /// The files are what an abandoned load was given; not tried again unforced.
+    StillRefused,
+    Loaded(file::Fingerprint, file::Loaded),
+}
+
 async fn run_file(
     patterns: Vec<String>,
     base_dir: PathBuf,
     interval: Duration,
+    deadline: Duration,
     publisher: Publisher,
     mut triggers: Triggers,
 ) {
     let mut loaded_fingerprint: Option<file::Fingerprint> = None;
+    // The fingerprint an abandoned load was given, and that load if still running.
+    let mut timed_out: Option<file::Fingerprint> = None;
+    let mut abandoned: Option<tokio::task::JoinHandle<()>> = None;
     let mut forced = true;
     loop {
-        let (p, b, last) = (
-            patterns.clone(),
-            base_dir.clone(),
-            loaded_fingerprint.clone(),
-        );
-        // Cheap check first: only load when a file changed (or when forced).
-        let attempt = tokio::task::spawn_blocking(move || -> Result<_, CatalogError> {
-            let fingerprint = file::fingerprint(&p, &b)?;
-            if !forced && last.as_ref() == Some(&fingerprint) {
-                return Ok(None);
+        let attempt = if abandoned.as_ref().is_some_and(|t| !t.is_finished()) {
+            if forced {
+                tracing::warn!(
+                    "the previous catalog load, abandoned after its deadline, is still running; not starting another"
+                );
             }
-            Ok(Some((fingerprint, file::load_report(&p, &b)?)))
-        })
-        .await
-        .unwrap_or_else(|join| {
-            Err(CatalogError::Io {
-                path: base_dir.clone(),
-                source: std::io::Error::other(join.to_string()),
-            })
-        });
+            Ok(FileAttempt::StillRefused)
+        } else {
+            abandoned = None;
+            load_files(
+                &patterns,
+                &base_dir,
+                deadline,
+                forced,
+                &loaded_fingerprint,
+                &mut timed_out,
+                &mut abandoned,
+            )
+            .await
+        };
         match attempt {
-            Ok(None) => {
+            Ok(FileAttempt::Unchanged) => {
                 // The files are back to what was loaded: an earlier failure is over.
                 publisher.status.send_if_modified(|s| {
                     let recovered = s.consecutive_errors > 0;
@@ -354,11 +405,18 @@ async fn run_file(
                     recovered
                 });
             }
-            Ok(Some((fingerprint, loaded))) => {
+            Ok(FileAttempt::StillRefused) => {}
+            Ok(FileAttempt::Loaded(fingerprint, loaded)) => {
                 for problem in &loaded.skipped {
                     tracing::warn!(error = %problem, "catalog document skipped");
                 }
-                let skipped = loaded.skipped.len();
+                let skipped: Vec<String> = loaded.skipped.iter().map(|e| e.to_string()).collect();
+                let count = skipped.len();
+                // Status first: whoever sees the new catalog sees what it left out.
+                publisher.status.send_modify(|s| {
+                    s.skipped_documents = count;
+                    s.skipped = skipped;
+                });
                 let entities = loaded.entities.len();
                 let republished = publisher.publish(loaded.entities, Origin::File, now_unix());
                 publisher.count(|c| {
@@ -368,11 +426,13 @@ async fn run_file(
                         c.unchanged += 1
                     }
                 });
-                publisher
-                    .status
-                    .send_modify(|s| s.skipped_documents = skipped);
                 loaded_fingerprint = Some(fingerprint);
-                tracing::info!(entities, skipped, republished, "catalog files loaded");
+                tracing::info!(
+                    entities,
+                    skipped = count,
+                    republished,
+                    "catalog files loaded"
+                );
             }
             Err(error) => {
                 publisher.failed(&error);
@@ -383,6 +443,60 @@ async fn run_file(
             Wake::Timer => false,
             Wake::Forced => true,
         };
+    }
+}
+
+/// One attempt of the file source: the cheap fingerprint first, then (when the files
+/// changed or `forced`) the load, in blocking tasks; the load is abandoned after
+/// `deadline` and left in `abandoned`.
+async fn load_files(
+    patterns: &[String],
+    base_dir: &Path,
+    deadline: Duration,
+    forced: bool,
+    loaded: &Option<file::Fingerprint>,
+    timed_out: &mut Option<file::Fingerprint>,
+    abandoned: &mut Option<tokio::task::JoinHandle<()>>,
+) -> Result<FileAttempt, CatalogError> {
+    let join_error = |e: tokio::task::JoinError| CatalogError::Io {
+        path: base_dir.to_owned(),
+        source: std::io::Error::other(e.to_string()),
+    };
+    let (p, b) = (patterns.to_vec(), base_dir.to_owned());
+    let fingerprint = tokio::task::spawn_blocking(move || file::fingerprint(&p, &b))
+        .await
+        .map_err(join_error)??;
+    if !forced && loaded.as_ref() == Some(&fingerprint) {
+        return Ok(FileAttempt::Unchanged);
+    }
+    if !forced && timed_out.as_ref() == Some(&fingerprint) {
+        return Ok(FileAttempt::StillRefused);
+    }
+    let (p, b) = (patterns.to_vec(), base_dir.to_owned());
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let task = tokio::task::spawn_blocking(move || {
+        let _ = tx.send(file::load_report(&p, &b));
+    });
+    match tokio::time::timeout(deadline, rx).await {
+        Ok(Ok(result)) => {
+            *timed_out = None;
+            Ok(FileAttempt::Loaded(fingerprint, result?))
+        }
+        // The sender was dropped unsent: the load panicked.
+        Ok(Err(_)) => Err(match task.await {
+            Err(e) => join_error(e),
+            Ok(()) => CatalogError::Io {
+                path: base_dir.to_owned(),
+                source: std::io::Error::other("the load ended without a result"),
+            },
+        }),
+        Err(_) => {
+            *timed_out = Some(fingerprint);
+            *abandoned = Some(task);
+            Err(CatalogError::LoadTimeout {
+                seconds: deadline.as_secs().max(1),
+            })
+        }
     }
 }
 
@@ -464,10 +578,11 @@ async fn run_backstage(
                 });
             }
             Err(error) => {
-                errors = publisher.failed(&error);
+                // The snapshot first: whoever sees the failure sees what is served.
                 if let Some(saved) = fallback.take() {
                     serve_snapshot(&publisher, saved, "Backstage unreachable");
                 }
+                errors = publisher.failed(&error);
             }
         }
         if publisher.has_snapshot() {
