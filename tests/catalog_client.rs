@@ -986,8 +986,9 @@ async fn runner_serves_the_snapshot_while_backstage_is_down_then_goes_live() {
             .contains("Backstage request")
     );
 
-    // 3. Backstage is back with one change: the runner goes live, fetching only the
-    //    changed entity (the snapshot seeded the etags).
+    // 3. Backstage is back with one change: the runner goes live. The snapshot is a
+    //    cache, not an authority: every entity it seeded is fetched again on first
+    //    contact, whatever its etag.
     catalog.lock().unwrap()[0] = entity("Component", "svc-a", "a9", Some("GET /a9"));
     let server = FakeServer::start_on(
         TcpListener::bind(addr).await.unwrap(),
@@ -1007,7 +1008,7 @@ async fn runner_serves_the_snapshot_while_backstage_is_down_then_goes_live() {
         .filter(|r| r.method == "POST")
         .flat_map(Req::refs)
         .collect();
-    assert_eq!(fetched, ["component:default/svc-a"]);
+    assert_eq!(fetched, refs(&live.entities));
     assert_eq!(
         snapshot::load(&snapshot_path).unwrap().entities,
         back.entities
@@ -1100,7 +1101,8 @@ async fn runner_serves_the_snapshot_when_backstage_first_answers_empty() {
     .unwrap();
     assert!(Arc::ptr_eq(rx.borrow().as_ref().unwrap(), &served));
 
-    // Backstage has ingested: live again, only what changed is fetched (nothing here).
+    // Backstage has ingested: live again. The seeded entities were never confirmed by
+    // Backstage, so each is fetched once, etags notwithstanding; then only changes are.
     *catalog.lock().unwrap() = saved;
     server.take_requests();
     handle.reload();
@@ -1112,7 +1114,19 @@ async fn runner_serves_the_snapshot_when_backstage_first_answers_empty() {
         .filter(|r| r.method == "POST")
         .flat_map(Req::refs)
         .collect();
-    assert!(fetched.is_empty(), "{fetched:?}");
+    assert_eq!(fetched, refs(&live.entities));
+    handle.reload();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        status.wait_for(|s| s.syncs.unchanged >= 1),
+    )
+    .await
+    .expect("no unchanged poll")
+    .unwrap();
+    assert!(
+        !server.take_requests().iter().any(|r| r.method == "POST"),
+        "confirmed entities were fetched again"
+    );
     stop_runner(handle, shutdown).await;
 
     // Without a snapshot file, an empty first answer is applied at once (deny all).
@@ -1616,5 +1630,77 @@ async fn a_multi_mb_error_body_is_logged_truncated() {
         line.contains("InputError") && line.contains("nnnn…[cut]"),
         "{line}"
     );
+    stop_runner(handle, shutdown).await;
+}
+
+/// The snapshot file is a cache: an edit to it (a scoped route made public) does not
+/// survive first contact with a healthy, unchanged Backstage, is never served as live
+/// nor written back, and the file is readable by its owner only.
+#[tokio::test]
+async fn a_tampered_snapshot_is_corrected_on_first_contact() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = Arc::new(Mutex::new(vec![
+        entity("Component", "svc-a", "a1", Some("GET /a a:read")),
+        entity("Group", "team-a", "t1", None),
+    ]));
+    let server = FakeServer::start(runner_backstage(catalog.clone())).await;
+    let mut config = backstage_config(server.url(), std::path::Path::new("snap.json"));
+    config.poll_seconds = 3600;
+    let path = dir.path().join("snap.json");
+    let (handle, shutdown) = start_runner(&config, dir.path());
+    let mut rx = handle.snapshots();
+    let live = wait_for_snapshot(&mut rx, "live sync", |s| s.origin == Origin::Live).await;
+    stop_runner(handle, shutdown).await;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&path), 0o600, "snapshot mode {:o}", mode(&path));
+    assert_eq!(anonymous(&live.entities, "/a"), Reason::MissingToken);
+
+    // Someone edits the file: svc-a's route made public, the etag left as it was.
+    let mut saved: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    for e in saved["entities"].as_array_mut().unwrap() {
+        if e["metadata"]["name"] == "svc-a" {
+            e["metadata"]["annotations"]["stagedoor.io/routes"] = json!("GET /a public");
+        }
+    }
+    std::fs::write(&path, saved.to_string()).unwrap();
+    let tampered = snapshot::load(&path).unwrap();
+    assert_eq!(anonymous(&tampered.entities, "/a"), Reason::Public);
+
+    // Restart against the same healthy Backstage: the first catalog published is
+    // Backstage's, and the file is rewritten from it.
+    server.take_requests();
+    let (handle, shutdown) = start_runner(&config, dir.path());
+    let mut rx = handle.snapshots();
+    let first = wait_for_snapshot(&mut rx, "first catalog", |_| true).await;
+    assert_eq!(first.origin, Origin::Live);
+    assert_eq!(
+        anonymous(&first.entities, "/a"),
+        Reason::MissingToken,
+        "the edited snapshot was served as live"
+    );
+    assert_eq!(first.entities, live.entities);
+    let fetched: Vec<String> = server
+        .take_requests()
+        .iter()
+        .filter(|r| r.method == "POST")
+        .flat_map(Req::refs)
+        .collect();
+    assert_eq!(
+        fetched,
+        refs(&live.entities),
+        "seeded entities not refetched"
+    );
+    let mut status = handle.status();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while snapshot::load(&path).unwrap().entities != live.entities {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the edited file was not rewritten");
+    assert_eq!(mode(&path), 0o600);
+    let st = status.borrow_and_update().clone();
+    assert_eq!(st.origin, Some(Origin::Live));
     stop_runner(handle, shutdown).await;
 }

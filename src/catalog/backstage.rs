@@ -6,9 +6,11 @@
 //! 1. `GET /api/catalog/entities/by-query?filter=kind=..&fields=kind,metadata.namespace,
 //!    metadata.name,metadata.etag&limit=N`, following `pageInfo.nextCursor` and
 //!    resending `fields` and `limit` (the cursor carries only filter and order).
-//! 2. Refs whose `metadata.etag` differs from the applied copy, or that are new, are
-//!    fetched with `POST /api/catalog/entities/by-refs` (in chunks); refs no longer
-//!    listed are dropped. Backstage has no HTTP ETag/304, hence this.
+//! 2. Refs whose `metadata.etag` differs from the applied copy, that are new, or that
+//!    came from the snapshot file and were never confirmed by Backstage (see
+//!    [`Syncer::seed`]), are fetched with `POST /api/catalog/entities/by-refs` (in
+//!    chunks); refs no longer listed are dropped. Backstage has no HTTP ETag/304,
+//!    hence this.
 //! 3. The wipe-out guard: a result with no routable entity (one carrying
 //!    [`ROUTES_ANNOTATION`]) while the applied copy has some is held back until it
 //!    repeats on [`WIPE_CONFIRMATIONS`] consecutive polls; a failed poll neither
@@ -760,6 +762,9 @@ pub struct Syncer {
     client: Client,
     kinds: Vec<String>,
     applied: HashMap<String, Entity>,
+    /// Refs of the applied copy that came from the snapshot file and that Backstage
+    /// has not confirmed yet: fetched whatever their etag says (see [`Syncer::seed`]).
+    unverified: HashSet<String>,
     wipes_seen: u32,
     report: SyncReport,
 }
@@ -770,15 +775,20 @@ impl Syncer {
             client,
             kinds,
             applied: HashMap::new(),
+            unverified: HashSet::new(),
             wipes_seen: 0,
             report: SyncReport::default(),
         }
     }
 
-    /// Starts from `entities` (the snapshot file): only entities whose etag differs
-    /// from these are fetched on the next sync, and the wipe-out guard protects them.
+    /// Starts from `entities` (the snapshot file). The snapshot is a cache, never an
+    /// authority: every seeded entity still listed is fetched again on the first sync
+    /// that reaches Backstage, whatever its etag, so an edited file cannot outlive a
+    /// healthy Backstage. Until then the seed is what the wipe-out guard protects,
+    /// and what the runner serves while Backstage is unreachable.
     pub fn seed(&mut self, entities: Vec<Entity>) {
         self.applied = entities.into_iter().map(|e| (e.entity_ref(), e)).collect();
+        self.unverified = self.applied.keys().cloned().collect();
         self.wipes_seen = 0;
     }
 
@@ -801,7 +811,11 @@ impl Syncer {
         let mut to_fetch = Vec::new();
         for row in rows {
             match self.applied.get(&row.entity_ref) {
-                Some(current) if row.etag.is_some() && current.metadata.etag == row.etag => {
+                Some(current)
+                    if row.etag.is_some()
+                        && current.metadata.etag == row.etag
+                        && !self.unverified.contains(&row.entity_ref) =>
+                {
                     next.insert(row.entity_ref.clone(), current.clone());
                 }
                 _ => to_fetch.push(row.entity_ref.clone()),
@@ -813,6 +827,7 @@ impl Syncer {
         let fetched = self.client.fetch_by_refs(&to_fetch).await?;
         // Nothing below awaits: a cancelled sync changes nothing.
         let mut report = SyncReport::default();
+        let mut unverified: HashSet<String> = HashSet::new();
         for (entity_ref, item) in to_fetch.iter().zip(fetched) {
             match item {
                 Fetched::Entity(entity) => {
@@ -832,6 +847,9 @@ impl Syncer {
                     let kept = self.applied.get(entity_ref);
                     if let Some(kept) = kept {
                         next.insert(entity_ref.clone(), kept.clone());
+                        if self.unverified.contains(entity_ref) {
+                            unverified.insert(entity_ref.clone());
+                        }
                     }
                     report.skipped.push(SkippedEntity {
                         entity_ref: entity_ref.clone(),
@@ -845,6 +863,7 @@ impl Syncer {
         self.report = report;
         if next == self.applied {
             self.wipes_seen = 0;
+            self.unverified = unverified;
             return Ok(SyncOutcome::Unchanged);
         }
         if routable(&self.applied) && !routable(&next) {
@@ -862,6 +881,7 @@ impl Syncer {
             .filter(|k| !next.contains_key(*k))
             .count();
         self.applied = next;
+        self.unverified = unverified;
         Ok(SyncOutcome::Applied {
             entities: self.entities(),
             fetched: to_fetch.len(),
