@@ -77,7 +77,8 @@ enum TokenCommand {
 
 #[derive(Subcommand)]
 enum PolicyCommand {
-    /// Print the route table, annotation errors, conflicts and unknown principals.
+    /// Print the route table, annotation errors, conflicts, unknown principals and
+    /// the catalog documents or entities left out (one line each, with the reason).
     Show {
         #[arg(long, default_value = "stagedoor.toml")]
         config: PathBuf,
@@ -121,6 +122,15 @@ fn runtime() -> tokio::runtime::Runtime {
     runtime_with(0)
 }
 
+/// Runs a one-shot command to its end, then drops the runtime without waiting for
+/// blocking tasks: a catalog parse abandoned at its deadline must not hold the exit.
+fn run_once<F: std::future::Future>(future: F) -> F::Output {
+    let rt = runtime();
+    let out = rt.block_on(future);
+    rt.shutdown_background();
+    out
+}
+
 /// A multi-thread runtime; `threads` 0 means tokio's default (one per CPU).
 fn runtime_with(threads: usize) -> tokio::runtime::Runtime {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
@@ -139,7 +149,11 @@ fn main() -> ExitCode {
                 Err(code) => return code,
             };
             init_logging(&cfg);
-            match runtime_with(cfg.agent.worker_threads).block_on(stagedoor::serve::run(cfg)) {
+            let rt = runtime_with(cfg.agent.worker_threads);
+            let result = rt.block_on(stagedoor::serve::run(cfg));
+            // In-flight writes get a moment; an abandoned catalog parse does not hold the exit.
+            rt.shutdown_timeout(Duration::from_secs(2));
+            match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot start");
@@ -149,7 +163,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Probe { url } => {
-            let ok = runtime().block_on(async {
+            let ok = run_once(async {
                 let client = reqwest::Client::builder()
                     .timeout(Duration::from_secs(2))
                     .build()
@@ -173,7 +187,7 @@ fn main() -> ExitCode {
         Command::Token {
             command: TokenCommand::Verify(args),
         } => {
-            let code = runtime().block_on(stagedoor::token::cli::run_verify(
+            let code = run_once(stagedoor::token::cli::run_verify(
                 args,
                 &mut std::io::stdout(),
             ));
@@ -186,7 +200,7 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            let policy = match runtime().block_on(stagedoor::offline::load_policy(
+            let loaded = match run_once(stagedoor::offline::load_policy(
                 &cfg,
                 Duration::from_secs(30),
             )) {
@@ -197,11 +211,20 @@ fn main() -> ExitCode {
                 }
             };
             match format {
-                Format::Table => print!("{}", policy.render_table()),
-                Format::Json => println!(
-                    "{}",
-                    serde_json::to_string_pretty(&policy.to_json()).unwrap_or_default()
-                ),
+                Format::Table => {
+                    print!("{}", loaded.policy.render_table());
+                    for line in &loaded.skipped {
+                        println!("skipped: {line}");
+                    }
+                }
+                Format::Json => {
+                    let mut json = loaded.policy.to_json();
+                    json["skipped"] = serde_json::Value::from(loaded.skipped.clone());
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&json).unwrap_or_default()
+                    );
+                }
             }
             ExitCode::SUCCESS
         }
@@ -233,7 +256,7 @@ fn main() -> ExitCode {
                 host,
                 token,
             };
-            match runtime().block_on(stagedoor::offline::decide(
+            match run_once(stagedoor::offline::decide(
                 &cfg,
                 &req,
                 Duration::from_secs(30),

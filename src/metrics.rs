@@ -63,6 +63,11 @@ struct ResultLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SourceLabel {
     source: &'static str,
 }
@@ -111,6 +116,8 @@ pub struct Metrics {
     catalog_age: Gauge,
     catalog_source: Family<SourceLabel, Gauge>,
     catalog_syncs: Family<ResultLabel, Counter>,
+    entities_skipped: Family<ReasonLabel, Counter>,
+    etag_mismatches: Counter,
 }
 
 fn labels(reason: Reason, enforced: bool) -> DecisionLabels {
@@ -170,6 +177,8 @@ impl Metrics {
             catalog_age: Gauge::default(),
             catalog_source: Family::default(),
             catalog_syncs: Family::default(),
+            entities_skipped: Family::default(),
+            etag_mismatches: Counter::default(),
             registry: Registry::default(),
             scrape: std::sync::Mutex::new(()),
         };
@@ -306,10 +315,25 @@ impl Metrics {
             m.catalog_syncs.clone(),
         );
         r.register(
+            "catalog_entities_skipped",
+            "Backstage entities left at their last good version (or out) by a sync, by reason",
+            m.entities_skipped.clone(),
+        );
+        r.register(
+            "catalog_etag_mismatches",
+            "Backstage entities whose by-refs etag differed from the listing's",
+            m.etag_mismatches.clone(),
+        );
+        r.register(
             "build",
             "Build information",
             Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
         );
+        for reason in crate::catalog::backstage::SkipReason::ALL {
+            drop(m.entities_skipped.get_or_create(&ReasonLabel {
+                reason: reason.as_str(),
+            }));
+        }
         // Pre-create every reason so dashboards see zeros, not gaps; keep the handles
         // (a clone shares the registered counter).
         let enforced = Reason::ALL
@@ -447,31 +471,44 @@ impl Metrics {
         }
         if let Some(rx) = &s.catalog {
             let st = rx.borrow().clone();
-            self.entities.set(st.entities as i64);
-            self.catalog_age
-                .set(st.last_good_sync_unix.map_or(-1, |t| (now_unix - t).max(0)));
-            for (name, origin) in [
-                ("file", Origin::File),
-                ("live", Origin::Live),
-                ("snapshot", Origin::Snapshot),
-            ] {
-                let active = i64::from(st.origin == Some(origin));
-                self.catalog_source
-                    .get_or_create(&SourceLabel { source: name })
-                    .set(active);
-            }
-            for (result, v) in [
-                ("applied", st.syncs.applied),
-                ("unchanged", st.syncs.unchanged),
-                ("held", st.syncs.held),
-                ("failed", st.syncs.failed),
-            ] {
-                sync_counter(
-                    &self.catalog_syncs.get_or_create(&ResultLabel { result }),
-                    v,
-                );
-            }
+            self.sync_catalog(&st, now_unix);
         }
+    }
+
+    fn sync_catalog(&self, st: &CatalogStatus, now_unix: i64) {
+        self.entities.set(st.entities as i64);
+        self.catalog_age
+            .set(st.last_good_sync_unix.map_or(-1, |t| (now_unix - t).max(0)));
+        for (name, origin) in [
+            ("file", Origin::File),
+            ("live", Origin::Live),
+            ("snapshot", Origin::Snapshot),
+        ] {
+            let active = i64::from(st.origin == Some(origin));
+            self.catalog_source
+                .get_or_create(&SourceLabel { source: name })
+                .set(active);
+        }
+        for (result, v) in [
+            ("applied", st.syncs.applied),
+            ("unchanged", st.syncs.unchanged),
+            ("held", st.syncs.held),
+            ("failed", st.syncs.failed),
+        ] {
+            sync_counter(
+                &self.catalog_syncs.get_or_create(&ResultLabel { result }),
+                v,
+            );
+        }
+        for reason in crate::catalog::backstage::SkipReason::ALL {
+            sync_counter(
+                &self.entities_skipped.get_or_create(&ReasonLabel {
+                    reason: reason.as_str(),
+                }),
+                st.entities_skipped.get(reason),
+            );
+        }
+        sync_counter(&self.etag_mismatches, st.etag_mismatches);
     }
 }
 
@@ -490,6 +527,48 @@ mod tests {
         text.lines()
             .find(|l| l.starts_with("stagedoor_decisions_total{") && l.contains(&want))
             .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
+    }
+
+    #[test]
+    fn catalog_skips_and_etag_mismatches_are_counted() {
+        use crate::catalog::source::{SkipCounts, SyncCounts};
+        let m = Metrics::new();
+        let t = text(&m);
+        assert!(
+            t.contains("stagedoor_catalog_entities_skipped_total{reason=\"unparseable\"} 0"),
+            "{t}"
+        );
+        assert!(
+            t.contains("stagedoor_catalog_etag_mismatches_total 0"),
+            "{t}"
+        );
+        let status = CatalogStatus {
+            source: crate::catalog::SourceKind::Backstage,
+            origin: Some(Origin::Live),
+            entities: 3,
+            last_good_sync_unix: Some(100),
+            consecutive_errors: 0,
+            last_error: None,
+            skipped_documents: 0,
+            skipped: vec![],
+            entities_skipped: SkipCounts {
+                unparseable: 2,
+                too_large: 1,
+            },
+            etag_mismatches: 3,
+            syncs: SyncCounts::default(),
+        };
+        m.sync_catalog(&status, 110);
+        m.sync_catalog(&status, 120);
+        let t = text(&m);
+        for line in [
+            "stagedoor_catalog_entities_skipped_total{reason=\"unparseable\"} 2",
+            "stagedoor_catalog_entities_skipped_total{reason=\"too_large\"} 1",
+            "stagedoor_catalog_etag_mismatches_total 3",
+            "stagedoor_catalog_last_good_sync_age_seconds 20",
+        ] {
+            assert!(t.contains(line), "{line}\n{t}");
+        }
     }
 
     #[test]

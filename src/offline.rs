@@ -1,5 +1,7 @@
 //! The CLI's one-shot paths (`policy show`, `decide`): load the catalog and keys
-//! once, outside the agent, and run the same policy and decision code.
+//! once, outside the agent, and run the same policy and decision code. A load that
+//! fails, or outlives the file source's deadline, ends the command with an error;
+//! `main` then drops the runtime without waiting for an abandoned parse.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,17 +15,39 @@ use crate::policy::Policy;
 use crate::serve::{resolved_issuers, start_catalog};
 use crate::token::Verifier;
 
-/// Loads the catalog (files, or one Backstage sync) and builds the policy.
-pub async fn load_policy(cfg: &Config, wait: Duration) -> Result<Arc<Policy>, String> {
+/// A policy loaded once, and what its catalog left out.
+pub struct LoadedPolicy {
+    pub policy: Arc<Policy>,
+    /// One line per skipped document (file, document index, reason) or entity.
+    pub skipped: Vec<String>,
+}
+
+/// Loads the catalog (files, or one Backstage sync) and builds the policy. Returns
+/// at the first failure when no catalog could be published (a file refused, a load
+/// past its deadline, Backstage unreachable without a snapshot), else within `wait`.
+pub async fn load_policy(cfg: &Config, wait: Duration) -> Result<LoadedPolicy, String> {
     let shutdown = CancellationToken::new();
     let policy = Arc::new(ArcSwapOption::empty());
-    let _handle =
-        start_catalog(cfg, policy.clone(), shutdown.clone()).map_err(|e| e.to_string())?;
+    let handle = start_catalog(cfg, policy.clone(), shutdown.clone()).map_err(|e| e.to_string())?;
+    let status = handle.status();
+    let snapshots = handle.snapshots();
     let deadline = tokio::time::Instant::now() + wait;
     loop {
         if let Some(p) = policy.load_full() {
             shutdown.cancel();
-            return Ok(p);
+            return Ok(LoadedPolicy {
+                policy: p,
+                skipped: status.borrow().skipped.clone(),
+            });
+        }
+        let failed = {
+            let st = status.borrow();
+            (st.consecutive_errors > 0 && snapshots.borrow().is_none())
+                .then(|| st.last_error.clone().unwrap_or_default())
+        };
+        if let Some(error) = failed {
+            shutdown.cancel();
+            return Err(format!("catalog not loaded: {error}"));
         }
         if tokio::time::Instant::now() > deadline {
             shutdown.cancel();
@@ -47,7 +71,7 @@ pub async fn decide(
     req: &DecideRequest,
     wait: Duration,
 ) -> Result<serde_json::Value, String> {
-    let policy = load_policy(cfg, wait).await?;
+    let policy = load_policy(cfg, wait).await?.policy;
     let verifier = Verifier::start(resolved_issuers(cfg), cfg.token).map_err(|e| e.to_string())?;
     if req.token.is_some() {
         let deadline = tokio::time::Instant::now() + wait;

@@ -304,3 +304,228 @@ async fn syncs_a_real_backstage_and_follows_its_changes() {
     handle.stopped().await;
     eprintln!("catalog_backstage done in {:?}", started.elapsed());
 }
+
+/// An API entity whose `spec.definition` is an OpenAPI document of at least `bytes`
+/// (as Backstage holds it: without the block scalar's indentation).
+fn api_entity(index: usize, bytes: usize) -> String {
+    let mut definition = format!(
+        "    openapi: 3.0.0\n    info: {{title: API {index:03}, version: 1.0.0}}\n    paths:\n"
+    );
+    let mut unindented = definition.len() - 4 * 3;
+    let mut route = 0;
+    while unindented < bytes {
+        let path = format!(
+            "      /api/{index:03}/resource-{route:05}:\n        get: {{responses: {{'200': {{description: ok}}}}}}\n"
+        );
+        unindented += path.len() - 4 * 2;
+        definition.push_str(&path);
+        route += 1;
+    }
+    format!(
+        "---\napiVersion: backstage.io/v1alpha1\nkind: API\nmetadata:\n  name: api-{index:03}\n  \
+         annotations:\n    stagedoor.io/routes: \"GET /api/{index:03} api:read\"\n\
+         spec:\n  type: openapi\n  lifecycle: production\n  owner: team-a\n  definition: |\n{definition}"
+    )
+}
+
+/// Issue 11: 200 API entities, each with a 170 KB OpenAPI document in
+/// `spec.definition`, make a by-refs chunk of over 32 MiB when fetched whole, which
+/// failed every sync. Fetching only the fields the policy reads, the real Backstage
+/// answers small and the source becomes ready; a tight body cap splits the chunks
+/// against the real Backstage too. Entities with names Backstage refuses are refused
+/// by the file source as well: both sources end up with the same entities.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_api_entities_sync_and_the_source_becomes_ready() {
+    if !require_peer(
+        "backstage",
+        "large_api_entities_sync_and_the_source_becomes_ready",
+    ) {
+        return;
+    }
+    let token = std::env::var(TOKEN_ENV).expect("run the tests with cargo");
+    let dir = tempfile::tempdir().unwrap();
+    let catalog_dir = dir.path().join("catalog");
+    std::fs::create_dir(&catalog_dir).unwrap();
+    let mut files = Vec::new();
+    for part in 0..10 {
+        let text: String = (part * 20..part * 20 + 20)
+            .map(|i| api_entity(i, 170_000))
+            .collect();
+        let path = catalog_dir.join(format!("apis-{part}.yaml"));
+        std::fs::write(&path, text).unwrap();
+        files.push(path);
+    }
+    let org = catalog_dir.join("org.yaml");
+    std::fs::write(
+        &org,
+        "apiVersion: backstage.io/v1alpha1\nkind: Group\nmetadata: {name: team-a}\n\
+         spec: {type: team, children: []}\n\
+         ---\napiVersion: backstage.io/v1alpha1\nkind: Component\nmetadata: {name: 'bad name'}\n\
+         spec: {type: service, lifecycle: production, owner: team-a}\n\
+         ---\napiVersion: backstage.io/v1alpha1\nkind: Component\nmetadata: {name: orders, namespace: Payments}\n\
+         spec: {type: service, lifecycle: production, owner: team-a}\n\
+         ---\napiVersion: backstage.io/v1alpha1\nkind: Component\nmetadata: {name: -dash}\n\
+         spec: {type: service, lifecycle: production, owner: team-a}\n",
+    )
+    .unwrap();
+    files.push(org);
+    let total: u64 = files
+        .iter()
+        .map(|f| std::fs::metadata(f).unwrap().len())
+        .sum();
+    eprintln!("catalog files: {total} bytes");
+
+    let started = Instant::now();
+    // Entities are processed when they arrive; not again every second (34 MB of YAML).
+    let peer = Backstage::start_with(
+        free_port(),
+        &token,
+        &files,
+        &[(
+            "APP_CONFIG_catalog_processingInterval",
+            r#"{"seconds": 3600}"#,
+        )],
+    )
+    .await;
+    eprintln!("Backstage ready in {:?}", started.elapsed());
+    // The issue's case is a catalog already ingested, fetched in one go (a restart,
+    // or every entity changed): wait until Backstage serves all 200 APIs.
+    let http = reqwest::Client::new();
+    let count_url = format!(
+        "{}/api/catalog/entities/by-query?filter=kind=api&fields=metadata.name&limit=1",
+        peer.url
+    );
+    let ingest_deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let body: serde_json::Value = http
+            .get(&count_url)
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        if body["totalItems"] == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < ingest_deadline,
+            "Backstage did not ingest the 200 APIs: {body}\n{}",
+            peer.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    eprintln!("200 APIs ingested {:?} after start", started.elapsed());
+
+    let config = CatalogConfig {
+        source: SourceKind::Backstage,
+        url: Some(peer.url.clone()),
+        token_env: Some(TOKEN_ENV.to_owned()),
+        poll_seconds: 2,
+        snapshot: Some("snapshot.json".into()),
+        ..CatalogConfig::default()
+    };
+    let shutdown = CancellationToken::new();
+    let handle = CatalogSource::start(&config, dir.path(), shutdown.clone()).unwrap();
+    let mut rx = handle.snapshots();
+    let within = Duration::from_secs(600);
+    let ready = tokio::time::timeout(
+        within,
+        rx.wait_for(|s| {
+            s.as_deref()
+                .is_some_and(|s| s.origin == Origin::Live && s.entities.len() == 201)
+        }),
+    )
+    .await;
+    let live = match ready {
+        Ok(seen) => seen.unwrap().clone().unwrap(),
+        Err(_) => panic!(
+            "not ready within {within:?}; status: {:?}\nBackstage log:\n{}",
+            handle.status().borrow(),
+            peer.log_tail()
+        ),
+    };
+    eprintln!(
+        "source ready with {} entities {:?} after start",
+        live.entities.len(),
+        started.elapsed()
+    );
+    let status = handle.status().borrow().clone();
+    assert_eq!(status.origin, Some(Origin::Live));
+    assert!(status.skipped.is_empty(), "{status:?}");
+    assert!(
+        live.entities
+            .iter()
+            .all(|e| e.spec.get("definition").is_none()),
+        "spec.definition was fetched"
+    );
+    let api = live
+        .entities
+        .iter()
+        .find(|e| e.entity_ref() == "api:default/api-007")
+        .unwrap();
+    assert_eq!(
+        api.annotation("stagedoor.io/routes"),
+        Some("GET /api/007 api:read")
+    );
+    assert_eq!(
+        api.related("ownedBy").collect::<Vec<_>>(),
+        ["group:default/team-a"]
+    );
+    assert_eq!(api.spec["owner"], "team-a");
+
+    // The same 200 refs fetched whole, as before: one answer over the 32 MiB cap.
+    let refs: Vec<String> = (0..200)
+        .map(|i| format!("api:default/api-{i:03}"))
+        .collect();
+    let whole = reqwest::Client::new()
+        .post(format!("{}/api/catalog/entities/by-refs", peer.url))
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .body(serde_json::json!({"entityRefs": refs}).to_string())
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let cap = Limits::default().max_body_bytes;
+    eprintln!(
+        "by-refs of the 200 APIs, whole: {} bytes (cap {cap})",
+        whole.len()
+    );
+    assert!(whole.len() > cap, "{} bytes", whole.len());
+
+    // A tight cap (16 KiB): the chunks are split in halves until they fit.
+    let tight = Limits {
+        max_body_bytes: 16 * 1024,
+        page_size: 50,
+        ..Limits::default()
+    };
+    let client = Client::new(&peer.url, Some(token.clone()), tight).unwrap();
+    let mut syncer = Syncer::new(client, config.kinds.clone());
+    let split_started = Instant::now();
+    let outcome = syncer.sync_once().await.unwrap();
+    eprintln!("sync with a 16 KiB cap: {:?}", split_started.elapsed());
+    assert!(
+        matches!(
+            outcome,
+            stagedoor::catalog::backstage::SyncOutcome::Applied { .. }
+        ),
+        "{outcome:?}"
+    );
+    assert!(syncer.report().skipped.is_empty(), "{:?}", syncer.report());
+    assert_eq!(views(&syncer.entities()), views(&live.entities));
+
+    // The file source, on the same files, refuses what Backstage refused.
+    let from_files = file::load_report(&["*.yaml".to_owned()], &catalog_dir).unwrap();
+    assert_eq!(from_files.skipped.len(), 3, "{:?}", from_files.skipped);
+    assert_eq!(views(&from_files.entities), views(&live.entities));
+
+    shutdown.cancel();
+    handle.stopped().await;
+    eprintln!("large_api_entities done in {:?}", started.elapsed());
+}

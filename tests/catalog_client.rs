@@ -9,11 +9,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use stagedoor::catalog::backstage::{Client, Limits, SyncOutcome, Syncer, WIPE_CONFIRMATIONS};
+use stagedoor::catalog::backstage::{
+    Client, Limits, SkipReason, SyncOutcome, Syncer, WIPE_CONFIRMATIONS,
+};
 use stagedoor::catalog::{
     CatalogConfig, CatalogError, CatalogHandle, CatalogSnapshot, CatalogSource, Entity, Origin,
     SourceKind, snapshot,
 };
+use stagedoor::policy::{Policy, Request, Unmatched};
+use stagedoor::reason::Reason;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -394,9 +398,23 @@ async fn cursor_paging_resends_fields_and_limit_then_fetches_by_refs() {
     asked.sort();
     assert_eq!(asked, refs(&entities));
     let body: Value = serde_json::from_slice(&posts[0].body).unwrap();
+    // Only what the policy reads: not `status`, not `spec.definition`, not any field
+    // another plugin adds (a deep or bulky one would otherwise reach the parser).
     assert_eq!(
         body["fields"],
-        json!(["apiVersion", "kind", "metadata", "spec", "relations"])
+        json!([
+            "apiVersion",
+            "kind",
+            "metadata.name",
+            "metadata.namespace",
+            "metadata.etag",
+            "metadata.annotations",
+            "spec.owner",
+            "spec.parent",
+            "spec.memberOf",
+            "spec.profile.email",
+            "relations"
+        ])
     );
     assert_eq!(posts[0].headers["content-type"], "application/json");
 }
@@ -851,18 +869,10 @@ async fn malformed_answers_are_protocol_errors() {
             }),
         ),
         (
-            "entity that does not parse",
+            "by-refs envelope not closed",
             Box::new(|_, req| {
-                (req.method == "POST").then(|| {
-                    let items: Vec<Value> = req
-                        .refs()
-                        .iter()
-                        .map(
-                            |_| json!({"kind": "Component", "metadata": {"annotations": {"a": 1}}}),
-                        )
-                        .collect();
-                    Reply::Json(200, json!({"items": items}).to_string())
-                })
+                (req.method == "POST")
+                    .then(|| Reply::Json(200, "{\"items\": [{\"kind\": \"x\"}".into()))
             }),
         ),
     ];
@@ -976,8 +986,9 @@ async fn runner_serves_the_snapshot_while_backstage_is_down_then_goes_live() {
             .contains("Backstage request")
     );
 
-    // 3. Backstage is back with one change: the runner goes live, fetching only the
-    //    changed entity (the snapshot seeded the etags).
+    // 3. Backstage is back with one change: the runner goes live. The snapshot is a
+    //    cache, not an authority: every entity it seeded is fetched again on first
+    //    contact, whatever its etag.
     catalog.lock().unwrap()[0] = entity("Component", "svc-a", "a9", Some("GET /a9"));
     let server = FakeServer::start_on(
         TcpListener::bind(addr).await.unwrap(),
@@ -997,7 +1008,7 @@ async fn runner_serves_the_snapshot_while_backstage_is_down_then_goes_live() {
         .filter(|r| r.method == "POST")
         .flat_map(Req::refs)
         .collect();
-    assert_eq!(fetched, ["component:default/svc-a"]);
+    assert_eq!(fetched, refs(&live.entities));
     assert_eq!(
         snapshot::load(&snapshot_path).unwrap().entities,
         back.entities
@@ -1090,7 +1101,8 @@ async fn runner_serves_the_snapshot_when_backstage_first_answers_empty() {
     .unwrap();
     assert!(Arc::ptr_eq(rx.borrow().as_ref().unwrap(), &served));
 
-    // Backstage has ingested: live again, only what changed is fetched (nothing here).
+    // Backstage has ingested: live again. The seeded entities were never confirmed by
+    // Backstage, so each is fetched once, etags notwithstanding; then only changes are.
     *catalog.lock().unwrap() = saved;
     server.take_requests();
     handle.reload();
@@ -1102,7 +1114,19 @@ async fn runner_serves_the_snapshot_when_backstage_first_answers_empty() {
         .filter(|r| r.method == "POST")
         .flat_map(Req::refs)
         .collect();
-    assert!(fetched.is_empty(), "{fetched:?}");
+    assert_eq!(fetched, refs(&live.entities));
+    handle.reload();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        status.wait_for(|s| s.syncs.unchanged >= 1),
+    )
+    .await
+    .expect("no unchanged poll")
+    .unwrap();
+    assert!(
+        !server.take_requests().iter().any(|r| r.method == "POST"),
+        "confirmed entities were fetched again"
+    );
     stop_runner(handle, shutdown).await;
 
     // Without a snapshot file, an empty first answer is applied at once (deny all).
@@ -1158,5 +1182,525 @@ async fn runner_holds_a_wipe_out_until_the_third_poll() {
     );
     let status = handle.status().borrow().clone();
     assert_eq!((status.syncs.held, status.entities), (2, 0));
+    stop_runner(handle, shutdown).await;
+}
+
+// ------------------------------------------- issue 11: entities that break syncs
+
+/// A JSON object nested `depth` levels deep.
+fn deep_value(depth: usize) -> Value {
+    let mut v = json!(1);
+    for _ in 0..depth {
+        v = json!({ "a": v });
+    }
+    v
+}
+
+/// An entity with a field the policy reads (`spec.owner`) nested 130 deep, past
+/// serde_json's recursion limit (128): it cannot be parsed.
+fn poisoned(kind: &str, name: &str, etag: &str, routes: Option<&str>) -> Value {
+    let mut e = entity(kind, name, etag, routes);
+    e["spec"]["owner"] = deep_value(130);
+    e
+}
+
+/// An entity with a metadata field nested 130 deep that the policy does not read (the
+/// issue's case): a real Backstage does not even send it (by-refs `fields`), and a
+/// server that does gets it skipped over, not parsed.
+fn deep_metadata(kind: &str, name: &str, etag: &str, routes: Option<&str>) -> Value {
+    let mut e = entity(kind, name, etag, routes);
+    e["metadata"]["deep"] = deep_value(130);
+    e
+}
+
+/// How an anonymous `GET path` is decided by the policy built from `entities`.
+fn anonymous(entities: &[Entity], path: &str) -> Reason {
+    Policy::build(entities, Unmatched::Deny)
+        .decide(
+            &Request {
+                method: "GET",
+                host: "api.example.com",
+                path,
+            },
+            Err(Reason::MissingToken),
+        )
+        .reason
+}
+
+fn find<'a>(entities: &'a [Entity], name: &str) -> Option<&'a Entity> {
+    entities.iter().find(|e| e.metadata.name == name)
+}
+
+/// One entity nested deeper than the parser allows must not hold back the rest: a
+/// route revoked in the same poll is applied, the bad entity keeps its last good
+/// version (or is left out when new), and each is reported.
+#[tokio::test]
+async fn a_revocation_applies_while_a_poisoned_entity_sits_in_the_catalog() {
+    let catalog = Arc::new(Mutex::new(vec![
+        entity("Component", "svc-a", "a1", Some("GET /a public")),
+        entity("Component", "svc-b", "b1", Some("GET /b public")),
+        entity("Group", "team-a", "t1", None),
+        entity("Component", "svc-c", "c1", Some("GET /c public")),
+    ]));
+    let server = fake_backstage(catalog.clone()).await;
+    let mut syncer = Syncer::new(client(&server, Limits::default()), kinds());
+    syncer.sync_once().await.unwrap();
+    assert_eq!(anonymous(&syncer.entities(), "/a"), Reason::Public);
+
+    // In one poll: svc-a's public route is revoked, svc-b changes into an entity that
+    // cannot be parsed, a new unparseable entity appears, and svc-c revokes its route
+    // while carrying a metadata field nested 130 deep.
+    {
+        let mut c = catalog.lock().unwrap();
+        c[0] = entity("Component", "svc-a", "a2", Some("GET /a a:read"));
+        c[1] = poisoned("Component", "svc-b", "b2", Some("GET /b b:read"));
+        c[3] = deep_metadata("Component", "svc-c", "c2", Some("GET /c c:read"));
+        c.push(poisoned("Component", "svc-p", "p1", Some("GET /p public")));
+    }
+    let outcome = syncer.sync_once().await.unwrap();
+    let SyncOutcome::Applied {
+        entities, fetched, ..
+    } = outcome
+    else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!(fetched, 4);
+    assert_eq!(
+        anonymous(&entities, "/a"),
+        Reason::MissingToken,
+        "the revocation was not applied"
+    );
+    assert_eq!(anonymous(&entities, "/c"), Reason::MissingToken);
+    assert_eq!(
+        find(&entities, "svc-b").unwrap().metadata.etag.as_deref(),
+        Some("b1"),
+        "svc-b is not at its last good version"
+    );
+    assert_eq!(anonymous(&entities, "/b"), Reason::Public);
+    assert!(
+        find(&entities, "svc-p").is_none(),
+        "a new bad entity is left out"
+    );
+    let report = syncer.report();
+    let skipped: Vec<(&str, SkipReason, bool)> = report
+        .skipped
+        .iter()
+        .map(|s| (s.entity_ref.as_str(), s.reason, s.kept))
+        .collect();
+    assert_eq!(
+        skipped,
+        [
+            ("component:default/svc-b", SkipReason::Unparseable, true),
+            ("component:default/svc-p", SkipReason::Unparseable, false),
+        ]
+    );
+    assert!(
+        report.skipped[0].detail.contains("recursion limit"),
+        "{}",
+        report.skipped[0].detail
+    );
+
+    // While they stay broken, every poll tries them again and reports them again.
+    server.take_requests();
+    assert_eq!(syncer.sync_once().await.unwrap(), SyncOutcome::Unchanged);
+    assert_eq!(syncer.report().skipped.len(), 2);
+    let asked: Vec<String> = server
+        .take_requests()
+        .iter()
+        .filter(|r| r.method == "POST")
+        .flat_map(Req::refs)
+        .collect();
+    assert_eq!(
+        asked,
+        ["component:default/svc-b", "component:default/svc-p"]
+    );
+
+    // Fixed: both apply.
+    {
+        let mut c = catalog.lock().unwrap();
+        c[1] = entity("Component", "svc-b", "b3", Some("GET /b b:read"));
+        c[4] = entity("Component", "svc-p", "p2", Some("GET /p public"));
+    }
+    let SyncOutcome::Applied { entities, .. } = syncer.sync_once().await.unwrap() else {
+        panic!()
+    };
+    assert!(syncer.report().skipped.is_empty());
+    assert_eq!(anonymous(&entities, "/b"), Reason::MissingToken);
+    assert_eq!(anonymous(&entities, "/p"), Reason::Public);
+}
+
+/// A by-refs answer that reaches the body cap is asked for again in halves; an entity
+/// over the cap on its own is skipped (kept at its last good version), not the sync.
+#[tokio::test]
+async fn an_answer_over_the_body_cap_is_split_and_an_entity_too_large_alone_is_skipped() {
+    let api = |name: &str, etag: &str, definition_bytes: usize| {
+        let mut e = entity("API", name, etag, None);
+        e["spec"]["definition"] = json!("x".repeat(definition_bytes));
+        e
+    };
+    let mut entities: Vec<Value> = (0..40)
+        .map(|i| api(&format!("api-{i:02}"), "e1", 5_000))
+        .collect();
+    entities.push(api("api-huge", "h1", 1_000));
+    entities.push(entity("Component", "svc-a", "a1", Some("GET /a public")));
+    let catalog = Arc::new(Mutex::new(entities));
+    let server = fake_backstage(catalog.clone()).await;
+    let cap = 64 * 1024;
+    let small = Limits {
+        max_body_bytes: cap,
+        ..Limits::default()
+    };
+    let mut syncer = Syncer::new(client(&server, small), kinds());
+    let SyncOutcome::Applied {
+        entities, fetched, ..
+    } = syncer.sync_once().await.unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!((fetched, entities.len()), (42, 42));
+    let posts: Vec<Req> = server
+        .take_requests()
+        .into_iter()
+        .filter(|r| r.method == "POST")
+        .collect();
+    assert_eq!(posts[0].refs().len(), 42, "first asked for all at once");
+    assert!(posts.len() >= 5, "not split: {} requests", posts.len());
+
+    // api-huge grows past the cap on its own, and svc-a's route is revoked.
+    {
+        let mut c = catalog.lock().unwrap();
+        c[40] = api("api-huge", "h2", 100_000);
+        c[41] = entity("Component", "svc-a", "a2", Some("GET /a a:read"));
+    }
+    let SyncOutcome::Applied { entities, .. } = syncer.sync_once().await.unwrap() else {
+        panic!()
+    };
+    assert_eq!(anonymous(&entities, "/a"), Reason::MissingToken);
+    assert_eq!(
+        find(&entities, "api-huge")
+            .unwrap()
+            .metadata
+            .etag
+            .as_deref(),
+        Some("h1")
+    );
+    let report = syncer.report();
+    assert_eq!(report.skipped.len(), 1, "{report:?}");
+    assert_eq!(
+        (
+            report.skipped[0].entity_ref.as_str(),
+            report.skipped[0].reason,
+            report.skipped[0].kept
+        ),
+        ("api:default/api-huge", SkipReason::TooLarge, true)
+    );
+    assert!(report.skipped[0].detail.contains(&cap.to_string()));
+}
+
+// ---------------------------------------------------------- logs, for the runner
+
+/// Collects what the tests' tracing subscriber writes.
+#[derive(Clone, Default)]
+struct LogBuf(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuf {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogBuf {
+    type Writer = LogBuf;
+    fn make_writer(&'a self) -> LogBuf {
+        self.clone()
+    }
+}
+
+impl LogBuf {
+    /// The JSON lines logged so far.
+    fn lines(&self) -> Vec<Value> {
+        String::from_utf8_lossy(&self.0.lock().unwrap())
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+    fn raw(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+/// JSON logs, as `serve` writes them, for this thread (the runner's tasks run on it
+/// under the current-thread test runtime).
+fn capture_logs() -> (LogBuf, tracing::subscriber::DefaultGuard) {
+    let buf = LogBuf::default();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .flatten_event(true)
+        .with_max_level(tracing::Level::INFO)
+        .with_writer(buf.clone())
+        .finish();
+    (buf, tracing::subscriber::set_default(subscriber))
+}
+
+#[tokio::test]
+async fn the_runner_logs_and_counts_skipped_entities() {
+    let (logs, _guard) = capture_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = sample_catalog();
+    let server = FakeServer::start(runner_backstage(catalog.clone())).await;
+    let mut config = backstage_config(server.url(), std::path::Path::new("snap.json"));
+    config.poll_seconds = 3600;
+    let (handle, shutdown) = start_runner(&config, dir.path());
+    let mut rx = handle.snapshots();
+    wait_for_snapshot(&mut rx, "live sync", |s| s.origin == Origin::Live).await;
+    {
+        let mut c = catalog.lock().unwrap();
+        c[0] = entity("Component", "svc-a", "a2", Some("GET /a2"));
+        c[1] = poisoned("Component", "svc-b", "b2", Some("GET /b2"));
+    }
+    handle.reload();
+    let applied = wait_for_snapshot(&mut rx, "the revocation", |s| {
+        find(&s.entities, "svc-a").unwrap().metadata.etag.as_deref() == Some("a2")
+    })
+    .await;
+    assert_eq!(
+        find(&applied.entities, "svc-b")
+            .unwrap()
+            .metadata
+            .etag
+            .as_deref(),
+        Some("b1")
+    );
+    let status = handle.status().borrow().clone();
+    assert_eq!(
+        (
+            status.entities_skipped.unparseable,
+            status.entities_skipped.too_large
+        ),
+        (1, 0)
+    );
+    assert_eq!(status.skipped.len(), 1);
+    assert!(
+        status.skipped[0].starts_with("component:default/svc-b: recursion limit exceeded")
+            && status.skipped[0].ends_with("its last good version is kept"),
+        "{}",
+        status.skipped[0]
+    );
+    let logged: Vec<Value> = logs
+        .lines()
+        .into_iter()
+        .filter(|l| l["event"] == "entity_skipped")
+        .collect();
+    assert_eq!(logged.len(), 1, "{}", logs.raw());
+    assert_eq!(logged[0]["entity"], "component:default/svc-b");
+    assert_eq!(logged[0]["reason"], "unparseable");
+    assert_eq!(logged[0]["kept"], true);
+    // The file keeps the last good svc-b too.
+    let saved = snapshot::load(&dir.path().join("snap.json")).unwrap();
+    assert_eq!(saved.entities, applied.entities);
+    stop_runner(handle, shutdown).await;
+}
+
+/// A proxy (or a Backstage) whose by-refs etags differ from the listing's makes every
+/// poll fetch everything again: that is logged and counted, not silent.
+#[tokio::test]
+async fn etag_mismatches_are_logged_and_counted() {
+    let (logs, _guard) = capture_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = sample_catalog();
+    let token = std::env::var(RUNNER_TOKEN_ENV).unwrap();
+    let c = catalog.clone();
+    let server = FakeServer::start(Arc::new(move |req: &Req| {
+        let reply = backstage_with_token(&c, &token, req);
+        match reply {
+            Reply::Json(200, body) if req.method == "POST" => {
+                let mut v: Value = serde_json::from_str(&body).unwrap();
+                for item in v["items"].as_array_mut().unwrap() {
+                    let etag = item["metadata"]["etag"].as_str().unwrap().to_owned();
+                    item["metadata"]["etag"] = json!(format!("rewritten-{etag}"));
+                }
+                Reply::Json(200, v.to_string())
+            }
+            other => other,
+        }
+    }))
+    .await;
+    let mut config = backstage_config(server.url(), std::path::Path::new("snap.json"));
+    config.poll_seconds = 3600;
+    let (handle, shutdown) = start_runner(&config, dir.path());
+    let mut rx = handle.snapshots();
+    wait_for_snapshot(&mut rx, "live sync", |s| s.origin == Origin::Live).await;
+    let mut status = handle.status();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        status.wait_for(|s| s.etag_mismatches == 5),
+    )
+    .await
+    .expect("first sync's mismatches not counted")
+    .unwrap();
+    server.take_requests();
+    handle.reload();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        status.wait_for(|s| s.etag_mismatches == 10),
+    )
+    .await
+    .expect("second sync's mismatches not counted")
+    .unwrap();
+    let refetched = server
+        .take_requests()
+        .iter()
+        .filter(|r| r.method == "POST")
+        .flat_map(Req::refs)
+        .count();
+    assert_eq!(refetched, 5, "every entity is fetched again on every poll");
+    let logged: Vec<Value> = logs
+        .lines()
+        .into_iter()
+        .filter(|l| l["event"] == "etag_mismatch")
+        .collect();
+    assert_eq!(logged.len(), 2, "{}", logs.raw());
+    assert_eq!(logged[0]["count"], 5);
+    let examples = logged[0]["examples"].as_str().unwrap();
+    assert!(
+        examples.contains("api:default/api-a (listed p1, fetched rewritten-p1)"),
+        "{examples}"
+    );
+    stop_runner(handle, shutdown).await;
+}
+
+/// A multi-megabyte error body (a message, or raw text) is read in part, and what
+/// reaches the error, the status and the log line is cut and escaped.
+#[tokio::test]
+async fn a_multi_mb_error_body_is_logged_truncated() {
+    // Backstage writes `name` before `message`.
+    let backstage_body = |message: &str| {
+        format!(
+            r#"{{"error":{{"name":"InputError","message":{}}},"response":{{"statusCode":500}}}}"#,
+            json!(message)
+        )
+    };
+    let json_body = backstage_body(&format!("first line\n{}", "m".repeat(5 * 1024 * 1024)));
+    let raw_body = format!("\u{1b}[31m{}", "r".repeat(5 * 1024 * 1024));
+    for (status, body) in [(500, json_body.clone()), (401, json_body), (502, raw_body)] {
+        let server = FakeServer::start(Arc::new(move |_| Reply::Json(status, body.clone()))).await;
+        let err = Syncer::new(client(&server, Limits::default()), kinds())
+            .sync_once()
+            .await
+            .unwrap_err();
+        let (CatalogError::Status { message, .. } | CatalogError::Auth { message, .. }) = &err
+        else {
+            panic!("{err}")
+        };
+        assert!(message.len() <= 512 + "…[cut]".len(), "{}", message.len());
+        assert!(message.ends_with("…[cut]"), "{message}");
+        assert!(!message.contains(['\n', '\u{1b}']), "{message}");
+        assert!(err.to_string().len() < 1024, "{}", err.to_string().len());
+    }
+
+    // Through the runner: the status and the logged line are short too.
+    let (logs, _guard) = capture_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let big = backstage_body(&"n".repeat(5 * 1024 * 1024));
+    let server = FakeServer::start(Arc::new(move |_| Reply::Json(500, big.clone()))).await;
+    let config = backstage_config(server.url(), &dir.path().join("none.json"));
+    let (handle, shutdown) = start_runner(&config, dir.path());
+    let mut status = handle.status();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        status.wait_for(|s| s.syncs.failed >= 1),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let last_error = status.borrow().last_error.clone().unwrap();
+    assert!(last_error.len() < 1024, "{}", last_error.len());
+    let line = logs
+        .raw()
+        .lines()
+        .find(|l| l.contains("catalog refresh failed"))
+        .map(str::to_owned)
+        .expect("the failure is logged");
+    assert!(line.len() < 1500, "a {}-byte log line", line.len());
+    assert!(
+        line.contains("InputError") && line.contains("nnnn…[cut]"),
+        "{line}"
+    );
+    stop_runner(handle, shutdown).await;
+}
+
+/// The snapshot file is a cache: an edit to it (a scoped route made public) does not
+/// survive first contact with a healthy, unchanged Backstage, is never served as live
+/// nor written back, and the file is readable by its owner only.
+#[tokio::test]
+async fn a_tampered_snapshot_is_corrected_on_first_contact() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = Arc::new(Mutex::new(vec![
+        entity("Component", "svc-a", "a1", Some("GET /a a:read")),
+        entity("Group", "team-a", "t1", None),
+    ]));
+    let server = FakeServer::start(runner_backstage(catalog.clone())).await;
+    let mut config = backstage_config(server.url(), std::path::Path::new("snap.json"));
+    config.poll_seconds = 3600;
+    let path = dir.path().join("snap.json");
+    let (handle, shutdown) = start_runner(&config, dir.path());
+    let mut rx = handle.snapshots();
+    let live = wait_for_snapshot(&mut rx, "live sync", |s| s.origin == Origin::Live).await;
+    stop_runner(handle, shutdown).await;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&path), 0o600, "snapshot mode {:o}", mode(&path));
+    assert_eq!(anonymous(&live.entities, "/a"), Reason::MissingToken);
+
+    // Someone edits the file: svc-a's route made public, the etag left as it was.
+    let mut saved: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    for e in saved["entities"].as_array_mut().unwrap() {
+        if e["metadata"]["name"] == "svc-a" {
+            e["metadata"]["annotations"]["stagedoor.io/routes"] = json!("GET /a public");
+        }
+    }
+    std::fs::write(&path, saved.to_string()).unwrap();
+    let tampered = snapshot::load(&path).unwrap();
+    assert_eq!(anonymous(&tampered.entities, "/a"), Reason::Public);
+
+    // Restart against the same healthy Backstage: the first catalog published is
+    // Backstage's, and the file is rewritten from it.
+    server.take_requests();
+    let (handle, shutdown) = start_runner(&config, dir.path());
+    let mut rx = handle.snapshots();
+    let first = wait_for_snapshot(&mut rx, "first catalog", |_| true).await;
+    assert_eq!(first.origin, Origin::Live);
+    assert_eq!(
+        anonymous(&first.entities, "/a"),
+        Reason::MissingToken,
+        "the edited snapshot was served as live"
+    );
+    assert_eq!(first.entities, live.entities);
+    let fetched: Vec<String> = server
+        .take_requests()
+        .iter()
+        .filter(|r| r.method == "POST")
+        .flat_map(Req::refs)
+        .collect();
+    assert_eq!(
+        fetched,
+        refs(&live.entities),
+        "seeded entities not refetched"
+    );
+    let mut status = handle.status();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while snapshot::load(&path).unwrap().entities != live.entities {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the edited file was not rewritten");
+    assert_eq!(mode(&path), 0o600);
+    let st = status.borrow_and_update().clone();
+    assert_eq!(st.origin, Some(Origin::Live));
     stop_runner(handle, shutdown).await;
 }

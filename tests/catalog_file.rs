@@ -375,3 +375,303 @@ async fn sighup_and_reload_force_a_load() {
     assert_eq!(after_reload.entities.len(), 5);
     shutdown.cancel();
 }
+
+// --------------------------------------- issue 11: files that must not be parsed
+
+/// `depth` flow levels under a key, unclosed: what took libyaml seconds to minutes.
+fn deep_yaml(depth: usize) -> String {
+    format!(
+        "apiVersion: v1\nkind: Group\nmetadata:\n  name: g\n  x: {}\n",
+        "[".repeat(depth)
+    )
+}
+
+#[test]
+fn a_deeply_nested_file_is_refused_quickly_with_its_name() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("good.yaml"),
+        "apiVersion: v1\nkind: Group\nmetadata: {name: fine}\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("deep.yaml"), deep_yaml(64 * 1024)).unwrap();
+    let started = std::time::Instant::now();
+    let err = load_report(&["*.yaml".to_owned()], dir.path()).unwrap_err();
+    let elapsed = started.elapsed();
+    assert!(elapsed < Duration::from_secs(2), "took {elapsed:?}");
+    let CatalogError::FileRefused { path, reason } = &err else {
+        panic!("{err}")
+    };
+    assert_eq!(path, &dir.path().join("deep.yaml"));
+    assert!(reason.contains("line 5"), "{reason}");
+    let message = err.to_string();
+    assert!(
+        message.contains("deep.yaml") && message.contains("nested"),
+        "{message}"
+    );
+
+    // Over the byte cap: refused without being read whole.
+    std::fs::remove_file(dir.path().join("deep.yaml")).unwrap();
+    let big = std::fs::File::create(dir.path().join("big.yaml")).unwrap();
+    big.set_len(stagedoor::catalog::file::MAX_FILE_BYTES + 1)
+        .unwrap();
+    let err = load_report(&["*.yaml".to_owned()], dir.path()).unwrap_err();
+    assert!(
+        matches!(&err, CatalogError::FileRefused { path, .. } if path.ends_with("big.yaml")),
+        "{err}"
+    );
+    assert!(err.to_string().contains("larger than"), "{err}");
+}
+
+#[tokio::test]
+async fn the_runner_keeps_the_last_good_catalog_when_a_file_is_refused() {
+    let dir = fixture_copy();
+    let shutdown = CancellationToken::new();
+    let handle = CatalogSource::start(&file_config(1), dir.path(), shutdown.clone()).unwrap();
+    let mut rx = handle.snapshots();
+    let first = next_snapshot(&mut rx, Duration::from_secs(10)).await;
+    std::fs::write(dir.path().join("catalog/deep.yaml"), deep_yaml(200_000)).unwrap();
+    let mut status = handle.status();
+    let st = tokio::time::timeout(
+        Duration::from_secs(10),
+        status.wait_for(|s| s.consecutive_errors >= 1),
+    )
+    .await
+    .expect("the refusal was not reported")
+    .unwrap()
+    .clone();
+    assert!(
+        st.last_error.as_deref().unwrap().contains("deep.yaml"),
+        "{st:?}"
+    );
+    assert!(Arc::ptr_eq(rx.borrow().as_ref().unwrap(), &first));
+    shutdown.cancel();
+}
+
+/// A load that outlives its deadline is abandoned and reported; the same files are not
+/// tried again (the abandoned parse may still be running), changed ones are.
+#[tokio::test]
+async fn a_load_past_its_deadline_is_abandoned() {
+    use stagedoor::catalog::source::RunnerLimits;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("catalog")).unwrap();
+    // Within both caps (2 MiB, 60 levels), but slow: seconds in a debug build.
+    let unit = format!("{}1{},", "[".repeat(58), "]".repeat(58));
+    let slow = format!("a: [{}1]\n", unit.repeat(2 * 1024 * 1024 / unit.len()));
+    std::fs::write(dir.path().join("catalog/slow.yaml"), slow).unwrap();
+    let limits = RunnerLimits {
+        file_load_deadline: Duration::from_millis(200),
+        ..RunnerLimits::default()
+    };
+    let shutdown = CancellationToken::new();
+    let started = std::time::Instant::now();
+    let handle =
+        CatalogSource::start_with(&file_config(1), dir.path(), shutdown.clone(), limits).unwrap();
+    let mut status = handle.status();
+    let st = tokio::time::timeout(
+        Duration::from_secs(10),
+        status.wait_for(|s| s.consecutive_errors >= 1),
+    )
+    .await
+    .expect("the deadline was not kept")
+    .unwrap()
+    .clone();
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        st.last_error
+            .as_deref()
+            .unwrap()
+            .contains("not loaded within"),
+        "{st:?}"
+    );
+    // Two more polls: the same files are not loaded again.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(handle.status().borrow().syncs.failed, 1);
+    assert!(handle.snapshots().borrow().is_none());
+
+    // Fixed files load once the abandoned parse has ended.
+    std::fs::write(
+        dir.path().join("catalog/slow.yaml"),
+        "apiVersion: v1\nkind: Group\nmetadata: {name: fixed}\n",
+    )
+    .unwrap();
+    let mut rx = handle.snapshots();
+    let loaded = tokio::time::timeout(Duration::from_secs(120), async {
+        loop {
+            if let Some(s) = rx.borrow_and_update().clone() {
+                return s;
+            }
+            rx.changed().await.unwrap();
+        }
+    })
+    .await
+    .expect("the fixed files never loaded");
+    assert_eq!(loaded.entities[0].entity_ref(), "group:default/fixed");
+    shutdown.cancel();
+}
+
+/// Entities Backstage would refuse (its name, namespace, kind rules) are refused by the
+/// file source too, each with a message naming the field; the others load.
+#[test]
+fn names_backstage_would_refuse_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("a.yaml"),
+        "apiVersion: backstage.io/v1alpha1\nkind: Component\nmetadata: {name: 'orders api'}\n\
+         ---\napiVersion: backstage.io/v1alpha1\nkind: Component\nmetadata: {name: orders, namespace: Payments}\n\
+         ---\napiVersion: backstage.io/v1alpha1\nkind: Component\nmetadata: {name: -orders}\n\
+         ---\napiVersion: backstage.io/v1alpha1\nkind: Component\nmetadata:\n  name: a-name-that-is-longer-than-sixty-three-characters-which-backstage-refuses\n\
+         ---\napiVersion: backstage.io/v1alpha1\nkind: Component\nmetadata: {name: Orders_API.v2}\n",
+    )
+    .unwrap();
+    let loaded = load_report(&["*.yaml".to_owned()], dir.path()).unwrap();
+    let refs: Vec<_> = loaded.entities.iter().map(Entity::entity_ref).collect();
+    assert_eq!(refs, ["component:default/orders_api.v2"]);
+    let reasons: Vec<(usize, String)> = loaded
+        .skipped
+        .iter()
+        .map(|e| match e {
+            CatalogError::Document { index, reason, .. } => (*index, reason.clone()),
+            other => panic!("{other}"),
+        })
+        .collect();
+    assert_eq!(reasons.len(), 4, "{reasons:#?}");
+    for ((index, reason), (want_index, field)) in reasons.iter().zip([
+        (0, "\"metadata.name\" is not valid"),
+        (1, "\"metadata.namespace\" is not valid"),
+        (2, "\"metadata.name\" is not valid"),
+        (3, "\"metadata.name\" is not valid"),
+    ]) {
+        assert_eq!(*index, want_index);
+        assert!(
+            reason.starts_with("refused as Backstage would refuse it: ") && reason.contains(field),
+            "{reason}"
+        );
+    }
+    assert!(
+        reasons[0].1.ends_with("but found \"orders api\""),
+        "{}",
+        reasons[0].1
+    );
+    assert!(
+        reasons[1]
+            .1
+            .contains("sequences of [a-z0-9] separated by [-]"),
+        "{}",
+        reasons[1].1
+    );
+}
+
+// ------------------------------------------------------------- `policy show`
+
+/// A configuration in `dir` reading `dir/catalog/*.yaml`, with the quickstart's keys.
+fn cli_config(dir: &Path) -> PathBuf {
+    let jwks = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/quickstart/demo-jwks.json");
+    let config = dir.join("stagedoor.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[issuers]]\nissuer = \"https://idp.example\"\naudiences = [\"a\"]\n\
+             jwks_file = \"{}\"\nalgorithms = [\"ES256\"]\n\n\
+             [catalog]\nsource = \"file\"\nfiles = [\"catalog/*.yaml\"]\n",
+            jwks.display()
+        ),
+    )
+    .unwrap();
+    config
+}
+
+/// Runs `stagedoor policy show` (killed after 60 s): exit code, stdout, stderr, time.
+fn policy_show(config: &Path, json: bool) -> (Option<i32>, String, String, Duration) {
+    use std::io::Read;
+    let mut args = vec!["policy", "show", "--config", config.to_str().unwrap()];
+    if json {
+        args.extend(["--format", "json"]);
+    }
+    let started = std::time::Instant::now();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_stagedoor"))
+        .args(&args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let code = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code();
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let elapsed = started.elapsed();
+    let (mut out, mut err) = (String::new(), String::new());
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    (code, out, err, elapsed)
+}
+
+#[test]
+fn policy_show_exits_with_an_error_on_a_deeply_nested_file() {
+    let dir = fixture_copy();
+    std::fs::write(dir.path().join("catalog/deep.yaml"), deep_yaml(200_000)).unwrap();
+    let config = cli_config(dir.path());
+    let (code, out, err, elapsed) = policy_show(&config, false);
+    assert_eq!(
+        code,
+        Some(1),
+        "exit {code:?} after {elapsed:?}\n{out}\n{err}"
+    );
+    assert!(elapsed < Duration::from_secs(10), "took {elapsed:?}");
+    assert!(err.contains("deep.yaml") && err.contains("nested"), "{err}");
+    assert!(out.is_empty(), "{out}");
+}
+
+#[test]
+fn policy_show_says_why_each_document_was_skipped() {
+    let dir = fixture_copy();
+    std::fs::write(
+        dir.path().join("catalog/extra.yaml"),
+        "apiVersion: v1\nkind: Group\nmetadata: {name: fine}\n\
+         ---\nhello: world\n\
+         ---\napiVersion: v1\nkind: Group\nmetadata: {name: 'bad name'}\n",
+    )
+    .unwrap();
+    let config = cli_config(dir.path());
+    let (code, out, err, _) = policy_show(&config, false);
+    assert_eq!(code, Some(0), "{err}");
+    let skipped: Vec<&str> = out.lines().filter(|l| l.starts_with("skipped: ")).collect();
+    assert_eq!(skipped.len(), 2, "{out}");
+    assert!(
+        skipped[0].contains("extra.yaml, document 1: not an entity"),
+        "{}",
+        skipped[0]
+    );
+    assert!(
+        skipped[1].contains(
+            "extra.yaml, document 2: refused as Backstage would refuse it: \"metadata.name\""
+        ),
+        "{}",
+        skipped[1]
+    );
+    let (code, out, _, _) = policy_show(&config, true);
+    assert_eq!(code, Some(0));
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["skipped"].as_array().unwrap().len(), 2, "{json}");
+}

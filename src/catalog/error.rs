@@ -38,6 +38,15 @@ pub enum CatalogError {
         #[source]
         source: std::io::Error,
     },
+    /// A file not parsed at all (over the byte cap, or nested deeper than the
+    /// pre-scan allows); the whole load fails and the last good catalog stays.
+    #[error("{path}: refused: {reason}")]
+    FileRefused { path: PathBuf, reason: String },
+    /// Loading the files did not finish within the deadline; the load was abandoned.
+    #[error(
+        "catalog files not loaded within {seconds} s; the load was abandoned (a file too large or too deeply nested for the pre-scan to catch?)"
+    )]
+    LoadTimeout { seconds: u64 },
     /// One YAML document that is not a usable entity; the rest of the load goes on.
     #[error("{file}, document {index}: {reason}")]
     Document {

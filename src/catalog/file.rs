@@ -10,6 +10,21 @@
 //!   `---`) are ignored, as Backstage does.
 //! - Unreadable files, invalid globs and globs matching nothing fail the whole load:
 //!   the caller keeps serving what it had.
+//! - Before parsing, each file is checked against a byte cap ([`MAX_FILE_BYTES`]) and
+//!   a nesting pre-scan ([`yaml_scan`], at most [`MAX_NESTING`] levels): the YAML
+//!   parser takes quadratic time in flow nesting (`[[[[…`), so a file past either
+//!   limit is not parsed at all, and the whole load fails with
+//!   [`CatalogError::FileRefused`] naming the file and the line. Like an unreadable
+//!   file, it stops every update until it is fixed (a denial of service, reported at
+//!   once) rather than silently dropping its entities, whose paths could then fall
+//!   through to a shorter route. The runner also abandons a load that outlives its
+//!   deadline (`catalog::source`).
+//! - Names Backstage would refuse are refused here too, with Backstage's own rules
+//!   (`FieldFormatEntityPolicy` and `KubernetesValidatorFunctions` of
+//!   `@backstage/catalog-model` 1.10.3): `apiVersion`, `kind`, `metadata.name`,
+//!   `metadata.namespace` (lowercase DNS label), label keys and values, annotation
+//!   keys, tags and link URLs. The document is skipped with Backstage's message, so
+//!   the file source never serves an entity the Backstage source could not.
 //! - An entity ref seen twice: the first (in sorted path order) wins, the later one is
 //!   reported, as Backstage reports a conflict and keeps the first.
 //! - Relations: `ownedBy`/`ownerOf` from `spec.owner` (Component, API, Resource,
@@ -30,12 +45,19 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use serde::Deserialize;
+use serde_json::Value;
 
 use super::entity::{Entity, Relation};
 use super::error::{CatalogError, ConfigError};
+use super::yaml_scan;
+pub use super::yaml_scan::MAX_NESTING;
 
 /// Guards against a pathological file with an endless stream of documents.
 const MAX_DOCUMENTS_PER_FILE: usize = 100_000;
+
+/// Largest catalog file read. An 8 MiB file of ~50,000 small entities parses in about
+/// a second (release build); bracket-dense YAML at the allowed depth in a few.
+pub const MAX_FILE_BYTES: u64 = 8 * 1024 * 1024;
 
 /// The outcome of a load: the entities, and the documents skipped with the reason.
 #[derive(Debug)]
@@ -61,10 +83,7 @@ pub fn load_report(patterns: &[String], base_dir: &Path) -> Result<Loaded, Catal
     let mut skipped = Vec::new();
     let mut by_ref: BTreeMap<String, (Entity, PathBuf, usize)> = BTreeMap::new();
     for file in &files {
-        let text = std::fs::read_to_string(file).map_err(|source| CatalogError::Io {
-            path: file.clone(),
-            source,
-        })?;
+        let text = read_checked(file)?;
         for (index, parsed) in parse_documents(&text).into_iter().enumerate() {
             let doc_error = |reason: String| CatalogError::Document {
                 file: file.clone(),
@@ -110,6 +129,40 @@ pub fn load_report(patterns: &[String], base_dir: &Path) -> Result<Loaded, Catal
         entities: entities.into_values().collect(),
         skipped,
     })
+}
+
+/// A file's text, if it is within [`MAX_FILE_BYTES`], UTF-8, and nests no deeper than
+/// [`MAX_NESTING`].
+fn read_checked(path: &Path) -> Result<String, CatalogError> {
+    use std::io::Read;
+    let io = |source| CatalogError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let refused = |reason: String| CatalogError::FileRefused {
+        path: path.to_owned(),
+        reason,
+    };
+    let too_large = || refused(format!("larger than {MAX_FILE_BYTES} bytes"));
+    let file = std::fs::File::open(path).map_err(io)?;
+    if file.metadata().map_err(io)?.len() > MAX_FILE_BYTES {
+        return Err(too_large());
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(too_large());
+    }
+    let text = String::from_utf8(bytes).map_err(|e| {
+        io(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            e.utf8_error(),
+        ))
+    })?;
+    yaml_scan::check(&text, MAX_NESTING).map_err(|deep| refused(deep.to_string()))?;
+    Ok(text)
 }
 
 /// The files matched by one glob, sorted; an invalid glob is a [`ConfigError`].
@@ -207,25 +260,186 @@ fn to_entity(value: serde_norway::Value) -> Result<Option<Entity>, String> {
         return Err("not an entity: the document is not a mapping".to_owned());
     }
     let json = serde_json::to_value(&value).map_err(|e| format!("not an entity: {e}"))?;
-    let entity: Entity = serde_json::from_value(json).map_err(|e| format!("not an entity: {e}"))?;
-    if entity.api_version.is_empty() {
-        return Err("not an entity: apiVersion is missing or empty".to_owned());
-    }
-    for (what, part) in [
-        ("kind", &entity.kind),
-        ("metadata.name", &entity.metadata.name),
-        ("metadata.namespace", &entity.metadata.namespace),
-    ] {
-        if part.is_empty() || part.contains([':', '/']) || part.contains(char::is_whitespace) {
-            return Err(format!(
-                "{what} {part:?} is not valid (empty, or contains ':', '/' or whitespace)"
-            ));
-        }
-    }
+    let entity: Entity =
+        serde_json::from_value(json.clone()).map_err(|e| format!("not an entity: {e}"))?;
+    check_format(&json).map_err(|e| format!("refused as Backstage would refuse it: {e}"))?;
     Ok(Some(Entity {
         relations: Vec::new(),
         ..entity
     }))
+}
+
+/// Backstage's `FieldFormatEntityPolicy` (`@backstage/catalog-model` 1.10.3), with its
+/// messages: every field it checks, in its order.
+fn check_format(json: &Value) -> Result<(), String> {
+    fn require(field: &str, value: Option<&Value>, check: Check) -> Result<(), String> {
+        let value = match value {
+            None | Some(Value::Null) => return Err(format!("{field} must have a value")),
+            Some(v) => v,
+        };
+        if value.as_str().is_some_and(check.test) {
+            return Ok(());
+        }
+        let shown = match value {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        Err(format!(
+            "\"{field}\" is not valid; expected {} but found \"{}\"",
+            check.expectation,
+            super::backstage::excerpt(&shown, 100)
+        ))
+    }
+    let metadata = json.get("metadata");
+    let meta = |key: &str| metadata.and_then(|m| m.get(key));
+    require("apiVersion", json.get("apiVersion"), API_VERSION)?;
+    require("kind", json.get("kind"), KIND)?;
+    require("metadata.name", meta("name"), OBJECT_NAME)?;
+    if let Some(namespace) = meta("namespace") {
+        require("metadata.namespace", Some(namespace), DNS_LABEL)?;
+    }
+    for (what, check_key, check_value) in [
+        ("labels", PREFIXED_NAME, Some(LABEL_VALUE)),
+        ("annotations", PREFIXED_NAME, None),
+    ] {
+        match meta(what) {
+            None | Some(Value::Null) => {}
+            Some(Value::Object(map)) => {
+                for (k, v) in map {
+                    let field = format!("{what}.{k}");
+                    require(&field, Some(&Value::String(k.clone())), check_key)?;
+                    match check_value {
+                        Some(check) => require(&field, Some(v), check)?,
+                        None if !v.is_string() => {
+                            return Err(format!("\"{field}\" is not valid; expected a string"));
+                        }
+                        None => {}
+                    }
+                }
+            }
+            Some(_) => return Err(format!("metadata.{what} must be an object")),
+        }
+    }
+    match meta("tags") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(tags)) => {
+            for (i, tag) in tags.iter().enumerate() {
+                require(&format!("tags.{i}"), Some(tag), TAG)?;
+            }
+        }
+        Some(_) => return Err("metadata.tags must be a list".to_owned()),
+    }
+    match meta("links") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(links)) => {
+            for (i, link) in links.iter().enumerate() {
+                require(&format!("links.{i}.url"), link.get("url"), URL)?;
+                for key in ["title", "icon"] {
+                    if let Some(v) = link.get(key) {
+                        require(&format!("links.{i}.{key}"), Some(v), NON_EMPTY)?;
+                    }
+                }
+            }
+        }
+        Some(_) => return Err("metadata.links must be a list".to_owned()),
+    }
+    Ok(())
+}
+
+/// One of Backstage's validators and the expectation its message names.
+#[derive(Clone, Copy)]
+struct Check {
+    test: fn(&str) -> bool,
+    expectation: &'static str,
+}
+
+const SEPARATED: &str = "a string that is sequences of [a-zA-Z0-9] separated by any of [-_.], at most 63 characters in total";
+const API_VERSION: Check = Check {
+    test: |v| {
+        prefix_and_or_suffix(v, is_dns_subdomain, |n| {
+            (1..=63).contains(&n.len()) && n.bytes().all(|b| b.is_ascii_alphanumeric())
+        })
+    },
+    expectation: "a valid prefix and/or suffix",
+};
+const KIND: Check = Check {
+    test: |v| {
+        (1..=63).contains(&v.len())
+            && v.as_bytes()[0].is_ascii_alphabetic()
+            && v.bytes().all(|b| b.is_ascii_alphanumeric())
+    },
+    expectation: "a string that is a sequence of [a-zA-Z][a-z0-9A-Z], at most 63 characters in total",
+};
+const OBJECT_NAME: Check = Check {
+    test: is_object_name,
+    expectation: SEPARATED,
+};
+const DNS_LABEL: Check = Check {
+    test: is_dns_label,
+    expectation: "a string that is sequences of [a-z0-9] separated by [-], at most 63 characters in total",
+};
+const PREFIXED_NAME: Check = Check {
+    test: |v| prefix_and_or_suffix(v, is_dns_subdomain, is_object_name),
+    expectation: "a valid prefix and/or suffix",
+};
+const LABEL_VALUE: Check = Check {
+    test: |v| v.is_empty() || is_object_name(v),
+    expectation: SEPARATED,
+};
+const TAG: Check = Check {
+    test: |v| {
+        (1..=63).contains(&v.len())
+            && v.split('-').all(|part| {
+                !part.is_empty()
+                    && part.bytes().all(|b| {
+                        b.is_ascii_lowercase() || b.is_ascii_digit() || b":+#".contains(&b)
+                    })
+            })
+    },
+    expectation: "a string that is sequences of [a-z0-9+#] separated by [-], at most 63 characters in total",
+};
+const URL: Check = Check {
+    test: |v| reqwest::Url::parse(v).is_ok(),
+    expectation: "a string that is a valid url",
+};
+const NON_EMPTY: Check = Check {
+    test: |v| !v.trim().is_empty(),
+    expectation: "a non empty string",
+};
+
+/// `^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$`, 1 to 63 characters.
+fn is_object_name(v: &str) -> bool {
+    let b = v.as_bytes();
+    (1..=63).contains(&b.len())
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || b"-_.".contains(c))
+}
+
+/// `^[a-z0-9]+(?:\-+[a-z0-9]+)*$`, 1 to 63 characters.
+fn is_dns_label(v: &str) -> bool {
+    let b = v.as_bytes();
+    let alnum = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+    (1..=63).contains(&b.len())
+        && alnum(&b[0])
+        && alnum(&b[b.len() - 1])
+        && b.iter().all(|c| alnum(c) || *c == b'-')
+}
+
+/// Dot-separated DNS labels, 1 to 253 characters.
+fn is_dns_subdomain(v: &str) -> bool {
+    (1..=253).contains(&v.len()) && v.split('.').all(is_dns_label)
+}
+
+/// Backstage's `isValidPrefixAndOrSuffix` with separator `/`.
+fn prefix_and_or_suffix(v: &str, prefix: fn(&str) -> bool, suffix: fn(&str) -> bool) -> bool {
+    let parts: Vec<&str> = v.split('/').collect();
+    match parts[..] {
+        [name] => suffix(name),
+        [p, name] => prefix(p) && suffix(name),
+        _ => false,
+    }
 }
 
 /// The relations `entity` itself declares through its spec, resolved to full refs.
@@ -387,6 +601,91 @@ mod tests {
         assert_eq!(
             docs[7].as_ref().unwrap().as_ref().unwrap().metadata.name,
             "fine"
+        );
+    }
+
+    #[test]
+    fn names_follow_backstages_rules() {
+        for ok in [
+            "a",
+            "A",
+            "payments-api",
+            "Payments_API.v2",
+            "a--b",
+            "a..b",
+            "x9",
+        ] {
+            assert!(is_object_name(ok), "{ok}");
+        }
+        let long = "a".repeat(64);
+        for bad in ["", "-a", "a-", "_a", "a.", "a b", "a/b", "a:b", "é", &long] {
+            assert!(!is_object_name(bad), "{bad}");
+        }
+        for ok in ["default", "team-a", "a--b", "x1"] {
+            assert!(is_dns_label(ok), "{ok}");
+        }
+        for bad in ["Default", "team_a", "-a", "a-", "a.b", ""] {
+            assert!(!is_dns_label(bad), "{bad}");
+        }
+        for ok in ["v1", "backstage.io/v1alpha1", "my-company.net/v1"] {
+            assert!((API_VERSION.test)(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "a/b/c",
+            "Backstage.io/v1",
+            "backstage.io/v1-alpha",
+            "/v1",
+        ] {
+            assert!(!(API_VERSION.test)(bad), "{bad}");
+        }
+        assert!((KIND.test)("Component") && !(KIND.test)("1Kind") && !(KIND.test)("Com-ponent"));
+        for ok in ["java", "c++", "c#", "a-b", "x:y"] {
+            assert!((TAG.test)(ok), "{ok}");
+        }
+        for bad in ["Java", "a--b", "-a", "a_b", ""] {
+            assert!(!(TAG.test)(bad), "{bad}");
+        }
+        assert!((PREFIXED_NAME.test)("stagedoor.io/routes"));
+        assert!(!(PREFIXED_NAME.test)("stagedoor.io/"));
+        assert!(!(PREFIXED_NAME.test)("Stagedoor.io/routes"));
+    }
+
+    #[test]
+    fn refused_names_say_which_field_and_why() {
+        let docs = parse_documents(
+            "apiVersion: v1\nkind: Component\nmetadata: {name: 'bad name'}\n\
+             ---\napiVersion: v1\nkind: Component\nmetadata: {name: ok, namespace: Team}\n\
+             ---\napiVersion: v1\nkind: Component\nmetadata: {name: ok, annotations: {'a b': x}}\n\
+             ---\napiVersion: v1\nkind: Component\nmetadata: {name: ok, tags: [Java]}\n\
+             ---\napiVersion: v1\nkind: Component\nmetadata: {name: ok, labels: {a: 'x y'}}\n\
+             ---\napiVersion: v1\nkind: Component\nmetadata: {name: ok, links: [{url: nope}]}\n\
+             ---\napiVersion: v1\nkind: Comp-onent\nmetadata: {name: ok}\n",
+        );
+        let errors: Vec<&str> = docs
+            .iter()
+            .map(|d| d.as_ref().unwrap_err().as_str())
+            .collect();
+        assert_eq!(errors.len(), 7);
+        for (error, field) in errors.iter().zip([
+            "\"metadata.name\" is not valid",
+            "\"metadata.namespace\" is not valid",
+            "\"annotations.a b\" is not valid",
+            "\"tags.0\" is not valid",
+            "\"labels.a\" is not valid",
+            "\"links.0.url\" is not valid",
+            "\"kind\" is not valid",
+        ]) {
+            assert!(
+                error.starts_with("refused as Backstage would refuse it: "),
+                "{error}"
+            );
+            assert!(error.contains(field), "{error}");
+        }
+        assert!(
+            errors[0].ends_with("but found \"bad name\""),
+            "{}",
+            errors[0]
         );
     }
 

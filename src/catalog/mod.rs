@@ -4,6 +4,7 @@
 //!
 //! - [`config`]: the `[catalog]` section.
 //! - [`file`](mod@file): descriptor YAML files, relations derived locally.
+//! - [`yaml_scan`]: the nesting pre-scan the file source runs before parsing.
 //! - [`backstage`]: the catalog REST client and the etag-diffing sync.
 //! - [`snapshot`]: the last good Backstage sync on disk.
 //! - [`source`]: the runner that refreshes and publishes [`CatalogSnapshot`]s.
@@ -15,6 +16,7 @@ pub mod error;
 pub mod file;
 pub mod snapshot;
 pub mod source;
+pub mod yaml_scan;
 
 pub use config::{CatalogConfig, SourceKind};
 pub use entity::{Entity, Relation};

@@ -3,8 +3,21 @@
 //! Backstage outage still serves the policy it last had.
 //!
 //! Format: JSON `{"format": 1, "saved_at_unix": <i64>, "entities": [Entity...]}`.
-//! Written atomically: a temp file in the same directory, fsynced, renamed over the
-//! target, so a reader never sees half a file. It holds no token.
+//! Written atomically: a temp file in the same directory, created with mode 0600
+//! (the catalog names who may call what: not for every local user), fsynced, renamed
+//! over the target, so a reader never sees half a file. It holds no token.
+//!
+//! **The snapshot is a cache, never an authority.** Its entities seed the sync
+//! ([`crate::catalog::backstage::Syncer::seed`]) but every one of them is fetched
+//! again on the first sync that reaches Backstage, whatever its etag says, and the
+//! file is then rewritten from what Backstage answered. So an edit of the file (say, a
+//! scoped route made public) lasts at most until Backstage is reached: it is never
+//! served as `live` nor written back. It is served, as origin `snapshot`, only while
+//! Backstage is unreachable (or answers empty) after a restart; protecting the file
+//! there is the file system's job (0600, a directory only the agent writes).
+//! Refetching everything once per start was chosen over signing the file (an HMAC
+//! keyed from the environment): it needs no key to provision or rotate, and costs one
+//! full fetch, which a start without a snapshot pays anyway.
 
 use std::io::Write;
 use std::path::Path;
@@ -48,7 +61,14 @@ pub fn save(path: &Path, entities: &[Entity], saved_at_unix: i64) -> Result<(), 
         std::process::id()
     ));
     let write = || -> std::io::Result<()> {
-        let mut file = std::fs::File::create(&tmp)?;
+        use std::os::unix::fs::OpenOptionsExt;
+        // A temp file left by a crash may have other permissions: start afresh.
+        let _ = std::fs::remove_file(&tmp);
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
         file.write_all(&body)?;
         file.sync_all()?;
         std::fs::rename(&tmp, path)?;
@@ -107,6 +127,19 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, ["snap.json"]);
+    }
+
+    #[test]
+    fn the_file_is_readable_by_its_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("snap.json");
+        // An older file (or a hand-made one) readable by everyone is replaced by a 0600 one.
+        std::fs::write(&path, "{}").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        save(&path, &[entity("a")], 1).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{mode:o}");
     }
 
     #[test]

@@ -5,14 +5,21 @@
 //!
 //! - `file`: loads at start, then every `reload_seconds` compares the matched files'
 //!   mtimes and sizes (and the set of matched files) and reloads on a difference;
-//!   SIGHUP or [`CatalogHandle::reload`] force a reload.
+//!   SIGHUP or [`CatalogHandle::reload`] force a reload. A load runs in a blocking
+//!   task with a deadline ([`FILE_LOAD_DEADLINE`]): past it the load is abandoned and
+//!   counted as failed, so neither `serve` nor `policy show` waits on a parse. An
+//!   abandoned load may still be running; no other starts until it ends, and files
+//!   unchanged since an abandoned load are not tried again until they change or a
+//!   reload is forced.
 //! - `backstage`: syncs at start, then every `poll_seconds`; after a failure the next
 //!   attempt waits `poll_seconds × 2^failures` (capped at max(poll, 5 min)), with up
 //!   to 10% jitter so a fleet of agents does not poll in lockstep. SIGHUP or
 //!   [`CatalogHandle::reload`] poll at once. If the first sync fails, the snapshot
 //!   file is loaded and served (origin [`Origin::Snapshot`]) and seeds the etag diff.
 //!   Every applied sync rewrites the snapshot file. A whole sync (all pages and
-//!   fetches) is abandoned after 5 minutes, on top of the per-request timeouts.
+//!   fetches) is abandoned after 5 minutes, on top of the per-request timeouts. What a
+//!   sync skipped (entities that do not parse or are too large) and etag mismatches
+//!   are logged, and counted in [`CatalogStatus`] for the metrics.
 //!
 //! A failed load or sync never replaces what is published; it is counted in
 //! [`CatalogStatus`] and logged. A result equal to the published one is not
@@ -26,7 +33,7 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::backstage::{Client, Limits, SyncOutcome, Syncer};
+use super::backstage::{Client, Limits, SkipReason, SyncOutcome, SyncReport, Syncer, excerpt};
 use super::config::{CatalogConfig, SourceKind};
 use super::entity::Entity;
 use super::error::CatalogError;
@@ -35,6 +42,27 @@ use super::{file, snapshot};
 /// A whole Backstage sync (every page and fetch) must finish within this; each
 /// request has its own, shorter, timeout too.
 const SYNC_DEADLINE: Duration = Duration::from_secs(300);
+
+/// A file load (read, pre-scan, parse, relations) must finish within this.
+pub const FILE_LOAD_DEADLINE: Duration = Duration::from_secs(20);
+
+/// The runner's limits; [`CatalogSource::start`] uses the defaults.
+#[derive(Debug, Clone)]
+pub struct RunnerLimits {
+    /// The Backstage client's timeouts and sizes.
+    pub backstage: Limits,
+    /// See [`FILE_LOAD_DEADLINE`].
+    pub file_load_deadline: Duration,
+}
+
+impl Default for RunnerLimits {
+    fn default() -> Self {
+        Self {
+            backstage: Limits::default(),
+            file_load_deadline: FILE_LOAD_DEADLINE,
+        }
+    }
+}
 
 /// Where a published entity set came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +96,29 @@ pub struct SyncCounts {
     pub failed: u64,
 }
 
+/// Entities by-refs returned that were skipped, by reason, since start.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SkipCounts {
+    pub unparseable: u64,
+    pub too_large: u64,
+}
+
+impl SkipCounts {
+    pub fn get(&self, reason: SkipReason) -> u64 {
+        match reason {
+            SkipReason::Unparseable => self.unparseable,
+            SkipReason::TooLarge => self.too_large,
+        }
+    }
+
+    fn add(&mut self, reason: SkipReason) {
+        match reason {
+            SkipReason::Unparseable => self.unparseable += 1,
+            SkipReason::TooLarge => self.too_large += 1,
+        }
+    }
+}
+
 /// The runner's state for metrics and readiness.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CatalogStatus {
@@ -83,6 +134,14 @@ pub struct CatalogStatus {
     pub last_error: Option<String>,
     /// Documents skipped by the last file load.
     pub skipped_documents: usize,
+    /// What the last file load or Backstage sync left out, one line each: a document
+    /// (file, 0-based document index, reason) or an entity (ref, reason, whether its
+    /// last good version is kept).
+    pub skipped: Vec<String>,
+    /// Entities skipped by Backstage syncs since start.
+    pub entities_skipped: SkipCounts,
+    /// Entities whose listing etag differed from their by-refs etag, since start.
+    pub etag_mismatches: u64,
     pub syncs: SyncCounts,
 }
 
@@ -127,6 +186,16 @@ impl CatalogSource {
         base_dir: &Path,
         shutdown: CancellationToken,
     ) -> Result<CatalogHandle, CatalogError> {
+        Self::start_with(config, base_dir, shutdown, RunnerLimits::default())
+    }
+
+    /// [`CatalogSource::start`] with other limits (tests).
+    pub fn start_with(
+        config: &CatalogConfig,
+        base_dir: &Path,
+        shutdown: CancellationToken,
+        limits: RunnerLimits,
+    ) -> Result<CatalogHandle, CatalogError> {
         let (snapshot_tx, snapshots) = watch::channel(None);
         let (status_tx, status) = watch::channel(CatalogStatus {
             source: config.source,
@@ -136,6 +205,9 @@ impl CatalogSource {
             consecutive_errors: 0,
             last_error: None,
             skipped_documents: 0,
+            skipped: Vec::new(),
+            entities_skipped: SkipCounts::default(),
+            etag_mismatches: 0,
             syncs: SyncCounts::default(),
         });
         let publisher = Publisher {
@@ -153,6 +225,7 @@ impl CatalogSource {
                 config.files.clone(),
                 base_dir.to_owned(),
                 Duration::from_secs(config.reload_seconds.max(1)),
+                limits.file_load_deadline,
                 publisher,
                 triggers,
             )),
@@ -161,7 +234,7 @@ impl CatalogSource {
                     .url
                     .as_deref()
                     .ok_or(super::error::ConfigError::MissingUrl)?;
-                let client = Client::new(url, config.token()?, Limits::default())?;
+                let client = Client::new(url, config.token()?, limits.backstage)?;
                 tokio::spawn(run_backstage(
                     Syncer::new(client, config.kinds.clone()),
                     config.snapshot_path(base_dir),
@@ -279,38 +352,51 @@ impl Publisher {
     }
 }
 
+/// What one file-source attempt found.
+enum FileAttempt {
+    /// The files are what was loaded last.
+    Unchanged,
+    /// The files are what an abandoned load was given; not tried again unforced.
+    StillRefused,
+    Loaded(file::Fingerprint, file::Loaded),
+}
+
 async fn run_file(
     patterns: Vec<String>,
     base_dir: PathBuf,
     interval: Duration,
+    deadline: Duration,
     publisher: Publisher,
     mut triggers: Triggers,
 ) {
     let mut loaded_fingerprint: Option<file::Fingerprint> = None;
+    // The fingerprint an abandoned load was given, and that load if still running.
+    let mut timed_out: Option<file::Fingerprint> = None;
+    let mut abandoned: Option<tokio::task::JoinHandle<()>> = None;
     let mut forced = true;
     loop {
-        let (p, b, last) = (
-            patterns.clone(),
-            base_dir.clone(),
-            loaded_fingerprint.clone(),
-        );
-        // Cheap check first: only load when a file changed (or when forced).
-        let attempt = tokio::task::spawn_blocking(move || -> Result<_, CatalogError> {
-            let fingerprint = file::fingerprint(&p, &b)?;
-            if !forced && last.as_ref() == Some(&fingerprint) {
-                return Ok(None);
+        let attempt = if abandoned.as_ref().is_some_and(|t| !t.is_finished()) {
+            if forced {
+                tracing::warn!(
+                    "the previous catalog load, abandoned after its deadline, is still running; not starting another"
+                );
             }
-            Ok(Some((fingerprint, file::load_report(&p, &b)?)))
-        })
-        .await
-        .unwrap_or_else(|join| {
-            Err(CatalogError::Io {
-                path: base_dir.clone(),
-                source: std::io::Error::other(join.to_string()),
-            })
-        });
+            Ok(FileAttempt::StillRefused)
+        } else {
+            abandoned = None;
+            load_files(
+                &patterns,
+                &base_dir,
+                deadline,
+                forced,
+                &loaded_fingerprint,
+                &mut timed_out,
+                &mut abandoned,
+            )
+            .await
+        };
         match attempt {
-            Ok(None) => {
+            Ok(FileAttempt::Unchanged) => {
                 // The files are back to what was loaded: an earlier failure is over.
                 publisher.status.send_if_modified(|s| {
                     let recovered = s.consecutive_errors > 0;
@@ -319,11 +405,18 @@ async fn run_file(
                     recovered
                 });
             }
-            Ok(Some((fingerprint, loaded))) => {
+            Ok(FileAttempt::StillRefused) => {}
+            Ok(FileAttempt::Loaded(fingerprint, loaded)) => {
                 for problem in &loaded.skipped {
                     tracing::warn!(error = %problem, "catalog document skipped");
                 }
-                let skipped = loaded.skipped.len();
+                let skipped: Vec<String> = loaded.skipped.iter().map(|e| e.to_string()).collect();
+                let count = skipped.len();
+                // Status first: whoever sees the new catalog sees what it left out.
+                publisher.status.send_modify(|s| {
+                    s.skipped_documents = count;
+                    s.skipped = skipped;
+                });
                 let entities = loaded.entities.len();
                 let republished = publisher.publish(loaded.entities, Origin::File, now_unix());
                 publisher.count(|c| {
@@ -333,11 +426,13 @@ async fn run_file(
                         c.unchanged += 1
                     }
                 });
-                publisher
-                    .status
-                    .send_modify(|s| s.skipped_documents = skipped);
                 loaded_fingerprint = Some(fingerprint);
-                tracing::info!(entities, skipped, republished, "catalog files loaded");
+                tracing::info!(
+                    entities,
+                    skipped = count,
+                    republished,
+                    "catalog files loaded"
+                );
             }
             Err(error) => {
                 publisher.failed(&error);
@@ -348,6 +443,60 @@ async fn run_file(
             Wake::Timer => false,
             Wake::Forced => true,
         };
+    }
+}
+
+/// One attempt of the file source: the cheap fingerprint first, then (when the files
+/// changed or `forced`) the load, in blocking tasks; the load is abandoned after
+/// `deadline` and left in `abandoned`.
+async fn load_files(
+    patterns: &[String],
+    base_dir: &Path,
+    deadline: Duration,
+    forced: bool,
+    loaded: &Option<file::Fingerprint>,
+    timed_out: &mut Option<file::Fingerprint>,
+    abandoned: &mut Option<tokio::task::JoinHandle<()>>,
+) -> Result<FileAttempt, CatalogError> {
+    let join_error = |e: tokio::task::JoinError| CatalogError::Io {
+        path: base_dir.to_owned(),
+        source: std::io::Error::other(e.to_string()),
+    };
+    let (p, b) = (patterns.to_vec(), base_dir.to_owned());
+    let fingerprint = tokio::task::spawn_blocking(move || file::fingerprint(&p, &b))
+        .await
+        .map_err(join_error)??;
+    if !forced && loaded.as_ref() == Some(&fingerprint) {
+        return Ok(FileAttempt::Unchanged);
+    }
+    if !forced && timed_out.as_ref() == Some(&fingerprint) {
+        return Ok(FileAttempt::StillRefused);
+    }
+    let (p, b) = (patterns.to_vec(), base_dir.to_owned());
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let task = tokio::task::spawn_blocking(move || {
+        let _ = tx.send(file::load_report(&p, &b));
+    });
+    match tokio::time::timeout(deadline, rx).await {
+        Ok(Ok(result)) => {
+            *timed_out = None;
+            Ok(FileAttempt::Loaded(fingerprint, result?))
+        }
+        // The sender was dropped unsent: the load panicked.
+        Ok(Err(_)) => Err(match task.await {
+            Err(e) => join_error(e),
+            Ok(()) => CatalogError::Io {
+                path: base_dir.to_owned(),
+                source: std::io::Error::other("the load ended without a result"),
+            },
+        }),
+        Err(_) => {
+            *timed_out = Some(fingerprint);
+            *abandoned = Some(task);
+            Err(CatalogError::LoadTimeout {
+                seconds: deadline.as_secs().max(1),
+            })
+        }
     }
 }
 
@@ -381,6 +530,9 @@ async fn run_backstage(
                 }))
             }
         };
+        if result.is_ok() {
+            note_report(&publisher, syncer.report());
+        }
         let mut errors = 0;
         match result {
             Ok(SyncOutcome::Applied {
@@ -426,10 +578,11 @@ async fn run_backstage(
                 });
             }
             Err(error) => {
-                errors = publisher.failed(&error);
+                // The snapshot first: whoever sees the failure sees what is served.
                 if let Some(saved) = fallback.take() {
                     serve_snapshot(&publisher, saved, "Backstage unreachable");
                 }
+                errors = publisher.failed(&error);
             }
         }
         if publisher.has_snapshot() {
@@ -444,6 +597,50 @@ async fn run_backstage(
             return;
         }
     }
+}
+
+/// Logs and counts what a successful sync skipped or found inconsistent.
+fn note_report(publisher: &Publisher, report: &SyncReport) {
+    for skipped in &report.skipped {
+        tracing::warn!(
+            event = "entity_skipped",
+            entity = %skipped.entity_ref,
+            reason = skipped.reason.as_str(),
+            kept = skipped.kept,
+            detail = %skipped.detail,
+            "a Backstage entity was skipped; every other change is applied"
+        );
+    }
+    if !report.etag_mismatches.is_empty() {
+        let examples: Vec<String> = report
+            .etag_mismatches
+            .iter()
+            .take(5)
+            .map(|m| {
+                let etag = |e: &Option<String>| excerpt(e.as_deref().unwrap_or("none"), 80);
+                format!(
+                    "{} (listed {}, fetched {})",
+                    m.entity_ref,
+                    etag(&m.listed),
+                    etag(&m.fetched)
+                )
+            })
+            .collect();
+        tracing::warn!(
+            event = "etag_mismatch",
+            count = report.etag_mismatches.len(),
+            examples = %examples.join(", "),
+            "the listing and by-refs disagree on etags; while they do, these entities are fetched again on every poll"
+        );
+    }
+    let lines: Vec<String> = report.skipped.iter().map(|s| s.to_string()).collect();
+    publisher.status.send_modify(|s| {
+        for skipped in &report.skipped {
+            s.entities_skipped.add(skipped.reason);
+        }
+        s.etag_mismatches += report.etag_mismatches.len() as u64;
+        s.skipped = lines;
+    });
 }
 
 async fn publish_live(publisher: &Publisher, entities: Vec<Entity>, snapshot_path: Option<&Path>) {

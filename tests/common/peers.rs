@@ -253,6 +253,16 @@ impl Backstage {
     /// Starts it and waits (90 s at most) until its readiness probe passes. Backstage
     /// is ready before it has ingested its locations: wait for the entities too.
     pub async fn start(port: u16, token: &str, catalog_files: &[PathBuf]) -> Backstage {
+        Backstage::start_with(port, token, catalog_files, &[]).await
+    }
+
+    /// [`Backstage::start`] with more `APP_CONFIG_*` (or other) environment variables.
+    pub async fn start_with(
+        port: u16,
+        token: &str,
+        catalog_files: &[PathBuf],
+        env: &[(&str, &str)],
+    ) -> Backstage {
         use std::os::unix::process::CommandExt;
         let dir = repo().join("tests/peers/backstage");
         let url = format!("http://127.0.0.1:{port}");
@@ -264,6 +274,7 @@ impl Backstage {
         let log = logdir.path().join("backstage.log");
         let log_file = std::fs::File::create(&log).unwrap();
         let child = std::process::Command::new("node")
+            .envs(env.iter().copied())
             .args(["index.js", "--config", "app-config.yaml"])
             .current_dir(&dir)
             .env("BACKSTAGE_TOKEN", token)
