@@ -10,6 +10,14 @@ pub enum ConfigError {
     NoFiles,
     #[error("catalog.files: {pattern:?} is not a valid glob: {reason}")]
     InvalidGlob { pattern: String, reason: String },
+    /// A directory could not be read while expanding a glob: not a bad glob. Out of
+    /// file descriptors (EMFILE) says so, rather than "not a valid glob".
+    #[error("catalog.files: {pattern:?}: cannot read {}: {reason}", path.display())]
+    GlobRead {
+        pattern: String,
+        path: PathBuf,
+        reason: String,
+    },
     #[error("catalog.files: {pattern:?} matches no file")]
     NoMatch { pattern: String },
     #[error("catalog.url: required when catalog.source = \"backstage\"")]

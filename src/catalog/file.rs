@@ -181,7 +181,14 @@ pub fn expand(pattern: &str, base_dir: &Path) -> Result<Vec<PathBuf>, ConfigErro
     let paths = glob::glob(&full).map_err(|e| invalid(e.to_string()))?;
     let mut files = Vec::new();
     for path in paths {
-        let path = path.map_err(|e| invalid(e.to_string()))?;
+        let path = path.map_err(|e| ConfigError::GlobRead {
+            pattern: pattern.to_owned(),
+            path: e.path().to_owned(),
+            reason: match e.error().raw_os_error() {
+                Some(23 | 24) => format!("out of file descriptors ({})", e.error()),
+                _ => e.error().to_string(),
+            },
+        })?;
         if path.is_file() {
             files.push(path);
         }
