@@ -827,7 +827,8 @@ impl Syncer {
         let fetched = self.client.fetch_by_refs(&to_fetch).await?;
         // Nothing below awaits: a cancelled sync changes nothing.
         let mut report = SyncReport::default();
-        let mut unverified: HashSet<String> = HashSet::new();
+        // After a sync that reached Backstage every entity is confirmed or left out.
+        let unverified: HashSet<String> = HashSet::new();
         for (entity_ref, item) in to_fetch.iter().zip(fetched) {
             match item {
                 Fetched::Entity(entity) => {
@@ -844,12 +845,16 @@ impl Syncer {
                 // Deleted between listing and fetching; it is gone.
                 Fetched::Missing => {}
                 Fetched::Skipped(reason, detail) => {
-                    let kept = self.applied.get(entity_ref);
+                    // Only a version Backstage itself delivered is kept: a copy seeded
+                    // from the snapshot file and never confirmed is left out, like a
+                    // new entity, or an edited file would be served as live (found by
+                    // review).
+                    let kept = self
+                        .applied
+                        .get(entity_ref)
+                        .filter(|_| !self.unverified.contains(entity_ref));
                     if let Some(kept) = kept {
                         next.insert(entity_ref.clone(), kept.clone());
-                        if self.unverified.contains(entity_ref) {
-                            unverified.insert(entity_ref.clone());
-                        }
                     }
                     report.skipped.push(SkippedEntity {
                         entity_ref: entity_ref.clone(),
