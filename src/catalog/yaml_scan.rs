@@ -753,7 +753,9 @@ mod tests {
                     .map(|(i, l)| l.replace("k:", &format!("k{i}:")))
                     .collect();
                 let text = format!("{lines}deep: {}1{}\n", "[".repeat(140), "]".repeat(140));
-                if yaml_depth_error(&text) {
+                // Only a depth error the deep run causes counts (a recursive alias
+                // such as `&a` over `*a` fails serde_norway's recursion limit anyway).
+                if yaml_depth_error(&text) && !yaml_depth_error(&format!("{lines}deep: 1\n")) {
                     prop_assert!(
                         max_depth(&text) > MAX_NESTING,
                         "hidden: {:?} (scan says {})",
@@ -776,7 +778,11 @@ mod tests {
                     "[".repeat(140),
                     "]".repeat(140)
                 );
-                if yaml_depth_error(&text) {
+                // Only a depth error the deep run causes counts (a recursive alias
+                // such as `&a` over `*a` fails serde_norway's recursion limit anyway;
+                // found by CI: the run itself sat in a comment).
+                let without = format!("{}{separator}1\n", prefix.concat());
+                if yaml_depth_error(&text) && !yaml_depth_error(&without) {
                     prop_assert!(
                         max_depth(&text) > MAX_NESTING,
                         "hidden: {:?} (scan says {})",
