@@ -9,7 +9,7 @@ mod policy_support;
 
 use std::time::{Duration, Instant};
 
-use policy_support::{ident, routed};
+use policy_support::{ident, owned, reason, routed};
 use stagedoor::catalog::Entity;
 use stagedoor::identity::Identity;
 use stagedoor::policy::{Policy, Request, Unmatched};
@@ -21,27 +21,8 @@ const DELEGATE: &str = "stagedoor.io/delegate";
 
 const ANON: Result<&Identity, Reason> = Err(Reason::MissingToken);
 
-fn owned(name: &str, owner: &str, annotations: &[(&str, &str)]) -> Entity {
-    routed(
-        "Component",
-        name,
-        Some(&format!("group:default/{owner}")),
-        annotations,
-    )
-}
-
 fn ownerless(name: &str, annotations: &[(&str, &str)]) -> Entity {
     routed("Component", name, None, annotations)
-}
-
-fn reason(
-    p: &Policy,
-    method: &str,
-    host: &str,
-    path: &str,
-    id: Result<&Identity, Reason>,
-) -> Reason {
-    p.decide(&Request { method, host, path }, id).reason
 }
 
 fn allows(r: Reason) -> bool {

@@ -4,9 +4,8 @@
 
 mod policy_support;
 
-use policy_support::{component, ident};
-use stagedoor::identity::Identity;
-use stagedoor::policy::{Policy, Request, Unmatched};
+use policy_support::{component, ident, reason as decide};
+use stagedoor::policy::{Policy, Unmatched};
 use stagedoor::reason::Reason;
 
 const ROUTES: &str = "stagedoor.io/routes";
@@ -18,16 +17,6 @@ fn site() -> stagedoor::catalog::Entity {
         "pub",
         &[(ROUTES, "GET / public"), ("stagedoor.io/delegate", "/ *")],
     )
-}
-
-fn decide(
-    p: &Policy,
-    method: &str,
-    host: &str,
-    path: &str,
-    id: Result<&Identity, Reason>,
-) -> Reason {
-    p.decide(&Request { method, host, path }, id).reason
 }
 
 /// Rails (`(.:format)` on every route), Spring MVC suffix matching and IIS (trailing

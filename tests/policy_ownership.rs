@@ -5,35 +5,15 @@
 
 mod policy_support;
 
-use policy_support::{component, ident, routed};
+use policy_support::{component, ident, owned, reason};
 use proptest::prelude::*;
 use stagedoor::catalog::Entity;
-use stagedoor::identity::Identity;
 use stagedoor::policy::{Policy, Request, Unmatched};
 use stagedoor::reason::Reason;
 
 const ROUTES: &str = "stagedoor.io/routes";
 const HOSTS: &str = "stagedoor.io/hosts";
 const DELEGATE: &str = "stagedoor.io/delegate";
-
-fn owned(name: &str, owner: &str, annotations: &[(&str, &str)]) -> Entity {
-    routed(
-        "Component",
-        name,
-        Some(&format!("group:default/{owner}")),
-        annotations,
-    )
-}
-
-fn reason(
-    p: &Policy,
-    method: &str,
-    host: &str,
-    path: &str,
-    id: Result<&Identity, Reason>,
-) -> Reason {
-    p.decide(&Request { method, host, path }, id).reason
-}
 
 fn orders(delegate: Option<&str>) -> Entity {
     let mut ann = vec![(

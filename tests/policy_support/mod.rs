@@ -4,6 +4,8 @@
 use serde_json::{Value, json};
 use stagedoor::catalog::Entity;
 use stagedoor::identity::Identity;
+use stagedoor::policy::{Policy, Request};
+use stagedoor::reason::Reason;
 
 /// A routed entity (`kind` Component, API, ...) with annotations and an optional owner relation.
 pub fn routed(kind: &str, name: &str, owner: Option<&str>, annotations: &[(&str, &str)]) -> Entity {
@@ -77,4 +79,25 @@ pub fn ident(scopes: &[&str], groups: &[&str]) -> Identity {
         exp: 4_000_000_000,
         ..Identity::default()
     }
+}
+
+/// A Component owned by `group:default/{owner}`.
+pub fn owned(name: &str, owner: &str, annotations: &[(&str, &str)]) -> Entity {
+    routed(
+        "Component",
+        name,
+        Some(&format!("group:default/{owner}")),
+        annotations,
+    )
+}
+
+/// The reason `p` gives a request.
+pub fn reason(
+    p: &Policy,
+    method: &str,
+    host: &str,
+    path: &str,
+    id: Result<&Identity, Reason>,
+) -> Reason {
+    p.decide(&Request { method, host, path }, id).reason
 }
