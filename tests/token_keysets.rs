@@ -625,3 +625,75 @@ async fn skipped_keys_are_counted_by_reason_once_per_document() {
     let t = mint(&k1, "RS256", "k1", &claims(now()));
     assert_eq!(verify(&v, &t).await, Reason::Ok);
 }
+
+/// `count` odd 8192-bit numbers without a prime factor below the trial-division bound,
+/// from a SHA-256 chain: each costs a full Miller–Rabin exponentiation to check (and,
+/// almost surely composite, is then accepted).
+fn expensive_moduli(count: usize) -> Vec<Vec<u8>> {
+    use aws_lc_rs::digest::{SHA256, digest};
+    use num_bigint::BigUint;
+    let bound = stagedoor::token::modulus::SMALL_PRIME_BOUND;
+    let primes: Vec<u32> = (3..bound)
+        .step_by(2)
+        .filter(|p| {
+            (3..)
+                .step_by(2)
+                .take_while(|d| d * d <= *p)
+                .all(|d| p % d != 0)
+        })
+        .collect();
+    let mut seed = digest(&SHA256, b"stagedoor expensive moduli")
+        .as_ref()
+        .to_vec();
+    let mut out = Vec::new();
+    while out.len() < count {
+        let mut n = Vec::with_capacity(1024);
+        while n.len() < 1024 {
+            seed = digest(&SHA256, &seed).as_ref().to_vec();
+            n.extend_from_slice(&seed);
+        }
+        n[0] |= 0x80;
+        n[1023] |= 1;
+        let big = BigUint::from_bytes_be(&n);
+        if primes.iter().all(|p| big.clone() % *p != BigUint::ZERO) {
+            out.push(n);
+        }
+    }
+    out
+}
+
+/// Issue 11 review: a document of many new 8192-bit moduli (0.3 s each to check) costs
+/// at most its budget per parse; the keys over it are skipped as `check_budget` and
+/// checked by the next parse of the same, unchanged document; entries past the 64th are
+/// skipped as one `too_many_keys`. The real key works from the first parse.
+#[tokio::test]
+async fn expensive_moduli_are_checked_within_a_budget_per_document() {
+    let k1 = TestKey::rsa();
+    let mut keys = vec![jwk1(&k1)];
+    for (i, n) in expensive_moduli(70).into_iter().enumerate() {
+        keys.push(json!({"kty": "RSA", "kid": format!("x{i}"), "alg": "RS256",
+            "n": b64(n), "e": "AQAB"}));
+    }
+    let srv = FaultServer::start().await;
+    srv.set("/jwks", Reply::json(jwks(&keys)));
+    let v = start(fast(cfg_url(srv.url("/jwks")), 600));
+    let loaded = || v.status().issuers[0].keys_loaded;
+    assert!(eventually(60, || loaded() > 0).await);
+    // 512 units: the real 2048-bit key costs 1, then 7 moduli of 64 units each.
+    assert_eq!(loaded(), 8);
+    let t = mint(&k1, "RS256", "k1", &claims(now()));
+    assert_eq!(verify(&v, &t).await, Reason::Ok);
+    let count = |reason: &str| {
+        metric(
+            &metrics_text(&v),
+            &format!("stagedoor_jwks_keys_skipped_total{{issuer=\"{ISS}\",reason=\"{reason}\"}}"),
+        )
+    };
+    assert!(count("check_budget") >= Some(56), "{}", metrics_text(&v));
+    assert!(count("too_many_keys") >= Some(1));
+    // The same bytes again: parsed again, the checked moduli are free, 8 more (the
+    // whole budget) are checked. Every later parse adds exactly 8.
+    assert!(eventually(60, || loaded() >= 16).await);
+    assert_eq!(loaded() % 8, 0, "{}", loaded());
+    assert_eq!(verify(&v, &t).await, Reason::Ok);
+}

@@ -6,8 +6,10 @@
 //! private members), its strength (RSA under 2048 bits, a bad exponent) or a broken RSA
 //! modulus: even, with a small prime factor, prime, or a prime power
 //! ([`super::modulus`]); such a key would let anyone forge tokens. The modulus checks
-//! run once per key when a key set is parsed, never per request; the verifier parses a
-//! fetched JWKS only when its bytes changed. Skipped keys are logged by the verifier
+//! run once per modulus (results are kept across fetches) within a per-document budget
+//! (see [`super::modulus`]), never per request; the verifier parses a fetched JWKS only
+//! when its bytes changed. At most [`MAX_KEYS`] entries of a document are read; the
+//! rest are skipped as one `too_many_keys` entry. Skipped keys are logged by the verifier
 //! with the issuer, kid, reason and RFC 7638 thumbprint (never key material) and
 //! counted in `stagedoor_jwks_keys_skipped_total{issuer,reason}`.
 
@@ -19,8 +21,12 @@ use serde_json::Value;
 
 use super::config::MAX_KID_BYTES;
 use super::jose::{Alg, B64};
-use super::modulus::{ModulusFlaw, check_modulus};
+use super::modulus::{CheckBudget, ModulusFlaw, Refused, check_modulus_cached};
 use crate::reason::Reason;
+
+/// Entries of a JWKS document that are read; later ones are skipped together. Real
+/// providers publish a handful (Azure AD about ten).
+pub const MAX_KEYS: usize = 64;
 
 /// How one algorithm checks a signature with one key.
 enum Check {
@@ -137,11 +143,17 @@ pub enum SkipReason {
     BadKid,
     #[error("contains private key material")]
     PrivateMaterial,
+    #[error(
+        "RSA modulus not checked: the document's budget for new modulus checks is spent (retried on the next fetch)"
+    )]
+    CheckBudget,
+    #[error("more than 64 keys in the document: this one and every later one are ignored")]
+    TooManyKeys,
 }
 
 impl SkipReason {
     /// Every reason, in declaration order (`ALL[r as usize] == r`).
-    pub const ALL: [SkipReason; 17] = [
+    pub const ALL: [SkipReason; 19] = [
         SkipReason::NotObject,
         SkipReason::UnknownKty,
         SkipReason::Symmetric,
@@ -159,6 +171,8 @@ impl SkipReason {
         SkipReason::BadParams,
         SkipReason::BadKid,
         SkipReason::PrivateMaterial,
+        SkipReason::CheckBudget,
+        SkipReason::TooManyKeys,
     ];
 
     /// The metric label (`stagedoor_jwks_keys_skipped_total{reason}`) and log value.
@@ -181,6 +195,17 @@ impl SkipReason {
             SkipReason::BadParams => "bad_params",
             SkipReason::BadKid => "bad_kid",
             SkipReason::PrivateMaterial => "private_material",
+            SkipReason::CheckBudget => "check_budget",
+            SkipReason::TooManyKeys => "too_many_keys",
+        }
+    }
+}
+
+impl From<Refused> for SkipReason {
+    fn from(r: Refused) -> SkipReason {
+        match r {
+            Refused::Flaw(f) => f.into(),
+            Refused::OverBudget => SkipReason::CheckBudget,
         }
     }
 }
@@ -250,10 +275,22 @@ impl KeySet {
         let Some(Value::Array(entries)) = doc.get("keys") else {
             return Err(JwksError::NotJwks);
         };
-        let mut keys = Vec::with_capacity(entries.len());
+        let mut keys = Vec::with_capacity(entries.len().min(MAX_KEYS));
         let mut skipped = Vec::new();
+        let mut budget = CheckBudget::per_document();
         for (index, jwk) in entries.iter().enumerate() {
-            match parse_jwk(jwk, allowed) {
+            if index == MAX_KEYS {
+                // One entry stands for all the rest: a document of thousands of tiny
+                // entries must not turn into thousands of log lines.
+                skipped.push(Skipped {
+                    index,
+                    kid: None,
+                    thumbprint: None,
+                    reason: SkipReason::TooManyKeys,
+                });
+                break;
+            }
+            match parse_jwk(jwk, allowed, &mut budget) {
                 Ok(k) => keys.push(k),
                 Err(reason) => {
                     let kid = jwk
@@ -391,7 +428,7 @@ fn b64_param(jwk: &Value, name: &str) -> Result<Vec<u8>, SkipReason> {
     B64.decode(s).map_err(|_| SkipReason::BadParams)
 }
 
-fn parse_jwk(jwk: &Value, allowed: &[Alg]) -> Result<Key, SkipReason> {
+fn parse_jwk(jwk: &Value, allowed: &[Alg], budget: &mut CheckBudget) -> Result<Key, SkipReason> {
     if !jwk.is_object() {
         return Err(SkipReason::NotObject);
     }
@@ -455,14 +492,18 @@ fn parse_jwk(jwk: &Value, allowed: &[Alg]) -> Result<Key, SkipReason> {
         return Err(SkipReason::AlgNotAllowed);
     }
     let (checks, fp) = match kty {
-        "RSA" => rsa_checks(jwk, &algs)?,
+        "RSA" => rsa_checks(jwk, &algs, budget)?,
         "EC" => ec_checks(jwk, algs[0])?,
         _ => ed_checks(jwk)?,
     };
     Ok(Key::new(kid, fp, checks))
 }
 
-fn rsa_checks(jwk: &Value, algs: &[Alg]) -> Result<(Vec<(Alg, Check)>, u64), SkipReason> {
+fn rsa_checks(
+    jwk: &Value,
+    algs: &[Alg],
+    budget: &mut CheckBudget,
+) -> Result<(Vec<(Alg, Check)>, u64), SkipReason> {
     let n = b64_param(jwk, "n")?;
     let e = b64_param(jwk, "e")?;
     let n = strip_zeros(&n);
@@ -478,8 +519,9 @@ fn rsa_checks(jwk: &Value, algs: &[Alg]) -> Result<(Vec<(Alg, Check)>, u64), Ski
         return Err(SkipReason::BadExponent);
     }
     // Only the size was checked so far: a prime or easily factored modulus would let
-    // anyone forge signatures (see `modulus`). Once per key, at import.
-    check_modulus(n)?;
+    // anyone forge signatures (see `modulus`). Once per modulus, at import, within the
+    // document's budget.
+    check_modulus_cached(n, budget)?;
     let comps = RsaPublicKeyComponents { n, e };
     let mut checks = Vec::with_capacity(algs.len());
     for &alg in algs {
@@ -555,12 +597,12 @@ mod tests {
     }
 
     fn skip_of(jwk: Value) -> SkipReason {
-        parse_jwk(&jwk, ALL).expect_err("skipped")
+        parse_jwk(&jwk, ALL, &mut CheckBudget::per_document()).expect_err("skipped")
     }
 
     #[test]
     fn ec_key_and_rules() {
-        let k = parse_jwk(&ec_jwk(), ALL).unwrap();
+        let k = parse_jwk(&ec_jwk(), ALL, &mut CheckBudget::per_document()).unwrap();
         assert_eq!(k.algs().collect::<Vec<_>>(), vec![Alg::ES256]);
         let mut j = ec_jwk();
         j["use"] = json!("enc");
@@ -570,7 +612,7 @@ mod tests {
         assert_eq!(skip_of(j), SkipReason::NoVerifyOp);
         let mut j = ec_jwk();
         j["key_ops"] = json!(["sign", "verify"]);
-        assert!(parse_jwk(&j, ALL).is_ok());
+        assert!(parse_jwk(&j, ALL, &mut CheckBudget::per_document()).is_ok());
         let mut j = ec_jwk();
         j["crv"] = json!("P-384");
         assert_eq!(skip_of(j), SkipReason::BadParams);
@@ -590,7 +632,7 @@ mod tests {
         j["d"] = json!("AAAA");
         assert_eq!(skip_of(j), SkipReason::PrivateMaterial);
         assert_eq!(
-            parse_jwk(&ec_jwk(), &[Alg::RS256]).err(),
+            parse_jwk(&ec_jwk(), &[Alg::RS256], &mut CheckBudget::per_document()).err(),
             Some(SkipReason::AlgNotAllowed)
         );
         assert_eq!(

@@ -12,18 +12,34 @@
 //! - **even** ([`ModulusFlaw::Even`]);
 //! - divisible by an odd prime below [`SMALL_PRIME_BOUND`] ([`ModulusFlaw::SmallFactor`]);
 //!   OpenSSL's SP 800-56B public-key check tries the primes up to 751;
-//! - **prime**: it passes Miller–Rabin for every base in [`MILLER_RABIN_BASES`]
+//! - **prime**: it passes the Miller–Rabin test to base [`MILLER_RABIN_BASE`]
 //!   ([`ModulusFlaw::Prime`]);
 //! - **factored** on the way: the enhanced Miller–Rabin test of FIPS 186-5 B.3.2 / SP
 //!   800-89 (what OpenSSL's check uses) takes one gcd after proving `n` composite, and
 //!   that gcd finds a factor of every prime power `p^k` ([`ModulusFlaw::Factored`]).
 //!
-//! The bases are fixed, not random. That is safe here because the test is used to
-//! refuse primes, not to accept them: a prime passes every base, so it is always refused
-//! whatever the bases; a composite that happened to pass every base (a strong
-//! pseudoprime, which no key generator produces) would only be refused too. A proper
-//! RSA modulus is proven composite by the first base, so it costs one modular
-//! exponentiation, one squaring chain and one gcd; only a prime pays for every base.
+//! One fixed base is enough, because the test is used to refuse primes, never to accept
+//! them: a prime passes any base, so it is always refused; a composite that happens to
+//! pass base 2 (a strong pseudoprime, which no key generator produces) is refused too,
+//! as if it were prime. So every modulus, prime or not, costs the same: one modular
+//! exponentiation, one squaring chain and one gcd. (With five bases, as before, a prime
+//! cost five times a proper key, and an 8192-bit one 1.7 s to refuse.)
+//!
+//! # Cost, caching and the per-document budget
+//!
+//! That one exponentiation is still 5 ms for 2048 bits and 0.3 s for 8192 (it grows
+//! with the cube of the size), and a JWKS is fetched again and again. So:
+//!
+//! - a result is kept per modulus ([`check_modulus_cached`], keyed by the SHA-256 of
+//!   the modulus, [`CACHE_ENTRIES`] of them, process-wide): a document fetched again,
+//!   or changed in one key, costs only its new moduli;
+//! - a document gets a [`CheckBudget`] of [`BUDGET_PER_DOCUMENT`] units, one unit being
+//!   one 2048-bit check (a `b`-bit modulus costs `⌈(b/2048)³⌉`): 64 new 4096-bit keys
+//!   or 8 new 8192-bit ones, about 2.5 s of one core at worst. A modulus over the
+//!   budget is not checked and its key is skipped as `check_budget`; the next fetch
+//!   (which then parses the document again) checks it with a fresh budget, cached
+//!   moduli costing nothing. Real providers publish a handful of keys and never come
+//!   near it.
 //!
 //! Not detected (no cheap test exists, and no verifier we know of runs one): moduli with
 //! a medium-size factor (ECM-findable), primes too close together (Fermat), keys from a
@@ -38,8 +54,15 @@ use num_integer::Integer;
 /// Odd primes below this bound are tried as factors of a modulus.
 pub const SMALL_PRIME_BOUND: u32 = 1 << 14;
 
-/// Miller–Rabin bases: a prime passes all of them, a proper RSA modulus fails the first.
-pub const MILLER_RABIN_BASES: [u32; 5] = [2, 3, 5, 7, 11];
+/// The Miller–Rabin base: a prime passes it, a proper RSA modulus fails it.
+pub const MILLER_RABIN_BASE: u32 = 2;
+
+/// Modulus check results kept, process-wide.
+pub const CACHE_ENTRIES: u64 = 4096;
+
+/// Check units one JWKS document may spend on moduli not checked before (one unit is
+/// one 2048-bit check).
+pub const BUDGET_PER_DOCUMENT: u64 = 512;
 
 /// Why an RSA modulus is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -61,18 +84,89 @@ pub enum ModulusFlaw {
 /// # Errors
 /// The first [`ModulusFlaw`] found.
 pub fn check_modulus(n_be: &[u8]) -> Result<(), ModulusFlaw> {
+    let n_be = strip_zeros(n_be);
+    cheap_checks(n_be)?;
+    enhanced_miller_rabin(&BigUint::from_bytes_be(n_be))
+}
+
+fn strip_zeros(n_be: &[u8]) -> &[u8] {
     let start = n_be.iter().position(|b| *b != 0).unwrap_or(n_be.len());
-    let n_be = &n_be[start..];
+    &n_be[start..]
+}
+
+/// Parity and trial division: microseconds, so never charged to a budget.
+fn cheap_checks(n_be: &[u8]) -> Result<(), ModulusFlaw> {
     if n_be.last().is_none_or(|b| b & 1 == 0) {
         return Err(ModulusFlaw::Even);
     }
-    if n_be.len() <= 4 {
+    if n_be.len() <= 4 || has_small_factor(n_be) {
         return Err(ModulusFlaw::SmallFactor);
     }
-    if has_small_factor(n_be) {
-        return Err(ModulusFlaw::SmallFactor);
+    Ok(())
+}
+
+/// Why a modulus was not accepted by [`check_modulus_cached`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    Flaw(ModulusFlaw),
+    /// Not checked: the document's [`CheckBudget`] was spent.
+    OverBudget,
+}
+
+/// What one JWKS document may still spend on modulus checks.
+#[derive(Debug)]
+pub struct CheckBudget {
+    left: u64,
+}
+
+impl CheckBudget {
+    /// A fresh budget of [`BUDGET_PER_DOCUMENT`] units.
+    pub fn per_document() -> CheckBudget {
+        CheckBudget::of(BUDGET_PER_DOCUMENT)
     }
-    enhanced_miller_rabin(&BigUint::from_bytes_be(n_be))
+
+    pub fn of(units: u64) -> CheckBudget {
+        CheckBudget { left: units }
+    }
+
+    /// Units still to spend.
+    pub fn left(&self) -> u64 {
+        self.left
+    }
+}
+
+/// Cost of checking a modulus of `bytes` bytes, in 2048-bit checks: `⌈(bits/2048)³⌉`.
+pub fn check_cost(bytes: usize) -> u64 {
+    let bits = (bytes as u64).saturating_mul(8).max(1);
+    bits.saturating_pow(3).div_ceil(2048u64.pow(3))
+}
+
+static CHECKED: LazyLock<moka::sync::Cache<[u8; 32], Result<(), ModulusFlaw>>> =
+    LazyLock::new(|| moka::sync::Cache::new(CACHE_ENTRIES));
+
+/// [`check_modulus`], with the Miller–Rabin result kept per modulus (so a modulus seen
+/// before costs nothing), and paid from `budget` for a modulus not seen before. The
+/// parity and trial-division checks are cheap and always run, uncharged.
+///
+/// # Errors
+/// [`Refused::Flaw`] for a flawed modulus, [`Refused::OverBudget`] when a new modulus
+/// costs more than `budget` has left (it is then neither checked nor remembered).
+pub fn check_modulus_cached(n_be: &[u8], budget: &mut CheckBudget) -> Result<(), Refused> {
+    let n_be = strip_zeros(n_be);
+    cheap_checks(n_be).map_err(Refused::Flaw)?;
+    let mut key = [0u8; 32];
+    key.copy_from_slice(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, n_be).as_ref());
+    if let Some(known) = CHECKED.get(&key) {
+        return known.map_err(Refused::Flaw);
+    }
+    let cost = check_cost(n_be.len());
+    if cost > budget.left {
+        return Err(Refused::OverBudget);
+    }
+    budget.left -= cost;
+    let result = enhanced_miller_rabin(&BigUint::from_bytes_be(n_be));
+    CHECKED.insert(key, result);
+    result.map_err(Refused::Flaw)
 }
 
 /// Products of consecutive odd primes below [`SMALL_PRIME_BOUND`], each product below
@@ -136,41 +230,39 @@ fn has_small_factor(n_be: &[u8]) -> bool {
     })
 }
 
-/// Enhanced Miller–Rabin (FIPS 186-4 C.3.2, kept as FIPS 186-5 B.3.2) on an odd `n`
-/// above 2^32: `Ok` once a base proves `n` composite without giving a factor away.
+/// Enhanced Miller–Rabin (FIPS 186-4 C.3.2, kept as FIPS 186-5 B.3.2) to base
+/// [`MILLER_RABIN_BASE`] on an odd `n` above 2^32: `Ok` when the base proves `n`
+/// composite without giving a factor away; [`ModulusFlaw::Prime`] when `n` passes
+/// (a prime, or a strong pseudoprime to the base: refused either way).
 fn enhanced_miller_rabin(n: &BigUint) -> Result<(), ModulusFlaw> {
     let one = BigUint::from(1u32);
     let n_minus_1 = n - &one;
     // n is odd and above 2^32, so n - 1 is even and not zero.
     let a = n_minus_1.trailing_zeros().unwrap_or(0);
     let m = &n_minus_1 >> a;
-    'bases: for base in MILLER_RABIN_BASES {
-        if n % base == BigUint::ZERO {
-            return Err(ModulusFlaw::Factored); // gcd(b, n) > 1
-        }
-        let b = BigUint::from(base);
-        let mut z = b.modpow(&m, n);
-        if z == one || z == n_minus_1 {
-            continue; // this base says "probably prime"
-        }
-        for _ in 1..a {
-            let x = z;
-            z = &x * &x % n;
-            if z == n_minus_1 {
-                continue 'bases;
-            }
-            if z == one {
-                // x is a square root of 1 other than ±1: gcd(x - 1, n) is a factor.
-                return gcd_flaw(&x, n);
-            }
-        }
-        // Composite. x = b^((n-1)/2); unless its square is 1, take b^(n-1) itself:
-        // a prime power p^k still has b^(n-1) = 1 mod p, which the gcd finds.
+    if n % MILLER_RABIN_BASE == BigUint::ZERO {
+        return Err(ModulusFlaw::Factored); // gcd(b, n) > 1
+    }
+    let mut z = BigUint::from(MILLER_RABIN_BASE).modpow(&m, n);
+    if z == one || z == n_minus_1 {
+        return Err(ModulusFlaw::Prime);
+    }
+    for _ in 1..a {
         let x = z;
         z = &x * &x % n;
-        return gcd_flaw(if z == one { &x } else { &z }, n);
+        if z == n_minus_1 {
+            return Err(ModulusFlaw::Prime);
+        }
+        if z == one {
+            // x is a square root of 1 other than ±1: gcd(x - 1, n) is a factor.
+            return gcd_flaw(&x, n);
+        }
     }
-    Err(ModulusFlaw::Prime)
+    // Composite. x = b^((n-1)/2); unless its square is 1, take b^(n-1) itself:
+    // a prime power p^k still has b^(n-1) = 1 mod p, which the gcd finds.
+    let x = z;
+    z = &x * &x % n;
+    gcd_flaw(if z == one { &x } else { &z }, n)
 }
 
 /// [`ModulusFlaw::Factored`] when `gcd(x - 1, n) > 1`, for `1 < x < n`.
@@ -261,14 +353,73 @@ mod tests {
     }
 
     #[test]
+    fn results_are_kept_and_new_checks_paid_from_the_budget() {
+        // Distinct moduli of this test only (the cache is process-wide): the group-14
+        // prime times primes above the trial-division bound, 2063 bits, cost 2 each.
+        let p = modp2048();
+        let n: Vec<Vec<u8>> = [16_411u32, 16_417, 16_421]
+            .iter()
+            .map(|q| be(&(&p * *q)))
+            .collect();
+        assert_eq!(check_cost(n[0].len()), 2);
+        assert_eq!(check_cost(256), 1);
+        assert_eq!(check_cost(512), 8);
+        assert_eq!(check_cost(1024), 64);
+        let mut budget = CheckBudget::of(4);
+        assert_eq!(check_modulus_cached(&n[0], &mut budget), Ok(()));
+        assert_eq!(check_modulus_cached(&n[1], &mut budget), Ok(()));
+        assert_eq!(budget.left(), 0);
+        assert_eq!(
+            check_modulus_cached(&n[2], &mut budget),
+            Err(Refused::OverBudget)
+        );
+        // Known moduli cost nothing, with leading zeros or not; cheap flaws neither.
+        let mut none = CheckBudget::of(0);
+        assert_eq!(check_modulus_cached(&n[0], &mut none), Ok(()));
+        let padded = [&[0u8, 0][..], &n[1]].concat();
+        assert_eq!(check_modulus_cached(&padded, &mut none), Ok(()));
+        assert_eq!(
+            check_modulus_cached(&be(&(&p + 1u32)), &mut none),
+            Err(Refused::Flaw(ModulusFlaw::Even))
+        );
+        assert_eq!(
+            check_modulus_cached(&be(&(&p * 3u32)), &mut none),
+            Err(Refused::Flaw(ModulusFlaw::SmallFactor))
+        );
+        // A flaw found by Miller–Rabin is kept too.
+        let mut one = CheckBudget::of(1);
+        let prime = be(&p);
+        assert_eq!(
+            check_modulus_cached(&prime, &mut one),
+            Err(Refused::Flaw(ModulusFlaw::Prime))
+        );
+        assert_eq!(
+            check_modulus_cached(&prime, &mut none),
+            Err(Refused::Flaw(ModulusFlaw::Prime))
+        );
+        // The over-budget modulus was not remembered: it is checked once paid for.
+        assert_eq!(check_modulus_cached(&n[2], &mut CheckBudget::of(2)), Ok(()));
+    }
+
+    #[test]
     fn a_strong_pseudoprime_is_refused() {
         // 3215031751 = 151·751·28351, a Carmichael number, is a strong pseudoprime to
         // bases 2, 3, 5 and 7. The trial division refuses it first.
         let n = BigUint::from(3_215_031_751u64);
         assert_eq!(check_modulus(&be(&n)), Err(ModulusFlaw::SmallFactor));
-        // Without it, base 11 proves it composite, through a square root of 1 other
-        // than ±1, which gives a factor away.
-        assert_eq!(enhanced_miller_rabin(&n), Err(ModulusFlaw::Factored));
+        // Without it, base 2 takes it for a prime, and it is refused as one.
+        assert_eq!(enhanced_miller_rabin(&n), Err(ModulusFlaw::Prime));
+        // 2047 = 23·89 is the smallest strong pseudoprime to base 2. 561 = 3·11·17 is a
+        // Carmichael number but not a strong pseudoprime to base 2: 2^35 = 263, and
+        // squaring reaches 67, a square root of 1, which gives gcd(66, 561) = 33 away.
+        assert_eq!(
+            enhanced_miller_rabin(&BigUint::from(2047u32)),
+            Err(ModulusFlaw::Prime)
+        );
+        assert_eq!(
+            enhanced_miller_rabin(&BigUint::from(561u32)),
+            Err(ModulusFlaw::Factored)
+        );
         // A product of two primes above the bound passes (a proper RSA modulus shape).
         let (p, q) = (
             BigUint::from(4_294_967_291u64),

@@ -42,8 +42,10 @@
 //! refetches, and skipped keys by reason.
 //!
 //! A fetched JWKS is parsed only when its bytes differ from the last one installed, and
-//! then off the async workers (`spawn_blocking`): the RSA modulus checks cost a modular
-//! exponentiation per key.
+//! then off the async workers (`spawn_blocking`), within [`IMPORT_DEADLINE`]: the RSA
+//! modulus checks cost a modular exponentiation per new modulus, within a per-document
+//! budget (`modulus`); a document with keys left over the budget is parsed again on
+//! the next fetch even if unchanged.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -69,6 +71,11 @@ use crate::reason::Reason;
 /// half the shipped SPOE `timeout processing 500ms`, which must also cover the SPOP
 /// round trip and the policy. The fetch itself goes on in the background.
 pub const UNKNOWN_KID_MAX_WAIT: Duration = Duration::from_millis(250);
+/// Longest the issuer's task waits for a JWKS to be parsed. The per-document budget
+/// for modulus checks (`modulus`) keeps a parse to about 2.5 s of one core at worst;
+/// this is the backstop, after which the fetch fails (the parse runs on to its end on
+/// its blocking thread, bounded by that budget).
+pub const IMPORT_DEADLINE: Duration = Duration::from_secs(10);
 /// How often a `jwks_file` is re-read to notice changes.
 pub const FILE_POLL: Duration = Duration::from_secs(2);
 
@@ -477,8 +484,10 @@ impl Refresher {
             return Err(e.clone().into());
         }
         let allowed = st.cfg.allowed_algorithms().to_vec();
-        let parsed = tokio::task::spawn_blocking(move || KeySet::parse_jwks(&body, &allowed))
+        let import = tokio::task::spawn_blocking(move || KeySet::parse_jwks(&body, &allowed));
+        let parsed = tokio::time::timeout(IMPORT_DEADLINE, import)
             .await
+            .map_err(|_| FetchError::Import("key import took too long".to_owned()))?
             .map_err(|e| FetchError::Import(e.to_string()))?;
         let parsed = parsed.and_then(|(keys, skipped)| {
             // Logged and counted once per document, also when no key is usable.
@@ -505,7 +514,10 @@ impl Refresher {
             "key set loaded");
         st.skipped.store(skipped.len() as u64, Ordering::Relaxed);
         st.install(keys);
-        self.installed = Some(digest);
+        // Keys left unchecked for the budget are checked when the next fetch parses the
+        // document again, whose bytes are then not taken as known.
+        let unchecked = skipped.iter().any(|s| s.reason == SkipReason::CheckBudget);
+        self.installed = (!unchecked).then_some(digest);
         Ok(changed)
     }
 }
