@@ -6,6 +6,8 @@
 
 mod common;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::haproxy::{free_port, repo};
@@ -49,10 +51,16 @@ async fn http_get(addr: &str, path: &str) -> Option<String> {
     Some(out)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn idle_admin_connections_leave_spop_decisions_flowing() {
-    // This test holds 2,000 sockets itself.
-    rlimit::increase_nofile_limit(8192).unwrap();
+struct Agent {
+    child: tokio::process::Child,
+    agent_port: u16,
+    admin: String,
+    _dir: tempfile::TempDir,
+}
+
+/// The agent on the quickstart catalog and keys, held to 1,024 descriptors (soft and
+/// hard: it cannot raise them), once ready.
+async fn start_agent() -> Agent {
     let dir = tempfile::tempdir().unwrap();
     let (agent_port, admin_port) = (free_port(), free_port());
     let quick = repo().join("examples/quickstart");
@@ -68,7 +76,7 @@ async fn idle_admin_connections_leave_spop_decisions_flowing() {
     )
     .unwrap();
     // Soft and hard limit 1,024: the agent cannot raise it.
-    let mut child = tokio::process::Command::new("sh")
+    let child = tokio::process::Command::new("sh")
         .arg("-c")
         .arg(format!(
             "ulimit -Sn 1024 && ulimit -Hn 1024 && exec '{}' serve --config '{}'",
@@ -93,6 +101,24 @@ async fn idle_admin_connections_leave_spop_decisions_flowing() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(ready, "agent not ready");
+    Agent {
+        child,
+        agent_port,
+        admin,
+        _dir: dir,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_admin_connections_leave_spop_decisions_flowing() {
+    // This test holds 2,000 sockets itself.
+    rlimit::increase_nofile_limit(8192).unwrap();
+    let Agent {
+        mut child,
+        agent_port,
+        admin,
+        _dir,
+    } = start_agent().await;
 
     let mut idle = Vec::new();
     for _ in 0..2_000 {
@@ -136,4 +162,59 @@ async fn idle_admin_connections_leave_spop_decisions_flowing() {
         let _ = tokio::time::timeout(Duration::from_secs(2), e.read_to_string(&mut err)).await;
     }
     assert!(err.contains("\"fd_limit\""), "the limits are logged: {err}");
+}
+
+/// Issue 11 review: a client holding every admin slot with silent connections, and
+/// re-opening each one the agent closes, once failed every `/healthz`. Probes now get
+/// through, whether the flood comes from another address or from the probe's own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_get_through_while_one_client_holds_every_slot() {
+    rlimit::increase_nofile_limit(8192).unwrap();
+    let agent = start_agent().await;
+    let admin: std::net::SocketAddr = agent.admin.parse().unwrap();
+    for flood_from in ["127.0.0.2", "127.0.0.1"] {
+        let stop = Arc::new(AtomicBool::new(false));
+        let opened = Arc::new(AtomicUsize::new(0));
+        let mut flood = Vec::new();
+        for _ in 0..40 {
+            let (stop, opened) = (stop.clone(), opened.clone());
+            let from: std::net::SocketAddr = format!("{flood_from}:0").parse().unwrap();
+            flood.push(tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+                    socket.bind(from).unwrap();
+                    if let Ok(mut s) = socket.connect(admin).await {
+                        opened.fetch_add(1, Ordering::Relaxed);
+                        // Silent until the agent closes it, then at once again.
+                        let mut sink = [0u8; 64];
+                        let read = s.read(&mut sink);
+                        let _ = tokio::time::timeout(Duration::from_secs(10), read).await;
+                    }
+                }
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        assert!(
+            opened.load(Ordering::Relaxed) >= 32,
+            "the flood holds every slot"
+        );
+        let mut failed = Vec::new();
+        for i in 0..15 {
+            let r = http_get(&agent.admin, "/healthz").await;
+            if !r.as_deref().is_some_and(|r| r.starts_with("HTTP/1.1 200")) {
+                failed.push((i, r));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        stop.store(true, Ordering::Relaxed);
+        for f in flood {
+            f.abort();
+        }
+        assert!(
+            failed.is_empty(),
+            "flood from {flood_from}: {} of 15 probes failed: {failed:?}",
+            failed.len()
+        );
+    }
+    drop(agent.child);
 }
