@@ -179,8 +179,15 @@ pub fn victim(slots: &[SlotView], peer: IpAddr, ready: bool, now: Instant) -> Op
 
 const PEEK_BYTES: usize = 2048;
 
+/// Whether `bytes` start with a whole request head, as the HTTP parser hyper uses reads
+/// it: a blank line alone is not one (hyper skips leading blank lines and waits for the
+/// rest, which a client holding a slot with `\r\n\r\n` and half a request relied on).
 fn has_head(bytes: &[u8]) -> bool {
-    bytes.windows(4).any(|w| w == b"\r\n\r\n")
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    matches!(
+        httparse::Request::new(&mut headers).parse(bytes),
+        Ok(httparse::Status::Complete(_))
+    )
 }
 
 /// Whether a whole request head is already waiting in `stream`, without waiting or

@@ -164,15 +164,24 @@ async fn idle_admin_connections_leave_spop_decisions_flowing() {
     assert!(err.contains("\"fd_limit\""), "the limits are logged: {err}");
 }
 
-/// Issue 11 review: a client holding every admin slot with silent connections, and
-/// re-opening each one the agent closes, once failed every `/healthz`. Probes now get
-/// through, whether the flood comes from another address or from the probe's own.
+/// Issue 11 review: a client holding every admin slot, and re-opening each connection
+/// the agent closes, once failed every `/healthz`. Probes now get through, whether the
+/// flood comes from another address or from the probe's own, and whether its
+/// connections stay silent or send blank lines and half a request (which once passed
+/// for a whole request and made them untouchable).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn probes_get_through_while_one_client_holds_every_slot() {
     rlimit::increase_nofile_limit(8192).unwrap();
     let agent = start_agent().await;
     let admin: std::net::SocketAddr = agent.admin.parse().unwrap();
-    for flood_from in ["127.0.0.2", "127.0.0.1"] {
+    let silent: &'static [u8] = b"";
+    let half: &'static [u8] = b"\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n";
+    for (flood_from, sends) in [
+        ("127.0.0.2", silent),
+        ("127.0.0.1", silent),
+        ("127.0.0.2", half),
+        ("127.0.0.1", half),
+    ] {
         let stop = Arc::new(AtomicBool::new(false));
         let opened = Arc::new(AtomicUsize::new(0));
         let mut flood = Vec::new();
@@ -185,7 +194,8 @@ async fn probes_get_through_while_one_client_holds_every_slot() {
                     socket.bind(from).unwrap();
                     if let Ok(mut s) = socket.connect(admin).await {
                         opened.fetch_add(1, Ordering::Relaxed);
-                        // Silent until the agent closes it, then at once again.
+                        let _ = s.write_all(sends).await;
+                        // Then nothing until the agent closes it, then at once again.
                         let mut sink = [0u8; 64];
                         let read = s.read(&mut sink);
                         let _ = tokio::time::timeout(Duration::from_secs(10), read).await;
@@ -199,7 +209,7 @@ async fn probes_get_through_while_one_client_holds_every_slot() {
             "the flood holds every slot"
         );
         let mut failed = Vec::new();
-        for i in 0..15 {
+        for i in 0..10 {
             let r = http_get(&agent.admin, "/healthz").await;
             if !r.as_deref().is_some_and(|r| r.starts_with("HTTP/1.1 200")) {
                 failed.push((i, r));
@@ -212,7 +222,8 @@ async fn probes_get_through_while_one_client_holds_every_slot() {
         }
         assert!(
             failed.is_empty(),
-            "flood from {flood_from}: {} of 15 probes failed: {failed:?}",
+            "flood from {flood_from} sending {:?}: {} of 10 probes failed: {failed:?}",
+            String::from_utf8_lossy(sends),
             failed.len()
         );
     }

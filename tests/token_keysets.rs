@@ -697,3 +697,46 @@ async fn expensive_moduli_are_checked_within_a_budget_per_document() {
     assert_eq!(loaded() % 8, 0, "{}", loaded());
     assert_eq!(verify(&v, &t).await, Reason::Ok);
 }
+
+/// Issue 11 review: broken keys listed before the real one (a provider accident) spend
+/// the whole budget of the first parse, so the real key is skipped as `check_budget`
+/// and the document has no usable key. It used to be remembered as refused and never
+/// parsed again; now the next fetch parses it again (the broken moduli cached, free)
+/// and loads the real key. Skipped keys are still counted once for the document.
+#[tokio::test]
+async fn a_real_key_left_over_the_budget_is_loaded_on_the_next_fetch() {
+    use num_bigint::BigUint;
+    let k1 = TestKey::rsa();
+    // p^584 for primes just above the trial-division bound: 8,178 bits or so (64 units
+    // each, 8 spend the budget), found only by Miller–Rabin's gcd (`factored_modulus`).
+    let mut keys: Vec<Value> = [
+        16_411u32, 16_417, 16_421, 16_427, 16_433, 16_447, 16_451, 16_453,
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, p)| {
+        let n = BigUint::from(*p).pow(584).to_bytes_be();
+        json!({"kty": "RSA", "kid": format!("broken{i}"), "alg": "RS256",
+                "n": b64(n), "e": "AQAB"})
+    })
+    .collect();
+    keys.push(jwk1(&k1));
+    let srv = FaultServer::start().await;
+    srv.set("/jwks", Reply::json(jwks(&keys)));
+    let v = start(fast(cfg_url(srv.url("/jwks")), 600));
+    assert!(
+        eventually(60, || v.status().issuers[0].keys_loaded == 1).await,
+        "{:?}",
+        v.status().issuers[0]
+    );
+    let t = mint(&k1, "RS256", "k1", &claims(now()));
+    assert_eq!(verify(&v, &t).await, Reason::Ok);
+    let count = |reason: &str| {
+        metric(
+            &metrics_text(&v),
+            &format!("stagedoor_jwks_keys_skipped_total{{issuer=\"{ISS}\",reason=\"{reason}\"}}"),
+        )
+    };
+    assert_eq!(count("factored_modulus"), Some(8), "{}", metrics_text(&v));
+    assert_eq!(count("check_budget"), Some(1));
+}

@@ -72,10 +72,10 @@ use crate::reason::Reason;
 /// round trip and the policy. The fetch itself goes on in the background.
 pub const UNKNOWN_KID_MAX_WAIT: Duration = Duration::from_millis(250);
 /// Longest the issuer's task waits for a JWKS to be parsed. The per-document budget
-/// for modulus checks (`modulus`) keeps a parse to about 2.5 s of one core at worst;
-/// this is the backstop, after which the fetch fails (the parse runs on to its end on
+/// for modulus checks (`modulus`) keeps a parse to about 2.5 s of one core at worst
+/// (10 s was seen on a 2-core host loaded six times over); this is the backstop, after which the fetch fails (the parse runs on to its end on
 /// its blocking thread, bounded by that budget).
-pub const IMPORT_DEADLINE: Duration = Duration::from_secs(10);
+pub const IMPORT_DEADLINE: Duration = Duration::from_secs(30);
 /// How often a `jwks_file` is re-read to notice changes.
 pub const FILE_POLL: Duration = Duration::from_secs(2);
 
@@ -370,6 +370,9 @@ struct Refresher {
     /// The last document refused as a whole, and why: the same bytes again fail the
     /// same way without being parsed, logged and counted again.
     refused: Option<([u8; 32], JwksError)>,
+    /// The last document whose skipped keys were logged and counted: a document parsed
+    /// again (keys left over its check budget) does not count them twice.
+    counted: Option<[u8; 32]>,
     failures: u32,
 }
 
@@ -489,9 +492,16 @@ impl Refresher {
             .await
             .map_err(|_| FetchError::Import("key import took too long".to_owned()))?
             .map_err(|e| FetchError::Import(e.to_string()))?;
+        // Keys left unchecked for the budget are checked when the next fetch parses the
+        // document again: its bytes are then neither taken as installed nor as refused.
+        let mut unchecked = false;
         let parsed = parsed.and_then(|(keys, skipped)| {
             // Logged and counted once per document, also when no key is usable.
-            record_skipped(st, &skipped);
+            if self.counted != Some(digest) {
+                record_skipped(st, &skipped);
+                self.counted = Some(digest);
+            }
+            unchecked = skipped.iter().any(|s| s.reason == SkipReason::CheckBudget);
             if keys.is_empty() {
                 Err(JwksError::Empty)
             } else {
@@ -501,7 +511,7 @@ impl Refresher {
         let (keys, skipped) = match parsed {
             Ok(p) => p,
             Err(e) => {
-                self.refused = Some((digest, e.clone()));
+                self.refused = (!unchecked).then(|| (digest, e.clone()));
                 return Err(e.into());
             }
         };
@@ -514,9 +524,6 @@ impl Refresher {
             "key set loaded");
         st.skipped.store(skipped.len() as u64, Ordering::Relaxed);
         st.install(keys);
-        // Keys left unchecked for the budget are checked when the next fetch parses the
-        // document again, whose bytes are then not taken as known.
-        let unchecked = skipped.iter().any(|s| s.reason == SkipReason::CheckBudget);
         self.installed = (!unchecked).then_some(digest);
         Ok(changed)
     }
