@@ -5,7 +5,8 @@
 //!
 //! - `file`: loads at start, then every `reload_seconds` compares the matched files'
 //!   mtimes and sizes (and the set of matched files) and reloads on a difference;
-//!   SIGHUP or [`CatalogHandle::reload`] force a reload. A load runs in a blocking
+//!   [`CatalogHandle::reload`] (SIGHUP, through the process's one signal owner,
+//!   [`crate::lifecycle::Signals`]) forces a reload. A load runs in a blocking
 //!   task with a deadline ([`FILE_LOAD_DEADLINE`]): past it the load is abandoned and
 //!   counted as failed, so neither `serve` nor `policy show` waits on a parse. An
 //!   abandoned load may still be running; no other starts until it ends, and files
@@ -13,8 +14,8 @@
 //!   reload is forced.
 //! - `backstage`: syncs at start, then every `poll_seconds`; after a failure the next
 //!   attempt waits `poll_seconds × 2^failures` (capped at max(poll, 5 min)), with up
-//!   to 10% jitter so a fleet of agents does not poll in lockstep. SIGHUP or
-//!   [`CatalogHandle::reload`] poll at once. If the first sync fails, the snapshot
+//!   to 10% jitter so a fleet of agents does not poll in lockstep.
+//!   [`CatalogHandle::reload`] (SIGHUP) polls at once. If the first sync fails, the snapshot
 //!   file is loaded and served (origin [`Origin::Snapshot`]) and seeds the etag diff.
 //!   Every applied sync rewrites the snapshot file. A whole sync (all pages and
 //!   fetches) is abandoned after 5 minutes, on top of the per-request timeouts. What a
@@ -29,7 +30,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -169,9 +169,25 @@ impl CatalogHandle {
         self.reload.notify_one();
     }
 
+    /// A reload trigger that outlives `&self`, for the signal owner's task.
+    pub fn reloader(&self) -> Reloader {
+        Reloader(self.reload.clone())
+    }
+
     /// Waits for the runner to finish (after the shutdown token is cancelled).
     pub async fn stopped(self) {
         let _ = self.task.await;
+    }
+}
+
+/// Forces a reload as [`CatalogHandle::reload`] does. Reloads asked for while one
+/// runs coalesce into one more.
+#[derive(Debug, Clone)]
+pub struct Reloader(Arc<Notify>);
+
+impl Reloader {
+    pub fn reload(&self) {
+        self.0.notify_one();
     }
 }
 
@@ -217,7 +233,6 @@ impl CatalogSource {
         let reload = Arc::new(Notify::new());
         let triggers = Triggers {
             reload: reload.clone(),
-            hangup: hangup_signal(),
             shutdown,
         };
         let task = match config.source {
@@ -253,20 +268,9 @@ impl CatalogSource {
     }
 }
 
-fn hangup_signal() -> Option<Signal> {
-    match signal(SignalKind::hangup()) {
-        Ok(signal) => Some(signal),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot listen for SIGHUP; catalog reload on SIGHUP disabled");
-            None
-        }
-    }
-}
-
 /// What ends a wait between two refreshes.
 struct Triggers {
     reload: Arc<Notify>,
-    hangup: Option<Signal>,
     shutdown: CancellationToken,
 }
 
@@ -277,18 +281,11 @@ enum Wake {
 }
 
 impl Triggers {
-    async fn wait(&mut self, delay: Duration) -> Wake {
-        let hangup = async {
-            match &mut self.hangup {
-                Some(signal) => signal.recv().await,
-                None => std::future::pending().await,
-            }
-        };
+    async fn wait(&self, delay: Duration) -> Wake {
         tokio::select! {
             _ = self.shutdown.cancelled() => Wake::Shutdown,
             _ = tokio::time::sleep(delay) => Wake::Timer,
             _ = self.reload.notified() => Wake::Forced,
-            _ = hangup => Wake::Forced,
         }
     }
 }
@@ -367,7 +364,7 @@ async fn run_file(
     interval: Duration,
     deadline: Duration,
     publisher: Publisher,
-    mut triggers: Triggers,
+    triggers: Triggers,
 ) {
     let mut loaded_fingerprint: Option<file::Fingerprint> = None;
     // The fingerprint an abandoned load was given, and that load if still running.
@@ -505,7 +502,7 @@ async fn run_backstage(
     snapshot_path: Option<PathBuf>,
     poll: Duration,
     publisher: Publisher,
-    mut triggers: Triggers,
+    triggers: Triggers,
 ) {
     // The snapshot file seeds the syncer before the first poll, published or not: the
     // first sync then fetches only entities whose etag changed since, and the wipe-out
