@@ -12,7 +12,8 @@
 //! - [`policy`]: the route table built from the catalog and the pure decision.
 //! - [`identity`]: the verified caller handed from token to policy.
 //! - [`reason`]: the closed set of decision reasons.
-//! - [`config`], [`serve`], [`offline`]: the process around it all;
+//! - [`config`], [`lifecycle`], [`serve`], [`offline`]: the process around it all
+//!   ([`lifecycle`] starts what they share and owns the signals);
 //!   [`admin`], [`metrics`], [`decision_log`]: what operators see.
 
 pub mod admin;
@@ -22,6 +23,7 @@ pub mod config;
 pub mod connection;
 pub mod decision_log;
 pub mod identity;
+pub mod lifecycle;
 pub mod metrics;
 pub mod offline;
 pub mod policy;

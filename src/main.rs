@@ -1,7 +1,7 @@
 //! The `stagedoor` command: `serve`, `check-config`, `token verify`, `policy show`
 //! and `decide`. Exit codes: 0 ok/allow, 1 deny/invalid/failure, 64 bad config.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -93,7 +93,7 @@ enum Format {
     Json,
 }
 
-fn load_config(path: &std::path::Path) -> Result<Config, ExitCode> {
+fn load_config(path: &Path) -> Result<Config, ExitCode> {
     Config::load(path).map_err(|errors| {
         for e in &errors {
             eprintln!("config error: {e}");
@@ -141,42 +141,9 @@ fn runtime_with(threads: usize) -> tokio::runtime::Runtime {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match cli.command {
-        Command::Serve { config } => {
-            let cfg = match load_config(&config) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
-            init_logging(&cfg);
-            let rt = runtime_with(cfg.agent.worker_threads);
-            let result = rt.block_on(stagedoor::serve::run(cfg));
-            // In-flight writes get a moment; an abandoned catalog parse does not hold the exit.
-            rt.shutdown_timeout(Duration::from_secs(2));
-            match result {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot start");
-                    eprintln!("stagedoor: {e}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
-        Command::Probe { url } => {
-            let ok = run_once(async {
-                let client = reqwest::Client::builder()
-                    .timeout(Duration::from_secs(2))
-                    .build()
-                    .ok()?;
-                let r = client.get(&url).send().await.ok()?;
-                Some(r.status().is_success())
-            });
-            if ok == Some(true) {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            }
-        }
+    match Cli::parse().command {
+        Command::Serve { config } => serve(&config),
+        Command::Probe { url } => probe(&url),
         Command::CheckConfig { config } => match load_config(&config) {
             Ok(_) => {
                 println!("{}: ok", config.display());
@@ -195,89 +162,135 @@ fn main() -> ExitCode {
         }
         Command::Policy {
             command: PolicyCommand::Show { config, format },
-        } => {
-            let cfg = match load_config(&config) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
-            let loaded = match run_once(stagedoor::offline::load_policy(
-                &cfg,
-                Duration::from_secs(30),
-            )) {
-                Ok(p) => p,
-                Err(e) => {
-                    eprintln!("stagedoor: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            match format {
-                Format::Table => {
-                    print!("{}", loaded.policy.render_table());
-                    for line in &loaded.skipped {
-                        println!("skipped: {line}");
-                    }
-                }
-                Format::Json => {
-                    let mut json = loaded.policy.to_json();
-                    json["skipped"] = serde_json::Value::from(loaded.skipped.clone());
-                    println!(
-                        "{}",
-                        serde_json::to_string_pretty(&json).unwrap_or_default()
-                    );
-                }
-            }
-            ExitCode::SUCCESS
-        }
+        } => policy_show(&config, format),
         Command::Decide {
             config,
             method,
             path,
             host,
             token,
-        } => {
-            let cfg = match load_config(&config) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
-            let token = match token.as_deref() {
-                Some("-") => {
-                    let mut t = String::new();
-                    if std::io::Read::read_to_string(&mut std::io::stdin(), &mut t).is_err() {
-                        eprintln!("stagedoor: cannot read the token from standard input");
-                        return ExitCode::FAILURE;
-                    }
-                    Some(t.trim().to_owned())
-                }
-                _ => token,
-            };
-            let req = stagedoor::offline::DecideRequest {
-                method,
-                path,
-                host,
-                token,
-            };
-            match run_once(stagedoor::offline::decide(
-                &cfg,
-                &req,
-                Duration::from_secs(30),
-            )) {
-                Ok(json) => {
-                    let allow = json["allow"].as_bool().unwrap_or(false);
-                    println!(
-                        "{}",
-                        serde_json::to_string_pretty(&json).unwrap_or_default()
-                    );
-                    if allow {
-                        ExitCode::SUCCESS
-                    } else {
-                        ExitCode::FAILURE
-                    }
-                }
-                Err(e) => {
-                    eprintln!("stagedoor: {e}");
-                    ExitCode::FAILURE
-                }
+        } => decide(&config, method, path, host, token),
+    }
+}
+
+fn serve(config: &Path) -> ExitCode {
+    let cfg = match load_config(config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    init_logging(&cfg);
+    let rt = runtime_with(cfg.agent.worker_threads);
+    let result = rt.block_on(stagedoor::serve::run(cfg));
+    // In-flight writes get a moment; an abandoned catalog parse does not hold the exit.
+    rt.shutdown_timeout(Duration::from_secs(2));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start");
+            eprintln!("stagedoor: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn probe(url: &str) -> ExitCode {
+    let ok = run_once(async {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .ok()?;
+        let r = client.get(url).send().await.ok()?;
+        Some(r.status().is_success())
+    });
+    if ok == Some(true) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn policy_show(config: &Path, format: Format) -> ExitCode {
+    let cfg = match load_config(config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let loaded = match run_once(stagedoor::offline::load_policy(
+        &cfg,
+        Duration::from_secs(30),
+    )) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("stagedoor: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match format {
+        Format::Table => {
+            print!("{}", loaded.policy.render_table());
+            for line in &loaded.skipped {
+                println!("skipped: {line}");
             }
+        }
+        Format::Json => {
+            let mut json = loaded.policy.to_json();
+            json["skipped"] = serde_json::Value::from(loaded.skipped.clone());
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&json).unwrap_or_default()
+            );
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+fn decide(
+    config: &Path,
+    method: String,
+    path: String,
+    host: String,
+    token: Option<String>,
+) -> ExitCode {
+    let cfg = match load_config(config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let token = match token.as_deref() {
+        Some("-") => {
+            let mut t = String::new();
+            if std::io::Read::read_to_string(&mut std::io::stdin(), &mut t).is_err() {
+                eprintln!("stagedoor: cannot read the token from standard input");
+                return ExitCode::FAILURE;
+            }
+            Some(t.trim().to_owned())
+        }
+        _ => token,
+    };
+    let req = stagedoor::offline::DecideRequest {
+        method,
+        path,
+        host,
+        token,
+    };
+    match run_once(stagedoor::offline::decide(
+        &cfg,
+        &req,
+        Duration::from_secs(30),
+    )) {
+        Ok(json) => {
+            let allow = json["allow"].as_bool().unwrap_or(false);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&json).unwrap_or_default()
+            );
+            if allow {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("stagedoor: {e}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -11,9 +11,22 @@ use tokio_util::sync::CancellationToken;
 
 use crate::agent::{Agent, AgentSettings, AuthRequest, actions_for};
 use crate::config::Config;
+use crate::lifecycle::{self, StartError};
 use crate::policy::Policy;
-use crate::serve::{resolved_issuers, start_catalog};
-use crate::token::Verifier;
+
+/// Why a one-shot command has no answer (exit code 1).
+#[derive(Debug, thiserror::Error)]
+pub enum OfflineError {
+    #[error(transparent)]
+    Start(#[from] StartError),
+    /// The catalog source failed before publishing anything (its last error).
+    #[error("catalog not loaded: {0}")]
+    NotLoaded(String),
+    #[error("no catalog loaded within {}s", .0.as_secs())]
+    Timeout(Duration),
+    #[error("cannot render the decision: {0}")]
+    Render(#[from] serde_json::Error),
+}
 
 /// A policy loaded once, and what its catalog left out.
 pub struct LoadedPolicy {
@@ -25,35 +38,35 @@ pub struct LoadedPolicy {
 /// Loads the catalog (files, or one Backstage sync) and builds the policy. Returns
 /// at the first failure when no catalog could be published (a file refused, a load
 /// past its deadline, Backstage unreachable without a snapshot), else within `wait`.
-pub async fn load_policy(cfg: &Config, wait: Duration) -> Result<LoadedPolicy, String> {
+pub async fn load_policy(cfg: &Config, wait: Duration) -> Result<LoadedPolicy, OfflineError> {
     let shutdown = CancellationToken::new();
-    let policy = Arc::new(ArcSwapOption::empty());
-    let handle = start_catalog(cfg, policy.clone(), shutdown.clone()).map_err(|e| e.to_string())?;
-    let status = handle.status();
-    let snapshots = handle.snapshots();
-    let deadline = tokio::time::Instant::now() + wait;
-    loop {
-        if let Some(p) = policy.load_full() {
-            shutdown.cancel();
-            return Ok(LoadedPolicy {
-                policy: p,
-                skipped: status.borrow().skipped.clone(),
-            });
+    // Every return stops the catalog source and the policy builder.
+    let _stop = shutdown.clone().drop_guard();
+    let (catalog, policy) = lifecycle::start_catalog(cfg, shutdown)?;
+    let mut status = catalog.status();
+    let snapshots = catalog.snapshots();
+    // A failure with nothing published; with a snapshot file served, the policy
+    // built from it is the answer.
+    let failed = async {
+        match status
+            .wait_for(|st| st.consecutive_errors > 0 && snapshots.borrow().is_none())
+            .await
+        {
+            Ok(st) => st.last_error.clone().unwrap_or_default(),
+            Err(_) => "the catalog source stopped".to_owned(),
         }
-        let failed = {
-            let st = status.borrow();
-            (st.consecutive_errors > 0 && snapshots.borrow().is_none())
-                .then(|| st.last_error.clone().unwrap_or_default())
-        };
-        if let Some(error) = failed {
-            shutdown.cancel();
-            return Err(format!("catalog not loaded: {error}"));
-        }
-        if tokio::time::Instant::now() > deadline {
-            shutdown.cancel();
-            return Err(format!("no catalog loaded within {}s", wait.as_secs()));
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    tokio::select! {
+        biased;
+        ready = policy.ready() => match ready {
+            Some(policy) => Ok(LoadedPolicy {
+                policy,
+                skipped: catalog.status().borrow().skipped.clone(),
+            }),
+            None => Err(OfflineError::NotLoaded("the policy builder stopped".to_owned())),
+        },
+        error = failed => Err(OfflineError::NotLoaded(error)),
+        () = tokio::time::sleep(wait) => Err(OfflineError::Timeout(wait)),
     }
 }
 
@@ -70,10 +83,11 @@ pub async fn decide(
     cfg: &Config,
     req: &DecideRequest,
     wait: Duration,
-) -> Result<serde_json::Value, String> {
+) -> Result<serde_json::Value, OfflineError> {
     let policy = load_policy(cfg, wait).await?.policy;
-    let verifier = Verifier::start(resolved_issuers(cfg), cfg.token).map_err(|e| e.to_string())?;
+    let verifier = lifecycle::start_verifier(cfg)?;
     if req.token.is_some() {
+        // The verifier offers no readiness to await: poll it, within `wait`.
         let deadline = tokio::time::Instant::now() + wait;
         while !verifier.ready() && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -98,7 +112,7 @@ pub async fn decide(
         request_id: None,
     };
     let outcome = agent.decide(&auth, crate::token::fetch::unix_now()).await;
-    let mut json = serde_json::to_value(&outcome.decision).map_err(|e| e.to_string())?;
+    let mut json = serde_json::to_value(&outcome.decision)?;
     let vars: serde_json::Map<String, serde_json::Value> = actions_for(&outcome, &cfg.agent.realm)
         .iter()
         .filter_map(|a| match a {

@@ -1,119 +1,27 @@
 //! The agent process: configuration in, every part started, SPOP served until a
 //! signal. Keys and catalog load in the background; the policy snapshot is rebuilt
-//! off the request path whenever the catalog changes and swapped atomically.
+//! off the request path whenever the catalog changes and swapped atomically
+//! ([`crate::lifecycle`] starts both and owns the signals).
 
 use std::sync::Arc;
 
-use arc_swap::ArcSwapOption;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, AdminState};
 use crate::agent::{Agent, AgentSettings};
-use crate::catalog::source::{CatalogHandle, CatalogSnapshot, CatalogSource};
 use crate::config::Config;
 use crate::connection::EngineStats;
 use crate::decision_log::DecisionLog;
+use crate::lifecycle::{self, PolicyHandle, Signals};
 use crate::metrics::{Metrics, Sources};
-use crate::policy::{Mode, Policy};
+use crate::policy::Mode;
 use crate::token::Verifier;
 
-/// Why the agent could not start (exit code 1; config errors are caught before).
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error("token verifier: {0}")]
-    Verifier(String),
-    #[error("catalog: {0}")]
-    Catalog(String),
-    #[error("cannot install signal handlers: {0}")]
-    Signals(std::io::Error),
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: std::net::SocketAddr,
-        source: std::io::Error,
-    },
-}
-
-/// Issuer configs with `jwks_file` resolved against the config file's directory.
-pub fn resolved_issuers(cfg: &Config) -> Vec<crate::token::IssuerConfig> {
-    let mut issuers = cfg.issuers.clone();
-    for iss in &mut issuers {
-        if let Some(f) = &iss.jwks_file {
-            iss.jwks_file = Some(cfg.resolve(f).to_string_lossy().into_owned());
-        }
-    }
-    issuers
-}
-
-/// Rebuilds the policy on every catalog change and publishes it; logs what the
-/// build found (annotation errors, conflicts).
-pub fn spawn_policy_builder(
-    mut snapshots: watch::Receiver<Option<Arc<CatalogSnapshot>>>,
-    policy: Arc<ArcSwapOption<Policy>>,
-    unmatched: crate::policy::Unmatched,
-    shutdown: CancellationToken,
-) {
-    tokio::spawn(async move {
-        loop {
-            let snap = snapshots.borrow_and_update().clone();
-            if let Some(snap) = snap {
-                let entities = snap.clone();
-                let built = tokio::task::spawn_blocking(move || {
-                    Policy::build(&entities.entities, unmatched)
-                })
-                .await;
-                match built {
-                    Ok(p) => {
-                        for e in p.errors() {
-                            tracing::warn!(event = "annotation_error", error = %e, "catalog annotation error");
-                        }
-                        for c in p.conflicts() {
-                            tracing::warn!(event = "policy_conflict", conflict = %c, "route conflict");
-                        }
-                        for u in p.unknown_principals() {
-                            tracing::warn!(event = "unknown_principal", entity = %u.entity, principal = %u.principal, "{u}");
-                        }
-                        tracing::info!(
-                            event = "catalog_applied",
-                            origin = ?snap.origin,
-                            entities = p.entity_count(),
-                            routes = p.route_count(),
-                            annotation_errors = p.errors().len(),
-                            conflicts = p.conflicts().len(),
-                            unknown_principals = p.unknown_principals().len(),
-                            "policy rebuilt"
-                        );
-                        policy.store(Some(Arc::new(p)));
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "policy build failed; keeping the previous policy")
-                    }
-                }
-            }
-            tokio::select! {
-                r = snapshots.changed() => if r.is_err() { return },
-                () = shutdown.cancelled() => return,
-            }
-        }
-    });
-}
-
-/// Starts the catalog source and the policy builder.
-pub fn start_catalog(
-    cfg: &Config,
-    policy: Arc<ArcSwapOption<Policy>>,
-    shutdown: CancellationToken,
-) -> Result<CatalogHandle, StartError> {
-    let handle = CatalogSource::start(&cfg.catalog, &cfg.base_dir, shutdown.clone())
-        .map_err(|e| StartError::Catalog(e.to_string()))?;
-    spawn_policy_builder(handle.snapshots(), policy, cfg.policy.unmatched, shutdown);
-    Ok(handle)
-}
+pub use crate::lifecycle::StartError;
 
 /// Runs the agent until SIGINT/SIGTERM; returns after a graceful drain.
 pub async fn run(cfg: Config) -> Result<(), StartError> {
-    let shutdown = CancellationToken::new();
     tracing::info!(
         event = "start",
         version = env!("CARGO_PKG_VERSION"),
@@ -127,26 +35,11 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
     admin::raise_fd_limit();
 
     // Signal handlers first: without them SIGTERM would kill the agent undrained.
-    let signals = Signals::install().map_err(StartError::Signals)?;
-    let verifier = Verifier::start(resolved_issuers(&cfg), cfg.token)
-        .map_err(|e| StartError::Verifier(e.to_string()))?;
-    let policy: Arc<ArcSwapOption<Policy>> = Arc::new(ArcSwapOption::empty());
-    let catalog = start_catalog(&cfg, policy.clone(), shutdown.clone())?;
-
-    let listener = TcpListener::bind(cfg.agent.listen)
-        .await
-        .map_err(|source| StartError::Bind {
-            addr: cfg.agent.listen,
-            source,
-        })?;
-    let admin_listener = match cfg.admin.listen {
-        Some(addr) => Some(
-            TcpListener::bind(addr)
-                .await
-                .map_err(|source| StartError::Bind { addr, source })?,
-        ),
-        None => None,
-    };
+    let signals = Signals::install()?;
+    let shutdown = CancellationToken::new();
+    let verifier = lifecycle::start_verifier(&cfg)?;
+    let (catalog, policy) = lifecycle::start_catalog(&cfg, shutdown.clone())?;
+    let (listener, admin_listener) = bind(&cfg).await?;
 
     let metrics = Arc::new(Metrics::new());
     let engine = Arc::new(EngineStats::default());
@@ -155,48 +48,27 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
         cfg.log.allow_sample_rate,
         Box::new(std::io::stdout()),
     ));
-    let final_flush = decision_log.clone();
-    let log_dropped = decision_log.dropped.clone();
-    let observer_metrics = metrics.clone();
-    let agent = Arc::new(Agent {
-        verifier: verifier.clone(),
-        policy: policy.clone(),
-        settings: AgentSettings {
-            message: cfg.agent.message.clone(),
-            realm: cfg.agent.realm.clone(),
-            mode: cfg.policy.mode,
-        },
-        observer: Box::new(move |req, outcome, latency| {
-            observer_metrics.record_decision(
-                outcome.decision.reason,
-                !outcome.shadow,
-                latency.as_secs_f64(),
-            );
-            decision_log.record(req, outcome, latency);
-        }),
-    });
-    if cfg.policy.mode == Mode::Shadow {
-        tracing::warn!(
-            event = "shadow_mode",
-            "policy mode is shadow: every request is let through"
-        );
-    }
-
+    let agent = agent(
+        &cfg,
+        verifier.clone(),
+        &policy,
+        metrics.clone(),
+        decision_log.clone(),
+    );
     if let Some(l) = admin_listener {
         let state = Arc::new(AdminState {
-            metrics: metrics.clone(),
+            metrics,
             sources: Sources {
                 engine: engine.clone(),
-                verifier: verifier.clone(),
+                verifier,
                 catalog: Some(catalog.status()),
-                policy: policy.clone(),
-                log_dropped: log_dropped.clone(),
+                policy: policy.current(),
+                log_dropped: decision_log.dropped.clone(),
             },
         });
         tokio::spawn(admin::serve(l, state, shutdown.clone()));
     }
-
-    tokio::spawn(signals.run(shutdown.clone(), catalog));
+    tokio::spawn(signals.run(shutdown.clone(), catalog.reloader()));
 
     crate::server::run(
         listener,
@@ -208,39 +80,54 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
     )
     .await;
     tracing::info!(event = "shutdown", "stagedoor stopped");
-    final_flush.flush();
+    decision_log.flush();
     Ok(())
 }
 
-/// SIGINT/SIGTERM cancel `shutdown`; SIGHUP reloads the catalog.
-struct Signals {
-    term: tokio::signal::unix::Signal,
-    int: tokio::signal::unix::Signal,
-    hup: tokio::signal::unix::Signal,
+/// The SPOP listener and, when configured, the admin one.
+async fn bind(cfg: &Config) -> Result<(TcpListener, Option<TcpListener>), StartError> {
+    let bind = |addr| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { addr, source })
+    };
+    let listener = bind(cfg.agent.listen).await?;
+    let admin = match cfg.admin.listen {
+        Some(addr) => Some(bind(addr).await?),
+        None => None,
+    };
+    Ok((listener, admin))
 }
 
-impl Signals {
-    fn install() -> std::io::Result<Signals> {
-        use tokio::signal::unix::{SignalKind, signal};
-        Ok(Signals {
-            term: signal(SignalKind::terminate())?,
-            int: signal(SignalKind::interrupt())?,
-            hup: signal(SignalKind::hangup())?,
-        })
+/// The handler, with every decision counted in the metrics and written to the log.
+fn agent(
+    cfg: &Config,
+    verifier: Verifier,
+    policy: &PolicyHandle,
+    metrics: Arc<Metrics>,
+    decision_log: Arc<DecisionLog>,
+) -> Arc<Agent> {
+    if cfg.policy.mode == Mode::Shadow {
+        tracing::warn!(
+            event = "shadow_mode",
+            "policy mode is shadow: every request is let through"
+        );
     }
-
-    async fn run(mut self, shutdown: CancellationToken, catalog: CatalogHandle) {
-        loop {
-            tokio::select! {
-                _ = self.term.recv() => break,
-                _ = self.int.recv() => break,
-                _ = self.hup.recv() => {
-                    tracing::info!(event = "reload", "SIGHUP: reloading the catalog");
-                    catalog.reload();
-                }
-            }
-        }
-        tracing::info!(event = "shutdown", "signal received: draining");
-        shutdown.cancel();
-    }
+    Arc::new(Agent {
+        verifier,
+        policy: policy.current(),
+        settings: AgentSettings {
+            message: cfg.agent.message.clone(),
+            realm: cfg.agent.realm.clone(),
+            mode: cfg.policy.mode,
+        },
+        observer: Box::new(move |req, outcome, latency| {
+            metrics.record_decision(
+                outcome.decision.reason,
+                !outcome.shadow,
+                latency.as_secs_f64(),
+            );
+            decision_log.record(req, outcome, latency);
+        }),
+    })
 }

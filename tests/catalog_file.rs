@@ -342,6 +342,9 @@ async fn sighup_and_reload_force_a_load() {
     let config = file_config(3600);
     let shutdown = CancellationToken::new();
     let handle = CatalogSource::start(&config, dir.path(), shutdown.clone()).unwrap();
+    // SIGHUP reaches the runner through the process's one signal owner, as in `serve`.
+    let signals = stagedoor::lifecycle::Signals::install().unwrap();
+    tokio::spawn(signals.run(shutdown.clone(), handle.reloader()));
     let mut rx = handle.snapshots();
     assert_eq!(
         next_snapshot(&mut rx, Duration::from_secs(10))
