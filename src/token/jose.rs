@@ -9,9 +9,9 @@ use base64::Engine;
 use base64::alphabet;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Deserializer};
 
-use super::config::MAX_KID_BYTES;
+use super::alg::Alg;
 use crate::reason::Reason;
 
 /// base64url without padding, rejecting non-canonical trailing bits (RFC 7515 §2).
@@ -25,91 +25,8 @@ pub const B64: GeneralPurpose = GeneralPurpose::new(
 
 /// Largest signature of any supported algorithm (RSA-8192).
 pub const MAX_SIG_BYTES: usize = 1024;
-
-/// A JWS algorithm stagedoor can verify. `none` is not one.
-#[allow(clippy::upper_case_acronyms)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, Serialize)]
-pub enum Alg {
-    RS256,
-    RS384,
-    RS512,
-    PS256,
-    PS384,
-    PS512,
-    ES256,
-    ES384,
-    EdDSA,
-    HS256,
-    HS384,
-    HS512,
-}
-
-impl Alg {
-    pub const ALL: [Alg; 12] = [
-        Alg::RS256,
-        Alg::RS384,
-        Alg::RS512,
-        Alg::PS256,
-        Alg::PS384,
-        Alg::PS512,
-        Alg::ES256,
-        Alg::ES384,
-        Alg::EdDSA,
-        Alg::HS256,
-        Alg::HS384,
-        Alg::HS512,
-    ];
-
-    /// Exact, case-sensitive name lookup.
-    pub fn from_name(name: &str) -> Option<Alg> {
-        Alg::ALL.into_iter().find(|a| a.as_str() == name)
-    }
-
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Alg::RS256 => "RS256",
-            Alg::RS384 => "RS384",
-            Alg::RS512 => "RS512",
-            Alg::PS256 => "PS256",
-            Alg::PS384 => "PS384",
-            Alg::PS512 => "PS512",
-            Alg::ES256 => "ES256",
-            Alg::ES384 => "ES384",
-            Alg::EdDSA => "EdDSA",
-            Alg::HS256 => "HS256",
-            Alg::HS384 => "HS384",
-            Alg::HS512 => "HS512",
-        }
-    }
-
-    /// The shortest shared secret accepted for an HS* algorithm: its hash size
-    /// (RFC 7518 §3.2); 0 for the others.
-    pub const fn min_secret_bytes(self) -> usize {
-        match self {
-            Alg::HS256 => 32,
-            Alg::HS384 => 48,
-            Alg::HS512 => 64,
-            _ => 0,
-        }
-    }
-
-    pub const fn is_hmac(self) -> bool {
-        matches!(self, Alg::HS256 | Alg::HS384 | Alg::HS512)
-    }
-
-    pub const fn is_rsa(self) -> bool {
-        matches!(
-            self,
-            Alg::RS256 | Alg::RS384 | Alg::RS512 | Alg::PS256 | Alg::PS384 | Alg::PS512
-        )
-    }
-}
-
-impl fmt::Display for Alg {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+/// Largest `kid` accepted in a token header (and kept from a JWK).
+pub const MAX_KID_BYTES: usize = 256;
 
 /// The protected header, after every pre-crypto check.
 #[derive(Debug, Clone, PartialEq, Eq)]

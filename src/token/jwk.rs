@@ -19,8 +19,8 @@ use aws_lc_rs::signature::{self, ParsedPublicKey, RsaPublicKeyComponents};
 use base64::Engine;
 use serde_json::Value;
 
-use super::config::MAX_KID_BYTES;
-use super::jose::{Alg, B64};
+use super::alg::Alg;
+use super::jose::{B64, MAX_KID_BYTES};
 use super::modulus::{CheckBudget, ModulusFlaw, Refused, check_modulus_cached};
 use crate::reason::Reason;
 
