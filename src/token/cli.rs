@@ -7,9 +7,10 @@ use std::io::{Read, Write};
 use base64::Engine;
 use serde::Serialize;
 
+use super::alg::Alg;
 use super::config::{DEFAULT_ALGORITHMS, DEFAULT_MAX_TOKEN_BYTES, IssuerConfig, KeySource};
 use super::fetch;
-use super::jose::{Alg, B64, RawClaims, Val, parse_header};
+use super::jose::{B64, RawClaims, Val, parse_header};
 use super::jwk::KeySet;
 use super::verify::{verify_jws, verify_with_keys};
 

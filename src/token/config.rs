@@ -27,14 +27,12 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::jose::Alg;
+use super::alg::Alg;
 
 /// Tokens longer than this are rejected before any decoding (`token_too_large`).
 pub const DEFAULT_MAX_TOKEN_BYTES: usize = 8 * 1024;
 /// Entries in the verified-token cache.
 pub const DEFAULT_CACHE_ENTRIES: u64 = 65_536;
-/// Largest `kid` accepted in a token header.
-pub const MAX_KID_BYTES: usize = 256;
 /// The largest `max_lifetime_seconds` (a year): a limit above it limits nothing.
 pub const MAX_LIFETIME_LIMIT: u64 = 365 * 86_400;
 /// The default `max_lifetime_seconds`: one day. Access tokens live minutes to hours

@@ -9,9 +9,9 @@ use base64::Engine;
 use base64::alphabet;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Deserializer};
 
-use super::config::MAX_KID_BYTES;
+use super::alg::Alg;
 use crate::reason::Reason;
 
 /// base64url without padding, rejecting non-canonical trailing bits (RFC 7515 §2).
@@ -25,91 +25,8 @@ pub const B64: GeneralPurpose = GeneralPurpose::new(
 
 /// Largest signature of any supported algorithm (RSA-8192).
 pub const MAX_SIG_BYTES: usize = 1024;
-
-/// A JWS algorithm stagedoor can verify. `none` is not one.
-#[allow(clippy::upper_case_acronyms)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, Serialize)]
-pub enum Alg {
-    RS256,
-    RS384,
-    RS512,
-    PS256,
-    PS384,
-    PS512,
-    ES256,
-    ES384,
-    EdDSA,
-    HS256,
-    HS384,
-    HS512,
-}
-
-impl Alg {
-    pub const ALL: [Alg; 12] = [
-        Alg::RS256,
-        Alg::RS384,
-        Alg::RS512,
-        Alg::PS256,
-        Alg::PS384,
-        Alg::PS512,
-        Alg::ES256,
-        Alg::ES384,
-        Alg::EdDSA,
-        Alg::HS256,
-        Alg::HS384,
-        Alg::HS512,
-    ];
-
-    /// Exact, case-sensitive name lookup.
-    pub fn from_name(name: &str) -> Option<Alg> {
-        Alg::ALL.into_iter().find(|a| a.as_str() == name)
-    }
-
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Alg::RS256 => "RS256",
-            Alg::RS384 => "RS384",
-            Alg::RS512 => "RS512",
-            Alg::PS256 => "PS256",
-            Alg::PS384 => "PS384",
-            Alg::PS512 => "PS512",
-            Alg::ES256 => "ES256",
-            Alg::ES384 => "ES384",
-            Alg::EdDSA => "EdDSA",
-            Alg::HS256 => "HS256",
-            Alg::HS384 => "HS384",
-            Alg::HS512 => "HS512",
-        }
-    }
-
-    /// The shortest shared secret accepted for an HS* algorithm: its hash size
-    /// (RFC 7518 §3.2); 0 for the others.
-    pub const fn min_secret_bytes(self) -> usize {
-        match self {
-            Alg::HS256 => 32,
-            Alg::HS384 => 48,
-            Alg::HS512 => 64,
-            _ => 0,
-        }
-    }
-
-    pub const fn is_hmac(self) -> bool {
-        matches!(self, Alg::HS256 | Alg::HS384 | Alg::HS512)
-    }
-
-    pub const fn is_rsa(self) -> bool {
-        matches!(
-            self,
-            Alg::RS256 | Alg::RS384 | Alg::RS512 | Alg::PS256 | Alg::PS384 | Alg::PS512
-        )
-    }
-}
-
-impl fmt::Display for Alg {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+/// Largest `kid` accepted in a token header (and kept from a JWK).
+pub const MAX_KID_BYTES: usize = 256;
 
 /// The protected header, after every pre-crypto check.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -518,115 +435,4 @@ impl<'de> Visitor<'de> for ClaimsSeed<'_> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn b64(s: &str) -> String {
-        B64.encode(s)
-    }
-
-    fn tok(h: &str, p: &str) -> String {
-        format!("{}.{}.{}", b64(h), b64(p), b64("sig"))
-    }
-
-    #[test]
-    fn strict_base64() {
-        assert!(B64.decode("YQ").is_ok());
-        assert!(B64.decode("YQ==").is_err(), "padding");
-        assert!(B64.decode("YR").is_err(), "non-canonical trailing bits");
-        assert!(B64.decode("Y+").is_err(), "standard alphabet");
-        assert!(B64.decode("Y Q").is_err(), "whitespace");
-    }
-
-    #[test]
-    fn header_rules() {
-        let ok = tok(
-            r#"{"alg":"RS256","kid":"k1","typ":"at+jwt","x5t":{"a":1}}"#,
-            "{}",
-        );
-        let j = parse_jws(&ok, 8192).unwrap();
-        assert_eq!(j.header.alg, Alg::RS256);
-        assert_eq!(j.header.kid.as_deref(), Some("k1"));
-        assert_eq!(j.header.typ.as_deref(), Some("at+jwt"));
-        assert_eq!(j.signature(), b"sig");
-        let cases = [
-            (r#"{"alg":"none"}"#, Reason::UnsupportedAlg),
-            (r#"{"alg":"rs256"}"#, Reason::UnsupportedAlg),
-            (r#"{"alg":1}"#, Reason::MalformedToken),
-            (r#"{"kid":"a"}"#, Reason::MalformedToken),
-            (r#"{"alg":"RS256","alg":"RS256"}"#, Reason::MalformedToken),
-            (r#"{"alg":"RS256","x":1,"x":2}"#, Reason::MalformedToken),
-            (r#"{"alg":"RS256","crit":["exp"]}"#, Reason::MalformedToken),
-            (r#"{"alg":"RS256","kid":7}"#, Reason::MalformedToken),
-            (r#"{"alg":"RS256","typ":["JWT"]}"#, Reason::MalformedToken),
-            (r#"["alg","RS256"]"#, Reason::MalformedToken),
-            (r#"{"alg":"RS256"} x"#, Reason::MalformedToken),
-        ];
-        for (h, want) in cases {
-            assert_eq!(parse_jws(&tok(h, "{}"), 8192).err(), Some(want), "{h}");
-        }
-        let long_kid = format!(r#"{{"alg":"RS256","kid":"{}"}}"#, "k".repeat(257));
-        assert_eq!(
-            parse_jws(&tok(&long_kid, "{}"), 8192).err(),
-            Some(Reason::MalformedToken)
-        );
-        let max_kid = format!(r#"{{"alg":"RS256","kid":"{}"}}"#, "k".repeat(256));
-        assert!(parse_jws(&tok(&max_kid, "{}"), 8192).is_ok());
-    }
-
-    #[test]
-    fn segments_and_size() {
-        let h = b64(r#"{"alg":"RS256"}"#);
-        assert_eq!(parse_jws("", 8192).err(), Some(Reason::MissingToken));
-        for t in [
-            "..",
-            ".",
-            "a.b",
-            &format!("{h}.e30.c2ln.c2ln"),
-            &format!("{h}.e30."),
-        ] {
-            assert_eq!(
-                parse_jws(t, 8192).err(),
-                Some(Reason::MalformedToken),
-                "{t}"
-            );
-        }
-        assert_eq!(parse_jws(&format!("{h}..c2ln"), 8192).unwrap().payload, b"");
-        let big = format!("{h}.{}.c2ln", "A".repeat(9000));
-        assert_eq!(parse_jws(&big, 8192).err(), Some(Reason::TokenTooLarge));
-        let long_sig = format!("{h}.e30.{}", "A".repeat(1400));
-        assert_eq!(parse_jws(&long_sig, 8192).err(), Some(Reason::BadSignature));
-    }
-
-    #[test]
-    fn claims_types_and_duplicates() {
-        let json = br#"{"iss":"i","aud":["a","b"],"exp":1.5,"nbf":3,"groups":["g"],"x":{"y":[1,{"z":null}]}}"#;
-        let c = RawClaims::parse(json, &["groups".to_owned()]).unwrap();
-        assert_eq!(c.iss, Some(Val::Str("i".into())));
-        assert_eq!(c.aud, Some(Val::StrList(vec!["a".into(), "b".into()])));
-        assert_eq!(c.exp, Some(Val::Float(1.5)));
-        assert_eq!(c.nbf, Some(Val::Int(3)));
-        assert_eq!(c.extra("groups"), Some(&Val::StrList(vec!["g".into()])));
-        let c = RawClaims::parse(br#"{"aud":["a",1],"iss":["i"],"exp":"1"}"#, &[]).unwrap();
-        assert_eq!(c.aud, Some(Val::Other));
-        assert_eq!(c.iss, Some(Val::StrList(vec!["i".into()])));
-        assert_eq!(c.exp, Some(Val::Str("1".into())));
-        for bad in [
-            &br#"{"exp":1,"exp":2}"#[..],
-            br#"{"a":1,"a":1}"#,
-            br#"{"a":{"b":1,"b":2}}"#,
-            br#"{"\u0069ss":"x","iss":"y"}"#,
-            br#"[]"#,
-            br#"{"exp":1e400}"#,
-            br#"{"exp":1}{}"#,
-        ] {
-            assert!(
-                RawClaims::parse(bad, &[]).is_err(),
-                "{}",
-                String::from_utf8_lossy(bad)
-            );
-        }
-        let deep = format!("{{\"a\":{}{}}}", "[".repeat(10_000), "]".repeat(10_000));
-        assert!(RawClaims::parse(deep.as_bytes(), &[]).is_err());
-    }
-}
+mod tests;

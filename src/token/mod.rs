@@ -2,6 +2,7 @@
 //! [`Reason`](crate::reason::Reason) (message → **token** → policy).
 //!
 //! - [`jose`]: strict compact-JWS parsing, before any crypto.
+//! - [`alg`]: the JWS algorithms, shared by the parser, the key sets and the config.
 //! - [`jwk`]: trusted key sets, parsed one JWK at a time.
 //! - [`modulus`]: RSA modulus checks at import (even, small factor, prime, prime power).
 //! - [`verify`]: the pure core (signature, then claims) with no runtime.
@@ -10,6 +11,7 @@
 //! - [`config`]: `[[issuers]]` tables and their validation.
 //! - [`cli`]: `stagedoor token verify`, for debugging a rejected token.
 
+pub mod alg;
 pub mod cli;
 pub mod config;
 pub mod fetch;
@@ -19,8 +21,8 @@ pub mod modulus;
 pub mod verifier;
 pub mod verify;
 
+pub use alg::Alg;
 pub use config::{ConfigError, IssuerConfig, KeySource, TokenConfig};
-pub use jose::Alg;
 pub use jwk::KeySet;
 pub use verifier::{IssuerStatus, Verifier, VerifierStatus, token_digest};
 pub use verify::{Claims, VerifiedJws, verify_jws, verify_with_keys};

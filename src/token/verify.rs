@@ -1,8 +1,9 @@
 //! Token stage, the pure core: signature then claims, over one key set and one issuer
 //! config, with no runtime and no I/O (token → verified claims → `Identity` → policy).
 
+use super::alg::Alg;
 use super::config::IssuerConfig;
-use super::jose::{Alg, Jws, RawClaims, Val, parse_jws};
+use super::jose::{Jws, RawClaims, Val, parse_jws};
 use super::jwk::{KeySet, Lookup};
 use crate::identity::Identity;
 use crate::reason::Reason;
