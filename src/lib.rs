@@ -13,14 +13,17 @@
 //! - [`identity`]: the verified caller handed from token to policy.
 //! - [`reason`]: the closed set of decision reasons.
 //! - [`config`], [`serve`], [`offline`]: the process around it all;
-//!   [`admin`], [`metrics`], [`decision_log`]: what operators see.
+//!   [`admin`], [`metrics`], [`decision_log`]: what operators see;
+//!   [`clock`], [`http`]: the wall clock and the outbound HTTP client, shared.
 
 pub mod admin;
 pub mod agent;
 pub mod catalog;
+pub mod clock;
 pub mod config;
 pub mod connection;
 pub mod decision_log;
+pub mod http;
 pub mod identity;
 pub mod metrics;
 pub mod offline;

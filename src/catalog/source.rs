@@ -27,7 +27,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::{Notify, watch};
@@ -38,6 +38,7 @@ use super::config::{CatalogConfig, SourceKind};
 use super::entity::Entity;
 use super::error::CatalogError;
 use super::{file, snapshot};
+use crate::clock::unix_now;
 
 /// A whole Backstage sync (every page and fetch) must finish within this; each
 /// request has its own, shorter, timeout too.
@@ -321,7 +322,7 @@ impl Publisher {
             *current = Some(Arc::new(CatalogSnapshot {
                 entities,
                 origin,
-                loaded_at_unix: now_unix(),
+                loaded_at_unix: unix_now(),
             }));
             true
         })
@@ -418,7 +419,7 @@ async fn run_file(
                     s.skipped = skipped;
                 });
                 let entities = loaded.entities.len();
-                let republished = publisher.publish(loaded.entities, Origin::File, now_unix());
+                let republished = publisher.publish(loaded.entities, Origin::File, unix_now());
                 publisher.count(|c| {
                     if republished {
                         c.applied += 1
@@ -553,7 +554,7 @@ async fn run_backstage(
                 publisher.count(|c| c.unchanged += 1);
                 if publisher.origin() == Some(Origin::Live) {
                     publisher.status.send_modify(|s| {
-                        s.last_good_sync_unix = Some(now_unix());
+                        s.last_good_sync_unix = Some(unix_now());
                         s.consecutive_errors = 0;
                         s.last_error = None;
                     });
@@ -644,7 +645,7 @@ fn note_report(publisher: &Publisher, report: &SyncReport) {
 }
 
 async fn publish_live(publisher: &Publisher, entities: Vec<Entity>, snapshot_path: Option<&Path>) {
-    let now = now_unix();
+    let now = unix_now();
     if let Some(path) = snapshot_path {
         let (path, copy) = (path.to_owned(), entities.clone());
         let saved = tokio::task::spawn_blocking(move || snapshot::save(&path, &copy, now)).await;
@@ -698,18 +699,11 @@ fn serve_snapshot(publisher: &Publisher, saved: snapshot::SavedSnapshot, why: &s
 fn backoff(poll: Duration, errors: u32) -> Duration {
     let cap = poll.max(Duration::from_secs(300));
     let delay = poll.saturating_mul(1 << errors.min(16)).min(cap);
-    let nanos = SystemTime::now()
+    let nanos = crate::clock::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
     delay - delay / 10 * (nanos % 1000) / 1000
-}
-
-fn now_unix() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]
