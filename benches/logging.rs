@@ -31,7 +31,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 fn token() -> String {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let pem = std::fs::read(root.join("examples/quickstart/demo-signing-key.pem")).unwrap();
-    let now = stagedoor::token::fetch::unix_now();
+    let now = stagedoor::clock::unix_now();
     let claims = serde_json::json!({"iss": "https://idp.quickstart.example", "sub": "alice", "aud": "quickstart-api",
         "iat": now, "exp": now + 3600, "scope": "orders:read orders:write", "groups": ["payments-engineers"]});
     let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);

@@ -76,9 +76,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
 }
 
 async fn metrics(State(s): State<Arc<AdminState>>) -> impl IntoResponse {
-    let body = s
-        .metrics
-        .render(&s.sources, crate::token::fetch::unix_now());
+    let body = s.metrics.render(&s.sources, crate::clock::unix_now());
     (
         [(
             header::CONTENT_TYPE,

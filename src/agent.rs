@@ -185,7 +185,7 @@ impl Handler for Agent {
         let started = std::time::Instant::now();
         let outcome = match AuthRequest::from_message(msg) {
             Ok(req) => {
-                let outcome = self.decide(&req, crate::token::fetch::unix_now()).await;
+                let outcome = self.decide(&req, crate::clock::unix_now()).await;
                 (self.observer)(&req, &outcome, started.elapsed());
                 outcome
             }

@@ -14,14 +14,17 @@
 //! - [`reason`]: the closed set of decision reasons.
 //! - [`config`], [`lifecycle`], [`serve`], [`offline`]: the process around it all
 //!   ([`lifecycle`] starts what they share and owns the signals);
-//!   [`admin`], [`metrics`], [`decision_log`]: what operators see.
+//!   [`admin`], [`metrics`], [`decision_log`]: what operators see;
+//!   [`clock`], [`http`]: the wall clock and the outbound HTTP client, shared.
 
 pub mod admin;
 pub mod agent;
 pub mod catalog;
+pub mod clock;
 pub mod config;
 pub mod connection;
 pub mod decision_log;
+pub mod http;
 pub mod identity;
 pub mod lifecycle;
 pub mod metrics;

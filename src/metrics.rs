@@ -1,75 +1,38 @@
-//! Decisions and state → numbers: the Prometheus registry behind `GET /metrics`.
+//! Decisions and state → numbers: the Prometheus text behind `GET /metrics`.
 //! Decisions are counted on the request path (one labelled counter and one
 //! histogram observation); everything else is read from the engine, verifier and
-//! catalog state at scrape time, so the request path pays nothing for it.
+//! catalog state by a [`Collector`] as the scrape encodes it, so the request path
+//! pays nothing for it and no copy of those numbers is kept here.
 
+use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use arc_swap::ArcSwapOption;
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, MetricEncoder};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
+use crate::catalog::backstage::SkipReason;
 use crate::catalog::source::{CatalogStatus, Origin};
 use crate::connection::EngineStats;
 use crate::policy::Policy;
 use crate::reason::Reason;
 use crate::spop::Status;
-use crate::token::Verifier;
+use crate::token::{Verifier, VerifierStatus};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DecisionLabels {
     pub decision: &'static str,
     pub reason: &'static str,
     pub enforced: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct TypeLabel {
-    r#type: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct StatusLabel {
-    status: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct IssuerLabel {
-    issuer: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct IssuerResult {
-    issuer: String,
-    result: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct IssuerReason {
-    issuer: String,
-    reason: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ResultLabel {
-    result: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ReasonLabel {
-    reason: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct SourceLabel {
-    source: &'static str,
 }
 
 /// Where scrape-time values come from.
@@ -81,43 +44,13 @@ pub struct Sources {
     pub log_dropped: Arc<AtomicU64>,
 }
 
+/// The request-path metrics; the rest is read per scrape (see [`Metrics::render`]).
 pub struct Metrics {
-    registry: Registry,
-    /// Scrapes sync counters by difference: one at a time, or two could add twice.
-    scrape: std::sync::Mutex<()>,
     decisions: Family<DecisionLabels, Counter>,
     /// `decisions` for enforced decisions, one handle per reason (indexed by
     /// `Reason as usize`), resolved once: the request path takes no lock for them.
     enforced: Vec<Counter>,
     latency: Histogram,
-    log_dropped: Counter,
-    connections_open: Gauge,
-    connections: Counter,
-    connections_rejected: Counter,
-    frames: Family<TypeLabel, Counter>,
-    protocol_errors: Family<StatusLabel, Counter>,
-    notify_in_flight: Gauge,
-    handler_failures: Counter,
-    cache_hits: Counter,
-    cache_misses: Counter,
-    cache_size: Gauge,
-    key_refreshes: Family<IssuerResult, Counter>,
-    refetches: Family<IssuerResult, Counter>,
-    refetches_suppressed: Family<IssuerLabel, Counter>,
-    keys_skipped: Family<IssuerReason, Counter>,
-    keys_loaded: Family<IssuerLabel, Gauge>,
-    key_age: Family<IssuerLabel, Gauge>,
-    clock_skew: Family<IssuerLabel, Gauge>,
-    entities: Gauge,
-    routes: Gauge,
-    annotation_errors: Gauge,
-    conflicts: Gauge,
-    unknown_principals: Gauge,
-    catalog_age: Gauge,
-    catalog_source: Family<SourceLabel, Gauge>,
-    catalog_syncs: Family<ResultLabel, Counter>,
-    entities_skipped: Family<ReasonLabel, Counter>,
-    etag_mismatches: Counter,
 }
 
 fn labels(reason: Reason, enforced: bool) -> DecisionLabels {
@@ -125,13 +58,6 @@ fn labels(reason: Reason, enforced: bool) -> DecisionLabels {
         decision: if reason.is_allow() { "allow" } else { "deny" },
         reason: reason.as_str(),
         enforced: if enforced { "true" } else { "false" },
-    }
-}
-
-fn sync_counter(c: &Counter, value: u64) {
-    let cur = c.get();
-    if value > cur {
-        c.inc_by(value - cur);
     }
 }
 
@@ -143,211 +69,22 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Metrics {
-        let mut r = Registry::with_prefix("stagedoor");
-        let m = Metrics {
-            decisions: Family::default(),
-            enforced: Vec::new(),
-            // 10 µs .. ~160 ms: cache hits sit in the first buckets, JWKS refetch waits in the last.
-            latency: Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
-                1e-5, 2.0, 15,
-            )),
-            log_dropped: Counter::default(),
-            connections_open: Gauge::default(),
-            connections: Counter::default(),
-            connections_rejected: Counter::default(),
-            frames: Family::default(),
-            protocol_errors: Family::default(),
-            notify_in_flight: Gauge::default(),
-            handler_failures: Counter::default(),
-            cache_hits: Counter::default(),
-            cache_misses: Counter::default(),
-            cache_size: Gauge::default(),
-            key_refreshes: Family::default(),
-            refetches: Family::default(),
-            refetches_suppressed: Family::default(),
-            keys_skipped: Family::default(),
-            keys_loaded: Family::default(),
-            key_age: Family::default(),
-            clock_skew: Family::default(),
-            entities: Gauge::default(),
-            routes: Gauge::default(),
-            annotation_errors: Gauge::default(),
-            conflicts: Gauge::default(),
-            unknown_principals: Gauge::default(),
-            catalog_age: Gauge::default(),
-            catalog_source: Family::default(),
-            catalog_syncs: Family::default(),
-            entities_skipped: Family::default(),
-            etag_mismatches: Counter::default(),
-            registry: Registry::default(),
-            scrape: std::sync::Mutex::new(()),
-        };
-        r.register(
-            "decisions",
-            "Authorization decisions by decision, reason and enforcement",
-            m.decisions.clone(),
-        );
-        r.register(
-            "decision_latency_seconds",
-            "Time from message to decision",
-            m.latency.clone(),
-        );
-        r.register(
-            "decision_log_dropped",
-            "Decision log lines dropped because the writer fell behind",
-            m.log_dropped.clone(),
-        );
-        r.register(
-            "spop_connections_open",
-            "Open SPOP connections",
-            m.connections_open.clone(),
-        );
-        r.register(
-            "spop_connections",
-            "SPOP connections accepted",
-            m.connections.clone(),
-        );
-        r.register(
-            "spop_connections_rejected",
-            "SPOP connections closed at once over max_connections",
-            m.connections_rejected.clone(),
-        );
-        r.register("spop_frames", "SPOP frames by type", m.frames.clone());
-        r.register(
-            "spop_protocol_errors",
-            "AGENT-DISCONNECT frames sent for protocol errors, by SPOP status code",
-            m.protocol_errors.clone(),
-        );
-        r.register(
-            "spop_notify_in_flight",
-            "NOTIFY frames being handled",
-            m.notify_in_flight.clone(),
-        );
-        r.register(
-            "spop_handler_failures",
-            "NOTIFYs answered with only the error variable",
-            m.handler_failures.clone(),
-        );
-        r.register(
-            "token_cache_hits",
-            "Verified-token cache hits",
-            m.cache_hits.clone(),
-        );
-        r.register(
-            "token_cache_misses",
-            "Verified-token cache misses",
-            m.cache_misses.clone(),
-        );
-        r.register(
-            "token_cache_entries",
-            "Verified-token cache entries",
-            m.cache_size.clone(),
-        );
-        r.register(
-            "jwks_refreshes",
-            "Key-set fetches by issuer and result",
-            m.key_refreshes.clone(),
-        );
-        r.register(
-            "jwks_refetches",
-            "Unknown-kid key-set refetches by issuer and result (changed, unchanged, error)",
-            m.refetches.clone(),
-        );
-        r.register(
-            "jwks_refetches_suppressed",
-            "Unknown kids that got no refetch: inside the cooldown, no fetch running",
-            m.refetches_suppressed.clone(),
-        );
-        r.register(
-            "jwks_keys_skipped",
-            "JWKs left out of a parsed key set, by issuer and reason (once per document)",
-            m.keys_skipped.clone(),
-        );
-        r.register("jwks_keys", "Keys loaded per issuer", m.keys_loaded.clone());
-        r.register(
-            "jwks_last_good_refresh_age_seconds",
-            "Seconds since the issuer's last good key-set fetch (-1: never)",
-            m.key_age.clone(),
-        );
-        r.register(
-            "jwks_clock_skew_seconds",
-            "Provider Date header minus local clock at the last fetch",
-            m.clock_skew.clone(),
-        );
-        r.register(
-            "catalog_entities",
-            "Entities in the current catalog snapshot",
-            m.entities.clone(),
-        );
-        r.register(
-            "catalog_routes",
-            "Routes in the current policy",
-            m.routes.clone(),
-        );
-        r.register(
-            "catalog_annotation_errors",
-            "Annotation errors in the current catalog",
-            m.annotation_errors.clone(),
-        );
-        r.register(
-            "catalog_conflicts",
-            "Route conflicts in the current catalog",
-            m.conflicts.clone(),
-        );
-        r.register(
-            "catalog_unknown_principals",
-            "Principals named by routes that are no Group or User in the current catalog",
-            m.unknown_principals.clone(),
-        );
-        r.register(
-            "catalog_last_good_sync_age_seconds",
-            "Seconds since the catalog was last confirmed by its source (-1: never)",
-            m.catalog_age.clone(),
-        );
-        r.register(
-            "catalog_source",
-            "Where the current catalog came from (1 for the active source)",
-            m.catalog_source.clone(),
-        );
-        r.register(
-            "catalog_syncs",
-            "Catalog syncs by result",
-            m.catalog_syncs.clone(),
-        );
-        r.register(
-            "catalog_entities_skipped",
-            "Backstage entities left at their last good version (or out) by a sync, by reason",
-            m.entities_skipped.clone(),
-        );
-        r.register(
-            "catalog_etag_mismatches",
-            "Backstage entities whose by-refs etag differed from the listing's",
-            m.etag_mismatches.clone(),
-        );
-        r.register(
-            "build",
-            "Build information",
-            Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
-        );
-        for reason in crate::catalog::backstage::SkipReason::ALL {
-            drop(m.entities_skipped.get_or_create(&ReasonLabel {
-                reason: reason.as_str(),
-            }));
-        }
+        let decisions = Family::<DecisionLabels, Counter>::default();
         // Pre-create every reason so dashboards see zeros, not gaps; keep the handles
-        // (a clone shares the registered counter).
+        // (a clone shares the family's counter).
         let enforced = Reason::ALL
             .iter()
             .enumerate()
             .map(|(i, &reason)| {
                 assert_eq!(reason as usize, i, "Reason::ALL is in declaration order");
-                m.decisions.get_or_create(&labels(reason, true)).clone()
+                decisions.get_or_create(&labels(reason, true)).clone()
             })
             .collect();
         Metrics {
-            registry: r,
+            decisions,
             enforced,
-            ..m
+            // 10 µs .. ~160 ms: cache hits sit in the first buckets, JWKS refetch waits in the last.
+            latency: Histogram::new(exponential_buckets(1e-5, 2.0, 15)),
         }
     }
 
@@ -361,165 +98,326 @@ impl Metrics {
         self.latency.observe(seconds);
     }
 
-    /// Reads the state sources and renders the Prometheus text format.
+    /// Reads the state sources and renders the Prometheus text format. Scrapes may
+    /// run at once: each reads the sources itself and shares nothing but the
+    /// request-path metrics.
     pub fn render(&self, s: &Sources, now_unix: i64) -> String {
-        let _one_at_a_time = self.scrape.lock().unwrap_or_else(|e| e.into_inner());
-        self.sync(s, now_unix);
+        let mut registry = Registry::with_prefix("stagedoor");
+        registry.register_collector(Box::new(Scrape {
+            decisions: self.decisions.clone(),
+            latency: self.latency.clone(),
+            engine: s.engine.clone(),
+            log_dropped: s.log_dropped.clone(),
+            verifier: s.verifier.status(),
+            policy: s.policy.load_full(),
+            catalog: s.catalog.as_ref().map(|rx| rx.borrow().clone()),
+            now_unix,
+        }));
         let mut out = String::new();
-        let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry);
+        let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &registry);
         out
     }
+}
 
-    fn sync(&self, s: &Sources, now_unix: i64) {
-        let e = &s.engine;
-        let ld = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        sync_counter(&self.log_dropped, ld(&s.log_dropped));
-        self.connections_open.set(ld(&e.connections_open) as i64);
-        sync_counter(&self.connections, ld(&e.connections_total));
-        sync_counter(&self.connections_rejected, ld(&e.connections_rejected));
-        self.notify_in_flight.set(ld(&e.notify_in_flight) as i64);
-        sync_counter(&self.handler_failures, ld(&e.handler_failures));
-        let hellos = ld(&e.hellos);
-        let sent_disconnects: u64 = e.disconnects_sent.iter().map(ld).sum();
-        for (t, v) in [
+/// One scrape: the request-path metrics (shared handles) and the state, each
+/// encoded as read, in a fixed order (every name, label, type and help text is
+/// part of the contract with dashboards and alerts).
+struct Scrape {
+    decisions: Family<DecisionLabels, Counter>,
+    latency: Histogram,
+    engine: Arc<EngineStats>,
+    log_dropped: Arc<AtomicU64>,
+    verifier: VerifierStatus,
+    policy: Option<Arc<Policy>>,
+    catalog: Option<CatalogStatus>,
+    now_unix: i64,
+}
+
+impl fmt::Debug for Scrape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Scrape").finish_non_exhaustive()
+    }
+}
+
+impl Collector for Scrape {
+    fn encode(&self, mut e: DescriptorEncoder) -> fmt::Result {
+        let e = &mut e;
+        let help = "Authorization decisions by decision, reason and enforcement";
+        self.decisions
+            .encode(describe(e, "decisions", help, MetricType::Counter)?)?;
+        let help = "Time from message to decision";
+        let name = "decision_latency_seconds";
+        self.latency
+            .encode(describe(e, name, help, MetricType::Histogram)?)?;
+        let help = "Decision log lines dropped because the writer fell behind";
+        counter(e, "decision_log_dropped", help, load(&self.log_dropped))?;
+        self.encode_engine(e)?;
+        self.encode_verifier(e)?;
+        self.encode_catalog(e)?;
+        let build = Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]);
+        let m = describe(e, "build", "Build information", MetricType::Info)?;
+        build.encode(m)
+    }
+}
+
+/// A metric's `# HELP` and `# TYPE` lines. The help text gets the full stop that
+/// `Registry::register` adds, so the text stays what it was when these metrics were
+/// registered.
+fn describe<'e>(
+    e: &'e mut DescriptorEncoder,
+    name: &'e str,
+    help: &str,
+    metric_type: MetricType,
+) -> Result<MetricEncoder<'e>, fmt::Error> {
+    e.encode_descriptor(name, &format!("{help}."), None, metric_type)
+}
+
+fn load(a: &AtomicU64) -> u64 {
+    a.load(Ordering::Relaxed)
+}
+
+fn gauge_value(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn counter(e: &mut DescriptorEncoder, name: &str, help: &str, value: u64) -> fmt::Result {
+    ConstCounter::new(value).encode(describe(e, name, help, MetricType::Counter)?)
+}
+
+fn gauge(e: &mut DescriptorEncoder, name: &str, help: &str, value: i64) -> fmt::Result {
+    ConstGauge::new(value).encode(describe(e, name, help, MetricType::Gauge)?)
+}
+
+/// A labelled counter family; with no series it is left out, as the registry
+/// leaves out an empty `Family`.
+fn counters<L: EncodeLabelSet>(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    series: &[(L, u64)],
+) -> fmt::Result {
+    if series.is_empty() {
+        return Ok(());
+    }
+    let mut m = describe(e, name, help, MetricType::Counter)?;
+    for (labels, value) in series {
+        ConstCounter::new(*value).encode(m.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
+/// A labelled gauge family; left out with no series, like [`counters`].
+fn gauges<L: EncodeLabelSet>(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    series: &[(L, i64)],
+) -> fmt::Result {
+    if series.is_empty() {
+        return Ok(());
+    }
+    let mut m = describe(e, name, help, MetricType::Gauge)?;
+    for (labels, value) in series {
+        ConstGauge::new(*value).encode(m.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
+/// Seconds since `t`, or -1 for never.
+fn age(t: Option<i64>, now_unix: i64) -> i64 {
+    t.map_or(-1, |t| (now_unix - t).max(0))
+}
+
+impl Scrape {
+    fn encode_engine(&self, e: &mut DescriptorEncoder) -> fmt::Result {
+        let s = &self.engine;
+        let open = gauge_value(load(&s.connections_open));
+        gauge(e, "spop_connections_open", "Open SPOP connections", open)?;
+        let accepted = load(&s.connections_total);
+        counter(e, "spop_connections", "SPOP connections accepted", accepted)?;
+        let help = "SPOP connections closed at once over max_connections";
+        counter(
+            e,
+            "spop_connections_rejected",
+            help,
+            load(&s.connections_rejected),
+        )?;
+        let hellos = load(&s.hellos);
+        let frames = [
             ("haproxy_hello", hellos),
             ("agent_hello", hellos),
-            ("notify", ld(&e.notify_total)),
-            ("ack", ld(&e.acks_total)),
-            ("haproxy_disconnect", ld(&e.disconnects_received)),
-            ("agent_disconnect", sent_disconnects),
-        ] {
-            sync_counter(&self.frames.get_or_create(&TypeLabel { r#type: t }), v);
-        }
-        for (i, a) in e.disconnects_sent.iter().enumerate() {
-            let code = if i == 14 { 99 } else { i as u32 };
-            let benign = matches!(
-                Status::from_code(code),
-                Some(Status::Normal | Status::Io | Status::Timeout)
-            );
-            let v = ld(a);
-            if !benign && v > 0 {
-                sync_counter(
-                    &self.protocol_errors.get_or_create(&StatusLabel {
-                        status: code.to_string(),
-                    }),
-                    v,
+            ("notify", load(&s.notify_total)),
+            ("ack", load(&s.acks_total)),
+            ("haproxy_disconnect", load(&s.disconnects_received)),
+            (
+                "agent_disconnect",
+                s.disconnects_sent.iter().map(load).sum(),
+            ),
+        ]
+        .map(|(t, v)| ([("type", t)], v));
+        counters(e, "spop_frames", "SPOP frames by type", &frames)?;
+        // Index 14 holds status 99; a status that was never sent has no series.
+        let errors: Vec<([(&str, String); 1], u64)> = (0u32..)
+            .zip(&s.disconnects_sent)
+            .map(|(i, n)| (if i == 14 { 99 } else { i }, load(n)))
+            .filter(|&(code, n)| {
+                let benign = matches!(
+                    Status::from_code(code),
+                    Some(Status::Normal | Status::Io | Status::Timeout)
                 );
-            }
-        }
-
-        let vs = s.verifier.status();
-        self.cache_size.set(vs.cache_entries as i64);
-        let (mut hits, mut misses) = (0, 0);
-        for st in &vs.issuers {
-            hits += st.cache_hits;
-            misses += st.cache_misses;
-            let issuer = st.issuer.clone();
-            let ok = IssuerResult {
-                issuer: issuer.clone(),
-                result: "ok",
-            };
-            let err = IssuerResult {
-                issuer: issuer.clone(),
-                result: "error",
-            };
-            sync_counter(&self.key_refreshes.get_or_create(&ok), st.refresh_ok);
-            sync_counter(&self.key_refreshes.get_or_create(&err), st.refresh_errors);
-            for (result, v) in [
-                ("changed", st.refetches_changed),
-                ("unchanged", st.refetches_unchanged),
-                ("error", st.refetch_errors),
-            ] {
-                let l = IssuerResult {
-                    issuer: issuer.clone(),
-                    result,
-                };
-                sync_counter(&self.refetches.get_or_create(&l), v);
-            }
-            for (reason, v) in &st.keys_skipped_total {
-                let l = IssuerReason {
-                    issuer: issuer.clone(),
-                    reason: reason.as_str(),
-                };
-                sync_counter(&self.keys_skipped.get_or_create(&l), *v);
-            }
-            let label = IssuerLabel { issuer };
-            sync_counter(
-                &self.refetches_suppressed.get_or_create(&label),
-                st.refetches_suppressed,
-            );
-            self.keys_loaded
-                .get_or_create(&label)
-                .set(st.keys_loaded as i64);
-            let age = st
-                .last_good_refresh_unix
-                .map_or(-1, |t| (now_unix - t).max(0));
-            self.key_age.get_or_create(&label).set(age);
-            self.clock_skew
-                .get_or_create(&label)
-                .set(st.clock_skew_seconds.unwrap_or(0));
-        }
-        sync_counter(&self.cache_hits, hits);
-        sync_counter(&self.cache_misses, misses);
-
-        if let Some(p) = s.policy.load().as_deref() {
-            self.routes.set(p.route_count() as i64);
-            self.annotation_errors.set(p.errors().len() as i64);
-            self.conflicts.set(p.conflicts().len() as i64);
-            self.unknown_principals
-                .set(p.unknown_principals().len() as i64);
-        }
-        if let Some(rx) = &s.catalog {
-            let st = rx.borrow().clone();
-            self.sync_catalog(&st, now_unix);
-        }
+                !benign && n > 0
+            })
+            .map(|(code, n)| ([("status", code.to_string())], n))
+            .collect();
+        let help = "AGENT-DISCONNECT frames sent for protocol errors, by SPOP status code";
+        counters(e, "spop_protocol_errors", help, &errors)?;
+        let in_flight = gauge_value(load(&s.notify_in_flight));
+        gauge(
+            e,
+            "spop_notify_in_flight",
+            "NOTIFY frames being handled",
+            in_flight,
+        )?;
+        let help = "NOTIFYs answered with only the error variable";
+        counter(e, "spop_handler_failures", help, load(&s.handler_failures))
     }
 
-    fn sync_catalog(&self, st: &CatalogStatus, now_unix: i64) {
-        self.entities.set(st.entities as i64);
-        self.catalog_age
-            .set(st.last_good_sync_unix.map_or(-1, |t| (now_unix - t).max(0)));
-        for (name, origin) in [
-            ("file", Origin::File),
-            ("live", Origin::Live),
-            ("snapshot", Origin::Snapshot),
-        ] {
-            let active = i64::from(st.origin == Some(origin));
-            self.catalog_source
-                .get_or_create(&SourceLabel { source: name })
-                .set(active);
+    fn encode_verifier(&self, e: &mut DescriptorEncoder) -> fmt::Result {
+        let v = &self.verifier;
+        let hits = v.issuers.iter().map(|i| i.cache_hits).sum();
+        counter(e, "token_cache_hits", "Verified-token cache hits", hits)?;
+        let misses = v.issuers.iter().map(|i| i.cache_misses).sum();
+        counter(
+            e,
+            "token_cache_misses",
+            "Verified-token cache misses",
+            misses,
+        )?;
+        let entries = gauge_value(v.cache_entries);
+        gauge(
+            e,
+            "token_cache_entries",
+            "Verified-token cache entries",
+            entries,
+        )?;
+        let (mut refreshes, mut refetches, mut skipped) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut suppressed, mut keys, mut ages, mut skews) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for i in &v.issuers {
+            let issuer = i.issuer.as_str();
+            for (result, n) in [("ok", i.refresh_ok), ("error", i.refresh_errors)] {
+                refreshes.push(([("issuer", issuer), ("result", result)], n));
+            }
+            for (result, n) in [
+                ("changed", i.refetches_changed),
+                ("unchanged", i.refetches_unchanged),
+                ("error", i.refetch_errors),
+            ] {
+                refetches.push(([("issuer", issuer), ("result", result)], n));
+            }
+            for (reason, n) in &i.keys_skipped_total {
+                skipped.push(([("issuer", issuer), ("reason", reason.as_str())], *n));
+            }
+            suppressed.push(([("issuer", issuer)], i.refetches_suppressed));
+            keys.push(([("issuer", issuer)], gauge_value(i.keys_loaded as u64)));
+            let age = age(i.last_good_refresh_unix, self.now_unix);
+            ages.push(([("issuer", issuer)], age));
+            skews.push(([("issuer", issuer)], i.clock_skew_seconds.unwrap_or(0)));
         }
-        for (result, v) in [
-            ("applied", st.syncs.applied),
-            ("unchanged", st.syncs.unchanged),
-            ("held", st.syncs.held),
-            ("failed", st.syncs.failed),
-        ] {
-            sync_counter(
-                &self.catalog_syncs.get_or_create(&ResultLabel { result }),
-                v,
-            );
+        let help = "Key-set fetches by issuer and result";
+        counters(e, "jwks_refreshes", help, &refreshes)?;
+        let help = "Unknown-kid key-set refetches by issuer and result (changed, unchanged, error)";
+        counters(e, "jwks_refetches", help, &refetches)?;
+        let help = "Unknown kids that got no refetch: inside the cooldown, no fetch running";
+        counters(e, "jwks_refetches_suppressed", help, &suppressed)?;
+        let help = "JWKs left out of a parsed key set, by issuer and reason (once per document)";
+        counters(e, "jwks_keys_skipped", help, &skipped)?;
+        gauges(e, "jwks_keys", "Keys loaded per issuer", &keys)?;
+        let help = "Seconds since the issuer's last good key-set fetch (-1: never)";
+        gauges(e, "jwks_last_good_refresh_age_seconds", help, &ages)?;
+        let help = "Provider Date header minus local clock at the last fetch";
+        gauges(e, "jwks_clock_skew_seconds", help, &skews)
+    }
+
+    /// Without a catalog source (tests, the bench) the catalog numbers read 0 and
+    /// the per-source and per-result families are left out.
+    fn encode_catalog(&self, e: &mut DescriptorEncoder) -> fmt::Result {
+        let catalog = self.catalog.as_ref();
+        let entities = catalog.map_or(0, |c| gauge_value(c.entities as u64));
+        let help = "Entities in the current catalog snapshot";
+        gauge(e, "catalog_entities", help, entities)?;
+        let policy = self.policy.as_deref();
+        let count = |f: fn(&Policy) -> usize| policy.map_or(0, |p| gauge_value(f(p) as u64));
+        let help = "Routes in the current policy";
+        gauge(e, "catalog_routes", help, count(Policy::route_count))?;
+        let help = "Annotation errors in the current catalog";
+        gauge(
+            e,
+            "catalog_annotation_errors",
+            help,
+            count(|p| p.errors().len()),
+        )?;
+        let help = "Route conflicts in the current catalog";
+        gauge(e, "catalog_conflicts", help, count(|p| p.conflicts().len()))?;
+        let help = "Principals named by routes that are no Group or User in the current catalog";
+        let unknown = count(|p| p.unknown_principals().len());
+        gauge(e, "catalog_unknown_principals", help, unknown)?;
+        let help = "Seconds since the catalog was last confirmed by its source (-1: never)";
+        let sync_age = catalog.map_or(0, |c| age(c.last_good_sync_unix, self.now_unix));
+        gauge(e, "catalog_last_good_sync_age_seconds", help, sync_age)?;
+        let (mut sources, mut syncs) = (Vec::new(), Vec::new());
+        if let Some(c) = catalog {
+            for (name, origin) in [
+                ("file", Origin::File),
+                ("live", Origin::Live),
+                ("snapshot", Origin::Snapshot),
+            ] {
+                sources.push(([("source", name)], i64::from(c.origin == Some(origin))));
+            }
+            let s = &c.syncs;
+            for (result, n) in [
+                ("applied", s.applied),
+                ("unchanged", s.unchanged),
+                ("held", s.held),
+                ("failed", s.failed),
+            ] {
+                syncs.push(([("result", result)], n));
+            }
         }
-        for reason in crate::catalog::backstage::SkipReason::ALL {
-            sync_counter(
-                &self.entities_skipped.get_or_create(&ReasonLabel {
-                    reason: reason.as_str(),
-                }),
-                st.entities_skipped.get(reason),
-            );
-        }
-        sync_counter(&self.etag_mismatches, st.etag_mismatches);
+        let help = "Where the current catalog came from (1 for the active source)";
+        gauges(e, "catalog_source", help, &sources)?;
+        counters(e, "catalog_syncs", "Catalog syncs by result", &syncs)?;
+        let skipped = SkipReason::ALL.map(|reason| {
+            let n = catalog.map_or(0, |c| c.entities_skipped.get(reason));
+            ([("reason", reason.as_str())], n)
+        });
+        let help =
+            "Backstage entities left at their last good version (or out) by a sync, by reason";
+        counters(e, "catalog_entities_skipped", help, &skipped)?;
+        let help = "Backstage entities whose by-refs etag differed from the listing's";
+        let mismatches = catalog.map_or(0, |c| c.etag_mismatches);
+        counter(e, "catalog_etag_mismatches", help, mismatches)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::catalog::source::{SkipCounts, SyncCounts};
+    use crate::token::TokenConfig;
+
+    fn sources(catalog: Option<watch::Receiver<CatalogStatus>>) -> Sources {
+        Sources {
+            engine: Default::default(),
+            verifier: Verifier::with_key_sets(vec![], TokenConfig::default()),
+            catalog,
+            policy: Default::default(),
+            log_dropped: Default::default(),
+        }
+    }
 
     fn text(m: &Metrics) -> String {
-        let mut out = String::new();
-        prometheus_client::encoding::prometheus_text::encode(&mut out, &m.registry).unwrap();
-        out
+        m.render(&sources(None), 0)
     }
 
     fn count(text: &str, reason: &str, enforced: &str) -> Option<u64> {
@@ -531,7 +429,6 @@ mod tests {
 
     #[test]
     fn catalog_skips_and_etag_mismatches_are_counted() {
-        use crate::catalog::source::{SkipCounts, SyncCounts};
         let m = Metrics::new();
         let t = text(&m);
         assert!(
@@ -558,9 +455,10 @@ mod tests {
             etag_mismatches: 3,
             syncs: SyncCounts::default(),
         };
-        m.sync_catalog(&status, 110);
-        m.sync_catalog(&status, 120);
-        let t = text(&m);
+        let (_tx, rx) = watch::channel(status);
+        let s = sources(Some(rx));
+        m.render(&s, 110);
+        let t = m.render(&s, 120);
         for line in [
             "stagedoor_catalog_entities_skipped_total{reason=\"unparseable\"} 2",
             "stagedoor_catalog_entities_skipped_total{reason=\"too_large\"} 1",
@@ -596,6 +494,39 @@ mod tests {
         );
         assert!(
             t.contains("stagedoor_decision_latency_seconds_count 4"),
+            "{t}"
+        );
+    }
+
+    /// Counters are read, not accumulated: two scrapes of the same state say the same,
+    /// and a scrape says what the atomics hold at that moment.
+    #[test]
+    fn scrapes_read_the_state_as_it_is() {
+        let m = Metrics::new();
+        let s = sources(None);
+        s.engine.notify_total.store(5, Ordering::Relaxed);
+        s.engine.disconnects_sent[3].store(2, Ordering::Relaxed);
+        s.engine.disconnects_sent[14].store(1, Ordering::Relaxed);
+        s.engine.disconnects_sent[0].store(7, Ordering::Relaxed);
+        let first = m.render(&s, 0);
+        assert_eq!(first, m.render(&s, 0));
+        for line in [
+            "stagedoor_spop_frames_total{type=\"notify\"} 5",
+            "stagedoor_spop_frames_total{type=\"agent_disconnect\"} 10",
+            "stagedoor_spop_protocol_errors_total{status=\"3\"} 2",
+            "stagedoor_spop_protocol_errors_total{status=\"99\"} 1",
+        ] {
+            assert!(first.contains(line), "{line}\n{first}");
+        }
+        assert!(!first.contains("status=\"0\""), "{first}");
+        // Without issuers or a catalog source, their families are left out.
+        for absent in ["stagedoor_jwks_refreshes", "stagedoor_catalog_source"] {
+            assert!(!first.contains(absent), "{absent}\n{first}");
+        }
+        s.engine.notify_total.store(9, Ordering::Relaxed);
+        let t = m.render(&s, 0);
+        assert!(
+            t.contains("stagedoor_spop_frames_total{type=\"notify\"} 9"),
             "{t}"
         );
     }

@@ -111,7 +111,7 @@ pub async fn decide(
         src: None,
         request_id: None,
     };
-    let outcome = agent.decide(&auth, crate::token::fetch::unix_now()).await;
+    let outcome = agent.decide(&auth, crate::clock::unix_now()).await;
     let mut json = serde_json::to_value(&outcome.decision)?;
     let vars: serde_json::Map<String, serde_json::Value> = actions_for(&outcome, &cfg.agent.realm)
         .iter()

@@ -22,7 +22,7 @@ fn header(token: &str) -> Value {
 }
 
 fn now() -> i64 {
-    stagedoor::token::fetch::unix_now()
+    stagedoor::clock::unix_now()
 }
 
 #[tokio::test]

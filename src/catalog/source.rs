@@ -32,7 +32,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
@@ -41,6 +41,7 @@ use super::backstage::{Client, Limits, SkipReason, SyncReport, Syncer, excerpt};
 use super::config::{CatalogConfig, SourceKind};
 use super::entity::Entity;
 use super::error::CatalogError;
+use crate::clock::unix_now;
 
 mod backstage_loop;
 mod file_loop;
@@ -324,7 +325,7 @@ impl Publisher {
             *current = Some(Arc::new(CatalogSnapshot {
                 entities,
                 origin,
-                loaded_at_unix: now_unix(),
+                loaded_at_unix: unix_now(),
             }));
             true
         })
@@ -397,10 +398,4 @@ fn note_report(publisher: &Publisher, report: &SyncReport) {
         s.etag_mismatches += report.etag_mismatches.len() as u64;
         s.skipped = lines;
     });
-}
-fn now_unix() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }

@@ -128,7 +128,7 @@ async fn evaluate(args: VerifyArgs, stdin: &mut impl Read) -> (Report, i32) {
         cfg.groups_claim = args.groups_claim.clone();
         verify_with_keys(
             &token,
-            fetch::unix_now(),
+            crate::clock::unix_now(),
             &keys,
             &cfg,
             DEFAULT_MAX_TOKEN_BYTES,

@@ -1,12 +1,14 @@
 //! Token stage, key transport: bounded HTTP fetches of JWKS and OIDC discovery
-//! documents (rustls, timeouts, no redirects, size cap) and the clock-skew reading from
-//! the provider's `Date` header (key-set refresh → key set → token verification).
+//! documents (over the shared [`crate::http`] client: rustls, timeouts, no redirects,
+//! size cap) and the clock-skew reading from the provider's `Date` header (key-set
+//! refresh → key set → token verification).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use serde_json::Value;
 
 use super::config::check_url;
+use crate::http;
 
 /// Largest JWKS or discovery document accepted.
 pub const MAX_DOCUMENT_BYTES: usize = 256 * 1024;
@@ -14,14 +16,15 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 pub const TOTAL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why a key-set fetch failed (the last good set is kept).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum FetchError {
     #[error("URL refused: {0}")]
     Url(String),
     #[error("request failed: {0}")]
-    Request(String),
+    Request(#[from] http::Error),
     #[error("HTTP status {0} (redirects are not followed)")]
     Status(u16),
+    /// A key-set file over [`MAX_DOCUMENT_BYTES`] (a fetched one is a [`Self::Request`]).
     #[error("document larger than {MAX_DOCUMENT_BYTES} bytes")]
     TooLarge,
     #[error("discovery document: {0}")]
@@ -48,19 +51,12 @@ pub struct Fetched {
     pub skew: Option<i64>,
 }
 
-/// The HTTP client for key sets: rustls, timeouts, no redirects, no proxies.
+/// The HTTP client for key sets: the shared one with the key-set timeouts.
 ///
 /// # Errors
 /// When the TLS backend cannot be initialised.
 pub fn http_client() -> Result<reqwest::Client, FetchError> {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(CONNECT_TIMEOUT)
-        .timeout(TOTAL_TIMEOUT)
-        .no_proxy()
-        .user_agent(concat!("stagedoor/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| FetchError::Request(e.to_string()))
+    Ok(http::client(CONNECT_TIMEOUT, TOTAL_TIMEOUT)?)
 }
 
 /// GETs `url` with the https rule and the size cap.
@@ -73,13 +69,13 @@ pub async fn get(
     allow_insecure_http: bool,
 ) -> Result<Fetched, FetchError> {
     check_url(url, allow_insecure_http).map_err(FetchError::Url)?;
-    let mut resp = client
-        .get(url)
-        .header("accept", "application/json, application/jwk-set+json")
-        .send()
-        .await
-        .map_err(|e| FetchError::Request(e.without_url().to_string()))?;
-    let local_now = unix_now();
+    let resp = http::send(
+        client
+            .get(url)
+            .header("accept", "application/json, application/jwk-set+json"),
+    )
+    .await?;
+    let local_now = crate::clock::unix_now();
     let status = resp.status().as_u16();
     if status != 200 {
         return Err(FetchError::Status(status));
@@ -94,23 +90,7 @@ pub async fn get(
         .get("cache-control")
         .and_then(|v| v.to_str().ok())
         .and_then(max_age);
-    if resp
-        .content_length()
-        .is_some_and(|l| l > MAX_DOCUMENT_BYTES as u64)
-    {
-        return Err(FetchError::TooLarge);
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = resp
-        .chunk()
-        .await
-        .map_err(|e| FetchError::Request(e.without_url().to_string()))?
-    {
-        if body.len() + chunk.len() > MAX_DOCUMENT_BYTES {
-            return Err(FetchError::TooLarge);
-        }
-        body.extend_from_slice(&chunk);
-    }
+    let body = http::read_body(resp, MAX_DOCUMENT_BYTES).await?;
     Ok(Fetched {
         body,
         max_age,
@@ -183,12 +163,6 @@ pub fn parse_discovery(
     Ok(jwks_uri.to_owned())
 }
 
-pub fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
-
 /// `max-age=N` from a Cache-Control value; `no-cache`/`no-store` count as 0.
 pub fn max_age(v: &str) -> Option<u64> {
     let mut out = None;
@@ -205,75 +179,25 @@ pub fn max_age(v: &str) -> Option<u64> {
     out
 }
 
-/// Parses an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`, RFC 9110 §5.6.7) to unix seconds.
+/// Parses an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`, RFC 9110 §5.6.7) to unix
+/// seconds. Only that form, the one senders must use: the obsolete RFC 850 and asctime
+/// forms (which `httpdate` also reads) are never 29 bytes long. `httpdate` also refuses
+/// a weekday that does not match the date, a day the month does not have, a leap
+/// second and years before 1970; the skew is then not measured.
 pub fn parse_http_date(s: &str) -> Option<i64> {
-    let b = s.as_bytes();
-    if b.len() != 29 || !s.is_ascii() || &s[3..5] != ", " || &s[25..] != " GMT" {
+    if s.len() != 29 {
         return None;
     }
-    let num = |r: std::ops::Range<usize>| -> Option<i64> {
-        let t = s.get(r)?;
-        if t.bytes().all(|c| c.is_ascii_digit()) {
-            t.parse().ok()
-        } else {
-            None
-        }
-    };
-    let day = num(5..7)?;
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let month = MONTHS.iter().position(|m| *m == &s[8..11])? as i64 + 1;
-    let year = num(12..16)?;
-    let (hh, mm, ss) = (num(17..19)?, num(20..22)?, num(23..25)?);
-    if b[7] != b' ' || b[11] != b' ' || b[16] != b' ' || b[19] != b':' || b[22] != b':' {
-        return None;
-    }
-    if !(1..=31).contains(&day) || hh > 23 || mm > 59 || ss > 60 {
-        return None;
-    }
-    Some(days_from_civil(year, month, day) * 86_400 + hh * 3600 + mm * 60 + ss)
+    let t = httpdate::parse_http_date(s).ok()?;
+    Some(crate::clock::unix_seconds(t))
 }
 
-/// Days since 1970-01-01 (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// Formats unix seconds as an IMF-fixdate (for tests and test servers).
+/// Formats unix seconds as an IMF-fixdate (for tests and test servers); `t` is
+/// clamped to 1970 ..= 9999, the range of HTTP dates.
 pub fn format_http_date(t: i64) -> String {
-    let days = t.div_euclid(86_400);
-    let secs = t.rem_euclid(86_400);
-    // civil_from_days
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    const WD: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    format!(
-        "{}, {:02} {} {:04} {:02}:{:02}:{:02} GMT",
-        WD[days.rem_euclid(7) as usize],
-        d,
-        MONTHS[(m - 1) as usize],
-        y,
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
+    const LAST: u64 = 253_402_300_799; // 9999-12-31T23:59:59Z
+    let secs = u64::try_from(t).unwrap_or(0).min(LAST);
+    httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(secs))
 }
 
 #[cfg(test)]
@@ -305,6 +229,13 @@ mod tests {
             format_http_date(784_111_777),
             "Sun, 06 Nov 1994 08:49:37 GMT"
         );
+        // What httpdate refuses besides: a weekday that is not the date's, a day the
+        // month does not have, a leap second, a year before 1970.
+        assert_eq!(parse_http_date("Mon, 06 Nov 1994 08:49:37 GMT"), None);
+        assert_eq!(parse_http_date("Thu, 30 Feb 2023 00:00:00 GMT"), None);
+        assert_eq!(parse_http_date("Sat, 31 Dec 2016 23:59:60 GMT"), None);
+        assert_eq!(parse_http_date("Wed, 31 Dec 1969 23:59:59 GMT"), None);
+        assert_eq!(format_http_date(-1), "Thu, 01 Jan 1970 00:00:00 GMT");
     }
 
     #[test]
@@ -327,7 +258,9 @@ mod tests {
             );
             // Only with allow_insecure_http.
             assert_eq!(
-                parse_discovery(&doc(iss, uri), iss, true).as_deref(),
+                parse_discovery(&doc(iss, uri), iss, true)
+                    .map_err(|e| e.to_string())
+                    .as_deref(),
                 Ok(uri)
             );
         }
@@ -340,13 +273,17 @@ mod tests {
         );
         let https = "https://keys.example.com/jwks";
         assert_eq!(
-            parse_discovery(&doc(iss, https), iss, false).as_deref(),
+            parse_discovery(&doc(iss, https), iss, false)
+                .map_err(|e| e.to_string())
+                .as_deref(),
             Ok(https)
         );
         // An http issuer on loopback (a test provider) keeps its loopback jwks_uri.
         let local = "http://127.0.0.1:8080";
         assert_eq!(
-            parse_discovery(&doc(local, "http://127.0.0.1:8080/jwks"), local, false).as_deref(),
+            parse_discovery(&doc(local, "http://127.0.0.1:8080/jwks"), local, false)
+                .map_err(|e| e.to_string())
+                .as_deref(),
             Ok("http://127.0.0.1:8080/jwks")
         );
         // Still refused as before: another issuer, non-loopback http, no jwks_uri.

@@ -258,7 +258,7 @@ impl IssuerState {
     fn mark_good(&self) {
         self.last_good_ms.store(self.now_ms(), Ordering::Release);
         self.last_good_unix
-            .store(fetch::unix_now(), Ordering::Relaxed);
+            .store(crate::clock::unix_now(), Ordering::Relaxed);
         self.refresh_ok.fetch_add(1, Ordering::Relaxed);
     }
 

@@ -19,7 +19,7 @@ pub const ISS: &str = "https://id.example.test";
 pub const AUD: &str = "urn:test:api";
 
 pub fn now() -> i64 {
-    stagedoor::token::fetch::unix_now()
+    stagedoor::clock::unix_now()
 }
 
 pub fn b64(bytes: impl AsRef<[u8]>) -> String {

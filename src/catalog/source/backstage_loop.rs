@@ -4,13 +4,14 @@
 //! after failures.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use super::super::backstage::{SyncOutcome, Syncer};
 use super::super::entity::Entity;
 use super::super::error::CatalogError;
 use super::super::snapshot;
-use super::{Origin, Publisher, SYNC_DEADLINE, Triggers, Wake, note_report, now_unix};
+use super::{Origin, Publisher, SYNC_DEADLINE, Triggers, Wake, note_report};
+use crate::clock::unix_now;
 
 pub(super) async fn run_backstage(
     mut syncer: Syncer,
@@ -96,7 +97,7 @@ async fn apply_sync(
             publisher.count(|c| c.unchanged += 1);
             if publisher.origin() == Some(Origin::Live) {
                 publisher.status.send_modify(|s| {
-                    s.last_good_sync_unix = Some(now_unix());
+                    s.last_good_sync_unix = Some(unix_now());
                     s.consecutive_errors = 0;
                     s.last_error = None;
                 });
@@ -132,7 +133,7 @@ async fn apply_sync(
     }
 }
 async fn publish_live(publisher: &Publisher, entities: Vec<Entity>, snapshot_path: Option<&Path>) {
-    let now = now_unix();
+    let now = unix_now();
     if let Some(path) = snapshot_path {
         let (path, copy) = (path.to_owned(), entities.clone());
         let saved = tokio::task::spawn_blocking(move || snapshot::save(&path, &copy, now)).await;
@@ -186,7 +187,7 @@ fn serve_snapshot(publisher: &Publisher, saved: snapshot::SavedSnapshot, why: &s
 fn backoff(poll: Duration, errors: u32) -> Duration {
     let cap = poll.max(Duration::from_secs(300));
     let delay = poll.saturating_mul(1 << errors.min(16)).min(cap);
-    let nanos = SystemTime::now()
+    let nanos = crate::clock::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);

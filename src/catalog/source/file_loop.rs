@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use super::super::error::CatalogError;
 use super::super::file;
-use super::{Origin, Publisher, Triggers, Wake, now_unix};
+use super::{Origin, Publisher, Triggers, Wake};
+use crate::clock::unix_now;
 
 /// What one file-source attempt found.
 enum FileAttempt {
@@ -92,7 +93,7 @@ fn publish_loaded(publisher: &Publisher, loaded: file::Loaded) {
         s.skipped = skipped;
     });
     let entities = loaded.entities.len();
-    let republished = publisher.publish(loaded.entities, Origin::File, now_unix());
+    let republished = publisher.publish(loaded.entities, Origin::File, unix_now());
     publisher.count(|c| {
         if republished {
             c.applied += 1
