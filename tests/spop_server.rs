@@ -30,7 +30,7 @@ async fn handshake_answers_agent_hello_bytes_exactly() {
     let s = start(EngineConfig::default(), 100).await;
     let mut c = Client::connect(s.addr).await;
     c.send(&hello_26()).await;
-    // Raw bytes, to check the single-frame AGENT-HELLO exactly (spop-protocol.md §1.13).
+    // Raw bytes, to check the single-frame AGENT-HELLO exactly (docs/spop.md#test-vectors).
     let want: Vec<u8> = {
         let mut out = bytes::BytesMut::new();
         Frame::agent_hello(16380).encode(&mut out, 65535).unwrap();
