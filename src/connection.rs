@@ -3,10 +3,12 @@
 //! that completes at its first poll is answered without a task of its own), and a
 //! writer that sends every frame whole, in one write, in completion order.
 //!
-//! Close rules: HAPROXY-DISCONNECT gets AGENT-DISCONNECT 0; a protocol error gets
-//! AGENT-DISCONNECT with its status; EOF, ECONNRESET and EPIPE are normal closes
-//! (HAProxy 3.1+ closes with RST). When a connection ends, its in-flight work is
-//! aborted with it (the `JoinSet` owns every task), so nothing outlives it.
+//! This file does only I/O and concurrency: reads, writes, NOTIFY tasks, timers.
+//! What a frame or an event means (HELLO first, which status closes what, the
+//! health check) is the [`Session`]'s call, with no I/O (docs/spop.md#session-rules).
+//! When a connection ends, its in-flight work is aborted with it (the `JoinSet` owns
+//! every task), so nothing outlives it, unless the agent is stopping: then in-flight
+//! NOTIFYs get `shutdown_grace` to send their ACKs.
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -18,13 +20,14 @@ use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::spop::frame::{HaproxyHello, Header, PRE_HELLO_MAX_FRAME_SIZE, read_frame};
-use crate::spop::{Action, Body, DecodeError, Frame, FrameType, Message, Scope, Status, TypedData};
+pub use crate::spop::session::Closed;
+use crate::spop::session::{Close, Notify, Session, Step, disconnect_frame};
+use crate::spop::{Action, DecodeError, Frame, Message, Scope, Status, TypedData};
 
 /// The engine's one extension point: turn the messages of one NOTIFY into the
 /// actions of its ACK. The real agent verifies tokens and asks the policy; tests
@@ -99,21 +102,6 @@ impl EngineStats {
     }
 }
 
-/// How a connection ended (for logs and tests).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Closed {
-    /// HAProxy closed the socket (EOF, RST, EPIPE) or said DISCONNECT.
-    Peer,
-    /// Health-check HELLO answered.
-    Healthcheck,
-    /// We sent AGENT-DISCONNECT with this status.
-    Disconnected(Status),
-    /// Shut down by the agent; AGENT-DISCONNECT 0 was sent.
-    Shutdown,
-    /// Some other I/O error.
-    Io(std::io::ErrorKind),
-}
-
 /// Serves one accepted connection to completion.
 pub async fn serve<H: Handler>(
     mut stream: TcpStream,
@@ -123,121 +111,123 @@ pub async fn serve<H: Handler>(
     shutdown: CancellationToken,
 ) -> Closed {
     let _ = stream.set_nodelay(true);
-    let mut buf = BytesMut::with_capacity(4096);
-
-    // === handshake ===
-    let hello = tokio::select! {
-        r = tokio::time::timeout(cfg.hello_timeout, read_one(&mut stream, &mut buf, PRE_HELLO_MAX_FRAME_SIZE)) => r,
-        () = shutdown.cancelled() => return Closed::Shutdown,
-    };
-    let frame = match hello {
-        Err(_elapsed) => return disconnect(&mut stream, Status::Timeout, &stats).await,
-        Ok(Err(ReadError::Closed)) => return Closed::Peer,
-        Ok(Err(ReadError::Io(kind))) => return Closed::Io(kind),
-        Ok(Err(ReadError::Decode(e))) => return disconnect(&mut stream, e.status(), &stats).await,
-        Ok(Ok(frame)) => frame,
-    };
-    let hello = match Frame::decode(&frame[4..]) {
-        Ok(Frame {
-            body: Body::HaproxyHello(items),
-            ..
-        }) => HaproxyHello::parse(&items),
-        Ok(_) => Err(Status::Invalid), // anything before HELLO, NOTIFY included
-        Err(e) => Err(e.status()),
-    };
-    let hello = match hello {
-        Ok(h) => h,
-        Err(status) => return disconnect(&mut stream, status, &stats).await,
-    };
-    let max = hello.negotiate(cfg.max_frame_size);
-    if write_frame(&mut stream, &Frame::agent_hello(max))
-        .await
-        .is_err()
-    {
-        return Closed::Peer;
+    let mut session = Session::new(cfg.max_frame_size);
+    if let Err(closed) = handshake(&mut stream, &mut session, &cfg, &stats, &shutdown).await {
+        return closed;
     }
-    stats.hellos.fetch_add(1, Ordering::Relaxed);
-    if hello.healthcheck {
-        stats.healthchecks.fetch_add(1, Ordering::Relaxed);
-        let _ = stream.shutdown().await;
-        return Closed::Healthcheck;
-    }
-
-    // === processing ===
-    let (mut rd, wr) = stream.into_split();
+    let (rd, wr) = stream.into_split();
     let (tx, rx) = mpsc::channel::<Bytes>(cfg.max_in_flight + 2);
     let writer = tokio::spawn(write_loop(wr, rx));
-    let permits = Arc::new(Semaphore::new(cfg.max_in_flight));
-    let mut tasks = JoinSet::new();
-    // Each NOTIFY is decoded once, in its task; a malformed one trips this and the
-    // reader closes the connection with status 4.
-    let invalid = CancellationToken::new();
+    let mut work = Work {
+        handler,
+        stats,
+        tx,
+        permits: Arc::new(Semaphore::new(cfg.max_in_flight)),
+        tasks: JoinSet::new(),
+        invalid: CancellationToken::new(),
+        max: session.max_frame_size(),
+    };
+    let close = read_loop(rd, &mut session, &mut work, &cfg, &shutdown).await;
+    let closed = work.finish(close, cfg.shutdown_grace, &shutdown).await;
+    let _ = tokio::time::timeout(WRITE_TIMEOUT + WRITE_TIMEOUT, writer).await;
+    closed
+}
+
+/// Reads until the session has answered HAPROXY-HELLO, within `hello_timeout`.
+/// `Err` is how the connection ended (health checks included).
+async fn handshake(
+    stream: &mut TcpStream,
+    session: &mut Session,
+    cfg: &EngineConfig,
+    stats: &EngineStats,
+    shutdown: &CancellationToken,
+) -> Result<(), Closed> {
+    let deadline = tokio::time::Instant::now() + cfg.hello_timeout;
+    let close = loop {
+        if session.is_open() {
+            return Ok(());
+        }
+        match session.next_step() {
+            Some(Step::Send(hello)) => {
+                if stream.write_all(&hello).await.is_err() {
+                    return Err(Closed::Peer);
+                }
+                stats.hellos.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            Some(Step::Close(close)) => break close,
+            Some(Step::Notify(_)) => unreachable!("a session yields NOTIFYs only once open"),
+            None => {}
+        }
+        let read = tokio::select! {
+            r = tokio::time::timeout_at(deadline, stream.read_buf(session.read_buf())) => r,
+            () = shutdown.cancelled() => break session.shutdown(),
+        };
+        match read {
+            Err(_elapsed) => break session.timed_out(),
+            Ok(Ok(0)) => break session.peer_closed(),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => break session.read_failed(e.kind()),
+        }
+    };
+    if close == Close::Healthcheck {
+        stats.healthchecks.fetch_add(1, Ordering::Relaxed);
+        let _ = stream.shutdown().await;
+    } else if let Some(status) = close.reply() {
+        stats.sent_disconnect(status);
+        let _ = stream.write_all(&disconnect_frame(status)).await;
+        let _ = stream.shutdown().await;
+    }
+    Err(close.closed())
+}
+
+/// Hands every complete frame to the session and does what it says, until it says
+/// close. Also owns the idle timer: it runs only while nothing is in flight.
+async fn read_loop<H: Handler>(
+    mut rd: OwnedReadHalf,
+    session: &mut Session,
+    work: &mut Work<H>,
+    cfg: &EngineConfig,
+    shutdown: &CancellationToken,
+) -> Close {
     let idle = tokio::time::sleep(cfg.idle_timeout);
     tokio::pin!(idle);
-
-    let outcome = loop {
+    loop {
         // Hand off every complete frame already buffered.
-        match next_frame(&mut buf, max) {
-            Err(e) => break Some(e.status()),
-            Ok(Some(frame)) => {
-                match dispatch(
-                    frame, &handler, &tx, &permits, &mut tasks, &stats, max, &shutdown, &invalid,
-                )
-                .await
-                {
-                    // A NOTIFY answered in place may have found itself malformed.
-                    Dispatch::Continue if invalid.is_cancelled() => break Some(Status::Invalid),
-                    Dispatch::Continue => continue,
-                    Dispatch::Close(status) => break status,
+        match session.next_step() {
+            Some(Step::Notify(notify)) => {
+                if !work.start(notify, shutdown).await {
+                    return session.shutdown();
                 }
+                // A NOTIFY answered in place may have found itself malformed.
+                if work.invalid.is_cancelled() {
+                    return session.notify_invalid();
+                }
+                continue;
             }
-            Ok(None) => {}
+            Some(Step::Send(frame)) => {
+                let _ = work.tx.send(frame).await;
+                continue;
+            }
+            Some(Step::Close(close)) => return close,
+            None => {}
         }
         tokio::select! {
-            r = rd.read_buf(&mut buf) => match r {
-                Ok(0) => break None,
+            r = rd.read_buf(session.read_buf()) => match r {
+                Ok(0) => return session.peer_closed(),
                 Ok(_) => idle.as_mut().reset(tokio::time::Instant::now() + cfg.idle_timeout),
-                Err(_) => break None, // ECONNRESET and friends: a normal close
+                Err(e) => return session.read_failed(e.kind()), // ECONNRESET and friends
             },
-            Some(_) = tasks.join_next(), if !tasks.is_empty() => {
-                if tasks.is_empty() {
+            Some(_) = work.tasks.join_next(), if !work.tasks.is_empty() => {
+                if work.tasks.is_empty() {
                     idle.as_mut().reset(tokio::time::Instant::now() + cfg.idle_timeout);
                 }
             }
-            () = &mut idle, if tasks.is_empty() => break Some(Status::Timeout),
-            () = invalid.cancelled() => break Some(Status::Invalid),
-            () = shutdown.cancelled() => break Some(Status::Normal),
+            () = &mut idle, if work.tasks.is_empty() => return session.timed_out(),
+            () = work.invalid.cancelled() => return session.notify_invalid(),
+            () = shutdown.cancelled() => return session.shutdown(),
         }
-    };
-
-    let closed = match outcome {
-        None => {
-            tasks.abort_all();
-            Closed::Peer
-        }
-        Some(status) => {
-            if status == Status::Normal && shutdown.is_cancelled() {
-                // Let in-flight NOTIFYs finish and send their ACKs first.
-                let drain = async { while tasks.join_next().await.is_some() {} };
-                let _ = tokio::time::timeout(cfg.shutdown_grace, drain).await;
-            }
-            tasks.abort_all();
-            if let Some(f) = encode(&Frame::agent_disconnect(status), max) {
-                stats.sent_disconnect(status);
-                // The writer may be gone or stuck on a peer that stopped reading.
-                let _ = tokio::time::timeout(WRITE_TIMEOUT, tx.send(f)).await;
-            }
-            match status {
-                Status::Normal if shutdown.is_cancelled() => Closed::Shutdown,
-                Status::Normal => Closed::Peer,
-                s => Closed::Disconnected(s),
-            }
-        }
-    };
-    drop(tx);
-    while tasks.join_next().await.is_some() {}
-    let _ = tokio::time::timeout(WRITE_TIMEOUT + WRITE_TIMEOUT, writer).await;
-    closed
+    }
 }
 
 /// Counts a NOTIFY in flight until dropped, so aborted tasks are uncounted too.
@@ -256,71 +246,96 @@ impl Drop for InFlight {
     }
 }
 
-enum Dispatch {
-    Continue,
-    /// Stop reading; `Some(status)` sends AGENT-DISCONNECT first.
-    Close(Option<Status>),
+/// The NOTIFY side of one open connection: what each NOTIFY task needs, and the tasks.
+struct Work<H> {
+    handler: Arc<H>,
+    stats: Arc<EngineStats>,
+    /// Frames for the writer.
+    tx: mpsc::Sender<Bytes>,
+    /// Bounds the NOTIFYs in flight on this connection.
+    permits: Arc<Semaphore>,
+    /// Owns every NOTIFY task, so none outlives the connection.
+    tasks: JoinSet<()>,
+    /// Each NOTIFY is decoded once, in its task; a malformed one trips this and the
+    /// reader closes the connection with status 4.
+    invalid: CancellationToken,
+    /// The negotiated max-frame-size, the limit for ACKs.
+    max: u32,
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn dispatch<H: Handler>(
-    frame: Bytes,
-    handler: &Arc<H>,
-    tx: &mpsc::Sender<Bytes>,
-    permits: &Arc<Semaphore>,
-    tasks: &mut JoinSet<()>,
-    stats: &Arc<EngineStats>,
-    max: u32,
-    shutdown: &CancellationToken,
-    invalid: &CancellationToken,
-) -> Dispatch {
-    let header = match Header::decode(&frame[4..]) {
-        Ok(h) => h,
-        Err(e) => return Dispatch::Close(Some(e.status())),
-    };
-    match header.frame_type {
-        FrameType::Notify => {
-            let permit = tokio::select! {
-                p = permits.clone().acquire_owned() => p.expect("semaphore never closed"),
-                () = shutdown.cancelled() => return Dispatch::Close(Some(Status::Normal)),
-            };
-            stats.notify_total.fetch_add(1, Ordering::Relaxed);
-            let in_flight = InFlight::new(stats.clone());
-            let (handler, tx, stats) = (handler.clone(), tx.clone(), stats.clone());
-            let invalid = invalid.clone();
-            let mut task = Box::pin(async move {
-                let ack = handle_notify(&*handler, &frame[4..], header, max, &stats).await;
-                drop(in_flight);
-                match ack {
-                    Ok(Some(ack)) => {
-                        stats.acks_total.fetch_add(1, Ordering::Relaxed);
-                        let _ = tx.send(ack).await;
-                    }
-                    Ok(None) => {}
-                    Err(_) => invalid.cancel(),
+impl<H: Handler> Work<H> {
+    /// Starts one NOTIFY once a permit is free; `false` when the agent started
+    /// stopping while it waited.
+    async fn start(&mut self, notify: Notify, shutdown: &CancellationToken) -> bool {
+        let permit = tokio::select! {
+            p = self.permits.clone().acquire_owned() => p.expect("semaphore never closed"),
+            () = shutdown.cancelled() => return false,
+        };
+        self.stats.notify_total.fetch_add(1, Ordering::Relaxed);
+        let in_flight = InFlight::new(self.stats.clone());
+        let (handler, tx, stats) = (self.handler.clone(), self.tx.clone(), self.stats.clone());
+        let (invalid, max) = (self.invalid.clone(), self.max);
+        let mut task = Box::pin(async move {
+            let ack = handle_notify(&*handler, &notify, max, &stats).await;
+            drop(in_flight);
+            match ack {
+                Ok(Some(ack)) => {
+                    stats.acks_total.fetch_add(1, Ordering::Relaxed);
+                    let _ = tx.send(ack).await;
                 }
-                drop(permit);
-            });
-            // Most NOTIFYs finish without waiting (a cached token, keys and policy in
-            // memory): poll once here and only spawn the ones that would wait. Saves a
-            // spawn and two task wake-ups per request (BENCHMARKS.md, "Through
-            // HAProxy"). A pending task is spawned as is; tokio polls it again with
-            // its own waker, so nothing is lost or run twice.
-            // A panic outside the handler's own guard ends this NOTIFY only, as it
-            // would in a spawned task.
-            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-            let polled = std::panic::catch_unwind(AssertUnwindSafe(|| task.as_mut().poll(&mut cx)));
-            if matches!(polled, Ok(std::task::Poll::Pending)) {
-                tasks.spawn(task);
+                Ok(None) => {}
+                Err(_) => invalid.cancel(),
             }
-            Dispatch::Continue
+            drop(permit);
+        });
+        // Most NOTIFYs finish without waiting (a cached token, keys and policy in
+        // memory): poll once here and only spawn the ones that would wait. Saves a
+        // spawn and two task wake-ups per request (BENCHMARKS.md, "Through
+        // HAProxy"). A pending task is spawned as is; tokio polls it again with
+        // its own waker, so nothing is lost or run twice.
+        // A panic outside the handler's own guard ends this NOTIFY only, as it
+        // would in a spawned task.
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let polled = std::panic::catch_unwind(AssertUnwindSafe(|| task.as_mut().poll(&mut cx)));
+        if matches!(polled, Ok(std::task::Poll::Pending)) {
+            self.tasks.spawn(task);
         }
-        FrameType::HaproxyDisconnect => {
-            stats.disconnects_received.fetch_add(1, Ordering::Relaxed);
-            Dispatch::Close(Some(Status::Normal))
+        true
+    }
+
+    /// Ends the connection as `close` says: in-flight work drained (on shutdown) or
+    /// aborted, then the AGENT-DISCONNECT if any.
+    async fn finish(
+        mut self,
+        close: Close,
+        grace: Duration,
+        shutdown: &CancellationToken,
+    ) -> Closed {
+        if close == Close::PeerDisconnect {
+            self.stats
+                .disconnects_received
+                .fetch_add(1, Ordering::Relaxed);
         }
-        // A second HELLO, or agent frames coming our way.
-        _ => Dispatch::Close(Some(Status::Invalid)),
+        // A normal close while the agent stops counts as the stop: the in-flight
+        // ACKs go out first.
+        let close = match close.reply() {
+            Some(Status::Normal) if shutdown.is_cancelled() => Close::Shutdown,
+            _ => close,
+        };
+        if close.drain() {
+            let drain = async { while self.tasks.join_next().await.is_some() {} };
+            let _ = tokio::time::timeout(grace, drain).await;
+        }
+        self.tasks.abort_all();
+        if let Some(status) = close.reply() {
+            self.stats.sent_disconnect(status);
+            let frame = disconnect_frame(status);
+            // The writer may be gone or stuck on a peer that stopped reading.
+            let _ = tokio::time::timeout(WRITE_TIMEOUT, self.tx.send(frame)).await;
+        }
+        drop(self.tx);
+        while self.tasks.join_next().await.is_some() {}
+        close.closed()
     }
 }
 
@@ -330,24 +345,17 @@ async fn dispatch<H: Handler>(
 /// an ACK that sets only the error variable.
 async fn handle_notify<H: Handler>(
     handler: &H,
-    body: &[u8],
-    header: Header,
+    notify: &Notify,
     max: u32,
     stats: &EngineStats,
 ) -> Result<Option<Bytes>, DecodeError> {
-    let (sid, fid) = (header.stream_id, header.frame_id);
+    let (sid, fid) = (notify.stream_id(), notify.frame_id());
     let error_ack = |why: &'static str| {
         stats.handler_failures.fetch_add(1, Ordering::Relaxed);
         let actions = vec![Action::set(Scope::Txn, ERROR_VAR, TypedData::str(why))];
         encode(&Frame::ack(sid, fid, actions), max)
     };
-    let messages = match Frame::decode(body)? {
-        Frame {
-            body: Body::Notify(m),
-            ..
-        } => m,
-        _ => return Err(DecodeError::UnknownFrameType(header.frame_type as u8)),
-    };
+    let messages = notify.messages()?;
     let actions = match AssertUnwindSafe(handler.handle(&messages))
         .catch_unwind()
         .await
@@ -398,56 +406,4 @@ async fn write_bounded(wr: &mut OwnedWriteHalf, bytes: &[u8]) -> std::io::Result
         Ok(r) => r,
         Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
     }
-}
-
-enum ReadError {
-    Closed,
-    Io(std::io::ErrorKind),
-    Decode(DecodeError),
-}
-
-/// Splits one whole frame (length prefix included) off the front of `buf`.
-fn next_frame(buf: &mut BytesMut, max: u32) -> Result<Option<Bytes>, DecodeError> {
-    Ok(read_frame(buf, max)?.map(|n| buf.split_to(n).freeze()))
-}
-
-async fn read_one(
-    stream: &mut TcpStream,
-    buf: &mut BytesMut,
-    max: u32,
-) -> Result<Bytes, ReadError> {
-    loop {
-        if let Some(f) = next_frame(buf, max).map_err(ReadError::Decode)? {
-            return Ok(f);
-        }
-        match stream.read_buf(buf).await {
-            Ok(0) => return Err(ReadError::Closed),
-            Ok(_) => {}
-            Err(e) if is_peer_close(&e) => return Err(ReadError::Closed),
-            Err(e) => return Err(ReadError::Io(e.kind())),
-        }
-    }
-}
-
-fn is_peer_close(e: &std::io::Error) -> bool {
-    use std::io::ErrorKind::*;
-    matches!(
-        e.kind(),
-        ConnectionReset | BrokenPipe | ConnectionAborted | UnexpectedEof
-    )
-}
-
-async fn write_frame(stream: &mut TcpStream, frame: &Frame<'_>) -> std::io::Result<()> {
-    let mut out = BytesMut::with_capacity(frame.encoded_len() + 4);
-    frame
-        .encode(&mut out, PRE_HELLO_MAX_FRAME_SIZE)
-        .map_err(|e| std::io::Error::other(e.to_string()))?;
-    stream.write_all(&out).await
-}
-
-async fn disconnect(stream: &mut TcpStream, status: Status, stats: &EngineStats) -> Closed {
-    stats.sent_disconnect(status);
-    let _ = write_frame(stream, &Frame::agent_disconnect(status)).await;
-    let _ = stream.shutdown().await;
-    Closed::Disconnected(status)
 }

@@ -1,6 +1,6 @@
-//! One golden table of SPOP byte vectors (spop-protocol.md §1.13 and Appendix A,
-//! including frames captured from HAProxy 2.6.12 and 3.2.0) drives both decode and
-//! encode, plus the truncation and fuzz-like checks.
+//! One golden table of SPOP byte vectors (docs/spop.md#test-vectors, including
+//! frames captured from HAProxy 2.6.12 and 3.2.0) drives both decode and encode,
+//! plus the truncation and fuzz-like checks.
 
 use std::borrow::Cow;
 use std::net::Ipv4Addr;

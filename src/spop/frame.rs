@@ -390,7 +390,8 @@ impl<'a> Frame<'a> {
     }
 }
 
-fn decode_messages(mut input: &[u8]) -> Result<Vec<Message<'_>>, DecodeError> {
+/// Decodes a NOTIFY payload (a LIST-OF-MESSAGES).
+pub(super) fn decode_messages(mut input: &[u8]) -> Result<Vec<Message<'_>>, DecodeError> {
     let mut msgs = Vec::new();
     while !input.is_empty() {
         let (name, n) = decode_bytes(input)?;

@@ -9,10 +9,13 @@
 //! LIST-OF-ACTIONS  : [ <TYPE:1> <NB-ARGS:1> <ARGS> ... ]                 (ACK)
 //! ```
 //!
-//! [`frame::read_frame`] is the only place that knows about "need more bytes".
+//! [`frame::read_frame`] is the only place that knows about "need more bytes";
+//! [`session::Session`] holds the rules of one connection (HELLO first, the close
+//! statuses). How stagedoor uses the protocol: docs/spop.md.
 
 pub mod data;
 pub mod frame;
+pub mod session;
 pub mod varint;
 
 pub use data::{Arg, TypedData};

@@ -74,7 +74,7 @@ pub fn decode(input: &[u8]) -> Result<(u64, usize), DecodeError> {
 mod tests {
     use super::*;
 
-    /// spop-protocol.md §1.4: every row checked against HAProxy's C algorithm.
+    /// docs/spop.md#varints: every row checked against HAProxy's C algorithm.
     pub(crate) const GOLDEN: &[(u64, &[u8])] = &[
         (0, &[0x00]),
         (1, &[0x01]),
