@@ -25,6 +25,17 @@ pub enum Error {
     TooLarge { limit: usize },
 }
 
+impl Error {
+    /// The same error without the request URL in its text, for a caller that does
+    /// not log URLs (a key-set URL may carry a key in its query).
+    pub fn without_url(self) -> Error {
+        match self {
+            Error::Transport(e) => Error::Transport(e.without_url()),
+            other => other,
+        }
+    }
+}
+
 /// The client: `connect` and `total` (whole request, body included) timeouts,
 /// redirects not followed, no proxy from the environment.
 ///
@@ -97,5 +108,29 @@ impl fmt::Display for Chain<'_> {
             source = e.source();
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn transport_errors_carry_their_causes_and_can_drop_the_url() {
+        let c = client(Duration::from_secs(2), Duration::from_secs(5)).unwrap();
+        // Nothing listens on port 1: refused at once.
+        let err = send(c.get("http://127.0.0.1:1/jwks?key=s3cret"))
+            .await
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("127.0.0.1:1/jwks") && text.matches(": ").count() >= 2,
+            "{text}"
+        );
+        let bare = err.without_url().to_string();
+        assert!(
+            bare.starts_with("error sending request: ") && !bare.contains("s3cret"),
+            "{bare}"
+        );
     }
 }

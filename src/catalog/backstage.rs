@@ -176,7 +176,9 @@ impl Syncer {
         &self.report
     }
 
-    /// One poll of Backstage; see the module docs.
+    /// One poll of Backstage; see the module docs. Longer than most functions here:
+    /// it reads as the module docs' steps 1-3 in order, and split up, each part would
+    /// take the same maps (listed, fetched, next, report) as arguments.
     pub async fn sync_once(&mut self) -> Result<SyncOutcome, CatalogError> {
         let rows = self.client.list_etags(&self.kinds).await?;
         let mut next = HashMap::with_capacity(rows.len());

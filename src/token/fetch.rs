@@ -74,7 +74,8 @@ pub async fn get(
             .get(url)
             .header("accept", "application/json, application/jwk-set+json"),
     )
-    .await?;
+    .await
+    .map_err(http::Error::without_url)?;
     let local_now = crate::clock::unix_now();
     let status = resp.status().as_u16();
     if status != 200 {
@@ -90,7 +91,9 @@ pub async fn get(
         .get("cache-control")
         .and_then(|v| v.to_str().ok())
         .and_then(max_age);
-    let body = http::read_body(resp, MAX_DOCUMENT_BYTES).await?;
+    let body = http::read_body(resp, MAX_DOCUMENT_BYTES)
+        .await
+        .map_err(http::Error::without_url)?;
     Ok(Fetched {
         body,
         max_age,

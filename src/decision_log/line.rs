@@ -1,0 +1,276 @@
+//! Decision → log line, the entry and the format (beside the request flow, after the
+//! decision). The request task copies what a line needs into a compact [`Entry`]
+//! queued in a [`Queue`] (the strings into one shared text buffer: no allocation per
+//! decision, nothing for another thread to free); the writer thread turns each entry
+//! into a [`Line`], a borrowed view that serde_json writes as one JSON object.
+
+use std::io;
+use std::net::IpAddr;
+use std::time::{Duration, SystemTime};
+
+use serde::{Serialize, Serializer};
+use serde_json::ser::{CharEscape, Formatter};
+
+use crate::agent::{AuthRequest, Outcome};
+use crate::reason::Reason;
+
+/// Where one string field sits in [`Queue::text`]; `start == u32::MAX` is `None`.
+#[derive(Clone, Copy)]
+struct Slot {
+    start: u32,
+    len: u32,
+}
+
+impl Slot {
+    const NONE: Slot = Slot {
+        start: u32::MAX,
+        len: 0,
+    };
+}
+
+/// One decision as queued: the fixed-size fields as they are, the strings as slots.
+struct Entry {
+    time: SystemTime,
+    latency: Duration,
+    status: u16,
+    reason: Reason,
+    allow: bool,
+    enforced: bool,
+    src: Option<IpAddr>,
+    token_fp: Option<[u8; 6]>,
+    method: Slot,
+    host: Slot,
+    path: Slot,
+    request_id: Slot,
+    sub: Slot,
+    client_id: Slot,
+    entity: Slot,
+    owner: Slot,
+    route: Slot,
+    issuer: Slot,
+}
+
+/// Entries waiting for the writer, which swaps the whole queue with an empty one.
+#[derive(Default)]
+pub(super) struct Queue {
+    entries: Vec<Entry>,
+    /// Every entry's strings, back to back.
+    text: String,
+}
+
+impl Queue {
+    /// Memory held by the queued entries (for the cap).
+    pub(super) fn bytes(&self) -> usize {
+        self.entries.len() * std::mem::size_of::<Entry>() + self.text.len()
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Empties the queue, keeping its allocations.
+    pub(super) fn clear(&mut self) {
+        self.entries.clear();
+        self.text.clear();
+    }
+
+    fn slot(&mut self, s: Option<&str>) -> Slot {
+        let Some(s) = s else { return Slot::NONE };
+        // The queue is capped far below 4 GiB (`MAX_QUEUED`): the offsets fit.
+        let start = self.text.len() as u32;
+        self.text.push_str(s);
+        Slot {
+            start,
+            len: s.len() as u32,
+        }
+    }
+
+    fn str(&self, s: Slot) -> Option<&str> {
+        if s.start == u32::MAX {
+            return None;
+        }
+        let start = s.start as usize;
+        self.text.get(start..start + s.len as usize)
+    }
+
+    /// Queues one decision (request path: copies, no formatting).
+    pub(super) fn push(
+        &mut self,
+        req: &AuthRequest<'_>,
+        outcome: &Outcome,
+        latency: Duration,
+        time: SystemTime,
+    ) {
+        let d = &outcome.decision;
+        let id = outcome.identity.as_deref();
+        let entry = Entry {
+            time,
+            latency,
+            status: d.status(),
+            reason: d.reason,
+            allow: d.allow(),
+            enforced: !outcome.shadow,
+            src: req.src,
+            token_fp: outcome.token_fp,
+            method: self.slot(Some(req.method)),
+            host: self.slot(Some(req.host)),
+            path: self.slot(Some(req.path)),
+            request_id: self.slot(req.request_id),
+            sub: self.slot(id.and_then(|i| i.sub.as_deref())),
+            client_id: self.slot(id.and_then(|i| i.client_id.as_deref())),
+            entity: self.slot(d.entity.as_deref()),
+            owner: self.slot(d.owner.as_deref()),
+            route: self.slot(d.route.as_deref()),
+            issuer: self.slot(id.map(|i| i.issuer.as_str())),
+        };
+        self.entries.push(entry);
+    }
+
+    fn line(&self, e: &Entry) -> Line<'_> {
+        Line {
+            time: e.time,
+            event: "decision",
+            request_id: self.str(e.request_id),
+            src: e.src,
+            method: self.str(e.method).unwrap_or_default(),
+            host: self.str(e.host).unwrap_or_default(),
+            path: self.str(e.path).unwrap_or_default(),
+            decision: if e.allow { "allow" } else { "deny" },
+            enforced: e.enforced,
+            status: e.status,
+            reason: e.reason,
+            sub: self.str(e.sub),
+            client_id: self.str(e.client_id),
+            entity: self.str(e.entity),
+            owner: self.str(e.owner),
+            route: self.str(e.route),
+            issuer: self.str(e.issuer),
+            latency_us: u64::try_from(e.latency.as_micros()).unwrap_or(u64::MAX),
+            token_fp: e.token_fp,
+        }
+    }
+
+    /// Appends every queued entry to `out`, one JSON line each (writer thread).
+    pub(super) fn format(&self, out: &mut Vec<u8>) {
+        for e in &self.entries {
+            let mut json = serde_json::Serializer::with_formatter(&mut *out, LineFormatter);
+            // Writing to a Vec cannot fail, nor can serializing these fields.
+            let _ = self.line(e).serialize(&mut json);
+            out.push(b'\n');
+        }
+    }
+}
+
+/// One decision line. Field order is fixed: it is the order of the JSON keys.
+#[derive(Serialize)]
+struct Line<'a> {
+    #[serde(serialize_with = "rfc3339")]
+    time: SystemTime,
+    event: &'static str,
+    request_id: Option<&'a str>,
+    src: Option<IpAddr>,
+    method: &'a str,
+    host: &'a str,
+    path: &'a str,
+    decision: &'static str,
+    enforced: bool,
+    status: u16,
+    #[serde(serialize_with = "reason")]
+    reason: Reason,
+    sub: Option<&'a str>,
+    client_id: Option<&'a str>,
+    entity: Option<&'a str>,
+    owner: Option<&'a str>,
+    route: Option<&'a str>,
+    issuer: Option<&'a str>,
+    latency_us: u64,
+    #[serde(serialize_with = "hex")]
+    token_fp: Option<[u8; 6]>,
+}
+
+fn rfc3339<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&crate::clock::rfc3339_millis(*t))
+}
+
+fn reason<S: Serializer>(r: &Reason, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(r.as_str())
+}
+
+fn hex<S: Serializer>(fp: &Option<[u8; 6]>, s: S) -> Result<S::Ok, S::Error> {
+    match fp {
+        Some(fp) => s.collect_str(&Hex(fp)),
+        None => s.serialize_none(),
+    }
+}
+
+/// Bytes as lowercase hex digits.
+pub(super) struct Hex<'a>(pub(super) &'a [u8]);
+
+impl std::fmt::Display for Hex<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
+}
+
+/// serde_json's compact output, with two escapes more: U+2028 and U+2029 end a line
+/// in JavaScript and in some log viewers, so a path cannot split a line there; and
+/// backspace and form feed as `\u0008` and `\u000c`, as every other control
+/// character, so lines stay byte for byte what the earlier hand-written writer made.
+struct LineFormatter;
+
+impl Formatter for LineFormatter {
+    fn write_string_fragment<W: ?Sized + io::Write>(
+        &mut self,
+        w: &mut W,
+        fragment: &str,
+    ) -> io::Result<()> {
+        // Both are E2 80 A8/A9 in UTF-8. Most text is ASCII, which `is_ascii`
+        // confirms a word at a time; the rest is scanned for E2.
+        if fragment.is_ascii() {
+            return w.write_all(fragment.as_bytes());
+        }
+        let mut rest = fragment.as_bytes();
+        while let Some(i) = rest.iter().position(|&b| b == 0xe2) {
+            let escape: &[u8] = match rest.get(i + 1..i + 3) {
+                Some([0x80, 0xa8]) => b"\\u2028",
+                Some([0x80, 0xa9]) => b"\\u2029",
+                _ => {
+                    w.write_all(&rest[..=i])?;
+                    rest = &rest[i + 1..];
+                    continue;
+                }
+            };
+            w.write_all(&rest[..i])?;
+            w.write_all(escape)?;
+            rest = &rest[i + 3..];
+        }
+        w.write_all(rest)
+    }
+
+    fn write_char_escape<W: ?Sized + io::Write>(
+        &mut self,
+        w: &mut W,
+        escape: CharEscape,
+    ) -> io::Result<()> {
+        match escape {
+            CharEscape::Backspace => w.write_all(b"\\u0008"),
+            CharEscape::FormFeed => w.write_all(b"\\u000c"),
+            other => serde_json::ser::CompactFormatter.write_char_escape(w, other),
+        }
+    }
+}
+
+/// One decision as a JSON line (newline included), formatted as the writer does.
+pub fn format_line(
+    req: &AuthRequest<'_>,
+    outcome: &Outcome,
+    latency: Duration,
+    now: SystemTime,
+) -> String {
+    let mut q = Queue::default();
+    q.push(req, outcome, latency, now);
+    let mut out = Vec::with_capacity(512);
+    q.format(&mut out);
+    // serde_json writes UTF-8 only.
+    String::from_utf8(out).unwrap_or_default()
+}

@@ -1,0 +1,147 @@
+//! Decision → log line: one JSON object per decision, formatted and written off
+//! the request path. The request task copies what the line needs into a compact
+//! queue entry (strings into a shared buffer, under a short lock: no allocation per
+//! decision, no syscall; see `line.rs`); a writer thread swaps the queue out every few
+//! milliseconds, formats it with serde_json and writes. When the queue is full the
+//! entry is dropped and counted, so logging never blocks a decision. Never the
+//! token, never its signature: only a short SHA-256 fingerprint of it.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::agent::{AuthRequest, Outcome};
+use crate::config::DecisionLogs;
+
+mod line;
+
+pub use line::format_line;
+use line::{Hex, Queue};
+
+/// Queued bytes beyond this are dropped (and counted): about 25,000 decisions.
+const MAX_QUEUED: usize = 8 << 20;
+const DRAIN_EVERY: Duration = Duration::from_millis(10);
+
+struct Shared {
+    queue: Mutex<Queue>,
+    out: Mutex<Box<dyn Write + Send>>,
+}
+
+impl Shared {
+    /// Swaps the queue with `spare` (keeping both allocations), formats, writes.
+    fn drain_with(&self, spare: &mut Queue, text: &mut Vec<u8>) {
+        spare.clear();
+        std::mem::swap(
+            &mut *self.queue.lock().unwrap_or_else(|e| e.into_inner()),
+            spare,
+        );
+        if spare.is_empty() {
+            return;
+        }
+        text.clear();
+        spare.format(text);
+        let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = out.write_all(text);
+        let _ = out.flush();
+    }
+
+    fn drain(&self) {
+        self.drain_with(&mut Queue::default(), &mut Vec::new());
+    }
+}
+
+/// Which decisions are logged, and the buffer to the writer.
+pub struct DecisionLog {
+    mode: DecisionLogs,
+    /// Log one allow in `allow_every` (1 = all, 0 = none); denies are always logged.
+    allow_every: u64,
+    allow_seen: AtomicU64,
+    shared: Arc<Shared>,
+    /// Lines dropped because the writer fell behind.
+    pub dropped: Arc<AtomicU64>,
+}
+
+impl DecisionLog {
+    /// Starts the writer thread on `out` (stdout in production).
+    pub fn new(
+        mode: DecisionLogs,
+        allow_sample_rate: f64,
+        out: Box<dyn Write + Send>,
+    ) -> DecisionLog {
+        let allow_every = if allow_sample_rate <= 0.0 {
+            0
+        } else {
+            (1.0 / allow_sample_rate).round().max(1.0) as u64
+        };
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue::default()),
+            out: Mutex::new(out),
+        });
+        if mode != DecisionLogs::Off {
+            let weak = Arc::downgrade(&shared);
+            std::thread::Builder::new()
+                .name("decision-log".into())
+                .spawn(move || {
+                    let (mut spare, mut text) = (Queue::default(), Vec::with_capacity(256 * 1024));
+                    while let Some(shared) = weak.upgrade() {
+                        shared.drain_with(&mut spare, &mut text);
+                        drop(shared);
+                        std::thread::sleep(DRAIN_EVERY);
+                    }
+                })
+                .expect("spawn decision log writer");
+        }
+        DecisionLog {
+            mode,
+            allow_every,
+            allow_seen: AtomicU64::new(0),
+            shared,
+            dropped: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Whether this decision gets a line.
+    fn wanted(&self, allowed: bool) -> bool {
+        match self.mode {
+            DecisionLogs::Off => false,
+            DecisionLogs::Deny => !allowed,
+            DecisionLogs::All if allowed => {
+                self.allow_every != 0
+                    && self
+                        .allow_seen
+                        .fetch_add(1, Ordering::Relaxed)
+                        .is_multiple_of(self.allow_every)
+            }
+            DecisionLogs::All => true,
+        }
+    }
+
+    /// Records one decision (cheap when not wanted; never blocks on I/O).
+    pub fn record(&self, req: &AuthRequest<'_>, outcome: &Outcome, latency: Duration) {
+        if !self.wanted(outcome.decision.allow()) {
+            return;
+        }
+        let now = crate::clock::now();
+        let mut queue = self.shared.queue.lock().unwrap_or_else(|e| e.into_inner());
+        if queue.bytes() >= MAX_QUEUED {
+            drop(queue);
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        queue.push(req, outcome, latency, now);
+    }
+
+    /// Writes out everything buffered (at shutdown).
+    pub fn flush(&self) {
+        self.shared.drain();
+    }
+}
+
+/// The first 12 hex digits of SHA-256(token): enough to correlate, useless to replay.
+pub fn fingerprint(token: &str) -> String {
+    Hex(&crate::token::token_digest(token)[..6]).to_string()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,260 @@
+//! Tests of the decision log: the line format (byte for byte), the queue, the modes.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use super::line::Queue;
+use super::*;
+use crate::agent::bare_decision;
+use crate::identity::Identity;
+use crate::policy::Decision;
+use crate::reason::Reason;
+
+#[test]
+fn fingerprint_is_short_and_stable() {
+    assert_eq!(fingerprint("abc"), "ba7816bf8f01");
+    assert_eq!(fingerprint("abc").len(), 12);
+}
+
+#[test]
+fn line_is_valid_json_with_escapes_and_no_token() {
+    let token = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhIn0.c2lnbmF0dXJl";
+    let req = AuthRequest {
+        method: "GET",
+        path: "/a\"b\\c\nd\u{1}",
+        host: "h",
+        token: Some(token),
+        src: Some("10.0.0.1".parse().unwrap()),
+        request_id: None,
+    };
+    let outcome = Outcome {
+        decision: bare_decision(Reason::Ok),
+        identity: Some(Arc::new(Identity {
+            issuer: "iss".into(),
+            sub: Some("al\"ice".into()),
+            ..Default::default()
+        })),
+        shadow: true,
+        token_fp: Some({
+            let d = crate::token::token_digest(token);
+            [d[0], d[1], d[2], d[3], d[4], d[5]]
+        }),
+    };
+    let line = format_line(
+        &req,
+        &outcome,
+        Duration::from_micros(42),
+        SystemTime::UNIX_EPOCH,
+    );
+    assert!(line.ends_with('\n'));
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["path"], "/a\"b\\c\nd\u{1}");
+    assert_eq!(v["sub"], "al\"ice");
+    assert_eq!(v["enforced"], false);
+    assert_eq!(v["latency_us"], 42);
+    assert_eq!(v["request_id"], serde_json::Value::Null);
+    assert_eq!(v["token_fp"], fingerprint(token));
+    assert!(
+        !line.contains("c2lnbmF0dXJl") && !line.contains("eyJ"),
+        "{line}"
+    );
+}
+
+/// Lines exactly as the hand-written writer made them before serde_json (issue 12):
+/// every escape, both address families, a shadow decision, the fingerprint.
+#[test]
+fn lines_are_byte_for_byte_what_they_were() {
+    let id = Arc::new(Identity {
+        issuer: "https://i\u{2028}x".into(),
+        sub: Some("s\u{e9}\"\\\u{8}\u{c}\u{1f}\u{7f}\u{2029}".into()),
+        client_id: Some("c".into()),
+        ..Default::default()
+    });
+    let decision = |reason, owner: Option<&str>| Decision {
+        reason,
+        entity: Some("component:default/x".into()),
+        owner: owner.map(Into::into),
+        route: Some("GET /api x:y".into()),
+        required_scopes: None,
+    };
+    let first = AuthRequest {
+        method: "GET",
+        path: "/a\"b\\c\nd\u{1}\r\t",
+        host: "h:1",
+        token: None,
+        src: Some("10.1.2.3".parse().unwrap()),
+        request_id: Some("rid\u{0}"),
+    };
+    let shadow_allow = Outcome {
+        decision: decision(Reason::Ok, None),
+        identity: None,
+        shadow: true,
+        token_fp: Some([1, 2, 3, 0xab, 0xcd, 0xff]),
+    };
+    let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_000_000);
+    let line = format_line(&first, &shadow_allow, Duration::from_micros(1), t0);
+    assert_eq!(
+        line,
+        concat!(
+            r#"{"time":"2026-11-18T11:06:40.000Z","event":"decision","request_id":"rid\u0000","src":"10.1.2.3","method":"GET","host":"h:1","path":"/a\"b\\c\nd\u0001\r\t","decision":"allow","enforced":false,"status":200,"reason":"ok","sub":null,"client_id":null,"entity":"component:default/x","owner":null,"route":"GET /api x:y","issuer":null,"latency_us":1,"token_fp":"010203abcdff"}"#,
+            "\n"
+        )
+    );
+    let second = AuthRequest {
+        path: "/plain",
+        src: Some("2001:db8::1".parse().unwrap()),
+        request_id: None,
+        ..first
+    };
+    let allow = Outcome {
+        decision: decision(Reason::Public, Some("group:default/o")),
+        identity: Some(id),
+        shadow: false,
+        token_fp: None,
+    };
+    let t1 = SystemTime::UNIX_EPOCH + Duration::new(1_795_000_000 + 86_400 * 37, 123_456_789);
+    let line = format_line(&second, &allow, Duration::from_micros(8), t1);
+    assert_eq!(
+        line,
+        concat!(
+            r#"{"time":"2026-12-25T11:06:40.123Z","event":"decision","request_id":null,"src":"2001:db8::1","method":"GET","host":"h:1","path":"/plain","decision":"allow","enforced":true,"status":200,"reason":"public","sub":"sé\"\\\u0008\u000c\u001f\u2029","client_id":"c","entity":"component:default/x","owner":"group:default/o","route":"GET /api x:y","issuer":"https://i\u2028x","latency_us":8,"token_fp":null}"#,
+            "\n"
+        )
+    );
+}
+
+#[test]
+fn queued_entries_format_like_single_lines_and_keep_their_reason() {
+    let id = Arc::new(Identity {
+        issuer: "https://i".into(),
+        sub: Some("s\u{e9}".into()),
+        client_id: Some("c".into()),
+        ..Default::default()
+    });
+    let mut q = Queue::default();
+    let mut want = String::new();
+    for (i, reason) in Reason::ALL.into_iter().enumerate() {
+        let req = AuthRequest {
+            method: "PATCH",
+            path: "/p\"",
+            host: "h:1",
+            token: None,
+            src: [
+                None,
+                Some("::1".parse().unwrap()),
+                Some("10.0.0.1".parse().unwrap()),
+            ][i % 3],
+            request_id: [None, Some(""), Some("rid")][i % 3],
+        };
+        let outcome = Outcome {
+            decision: bare_decision(reason),
+            identity: (i % 2 == 0).then(|| id.clone()),
+            shadow: i % 4 == 0,
+            token_fp: (i % 3 == 0).then_some([1, 2, 3, 4, 5, 255]),
+        };
+        let now = SystemTime::UNIX_EPOCH + Duration::new(1_795_000_000, 123_456_789);
+        let latency = Duration::from_micros(7);
+        q.push(&req, &outcome, latency, now);
+        let line = format_line(&req, &outcome, latency, now);
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["reason"], reason.as_str(), "{line}");
+        want.push_str(&line);
+    }
+    let mut got = Vec::new();
+    q.format(&mut got);
+    assert_eq!(String::from_utf8(got).unwrap(), want);
+    assert!(q.bytes() > 0);
+    q.clear();
+    assert!(q.is_empty() && q.bytes() == 0);
+}
+
+#[test]
+fn modes_and_sampling() {
+    let out = Arc::new(Mutex::new(Vec::<u8>::new()));
+    struct W(Arc<Mutex<Vec<u8>>>);
+    impl Write for W {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let req = AuthRequest {
+        method: "GET",
+        path: "/",
+        host: "",
+        token: None,
+        src: None,
+        request_id: None,
+    };
+    let allow = Outcome {
+        decision: bare_decision(Reason::Public),
+        identity: None,
+        shadow: false,
+        token_fp: None,
+    };
+    let deny = Outcome {
+        decision: bare_decision(Reason::NoRoute),
+        identity: None,
+        shadow: false,
+        token_fp: None,
+    };
+    let log = DecisionLog::new(DecisionLogs::All, 0.25, Box::new(W(out.clone())));
+    for _ in 0..8 {
+        log.record(&req, &allow, Duration::ZERO);
+    }
+    log.record(&req, &deny, Duration::ZERO);
+    log.flush();
+    let text = String::from_utf8(out.lock().unwrap().clone()).unwrap();
+    assert_eq!(
+        text.lines().filter(|l| l.contains("\"allow\"")).count(),
+        2,
+        "1 in 4 allows"
+    );
+    assert_eq!(
+        text.lines().filter(|l| l.contains("\"no_route\"")).count(),
+        1,
+        "every deny"
+    );
+    let out2 = Arc::new(Mutex::new(Vec::<u8>::new()));
+    let log = DecisionLog::new(DecisionLogs::Deny, 1.0, Box::new(W(out2.clone())));
+    log.record(&req, &allow, Duration::ZERO);
+    log.record(&req, &deny, Duration::ZERO);
+    log.flush();
+    assert_eq!(
+        String::from_utf8(out2.lock().unwrap().clone())
+            .unwrap()
+            .lines()
+            .count(),
+        1
+    );
+}
+
+/// U+2028 and U+2029 are escaped; other non-ASCII text, U+202E included, is not.
+#[test]
+fn line_separators_are_escaped_other_text_is_kept() {
+    let req = AuthRequest {
+        method: "GET",
+        path: "/\u{2028}\u{2029}\u{202e}\u{e9}\u{2028}",
+        host: "h\u{2029}",
+        token: None,
+        src: None,
+        request_id: None,
+    };
+    let outcome = Outcome {
+        decision: bare_decision(Reason::NoRoute),
+        identity: None,
+        shadow: false,
+        token_fp: None,
+    };
+    let line = format_line(&req, &outcome, Duration::ZERO, SystemTime::UNIX_EPOCH);
+    assert!(
+        line.contains("\"host\":\"h\\u2029\",\"path\":\"/\\u2028\\u2029\u{202e}\u{e9}\\u2028\""),
+        "{line}"
+    );
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["path"], req.path);
+}
