@@ -274,8 +274,12 @@ impl Client {
                     ));
                 }
                 rows.push(EtagRow {
-                    entity_ref: format!("{}:{namespace}/{}", item.kind, item.metadata.name)
-                        .to_ascii_lowercase(),
+                    entity_ref: super::EntityRef::from_parts(
+                        &item.kind,
+                        namespace,
+                        &item.metadata.name,
+                    )
+                    .into_string(),
                     etag: item.metadata.etag,
                 });
             }

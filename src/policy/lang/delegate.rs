@@ -2,7 +2,8 @@
 //! routes may take effect under a prefix of this entity's (the rule is in
 //! `policy/ownership.rs`).
 
-use super::lists::entity_ref;
+use crate::catalog::EntityRef;
+
 use super::routes::route_path;
 use super::{LangError, Located, at, check_len, is_blank, lines, offset, whole};
 
@@ -52,14 +53,11 @@ pub fn parse_delegations(text: &str, ns: &str) -> Result<Vec<Delegation>, Locate
             let d = if *t == "*" {
                 Delegate::Anyone
             } else {
-                let r = entity_ref(t, "component", ns)
-                    .filter(|r| {
-                        DELEGATE_KINDS
-                            .iter()
-                            .any(|k| r.split(':').next() == Some(k))
-                    })
+                let r = EntityRef::parse(t, "component", ns)
+                    .ok()
+                    .filter(|r| DELEGATE_KINDS.contains(&r.kind()))
                     .ok_or_else(|| err(t, LangError::BadDelegate((*t).to_owned())))?;
-                Delegate::Ref(r)
+                Delegate::Ref(r.into_string())
             };
             if !to.contains(&d) {
                 to.push(d);

@@ -3,40 +3,15 @@
 //! `allow-owner` (a boolean) and `subject` (one word). A comma list may wrap over
 //! lines: a newline separates items like a comma, and a comma may end a line.
 
+use crate::catalog::EntityRef;
+
 use super::{LangError, Located, at, check_len, is_blank, lines, offset, whole};
 
-fn is_ref_part(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 253
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-}
-
-/// Parses an entity ref `[kind:][namespace/]name` into `kind:namespace/name`, lower case.
-/// Returns `None` when malformed.
-pub fn entity_ref(text: &str, default_kind: &str, default_ns: &str) -> Option<String> {
-    let (kind, rest) = match text.split_once(':') {
-        Some((k, r)) => (k, r),
-        None => (default_kind, text),
-    };
-    let (ns, name) = match rest.split_once('/') {
-        Some((n, m)) => (n, m),
-        None => (default_ns, rest),
-    };
-    (is_ref_part(kind) && is_ref_part(ns) && is_ref_part(name)).then(|| {
-        format!(
-            "{}:{}/{}",
-            kind.to_ascii_lowercase(),
-            ns.to_ascii_lowercase(),
-            name.to_ascii_lowercase()
-        )
-    })
-}
-
-/// A principal named in an access list: a group (the default kind) or a user.
+/// A principal named in an access list: a group (the default kind) or a user, as a
+/// full lower-case ref ([`EntityRef`]'s rule). `None` when malformed or of another kind.
 pub fn principal_ref(text: &str, default_ns: &str) -> Option<String> {
-    let r = entity_ref(text, "group", default_ns)?;
-    (r.starts_with("group:") || r.starts_with("user:")).then_some(r)
+    let r = EntityRef::parse(text, "group", default_ns).ok()?;
+    matches!(r.kind(), "group" | "user").then(|| r.into_string())
 }
 
 /// Items of a comma list with their byte offsets, trimmed of blanks. Errors on an empty item.

@@ -9,6 +9,10 @@
 //! `subject`); `delegate.rs` reads `stagedoor.io/delegate`; `error.rs` holds
 //! [`LangError`] and the escaping every message applies to catalog text.
 //!
+//! Entity refs (`@group` words, `allowed-groups`, delegates) are parsed by
+//! [`EntityRef`](crate::catalog::EntityRef), the one rule the catalog sources also
+//! load refs with.
+//!
 //! Hand-written, without a parser-combinator crate: every value is a list of lines,
 //! each a list of blank- or comma-separated words, and what the grammar asks of a word
 //! (a method token, a path, a scope, a ref) is a character check. Most of the work is
@@ -25,8 +29,8 @@ mod routes;
 pub use delegate::{Delegate, Delegation, is_under, parse_delegations};
 pub use error::{LangError, escaped, shown};
 pub use lists::{
-    HostPattern, entity_ref, parse_bool, parse_hosts, parse_idp_groups, parse_principals,
-    parse_word, principal_ref,
+    HostPattern, parse_bool, parse_hosts, parse_idp_groups, parse_principals, parse_word,
+    principal_ref,
 };
 pub use routes::{Requirement, RouteSpec, claimed_paths, parse_routes};
 
