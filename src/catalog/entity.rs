@@ -49,12 +49,8 @@ impl Entity {
     /// The canonical entity ref, `kind:namespace/name`, lowercased as Backstage
     /// compares refs case-insensitively.
     pub fn entity_ref(&self) -> String {
-        format!(
-            "{}:{}/{}",
-            self.kind.to_ascii_lowercase(),
-            self.metadata.namespace.to_ascii_lowercase(),
-            self.metadata.name.to_ascii_lowercase()
-        )
+        super::EntityRef::from_parts(&self.kind, &self.metadata.namespace, &self.metadata.name)
+            .into_string()
     }
 
     /// The value of annotation `key`, if set.

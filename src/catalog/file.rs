@@ -34,23 +34,33 @@
 //!   memberOf, parent, children; user for members) and the entity's own namespace
 //!   (Backstage's rule; "default" for the usual entity). Inverse relations are added
 //!   to targets present in the load; relations may dangle, as in Backstage. Refs are
-//!   lowercased, matching [`Entity::entity_ref`]. Other relations (`partOf`,
-//!   `dependsOn`, `providesApi`...) are not derived: the policy does not read them.
+//!   read by [`EntityRef`](super::EntityRef)'s one rule (Backstage's name rules for each
+//!   part, lowercased, matching [`Entity::entity_ref`]): a ref no entity could carry,
+//!   such as `team+a`, skips its document, as a malformed one does, since no
+//!   annotation could name it either. Other relations (`partOf`, `dependsOn`,
+//!   `providesApi`...) are not derived: the policy does not read them.
 //! - Relations written in a descriptor file are ignored and replaced by derived ones.
 //! - `kind: Location` entities are loaded like any other but not followed: list
 //!   every descriptor file in `catalog.files` (globs make that short).
+//!
+//! Backstage's field-format checks are in `file/format.rs`, the relation derivation in
+//! `file/relations.rs`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use serde::Deserialize;
-use serde_json::Value;
 
 use super::entity::{Entity, Relation};
 use super::error::{CatalogError, ConfigError};
 use super::yaml_scan;
 pub use super::yaml_scan::MAX_NESTING;
+use format::check_format;
+use relations::{attach_relations, derive_relations};
+
+mod format;
+mod relations;
 
 /// Guards against a pathological file with an endless stream of documents.
 const MAX_DOCUMENTS_PER_FILE: usize = 100_000;
@@ -276,319 +286,9 @@ fn to_entity(value: serde_norway::Value) -> Result<Option<Entity>, String> {
     }))
 }
 
-/// Backstage's `FieldFormatEntityPolicy` (`@backstage/catalog-model` 1.10.3), with its
-/// messages: every field it checks, in its order.
-fn check_format(json: &Value) -> Result<(), String> {
-    fn require(field: &str, value: Option<&Value>, check: Check) -> Result<(), String> {
-        let value = match value {
-            None | Some(Value::Null) => return Err(format!("{field} must have a value")),
-            Some(v) => v,
-        };
-        if value.as_str().is_some_and(check.test) {
-            return Ok(());
-        }
-        let shown = match value {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        };
-        Err(format!(
-            "\"{field}\" is not valid; expected {} but found \"{}\"",
-            check.expectation,
-            super::backstage::excerpt(&shown, 100)
-        ))
-    }
-    let metadata = json.get("metadata");
-    let meta = |key: &str| metadata.and_then(|m| m.get(key));
-    require("apiVersion", json.get("apiVersion"), API_VERSION)?;
-    require("kind", json.get("kind"), KIND)?;
-    require("metadata.name", meta("name"), OBJECT_NAME)?;
-    if let Some(namespace) = meta("namespace") {
-        require("metadata.namespace", Some(namespace), DNS_LABEL)?;
-    }
-    for (what, check_key, check_value) in [
-        ("labels", PREFIXED_NAME, Some(LABEL_VALUE)),
-        ("annotations", PREFIXED_NAME, None),
-    ] {
-        match meta(what) {
-            None | Some(Value::Null) => {}
-            Some(Value::Object(map)) => {
-                for (k, v) in map {
-                    let field = format!("{what}.{k}");
-                    require(&field, Some(&Value::String(k.clone())), check_key)?;
-                    match check_value {
-                        Some(check) => require(&field, Some(v), check)?,
-                        None if !v.is_string() => {
-                            return Err(format!("\"{field}\" is not valid; expected a string"));
-                        }
-                        None => {}
-                    }
-                }
-            }
-            Some(_) => return Err(format!("metadata.{what} must be an object")),
-        }
-    }
-    match meta("tags") {
-        None | Some(Value::Null) => {}
-        Some(Value::Array(tags)) => {
-            for (i, tag) in tags.iter().enumerate() {
-                require(&format!("tags.{i}"), Some(tag), TAG)?;
-            }
-        }
-        Some(_) => return Err("metadata.tags must be a list".to_owned()),
-    }
-    match meta("links") {
-        None | Some(Value::Null) => {}
-        Some(Value::Array(links)) => {
-            for (i, link) in links.iter().enumerate() {
-                require(&format!("links.{i}.url"), link.get("url"), URL)?;
-                for key in ["title", "icon"] {
-                    if let Some(v) = link.get(key) {
-                        require(&format!("links.{i}.{key}"), Some(v), NON_EMPTY)?;
-                    }
-                }
-            }
-        }
-        Some(_) => return Err("metadata.links must be a list".to_owned()),
-    }
-    Ok(())
-}
-
-/// One of Backstage's validators and the expectation its message names.
-#[derive(Clone, Copy)]
-struct Check {
-    test: fn(&str) -> bool,
-    expectation: &'static str,
-}
-
-const SEPARATED: &str = "a string that is sequences of [a-zA-Z0-9] separated by any of [-_.], at most 63 characters in total";
-const API_VERSION: Check = Check {
-    test: |v| {
-        prefix_and_or_suffix(v, is_dns_subdomain, |n| {
-            (1..=63).contains(&n.len()) && n.bytes().all(|b| b.is_ascii_alphanumeric())
-        })
-    },
-    expectation: "a valid prefix and/or suffix",
-};
-const KIND: Check = Check {
-    test: |v| {
-        (1..=63).contains(&v.len())
-            && v.as_bytes()[0].is_ascii_alphabetic()
-            && v.bytes().all(|b| b.is_ascii_alphanumeric())
-    },
-    expectation: "a string that is a sequence of [a-zA-Z][a-z0-9A-Z], at most 63 characters in total",
-};
-const OBJECT_NAME: Check = Check {
-    test: is_object_name,
-    expectation: SEPARATED,
-};
-const DNS_LABEL: Check = Check {
-    test: is_dns_label,
-    expectation: "a string that is sequences of [a-z0-9] separated by [-], at most 63 characters in total",
-};
-const PREFIXED_NAME: Check = Check {
-    test: |v| prefix_and_or_suffix(v, is_dns_subdomain, is_object_name),
-    expectation: "a valid prefix and/or suffix",
-};
-const LABEL_VALUE: Check = Check {
-    test: |v| v.is_empty() || is_object_name(v),
-    expectation: SEPARATED,
-};
-const TAG: Check = Check {
-    test: |v| {
-        (1..=63).contains(&v.len())
-            && v.split('-').all(|part| {
-                !part.is_empty()
-                    && part.bytes().all(|b| {
-                        b.is_ascii_lowercase() || b.is_ascii_digit() || b":+#".contains(&b)
-                    })
-            })
-    },
-    expectation: "a string that is sequences of [a-z0-9+#] separated by [-], at most 63 characters in total",
-};
-const URL: Check = Check {
-    test: |v| reqwest::Url::parse(v).is_ok(),
-    expectation: "a string that is a valid url",
-};
-const NON_EMPTY: Check = Check {
-    test: |v| !v.trim().is_empty(),
-    expectation: "a non empty string",
-};
-
-/// `^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$`, 1 to 63 characters.
-fn is_object_name(v: &str) -> bool {
-    let b = v.as_bytes();
-    (1..=63).contains(&b.len())
-        && b[0].is_ascii_alphanumeric()
-        && b[b.len() - 1].is_ascii_alphanumeric()
-        && b.iter()
-            .all(|c| c.is_ascii_alphanumeric() || b"-_.".contains(c))
-}
-
-/// `^[a-z0-9]+(?:\-+[a-z0-9]+)*$`, 1 to 63 characters.
-fn is_dns_label(v: &str) -> bool {
-    let b = v.as_bytes();
-    let alnum = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit();
-    (1..=63).contains(&b.len())
-        && alnum(&b[0])
-        && alnum(&b[b.len() - 1])
-        && b.iter().all(|c| alnum(c) || *c == b'-')
-}
-
-/// Dot-separated DNS labels, 1 to 253 characters.
-fn is_dns_subdomain(v: &str) -> bool {
-    (1..=253).contains(&v.len()) && v.split('.').all(is_dns_label)
-}
-
-/// Backstage's `isValidPrefixAndOrSuffix` with separator `/`.
-fn prefix_and_or_suffix(v: &str, prefix: fn(&str) -> bool, suffix: fn(&str) -> bool) -> bool {
-    let parts: Vec<&str> = v.split('/').collect();
-    match parts[..] {
-        [name] => suffix(name),
-        [p, name] => prefix(p) && suffix(name),
-        _ => false,
-    }
-}
-
-/// The relations `entity` itself declares through its spec, resolved to full refs.
-fn derive_relations(entity: &Entity) -> Result<Vec<Relation>, String> {
-    let ns = entity.metadata.namespace.as_str();
-    let spec = &entity.spec;
-    let mut out = Vec::new();
-    let mut add = |relation: &str, target: &str, default_kind: &str| -> Result<(), String> {
-        out.push(Relation {
-            kind: relation.to_owned(),
-            target_ref: parse_ref(target, default_kind, ns)?,
-        });
-        Ok(())
-    };
-    match entity.kind.to_ascii_lowercase().as_str() {
-        "component" | "api" | "resource" | "system" | "domain" | "template" => {
-            if let Some(owner) = string_field(spec, "owner")? {
-                add("ownedBy", owner, "group")?;
-            }
-        }
-        "user" => {
-            for group in string_list(spec, "memberOf")? {
-                add("memberOf", group, "group")?;
-            }
-        }
-        "group" => {
-            if let Some(parent) = string_field(spec, "parent")? {
-                add("childOf", parent, "group")?;
-            }
-            for child in string_list(spec, "children")? {
-                add("parentOf", child, "group")?;
-            }
-            for member in string_list(spec, "members")? {
-                add("hasMember", member, "user")?;
-            }
-        }
-        _ => {}
-    }
-    Ok(out)
-}
-
-fn string_field<'a>(spec: &'a serde_json::Value, key: &str) -> Result<Option<&'a str>, String> {
-    match spec.get(key) {
-        None | Some(serde_json::Value::Null) => Ok(None),
-        Some(serde_json::Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(format!("spec.{key} must be a string")),
-    }
-}
-
-fn string_list<'a>(spec: &'a serde_json::Value, key: &str) -> Result<Vec<&'a str>, String> {
-    match spec.get(key) {
-        None | Some(serde_json::Value::Null) => Ok(Vec::new()),
-        Some(serde_json::Value::Array(items)) => items
-            .iter()
-            .map(|item| {
-                item.as_str()
-                    .ok_or_else(|| format!("spec.{key} must be a list of strings"))
-            })
-            .collect(),
-        Some(_) => Err(format!("spec.{key} must be a list of strings")),
-    }
-}
-
-/// Backstage's `parseEntityRef`: `[kind:][namespace/]name`, lowercased.
-pub fn parse_ref(
-    reference: &str,
-    default_kind: &str,
-    default_namespace: &str,
-) -> Result<String, String> {
-    let (kind, rest) = reference
-        .split_once(':')
-        .unwrap_or((default_kind, reference));
-    let (namespace, name) = rest.split_once('/').unwrap_or((default_namespace, rest));
-    let valid = |part: &str| {
-        !part.is_empty() && !part.contains([':', '/']) && !part.contains(char::is_whitespace)
-    };
-    if !(valid(kind) && valid(namespace) && valid(name)) {
-        return Err(format!("{reference:?} is not a valid entity reference"));
-    }
-    Ok(format!("{kind}:{namespace}/{name}").to_ascii_lowercase())
-}
-
-/// Puts each derived relation on its source and, when the target was loaded, the
-/// inverse on the target; sorted and deduplicated like Backstage's output.
-fn attach_relations(entities: &mut BTreeMap<String, Entity>, derived: Vec<(String, Relation)>) {
-    let mut per_entity: BTreeMap<String, BTreeSet<(String, String)>> = BTreeMap::new();
-    for (source, relation) in derived {
-        let inverse = match relation.kind.as_str() {
-            "ownedBy" => "ownerOf",
-            "memberOf" => "hasMember",
-            "hasMember" => "memberOf",
-            "childOf" => "parentOf",
-            "parentOf" => "childOf",
-            _ => unreachable!("derive_relations emits only the relations above"),
-        };
-        if entities.contains_key(&relation.target_ref) {
-            per_entity
-                .entry(relation.target_ref.clone())
-                .or_default()
-                .insert((inverse.to_owned(), source.clone()));
-        }
-        per_entity
-            .entry(source)
-            .or_default()
-            .insert((relation.kind, relation.target_ref));
-    }
-    for (entity_ref, relations) in per_entity {
-        if let Some(entity) = entities.get_mut(&entity_ref) {
-            entity.relations = relations
-                .into_iter()
-                .map(|(kind, target_ref)| Relation { kind, target_ref })
-                .collect();
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn refs_resolve_like_backstage() {
-        assert_eq!(
-            parse_ref("payments-team", "group", "default").unwrap(),
-            "group:default/payments-team"
-        );
-        assert_eq!(
-            parse_ref("group:Payments-Team", "user", "ops").unwrap(),
-            "group:ops/payments-team"
-        );
-        assert_eq!(
-            parse_ref("user:other/alice", "group", "default").unwrap(),
-            "user:other/alice"
-        );
-        assert_eq!(
-            parse_ref("infra/sre", "group", "default").unwrap(),
-            "group:infra/sre"
-        );
-        for bad in ["", "group:", ":x", "a/", "a b", "group:ns/a/b", "a:b:c"] {
-            assert!(parse_ref(bad, "group", "default").is_err(), "{bad:?}");
-        }
-    }
 
     #[test]
     fn non_entities_are_named_and_skipped() {
@@ -608,91 +308,6 @@ mod tests {
         assert_eq!(
             docs[7].as_ref().unwrap().as_ref().unwrap().metadata.name,
             "fine"
-        );
-    }
-
-    #[test]
-    fn names_follow_backstages_rules() {
-        for ok in [
-            "a",
-            "A",
-            "payments-api",
-            "Payments_API.v2",
-            "a--b",
-            "a..b",
-            "x9",
-        ] {
-            assert!(is_object_name(ok), "{ok}");
-        }
-        let long = "a".repeat(64);
-        for bad in ["", "-a", "a-", "_a", "a.", "a b", "a/b", "a:b", "é", &long] {
-            assert!(!is_object_name(bad), "{bad}");
-        }
-        for ok in ["default", "team-a", "a--b", "x1"] {
-            assert!(is_dns_label(ok), "{ok}");
-        }
-        for bad in ["Default", "team_a", "-a", "a-", "a.b", ""] {
-            assert!(!is_dns_label(bad), "{bad}");
-        }
-        for ok in ["v1", "backstage.io/v1alpha1", "my-company.net/v1"] {
-            assert!((API_VERSION.test)(ok), "{ok}");
-        }
-        for bad in [
-            "",
-            "a/b/c",
-            "Backstage.io/v1",
-            "backstage.io/v1-alpha",
-            "/v1",
-        ] {
-            assert!(!(API_VERSION.test)(bad), "{bad}");
-        }
-        assert!((KIND.test)("Component") && !(KIND.test)("1Kind") && !(KIND.test)("Com-ponent"));
-        for ok in ["java", "c++", "c#", "a-b", "x:y"] {
-            assert!((TAG.test)(ok), "{ok}");
-        }
-        for bad in ["Java", "a--b", "-a", "a_b", ""] {
-            assert!(!(TAG.test)(bad), "{bad}");
-        }
-        assert!((PREFIXED_NAME.test)("stagedoor.io/routes"));
-        assert!(!(PREFIXED_NAME.test)("stagedoor.io/"));
-        assert!(!(PREFIXED_NAME.test)("Stagedoor.io/routes"));
-    }
-
-    #[test]
-    fn refused_names_say_which_field_and_why() {
-        let docs = parse_documents(
-            "apiVersion: v1\nkind: Component\nmetadata: {name: 'bad name'}\n\
-             ---\napiVersion: v1\nkind: Component\nmetadata: {name: ok, namespace: Team}\n\
-             ---\napiVersion: v1\nkind: Component\nmetadata: {name: ok, annotations: {'a b': x}}\n\
-             ---\napiVersion: v1\nkind: Component\nmetadata: {name: ok, tags: [Java]}\n\
-             ---\napiVersion: v1\nkind: Component\nmetadata: {name: ok, labels: {a: 'x y'}}\n\
-             ---\napiVersion: v1\nkind: Component\nmetadata: {name: ok, links: [{url: nope}]}\n\
-             ---\napiVersion: v1\nkind: Comp-onent\nmetadata: {name: ok}\n",
-        );
-        let errors: Vec<&str> = docs
-            .iter()
-            .map(|d| d.as_ref().unwrap_err().as_str())
-            .collect();
-        assert_eq!(errors.len(), 7);
-        for (error, field) in errors.iter().zip([
-            "\"metadata.name\" is not valid",
-            "\"metadata.namespace\" is not valid",
-            "\"annotations.a b\" is not valid",
-            "\"tags.0\" is not valid",
-            "\"labels.a\" is not valid",
-            "\"links.0.url\" is not valid",
-            "\"kind\" is not valid",
-        ]) {
-            assert!(
-                error.starts_with("refused as Backstage would refuse it: "),
-                "{error}"
-            );
-            assert!(error.contains(field), "{error}");
-        }
-        assert!(
-            errors[0].ends_with("but found \"bad name\""),
-            "{}",
-            errors[0]
         );
     }
 
@@ -723,36 +338,5 @@ mod tests {
         let docs = parse_documents(&bomb);
         assert_eq!(docs.len(), 1);
         assert!(docs[0].is_err());
-    }
-
-    #[test]
-    fn bad_relation_fields_are_errors() {
-        let group = |spec: &str| -> Entity {
-            serde_json::from_str(&format!(
-                r#"{{"apiVersion":"v1","kind":"Group","metadata":{{"name":"g"}},"spec":{spec}}}"#
-            ))
-            .unwrap()
-        };
-        assert!(derive_relations(&group(r#"{"parent": 3}"#)).is_err());
-        assert!(derive_relations(&group(r#"{"children": "x"}"#)).is_err());
-        assert!(derive_relations(&group(r#"{"members": [1]}"#)).is_err());
-        assert!(derive_relations(&group(r#"{"parent": "a b"}"#)).is_err());
-        let ok = derive_relations(&group(
-            r#"{"parent": "eng", "children": [], "members": ["bob"]}"#,
-        ))
-        .unwrap();
-        assert_eq!(
-            ok,
-            [
-                Relation {
-                    kind: "childOf".into(),
-                    target_ref: "group:default/eng".into()
-                },
-                Relation {
-                    kind: "hasMember".into(),
-                    target_ref: "user:default/bob".into()
-                },
-            ]
-        );
     }
 }

@@ -3,6 +3,7 @@
 //! `policy::Policy::build` turns them into the route table the decision reads.
 //!
 //! - [`config`]: the `[catalog]` section.
+//! - [`entity_ref`]: entity refs (`kind:namespace/name`), parsed and formatted by one rule.
 //! - [`file`](mod@file): descriptor YAML files, relations derived locally.
 //! - [`yaml_scan`]: the nesting pre-scan the file source runs before parsing.
 //! - [`backstage`]: the catalog REST client and the etag-diffing sync.
@@ -12,6 +13,7 @@
 pub mod backstage;
 pub mod config;
 pub mod entity;
+pub mod entity_ref;
 pub mod error;
 pub mod file;
 pub mod snapshot;
@@ -20,6 +22,7 @@ pub mod yaml_scan;
 
 pub use config::{CatalogConfig, SourceKind};
 pub use entity::{Entity, Relation};
+pub use entity_ref::{EntityRef, RefError};
 pub use error::{CatalogError, ConfigError};
 pub use source::{CatalogHandle, CatalogSnapshot, CatalogSource, CatalogStatus, Origin};
 

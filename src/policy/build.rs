@@ -13,7 +13,7 @@ use super::{
     AnnotationError, Clash, Conflict, HostTable, Map, Policy, PrefixSlot, Route, Slot,
     UnknownPrincipal, Unmatched, lower,
 };
-use crate::catalog::Entity;
+use crate::catalog::{Entity, EntityRef};
 
 const PREFIX: &str = "stagedoor.io/";
 const HOSTS: &str = "stagedoor.io/hosts";
@@ -55,19 +55,22 @@ pub(super) fn refs(
     default_kind: &str,
 ) -> Vec<String> {
     let ns = &e.metadata.namespace;
-    let from_rel: Vec<String> = e
-        .related(relation)
-        .filter_map(|r| lang::entity_ref(r, default_kind, ns))
-        .collect();
+    // A ref outside the rule names no entity: ignored (less membership, never more).
+    let parse = |r: &str| {
+        EntityRef::parse(r, default_kind, ns)
+            .ok()
+            .map(EntityRef::into_string)
+    };
+    let from_rel: Vec<String> = e.related(relation).filter_map(parse).collect();
     if !from_rel.is_empty() {
         return from_rel;
     }
     match e.spec.get(spec_field) {
-        Some(Value::String(s)) => lang::entity_ref(s, default_kind, ns).into_iter().collect(),
+        Some(Value::String(s)) => parse(s).into_iter().collect(),
         Some(Value::Array(a)) => a
             .iter()
             .filter_map(Value::as_str)
-            .filter_map(|s| lang::entity_ref(s, default_kind, ns))
+            .filter_map(parse)
             .collect(),
         _ => Vec::new(),
     }

@@ -221,8 +221,12 @@ impl Client {
                     ));
                 }
                 rows.push(EtagRow {
-                    entity_ref: format!("{}:{namespace}/{}", item.kind, item.metadata.name)
-                        .to_ascii_lowercase(),
+                    entity_ref: crate::catalog::EntityRef::from_parts(
+                        &item.kind,
+                        namespace,
+                        &item.metadata.name,
+                    )
+                    .into_string(),
                     etag: item.metadata.etag,
                 });
             }
