@@ -7,8 +7,8 @@
 //! reaches stagedoor without restarting it; a wrong token is a typed auth error; when
 //! Backstage stops, the last good catalog stays published.
 //!
-//! Without the peer installed the test prints "SKIPPED" and passes, except under
-//! CI=true, where it fails.
+//! The tests are `#[ignore]`d: tests/run.sh installs the peer and runs them
+//! (`--include-ignored`); without the peer they fail with the install hint.
 
 mod common;
 
@@ -93,13 +93,9 @@ async fn wait_for_catalog(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Backstage: run tests/run.sh"]
 async fn syncs_a_real_backstage_and_follows_its_changes() {
-    if !require_peer(
-        "backstage",
-        "syncs_a_real_backstage_and_follows_its_changes",
-    ) {
-        return;
-    }
+    require_peer("backstage");
     let token = std::env::var(TOKEN_ENV).expect("run the tests with cargo");
 
     let dir = tempfile::tempdir().unwrap();
@@ -305,6 +301,12 @@ async fn syncs_a_real_backstage_and_follows_its_changes() {
     eprintln!("catalog_backstage done in {:?}", started.elapsed());
 }
 
+/// Under CI=true the tests needing Backstage are not left out.
+#[test]
+fn peer_tests_run_under_ci() {
+    common::haproxy::assert_peer_tests_run_under_ci();
+}
+
 /// An API entity whose `spec.definition` is an OpenAPI document of at least `bytes`
 /// (as Backstage holds it: without the block scalar's indentation).
 fn api_entity(index: usize, bytes: usize) -> String {
@@ -335,13 +337,9 @@ fn api_entity(index: usize, bytes: usize) -> String {
 /// against the real Backstage too. Entities with names Backstage refuses are refused
 /// by the file source as well: both sources end up with the same entities.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Backstage: run tests/run.sh"]
 async fn large_api_entities_sync_and_the_source_becomes_ready() {
-    if !require_peer(
-        "backstage",
-        "large_api_entities_sync_and_the_source_becomes_ready",
-    ) {
-        return;
-    }
+    require_peer("backstage");
     let token = std::env::var(TOKEN_ENV).expect("run the tests with cargo");
     let dir = tempfile::tempdir().unwrap();
     let catalog_dir = dir.path().join("catalog");

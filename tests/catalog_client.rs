@@ -1,10 +1,8 @@
-//! The Backstage catalog client, sync and runner against a small hand-made HTTP server
-//! that behaves like the catalog API (cursor paging that carries only the filter,
+//! The Backstage catalog client, sync and runner against the fake HTTP server of
+//! tests/common answering like the catalog API (cursor paging that carries only the filter,
 //! `fields`, by-refs with nulls, Backstage error bodies) and injects the faults a
 //! real Backstage cannot produce on demand.
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -18,8 +16,7 @@ use stagedoor::catalog::{
 };
 use stagedoor::policy::{Policy, Request, Unmatched};
 use stagedoor::reason::Reason;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -28,154 +25,21 @@ const ETAG_FIELDS: &str = "kind,metadata.namespace,metadata.name,metadata.etag";
 
 // ---------------------------------------------------------------- fake server
 
-#[derive(Debug, Clone)]
-struct Req {
-    method: String,
-    path: String,
-    query: Vec<(String, String)>,
-    headers: HashMap<String, String>,
-    body: Vec<u8>,
+#[path = "common/fake_http.rs"]
+mod fake_http;
+
+use fake_http::{FaultServer, Handler, Reply, Request as Req};
+
+/// The entity refs a by-refs request asks for.
+trait ByRefs {
+    fn refs(&self) -> Vec<String>;
 }
 
-impl Req {
-    fn param(&self, key: &str) -> Option<&str> {
-        self.query
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
-    }
-    fn params(&self, key: &str) -> Vec<&str> {
-        self.query
-            .iter()
-            .filter(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
-            .collect()
-    }
+impl ByRefs for Req {
     fn refs(&self) -> Vec<String> {
         let body: Value = serde_json::from_slice(&self.body).unwrap();
         serde_json::from_value(body["entityRefs"].clone()).unwrap()
     }
-}
-
-enum Reply {
-    Json(u16, String),
-    /// Bytes written as they are, then the connection closes.
-    Raw(Vec<u8>),
-    /// Close the connection without answering.
-    Close,
-    /// Never answer.
-    Hang,
-}
-
-type Handler = Arc<dyn Fn(&Req) -> Reply + Send + Sync>;
-
-struct FakeServer {
-    addr: SocketAddr,
-    requests: Arc<Mutex<Vec<Req>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for FakeServer {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-impl FakeServer {
-    async fn start(handler: Handler) -> Self {
-        Self::start_on(TcpListener::bind("127.0.0.1:0").await.unwrap(), handler)
-    }
-
-    fn start_on(listener: TcpListener, handler: Handler) -> Self {
-        let addr = listener.local_addr().unwrap();
-        let requests = Arc::new(Mutex::new(Vec::new()));
-        let log = requests.clone();
-        let task = tokio::spawn(async move {
-            let mut connections = tokio::task::JoinSet::new();
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
-                };
-                connections.spawn(serve_one(stream, handler.clone(), log.clone()));
-            }
-        });
-        Self {
-            addr,
-            requests,
-            task,
-        }
-    }
-
-    /// Stops accepting and drops every connection; the port refuses once this returns.
-    async fn stop(mut self) {
-        self.task.abort();
-        let _ = (&mut self.task).await;
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    fn take_requests(&self) -> Vec<Req> {
-        std::mem::take(&mut self.requests.lock().unwrap())
-    }
-}
-
-async fn serve_one(mut stream: TcpStream, handler: Handler, log: Arc<Mutex<Vec<Req>>>) {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let head_end = loop {
-        if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break pos + 4;
-        }
-        match stream.read(&mut chunk).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-    let mut lines = head.split("\r\n");
-    let mut first = lines.next().unwrap().split(' ');
-    let method = first.next().unwrap().to_owned();
-    let target = first.next().unwrap().to_owned();
-    let headers: HashMap<String, String> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    let length: usize = headers
-        .get("content-length")
-        .map_or(0, |v| v.parse().unwrap());
-    let mut body = buf[head_end..].to_vec();
-    while body.len() < length {
-        match stream.read(&mut chunk).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => body.extend_from_slice(&chunk[..n]),
-        }
-    }
-    let url = reqwest::Url::parse(&format!("http://fake{target}")).unwrap();
-    let req = Req {
-        method,
-        path: url.path().to_owned(),
-        query: url.query_pairs().into_owned().collect(),
-        headers,
-        body,
-    };
-    log.lock().unwrap().push(req.clone());
-    match handler(&req) {
-        Reply::Json(status, body) => {
-            let response = format!(
-                "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = stream.write_all(response.as_bytes()).await;
-        }
-        Reply::Raw(bytes) => {
-            let _ = stream.write_all(&bytes).await;
-        }
-        Reply::Close => {}
-        Reply::Hang => std::future::pending().await,
-    }
-    let _ = stream.shutdown().await;
 }
 
 // ------------------------------------------------------------- fake Backstage
@@ -210,7 +74,7 @@ fn entity_ref(e: &Value) -> String {
 }
 
 fn backstage_error(status: u16, name: &str, message: &str) -> Reply {
-    Reply::Json(
+    Reply::status(
         status,
         json!({"error": {"name": name, "message": message}, "response": {"statusCode": status}})
             .to_string(),
@@ -276,7 +140,7 @@ fn backstage_with_token(catalog: &Catalog, token: &str, req: &Req) -> Reply {
             } else {
                 json!({})
             };
-            Reply::Json(
+            Reply::status(
                 200,
                 json!({"items": items, "totalItems": matching.len(), "pageInfo": page_info})
                     .to_string(),
@@ -294,14 +158,14 @@ fn backstage_with_token(catalog: &Catalog, token: &str, req: &Req) -> Reply {
                         .unwrap_or(Value::Null)
                 })
                 .collect();
-            Reply::Json(200, json!({"items": items}).to_string())
+            Reply::status(200, json!({"items": items}).to_string())
         }
         _ => backstage_error(404, "NotFoundError", "no such route"),
     }
 }
 
-async fn fake_backstage(catalog: Catalog) -> FakeServer {
-    FakeServer::start(Arc::new(move |req| backstage(&catalog, req))).await
+async fn fake_backstage(catalog: Catalog) -> FaultServer {
+    FaultServer::with_handler(Arc::new(move |req| backstage(&catalog, req))).await
 }
 
 fn limits(page_size: usize, refs_per_request: usize) -> Limits {
@@ -312,8 +176,8 @@ fn limits(page_size: usize, refs_per_request: usize) -> Limits {
     }
 }
 
-fn client(server: &FakeServer, limits: Limits) -> Client {
-    Client::new(&server.url(), Some(TOKEN.to_owned()), limits).unwrap()
+fn client(server: &FaultServer, limits: Limits) -> Client {
+    Client::new(&server.base.clone(), Some(TOKEN.to_owned()), limits).unwrap()
 }
 
 fn kinds() -> Vec<String> {
@@ -492,7 +356,7 @@ async fn an_entity_deleted_between_listing_and_fetching_is_dropped() {
     let catalog = sample_catalog();
     let listed = catalog.clone();
     // by-refs answers null for svc-a, as Backstage does for a ref it no longer has.
-    let server = FakeServer::start(Arc::new(move |req| {
+    let server = FaultServer::with_handler(Arc::new(move |req| {
         if req.method == "POST" {
             let items: Vec<Value> = req
                 .refs()
@@ -511,7 +375,7 @@ async fn an_entity_deleted_between_listing_and_fetching_is_dropped() {
                     }
                 })
                 .collect();
-            return Reply::Json(200, json!({"items": items}).to_string());
+            return Reply::status(200, json!({"items": items}).to_string());
         }
         backstage(&listed, req)
     }))
@@ -585,7 +449,7 @@ async fn a_failed_poll_between_two_wipe_outs_does_not_reset_the_guard() {
     let catalog = sample_catalog();
     let fail = Arc::new(Mutex::new(false));
     let (c, f) = (catalog.clone(), fail.clone());
-    let server = FakeServer::start(Arc::new(move |req| {
+    let server = FaultServer::with_handler(Arc::new(move |req| {
         if *f.lock().unwrap() {
             return backstage_error(503, "ServiceUnavailable", "busy");
         }
@@ -625,7 +489,7 @@ async fn assert_fault(
     let catalog = sample_catalog();
     let armed = Arc::new(Mutex::new(false));
     let (c, a) = (catalog.clone(), armed.clone());
-    let server = FakeServer::start(Arc::new(move |req| {
+    let server = FaultServer::with_handler(Arc::new(move |req| {
         if *a.lock().unwrap()
             && let Some(reply) = fault(&c, req)
         {
@@ -666,7 +530,7 @@ fn is_cursor_page(req: &Req) -> bool {
 #[tokio::test]
 async fn page_two_of_three_dies() {
     let err = assert_fault(
-        |_, req| is_cursor_page(req).then_some(Reply::Close),
+        |_, req| is_cursor_page(req).then_some(Reply::Hangup),
         limits(2, 200),
     )
     .await;
@@ -718,7 +582,7 @@ async fn auth_errors_carry_backstages_message() {
 #[tokio::test]
 async fn server_errors_are_status_errors() {
     let err = assert_fault(
-        |_, req| (req.method == "POST").then(|| Reply::Json(500, "<html>oops</html>".into())),
+        |_, req| (req.method == "POST").then(|| Reply::status(500, "<html>oops</html>")),
         Limits::default(),
     )
     .await;
@@ -736,13 +600,13 @@ async fn redirects_are_refused_not_followed() {
     let followed = Arc::new(Mutex::new(false));
     let target = {
         let f = followed.clone();
-        FakeServer::start(Arc::new(move |_| {
+        FaultServer::with_handler(Arc::new(move |_| {
             *f.lock().unwrap() = true;
-            Reply::Json(200, "{\"items\":[]}".into())
+            Reply::status(200, "{\"items\":[]}")
         }))
         .await
     };
-    let location = target.url();
+    let location = target.base.clone();
     let err = assert_fault(
         move |_, _| {
             Some(Reply::Raw(
@@ -821,17 +685,14 @@ async fn malformed_answers_are_protocol_errors() {
     let cases: Vec<(&str, Fault)> = vec![
         (
             "not json",
-            Box::new(|_, _| Some(Reply::Json(200, "<html>".into()))),
+            Box::new(|_, _| Some(Reply::status(200, "<html>"))),
         ),
-        (
-            "no items",
-            Box::new(|_, _| Some(Reply::Json(200, "{}".into()))),
-        ),
+        ("no items", Box::new(|_, _| Some(Reply::status(200, "{}")))),
         (
             "item without name",
             Box::new(|_, req| {
                 (req.method == "GET").then(|| {
-                    Reply::Json(
+                    Reply::status(
                         200,
                         json!({"items": [{"kind": "User", "metadata": {}}]}).to_string(),
                     )
@@ -842,7 +703,7 @@ async fn malformed_answers_are_protocol_errors() {
             "cursor repeats",
             Box::new(|_, req| {
                 (req.method == "GET").then(|| {
-                    Reply::Json(
+                    Reply::status(
                         200,
                         json!({"items": [], "pageInfo": {"nextCursor": "same"}}).to_string(),
                     )
@@ -852,7 +713,7 @@ async fn malformed_answers_are_protocol_errors() {
         (
             "by-refs too short",
             Box::new(|_, req| {
-                (req.method == "POST").then(|| Reply::Json(200, json!({"items": []}).to_string()))
+                (req.method == "POST").then(|| Reply::status(200, json!({"items": []}).to_string()))
             }),
         ),
         (
@@ -864,15 +725,14 @@ async fn malformed_answers_are_protocol_errors() {
                         .iter()
                         .map(|_| entity("User", "mallory", "m", None))
                         .collect();
-                    Reply::Json(200, json!({"items": items}).to_string())
+                    Reply::status(200, json!({"items": items}).to_string())
                 })
             }),
         ),
         (
             "by-refs envelope not closed",
             Box::new(|_, req| {
-                (req.method == "POST")
-                    .then(|| Reply::Json(200, "{\"items\": [{\"kind\": \"x\"}".into()))
+                (req.method == "POST").then(|| Reply::status(200, "{\"items\": [{\"kind\": \"x\"}"))
             }),
         ),
     ];
@@ -952,7 +812,7 @@ async fn runner_serves_the_snapshot_while_backstage_is_down_then_goes_live() {
     );
 
     // 1. Live: the runner syncs and writes the snapshot file.
-    let server = FakeServer::start_on(listener, runner_backstage(catalog.clone()));
+    let server = FaultServer::start_on(listener, Some(runner_backstage(catalog.clone())));
     let (handle, shutdown) = start_runner(&config, dir.path());
     let mut rx = handle.snapshots();
     let live = wait_for_snapshot(&mut rx, "live sync", |s| s.origin == Origin::Live).await;
@@ -990,9 +850,9 @@ async fn runner_serves_the_snapshot_while_backstage_is_down_then_goes_live() {
     //    cache, not an authority: every entity it seeded is fetched again on first
     //    contact, whatever its etag.
     catalog.lock().unwrap()[0] = entity("Component", "svc-a", "a9", Some("GET /a9"));
-    let server = FakeServer::start_on(
+    let server = FaultServer::start_on(
         TcpListener::bind(addr).await.unwrap(),
-        runner_backstage(catalog.clone()),
+        Some(runner_backstage(catalog.clone())),
     );
     handle.reload();
     let back = wait_for_snapshot(&mut rx, "live again", |s| s.origin == Origin::Live).await;
@@ -1056,8 +916,8 @@ async fn runner_publishes_nothing_when_backstage_is_down_and_there_is_no_snapsho
 async fn runner_serves_the_snapshot_when_backstage_first_answers_empty() {
     let dir = tempfile::tempdir().unwrap();
     let catalog = sample_catalog();
-    let server = FakeServer::start(runner_backstage(catalog.clone())).await;
-    let mut config = backstage_config(server.url(), std::path::Path::new("snap.json"));
+    let server = FaultServer::with_handler(runner_backstage(catalog.clone())).await;
+    let mut config = backstage_config(server.base.clone(), std::path::Path::new("snap.json"));
     config.poll_seconds = 3600;
     let (handle, shutdown) = start_runner(&config, dir.path());
     let mut rx = handle.snapshots();
@@ -1143,8 +1003,8 @@ async fn runner_serves_the_snapshot_when_backstage_first_answers_empty() {
 async fn runner_holds_a_wipe_out_until_the_third_poll() {
     let dir = tempfile::tempdir().unwrap();
     let catalog = sample_catalog();
-    let server = FakeServer::start(runner_backstage(catalog.clone())).await;
-    let mut config = backstage_config(server.url(), std::path::Path::new("snap.json"));
+    let server = FaultServer::with_handler(runner_backstage(catalog.clone())).await;
+    let mut config = backstage_config(server.base.clone(), std::path::Path::new("snap.json"));
     // Only reload() polls, so the test counts every poll.
     config.poll_seconds = 3600;
     let (handle, shutdown) = start_runner(&config, dir.path());
@@ -1451,8 +1311,8 @@ async fn the_runner_logs_and_counts_skipped_entities() {
     let (logs, _guard) = capture_logs();
     let dir = tempfile::tempdir().unwrap();
     let catalog = sample_catalog();
-    let server = FakeServer::start(runner_backstage(catalog.clone())).await;
-    let mut config = backstage_config(server.url(), std::path::Path::new("snap.json"));
+    let server = FaultServer::with_handler(runner_backstage(catalog.clone())).await;
+    let mut config = backstage_config(server.base.clone(), std::path::Path::new("snap.json"));
     config.poll_seconds = 3600;
     let (handle, shutdown) = start_runner(&config, dir.path());
     let mut rx = handle.snapshots();
@@ -1514,22 +1374,24 @@ async fn etag_mismatches_are_logged_and_counted() {
     let catalog = sample_catalog();
     let token = std::env::var(RUNNER_TOKEN_ENV).unwrap();
     let c = catalog.clone();
-    let server = FakeServer::start(Arc::new(move |req: &Req| {
+    let server = FaultServer::with_handler(Arc::new(move |req: &Req| {
         let reply = backstage_with_token(&c, &token, req);
         match reply {
-            Reply::Json(200, body) if req.method == "POST" => {
+            Reply::Status {
+                code: 200, body, ..
+            } if req.method == "POST" => {
                 let mut v: Value = serde_json::from_str(&body).unwrap();
                 for item in v["items"].as_array_mut().unwrap() {
                     let etag = item["metadata"]["etag"].as_str().unwrap().to_owned();
                     item["metadata"]["etag"] = json!(format!("rewritten-{etag}"));
                 }
-                Reply::Json(200, v.to_string())
+                Reply::status(200, v.to_string())
             }
             other => other,
         }
     }))
     .await;
-    let mut config = backstage_config(server.url(), std::path::Path::new("snap.json"));
+    let mut config = backstage_config(server.base.clone(), std::path::Path::new("snap.json"));
     config.poll_seconds = 3600;
     let (handle, shutdown) = start_runner(&config, dir.path());
     let mut rx = handle.snapshots();
@@ -1587,7 +1449,8 @@ async fn a_multi_mb_error_body_is_logged_truncated() {
     let json_body = backstage_body(&format!("first line\n{}", "m".repeat(5 * 1024 * 1024)));
     let raw_body = format!("\u{1b}[31m{}", "r".repeat(5 * 1024 * 1024));
     for (status, body) in [(500, json_body.clone()), (401, json_body), (502, raw_body)] {
-        let server = FakeServer::start(Arc::new(move |_| Reply::Json(status, body.clone()))).await;
+        let server =
+            FaultServer::with_handler(Arc::new(move |_| Reply::status(status, body.clone()))).await;
         let err = Syncer::new(client(&server, Limits::default()), kinds())
             .sync_once()
             .await
@@ -1606,8 +1469,9 @@ async fn a_multi_mb_error_body_is_logged_truncated() {
     let (logs, _guard) = capture_logs();
     let dir = tempfile::tempdir().unwrap();
     let big = backstage_body(&"n".repeat(5 * 1024 * 1024));
-    let server = FakeServer::start(Arc::new(move |_| Reply::Json(500, big.clone()))).await;
-    let config = backstage_config(server.url(), &dir.path().join("none.json"));
+    let server =
+        FaultServer::with_handler(Arc::new(move |_| Reply::status(500, big.clone()))).await;
+    let config = backstage_config(server.base.clone(), &dir.path().join("none.json"));
     let (handle, shutdown) = start_runner(&config, dir.path());
     let mut status = handle.status();
     tokio::time::timeout(
@@ -1644,8 +1508,8 @@ async fn a_tampered_snapshot_is_corrected_on_first_contact() {
         entity("Component", "svc-a", "a1", Some("GET /a a:read")),
         entity("Group", "team-a", "t1", None),
     ]));
-    let server = FakeServer::start(runner_backstage(catalog.clone())).await;
-    let mut config = backstage_config(server.url(), std::path::Path::new("snap.json"));
+    let server = FaultServer::with_handler(runner_backstage(catalog.clone())).await;
+    let mut config = backstage_config(server.base.clone(), std::path::Path::new("snap.json"));
     config.poll_seconds = 3600;
     let path = dir.path().join("snap.json");
     let (handle, shutdown) = start_runner(&config, dir.path());

@@ -122,35 +122,35 @@ fn assert_status(r: &Response, status: u16, what: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs HAProxy 2.6 and oidc-provider: run tests/run.sh"]
 async fn haproxy_2_6_agent_provider_catalog_end_to_end() {
-    const T: &str = "haproxy_2_6_agent_provider_catalog_end_to_end";
-    if let Some(bin) = require_bin("haproxy", T)
-        && require_peer("oidc", T)
-    {
-        end_to_end(&bin).await;
-    }
+    let bin = require_bin("haproxy");
+    require_peer("oidc");
+    end_to_end(&bin).await;
 }
 
 /// The same through HAProxy 3.0 LTS (Debian 13), the last original SPOE engine.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs HAProxy 3.0 and oidc-provider: run tests/run.sh"]
 async fn haproxy_3_0_agent_provider_catalog_end_to_end() {
-    const T: &str = "haproxy_3_0_agent_provider_catalog_end_to_end";
-    if let Some(bin) = require_haproxy30(T)
-        && require_peer("oidc", T)
-    {
-        end_to_end(&bin).await;
-    }
+    let bin = require_haproxy30();
+    require_peer("oidc");
+    end_to_end(&bin).await;
 }
 
 /// The same through HAProxy 3.x's rewritten SPOE, with the same shipped files.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs HAProxy 3.x and oidc-provider: run tests/run.sh"]
 async fn haproxy_3_agent_provider_catalog_end_to_end() {
-    const T: &str = "haproxy_3_agent_provider_catalog_end_to_end";
-    if let Some(bin) = require_haproxy3(T)
-        && require_peer("oidc", T)
-    {
-        end_to_end(&bin).await;
-    }
+    let bin = require_haproxy3();
+    require_peer("oidc");
+    end_to_end(&bin).await;
+}
+
+/// Under CI=true the tests above are not left out.
+#[test]
+fn peer_tests_run_under_ci() {
+    common::haproxy::assert_peer_tests_run_under_ci();
 }
 
 async fn end_to_end(hap_bin: &std::path::Path) {

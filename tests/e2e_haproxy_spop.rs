@@ -65,24 +65,27 @@ fn header(r: &reqwest::Response, name: &str) -> String {
 }
 
 #[test]
+#[ignore = "needs HAProxy 2.6: run tests/run.sh"]
 fn shipped_configs_pass_haproxy_2_6_check() {
-    if let Some(bin) = require_bin("haproxy", "shipped_configs_pass_haproxy_2_6_check") {
-        check_shipped(&bin);
-    }
+    check_shipped(&require_bin("haproxy"));
 }
 
 #[test]
+#[ignore = "needs HAProxy 3.0: run tests/run.sh"]
 fn shipped_configs_pass_haproxy_3_0_check() {
-    if let Some(bin) = require_haproxy30("shipped_configs_pass_haproxy_3_0_check") {
-        check_shipped(&bin);
-    }
+    check_shipped(&require_haproxy30());
 }
 
 #[test]
+#[ignore = "needs HAProxy 3.x: run tests/run.sh"]
 fn shipped_configs_pass_haproxy_3_check() {
-    if let Some(bin) = require_haproxy3("shipped_configs_pass_haproxy_3_check") {
-        check_shipped(&bin);
-    }
+    check_shipped(&require_haproxy3());
+}
+
+/// Under CI=true the tests needing HAProxy are not left out.
+#[test]
+fn peer_tests_run_under_ci() {
+    common::haproxy::assert_peer_tests_run_under_ci();
 }
 
 /// `haproxy -c` on the shipped files: no error, and no warning either (a warning on
@@ -107,27 +110,24 @@ fn check_shipped(bin: &Path) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs HAProxy 2.6: run tests/run.sh"]
 async fn variables_reach_haproxy_2_6_and_failures_fail_closed() {
-    if let Some(bin) = require_bin("haproxy", "variables_reach_haproxy_2_6") {
-        variables_reach_haproxy(&bin).await;
-    }
+    variables_reach_haproxy(&require_bin("haproxy")).await;
 }
 
 /// The same against 3.0 LTS, the last release of the original SPOE engine.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs HAProxy 3.0: run tests/run.sh"]
 async fn variables_reach_haproxy_3_0_and_failures_fail_closed() {
-    if let Some(bin) = require_haproxy30("variables_reach_haproxy_3_0") {
-        variables_reach_haproxy(&bin).await;
-    }
+    variables_reach_haproxy(&require_haproxy30()).await;
 }
 
 /// The same against the rewritten 3.1+ SPOE (odd per-connection stream ids, fid 1,
 /// pooled connections closed with RST).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs HAProxy 3.x: run tests/run.sh"]
 async fn variables_reach_haproxy_3_and_failures_fail_closed() {
-    if let Some(bin) = require_haproxy3("variables_reach_haproxy_3") {
-        variables_reach_haproxy(&bin).await;
-    }
+    variables_reach_haproxy(&require_haproxy3()).await;
 }
 
 async fn variables_reach_haproxy(bin: &Path) {

@@ -37,12 +37,17 @@ async fn until(port: u16, what: &str, cond: impl Fn(&str) -> bool) -> String {
     }
 }
 
+/// Under CI=true the test below is not left out.
+#[test]
+fn peer_tests_run_under_ci() {
+    common::haproxy::assert_peer_tests_run_under_ci();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs oidc-provider and Backstage: run tests/run.sh"]
 async fn readiness_and_freshness_gauges_follow_the_peers() {
-    const T: &str = "readiness_and_freshness_gauges_follow_the_peers";
-    if !require_peer("oidc", T) || !require_peer("backstage", T) {
-        return;
-    }
+    require_peer("oidc");
+    require_peer("backstage");
     let dir = tempfile::tempdir().unwrap();
     let (agent_port, admin_port, op_port, bs_port) =
         (free_port(), free_port(), free_port(), free_port());

@@ -1,5 +1,12 @@
-//! Key-set behaviour against a hand-made HTTP server on 127.0.0.1:0 that injects faults a
-//! real provider cannot: rotation, outages, garbage, redirects, skewed clocks, files.
+//! Key-set behaviour against the fake HTTP server of tests/common on 127.0.0.1:0, which
+//! injects faults a real provider cannot: rotation, outages, garbage, redirects, skewed
+//! clocks, files.
+//!
+//! Refresh intervals, cooldowns and stale windows run on tokio's paused clock
+//! (`start_paused`, with `small_clock_steps` so that a fetch over a socket costs a few
+//! virtual milliseconds: see tests/common/fake_http.rs). A few tests stay on real time:
+//! those that only wait for one fetch, the wall-clock bound on a slow provider, and the
+//! two that do real CPU work on blocking threads.
 
 mod token_support;
 
@@ -70,8 +77,9 @@ async fn rotation_is_picked_up_through_an_unknown_kid_refetch() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn provider_down_serves_the_last_good_set_then_fails_closed() {
+    let _clock = small_clock_steps();
     let k1 = TestKey::rsa();
     let srv = FaultServer::start().await;
     srv.set("/jwks", Reply::json(jwks(&[jwk1(&k1)])));
@@ -93,8 +101,9 @@ async fn provider_down_serves_the_last_good_set_then_fails_closed() {
     assert_eq!(verify(&v, &t).await, Reason::Ok);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn garbage_or_oversize_jwks_keeps_the_last_good_set() {
+    let _clock = small_clock_steps();
     let k1 = TestKey::rsa();
     let srv = FaultServer::start().await;
     srv.set("/jwks", Reply::json(jwks(&[jwk1(&k1)])));
@@ -131,8 +140,9 @@ async fn garbage_or_oversize_jwks_keeps_the_last_good_set() {
     assert_eq!(verify(&v, &t).await, Reason::Ok);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_redirect_is_not_followed() {
+    let _clock = small_clock_steps();
     let k1 = TestKey::rsa();
     let srv = FaultServer::start().await;
     srv.set("/real", Reply::json(jwks(&[jwk1(&k1)])));
@@ -184,8 +194,9 @@ async fn a_skewed_date_header_is_reported() {
     assert!(skew.abs() <= 5, "{skew}");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn cache_control_max_age_is_honoured_within_bounds() {
+    let _clock = small_clock_steps();
     let k1 = TestKey::rsa();
     let srv = FaultServer::start().await;
     let body = jwks(&[jwk1(&k1)]);
@@ -220,10 +231,11 @@ async fn cache_control_max_age_is_honoured_within_bounds() {
     let v = Verifier::start(vec![long, none], TokenConfig::default()).unwrap();
     tokio::time::sleep(Duration::from_millis(4_500)).await;
     // max-age=3600 is clamped down to 2 s (else 1 fetch); no-store is clamped up to 1 s
-    // (else a hot loop). Bounds are loose: the shared CPU may delay timers.
+    // (else a hot loop). On the paused clock the counts are exact: fetches at 0, 2 and
+    // 4 s, and at 0, 1, 2, 3 and 4 s (each a few virtual milliseconds late).
     let (l, n) = (srv.hits("/long"), srv.hits("/none"));
-    assert!((2..=4).contains(&l), "long: {l}");
-    assert!((3..=8).contains(&n), "none: {n}");
+    assert_eq!(l, 3, "long");
+    assert_eq!(n, 5, "none");
     drop(v);
 }
 
@@ -267,8 +279,9 @@ async fn discovery_finds_the_jwks_and_checks_the_issuer() {
     assert_eq!(srv2.hits("/keys"), 0);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn jwks_file_is_reloaded_when_it_changes() {
+    let _clock = small_clock_steps();
     let (k1, k2) = (TestKey::rsa(), TestKey::ed());
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("jwks.json");
@@ -306,8 +319,9 @@ async fn republish(srv: &FaultServer, v: &Verifier, set: String) -> bool {
 /// passing when its key is revoked, and also when the same key material is
 /// republished narrowed to another algorithm or under another `kid` (found by review:
 /// those two still passed from the cache).
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_cached_token_dies_with_its_key() {
+    let _clock = small_clock_steps();
     let (k1, k2) = (TestKey::rsa(), TestKey::rsa());
     let srv = FaultServer::start().await;
     srv.set("/jwks", Reply::json(jwks(&[jwk1(&k1)])));
@@ -341,8 +355,9 @@ async fn a_cached_token_dies_with_its_key() {
 /// the issuer is not ready (so `/readyz` says so) until a usable key arrives. (An empty
 /// set from a shared secret too short for its HS* is refused at start by `validate`;
 /// `ready()` also requires a key, should an empty set ever be installed.)
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_set_with_no_usable_key_is_not_ready() {
+    let _clock = small_clock_steps();
     let k1 = TestKey::rsa();
     let srv = FaultServer::start().await;
     // An HMAC key in a JWKS is never used; neither is an RSA key bound to HS256.
@@ -365,8 +380,9 @@ async fn a_set_with_no_usable_key_is_not_ready() {
     assert_eq!(verify(&v, &t).await, Reason::Ok);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn not_ready_until_a_set_arrives() {
+    let _clock = small_clock_steps();
     let k1 = TestKey::rsa();
     let srv = FaultServer::start().await;
     srv.set("/jwks", Reply::Hangup);
@@ -421,6 +437,7 @@ fn bogus(n: u32) -> String {
 /// rotation picked up at t = 30 s instead of 10 s, and 20 requests refused).
 #[tokio::test(start_paused = true)]
 async fn an_unknown_kid_flood_does_not_delay_the_scheduled_refresh() {
+    let _clock = small_clock_steps();
     let (k1, k2) = (TestKey::rsa(), TestKey::rsa());
     let srv = FaultServer::start().await;
     srv.set("/jwks", Reply::json(jwks(&[jwk1(&k1)])));
@@ -508,6 +525,7 @@ async fn an_unknown_kid_flood_does_not_delay_the_scheduled_refresh() {
 /// serve the next requests without another fetch.
 #[tokio::test(start_paused = true)]
 async fn a_slow_provider_fails_an_unknown_kid_fast() {
+    let _clock = small_clock_steps();
     let (k1, k2) = (TestKey::rsa(), TestKey::ec());
     let srv = FaultServer::start().await;
     srv.set("/jwks", Reply::json(jwks(&[jwk1(&k1)])));
@@ -563,8 +581,9 @@ async fn a_slow_provider_fails_an_unknown_kid_fast_in_real_time() {
 
 /// Issue 11, item 7: skipped keys are counted by reason (and logged), once per
 /// document: the same document fetched again is not parsed again.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn skipped_keys_are_counted_by_reason_once_per_document() {
+    let _clock = small_clock_steps();
     let cases: Value =
         serde_json::from_str(include_str!("data/broken_rsa/cases.json")).expect("fixture");
     let broken = |name: &str, kid: &str| {

@@ -1,6 +1,9 @@
 //! Starting real peers for end-to-end tests: HAProxy from Debian, on free ports,
-//! stopped by its own PID. Missing peers fail the test under CI=true and are
-//! reported loudly otherwise.
+//! stopped by its own PID. A test that needs a peer is `#[ignore = "needs <peer>: run
+//! tests/run.sh"]`, so a plain `cargo test` reports it as ignored instead of passing it;
+//! run with `--include-ignored` (tests/run.sh does), a missing peer fails it with the
+//! install hint. Under CI=true, [`assert_peer_tests_run_under_ci`] fails a run that
+//! leaves them out.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -15,60 +18,55 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Whether end-to-end tests must run (CI=true) rather than skip.
+/// Whether this is a CI run (CI=true), where no test may be left out.
 pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
 }
 
-/// Finds an executable on PATH. Under CI a missing one is a failure; elsewhere the
-/// test says loudly that it skipped and returns None.
-pub fn require_bin(name: &str, test: &str) -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|p| p.join(name))
-            .find(|p| p.is_file())
-    });
-    if found.is_none() {
-        assert!(
-            !in_ci(),
-            "{test}: `{name}` is required under CI=true but not installed"
-        );
-        eprintln!(
-            "\n*** SKIPPED {test}: `{name}` is not installed (run the README test command) ***\n"
-        );
-    }
-    found
+/// Under CI=true, fails unless this test binary was asked to run its ignored tests (the
+/// ones needing peers): `CI=true cargo test` alone would leave every end-to-end test
+/// out. Each binary with such tests calls it from a test of its own.
+pub fn assert_peer_tests_run_under_ci() {
+    let included = std::env::args().any(|a| a == "--include-ignored" || a == "--ignored");
+    assert!(
+        !in_ci() || included,
+        "CI=true: the tests needing peers are #[ignore]d; run them with \
+         `cargo test -- --include-ignored` (tests/run.sh does)"
+    );
+}
+
+/// Finds an executable on PATH; a missing one fails the test with the install hint.
+pub fn require_bin(name: &str) -> PathBuf {
+    std::env::var_os("PATH")
+        .and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|p| p.join(name))
+                .find(|p| p.is_file())
+        })
+        .unwrap_or_else(|| {
+            panic!("`{name}` is not installed: run tests/run.sh, which installs every test peer")
+        })
 }
 
 /// HAProxy 3.x, newest, whose SPOE was rewritten in 3.1: Debian unstable's.
-pub fn require_haproxy3(test: &str) -> Option<PathBuf> {
-    require_fetched_haproxy("haproxy3", (3, 1)..=(u32::MAX, u32::MAX), test)
+pub fn require_haproxy3() -> PathBuf {
+    require_fetched_haproxy("haproxy3", (3, 1)..=(u32::MAX, u32::MAX))
 }
 
 /// HAProxy 3.0 LTS, the last version with the original SPOE engine: Debian 13's.
-pub fn require_haproxy30(test: &str) -> Option<PathBuf> {
-    require_fetched_haproxy("haproxy30", (3, 0)..=(3, 0), test)
+pub fn require_haproxy30() -> PathBuf {
+    require_fetched_haproxy("haproxy30", (3, 0)..=(3, 0))
 }
 
 /// A newer HAProxy than Debian 12's, unpacked (not installed) by
-/// `tests/peers/<peer>/fetch.sh`, which the README test command runs. Under CI a
-/// missing one is a failure; so is one whose major.minor is outside `versions`.
-fn require_fetched_haproxy(
-    peer: &str,
-    versions: std::ops::RangeInclusive<(u32, u32)>,
-    test: &str,
-) -> Option<PathBuf> {
+/// `tests/peers/<peer>/fetch.sh`, which tests/run.sh runs. A missing one fails the
+/// test with the install hint; so does one whose major.minor is outside `versions`.
+fn require_fetched_haproxy(peer: &str, versions: std::ops::RangeInclusive<(u32, u32)>) -> PathBuf {
     let dir = repo().join("tests/peers").join(peer);
-    if !dir.join("root/usr/sbin/haproxy").is_file() {
-        assert!(
-            !in_ci(),
-            "{test}: {peer} is required under CI=true: run tests/peers/{peer}/fetch.sh"
-        );
-        eprintln!(
-            "\n*** SKIPPED {test}: {peer} is not fetched (run tests/peers/{peer}/fetch.sh) ***\n"
-        );
-        return None;
-    }
+    assert!(
+        dir.join("root/usr/sbin/haproxy").is_file(),
+        "{peer} is not fetched: run tests/run.sh (or tests/peers/{peer}/fetch.sh)"
+    );
     let bin = dir.join("haproxy");
     let out = std::process::Command::new(&bin)
         .arg("-v")
@@ -85,9 +83,9 @@ fn require_fetched_haproxy(
     let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
     assert!(
         versions.contains(&(major, minor)),
-        "{test}: {bin:?} is HAProxy {version}, outside {versions:?}"
+        "{bin:?} is HAProxy {version}, outside {versions:?}"
     );
-    Some(bin)
+    bin
 }
 
 /// A free TCP port on 127.0.0.1 (bind port 0, read it, release it).

@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-use super::haproxy::{free_port, in_ci, repo};
+use super::haproxy::{free_port, repo};
 
 /// Collects a child's stdout and stderr lines.
 pub fn capture(child: &mut Child) -> Arc<Mutex<Vec<String>>> {
@@ -39,25 +39,19 @@ pub struct Op {
     _keys: Option<tempfile::TempDir>,
 }
 
-/// Whether the npm peer in `tests/peers/<name>` is installed; under CI a missing
-/// one fails the test, elsewhere it is reported loudly.
-pub fn require_peer(name: &str, test: &str) -> bool {
-    let ok = repo()
-        .join("tests/peers")
-        .join(name)
-        .join("node_modules")
-        .is_dir()
-        && super::haproxy::require_bin("node", test).is_some();
-    if !ok {
-        assert!(
-            !in_ci(),
-            "{test}: npm peer tests/peers/{name} is required under CI=true (npm ci --prefix tests/peers/{name})"
-        );
-        eprintln!(
-            "\n*** SKIPPED {test}: npm peer tests/peers/{name} not installed (run tests/run.sh) ***\n"
-        );
-    }
-    ok
+/// Fails the test with the install hint unless the npm peer in `tests/peers/<name>`
+/// is installed (and node with it).
+pub fn require_peer(name: &str) {
+    super::haproxy::require_bin("node");
+    assert!(
+        repo()
+            .join("tests/peers")
+            .join(name)
+            .join("node_modules")
+            .is_dir(),
+        "npm peer tests/peers/{name} is not installed: run tests/run.sh \
+         (or npm ci --prefix tests/peers/{name})"
+    );
 }
 
 impl Op {

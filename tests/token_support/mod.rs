@@ -1,10 +1,6 @@
 //! Shared helpers for the token tests and benches: signing keys, token minting, JWKS
-//! documents and a small fault-injecting HTTP server (key-set tests).
+//! documents, and the fault-injecting HTTP server of tests/common (key-set tests).
 #![allow(dead_code)]
-
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::rsa::KeySize;
@@ -12,8 +8,12 @@ use aws_lc_rs::signature::{self, EcdsaKeyPair, Ed25519KeyPair, KeyPair, RsaKeyPa
 use base64::Engine;
 use serde_json::{Value, json};
 use stagedoor::token::jose::B64;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
+
+#[path = "../common/fake_http.rs"]
+mod fake_http;
+// Not every crate including this module uses the server.
+#[allow(unused_imports)]
+pub use fake_http::{FaultServer, Reply, small_clock_steps};
 
 pub const ISS: &str = "https://id.example.test";
 pub const AUD: &str = "urn:test:api";
@@ -143,141 +143,6 @@ pub fn mint(key: &TestKey, alg: &str, kid: &str, claims: &Value) -> String {
 
 pub fn jwks(keys: &[Value]) -> String {
     json!({ "keys": keys }).to_string()
-}
-
-/// One canned HTTP answer.
-#[derive(Clone, Debug)]
-pub enum Reply {
-    Ok {
-        body: String,
-        headers: Vec<(String, String)>,
-    },
-    Status {
-        code: u16,
-        headers: Vec<(String, String)>,
-        body: String,
-    },
-    /// Close the connection without answering.
-    Hangup,
-    /// Answer with the inner reply after a delay (tokio time: paused-clock tests
-    /// advance through it).
-    Delayed(std::time::Duration, Box<Reply>),
-}
-
-impl Reply {
-    pub fn json(body: impl Into<String>) -> Reply {
-        Reply::Ok {
-            body: body.into(),
-            headers: Vec::new(),
-        }
-    }
-}
-
-/// A minimal HTTP/1.1 server for fault injection, on 127.0.0.1:0.
-pub struct FaultServer {
-    pub base: String,
-    routes: Arc<Mutex<HashMap<String, Reply>>>,
-    hits: Arc<Mutex<HashMap<String, usize>>>,
-    total: Arc<AtomicUsize>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for FaultServer {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-impl FaultServer {
-    pub async fn start() -> FaultServer {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let base = format!("http://{}", listener.local_addr().expect("addr"));
-        let routes: Arc<Mutex<HashMap<String, Reply>>> = Arc::default();
-        let hits: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
-        let total = Arc::new(AtomicUsize::new(0));
-        let (r, h, t) = (routes.clone(), hits.clone(), total.clone());
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((mut sock, _)) = listener.accept().await else {
-                    return;
-                };
-                let (r, h, t) = (r.clone(), h.clone(), t.clone());
-                tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    let mut chunk = [0u8; 2048];
-                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match sock.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                        if buf.len() > 65_536 {
-                            return;
-                        }
-                    }
-                    let text = String::from_utf8_lossy(&buf);
-                    let path = text.split_whitespace().nth(1).unwrap_or("/").to_owned();
-                    t.fetch_add(1, Ordering::SeqCst);
-                    *h.lock().unwrap().entry(path.clone()).or_default() += 1;
-                    let mut reply = r.lock().unwrap().get(&path).cloned();
-                    while let Some(Reply::Delayed(d, inner)) = reply {
-                        tokio::time::sleep(d).await;
-                        reply = Some(*inner);
-                    }
-                    let (code, headers, body) = match reply {
-                        None => (404, Vec::new(), "not found".to_owned()),
-                        Some(Reply::Hangup) => return,
-                        Some(Reply::Delayed(..)) => unreachable!("unwrapped above"),
-                        Some(Reply::Ok { body, headers }) => (200, headers, body),
-                        Some(Reply::Status {
-                            code,
-                            headers,
-                            body,
-                        }) => (code, headers, body),
-                    };
-                    let mut head = format!(
-                        "HTTP/1.1 {code} X\r\ncontent-length: {}\r\nconnection: close\r\n",
-                        body.len()
-                    );
-                    if !headers
-                        .iter()
-                        .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
-                    {
-                        head.push_str("content-type: application/json\r\n");
-                    }
-                    for (k, v) in headers {
-                        head.push_str(&format!("{k}: {v}\r\n"));
-                    }
-                    head.push_str("\r\n");
-                    let _ = sock.write_all(head.as_bytes()).await;
-                    let _ = sock.write_all(body.as_bytes()).await;
-                    let _ = sock.shutdown().await;
-                });
-            }
-        });
-        FaultServer {
-            base,
-            routes,
-            hits,
-            total,
-            task,
-        }
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    pub fn set(&self, path: &str, reply: Reply) {
-        self.routes.lock().unwrap().insert(path.to_owned(), reply);
-    }
-
-    pub fn hits(&self, path: &str) -> usize {
-        self.hits.lock().unwrap().get(path).copied().unwrap_or(0)
-    }
-
-    pub fn total_hits(&self) -> usize {
-        self.total.load(Ordering::SeqCst)
-    }
 }
 
 /// Polls `cond` every 20 ms for up to `secs` seconds.
