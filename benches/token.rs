@@ -1,6 +1,8 @@
 //! Token verification throughput: the full verifier next to raw aws-lc-rs signature
 //! verification with the same key, per algorithm, and the verified-token cache hit path;
 //! and the cost of importing one key (`jwks_import/*`, with the RSA modulus checks).
+//! `<ALG>/jsonwebtoken` is jsonwebtoken's signature check alone (`crypto::verify`), the
+//! figure that decides which library checks each algorithm (see `jwk::Check`).
 //! Run: cargo bench --bench token -- --warm-up-time 1 --measurement-time 3
 
 #[path = "../tests/token_support/mod.rs"]
@@ -12,9 +14,29 @@ use std::hint::black_box;
 use aws_lc_rs::signature::{self, ParsedPublicKey, RsaPublicKeyComponents};
 use base64::Engine;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use jsonwebtoken::{Algorithm, DecodingKey};
 use stagedoor::token::jose::B64;
 use stagedoor::token::{IssuerConfig, KeySet, KeySource, TokenConfig, Verifier, verify_with_keys};
 use token_support::*;
+
+/// The key as jsonwebtoken takes it, from the JWK members.
+fn jwt_key(jwk: &serde_json::Value, alg: &str) -> (DecodingKey, Algorithm) {
+    let s = |k: &str| jwk[k].as_str().unwrap();
+    match alg {
+        "RS256" => (
+            DecodingKey::from_rsa_components(s("n"), s("e")).unwrap(),
+            Algorithm::RS256,
+        ),
+        "ES256" => (
+            DecodingKey::from_ec_components(s("x"), s("y")).unwrap(),
+            Algorithm::ES256,
+        ),
+        _ => (
+            DecodingKey::from_ed_components(s("x")).unwrap(),
+            Algorithm::EdDSA,
+        ),
+    }
+}
 
 fn raw_key(jwk: &serde_json::Value, alg: &str) -> ParsedPublicKey {
     let d = |k: &str| B64.decode(jwk[k].as_str().unwrap()).unwrap();
@@ -51,14 +73,27 @@ fn bench(c: &mut Criterion) {
         .unwrap();
         let token = mint(&key, alg, "k1", &claims(n));
         assert!(verify_with_keys(&token, n, &keys, &cfg, 8192).is_ok());
-        let (input, sig) = token.rsplit_once('.').unwrap();
-        let sig = B64.decode(sig).unwrap();
+        let (input, sig64) = token.rsplit_once('.').unwrap();
+        let sig = B64.decode(sig64).unwrap();
         let raw = raw_key(&jwk, alg);
         assert!(raw.verify_sig(input.as_bytes(), &sig).is_ok());
         g.bench_function(format!("{alg}/raw_aws_lc_rs"), |b| {
             b.iter(|| {
                 raw.verify_sig(black_box(input.as_bytes()), black_box(&sig))
                     .is_ok()
+            })
+        });
+        let (jwt, jwt_alg) = jwt_key(&jwk, alg);
+        assert!(jsonwebtoken::crypto::verify(sig64, input.as_bytes(), &jwt, jwt_alg).unwrap());
+        g.bench_function(format!("{alg}/jsonwebtoken"), |b| {
+            b.iter(|| {
+                jsonwebtoken::crypto::verify(
+                    black_box(sig64),
+                    black_box(input.as_bytes()),
+                    &jwt,
+                    jwt_alg,
+                )
+                .unwrap()
             })
         });
         g.bench_function(format!("{alg}/no_crypto"), |b| {

@@ -77,6 +77,25 @@ impl Alg {
         matches!(self, Alg::HS256 | Alg::HS384 | Alg::HS512)
     }
 
+    /// The same algorithm as jsonwebtoken names it, for its signature check.
+    pub const fn to_jwt(self) -> jsonwebtoken::Algorithm {
+        use jsonwebtoken::Algorithm as J;
+        match self {
+            Alg::RS256 => J::RS256,
+            Alg::RS384 => J::RS384,
+            Alg::RS512 => J::RS512,
+            Alg::PS256 => J::PS256,
+            Alg::PS384 => J::PS384,
+            Alg::PS512 => J::PS512,
+            Alg::ES256 => J::ES256,
+            Alg::ES384 => J::ES384,
+            Alg::EdDSA => J::EdDSA,
+            Alg::HS256 => J::HS256,
+            Alg::HS384 => J::HS384,
+            Alg::HS512 => J::HS512,
+        }
+    }
+
     pub const fn is_rsa(self) -> bool {
         matches!(
             self,

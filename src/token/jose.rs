@@ -45,11 +45,19 @@ pub struct Jws<'t> {
     pub payload: Vec<u8>,
     sig: [u8; MAX_SIG_BYTES],
     sig_len: usize,
+    /// The signature segment as sent, for jsonwebtoken (which decodes it itself).
+    sig_b64: &'t str,
 }
 
-impl Jws<'_> {
+impl<'t> Jws<'t> {
     pub fn signature(&self) -> &[u8] {
         &self.sig[..self.sig_len]
+    }
+
+    /// The signature as the token carries it: strict base64url, at most
+    /// [`MAX_SIG_BYTES`] once decoded.
+    pub fn signature_b64(&self) -> &'t str {
+        self.sig_b64
     }
 }
 
@@ -99,6 +107,7 @@ pub fn parse_jws(token: &str, max_bytes: usize) -> Result<Jws<'_>, Reason> {
         payload,
         sig,
         sig_len,
+        sig_b64: s64,
     })
 }
 

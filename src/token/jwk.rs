@@ -16,13 +16,13 @@
 //! This file holds the set, its keys and the skip reasons; `import` reads one JWK.
 
 use aws_lc_rs::digest;
-use aws_lc_rs::hmac;
 use aws_lc_rs::signature::ParsedPublicKey;
 use base64::Engine;
+use jsonwebtoken::DecodingKey;
 use serde_json::Value;
 
 use super::alg::Alg;
-use super::jose::{B64, MAX_KID_BYTES};
+use super::jose::{B64, Jws, MAX_KID_BYTES};
 use super::modulus::{CheckBudget, ModulusFlaw, Refused};
 use crate::reason::Reason;
 use import::parse_jwk;
@@ -33,17 +33,24 @@ mod import;
 /// providers publish a handful (Azure AD about ten).
 pub const MAX_KEYS: usize = 64;
 
-/// How one algorithm checks a signature with one key.
+/// What checks a signature with one key, imported once. Every rule of `jose` and
+/// `import` has passed before either runs.
 enum Check {
-    Public(ParsedPublicKey),
-    Hmac(Box<hmac::Key>),
+    /// ES*, EdDSA and HS*: jsonwebtoken (`crypto::verify`) over the key material.
+    Jwt(DecodingKey),
+    /// RS* and PS*: aws-lc-rs over a key parsed once, one per algorithm of the key (in
+    /// the order of `Key::algs`). jsonwebtoken 12 imports an RSA key from its (n, e)
+    /// again on every signature, which left the RS256 verifier at about 75% of a parsed
+    /// key's throughput, under the 85% it must keep (BENCHMARKS.md, "Issue 12").
+    Rsa(Vec<ParsedPublicKey>),
 }
 
 /// One trusted key and the algorithms it verifies.
 pub struct Key {
     kid: Option<String>,
     fingerprint: u64,
-    checks: Vec<(Alg, Check)>,
+    algs: Vec<Alg>,
+    check: Check,
 }
 
 impl std::fmt::Debug for Key {
@@ -56,19 +63,20 @@ impl std::fmt::Debug for Key {
 }
 
 impl Key {
-    /// `material`: the fingerprint of the key material alone.
-    fn new(kid: Option<String>, material: u64, checks: Vec<(Alg, Check)>) -> Key {
-        let material = material.to_be_bytes();
+    /// `material_fp`: the fingerprint of the key material alone.
+    fn new(kid: Option<String>, material_fp: u64, algs: Vec<Alg>, check: Check) -> Key {
+        let material_fp = material_fp.to_be_bytes();
         let kid_part = match &kid {
             Some(k) => [b"1", k.as_bytes()].concat(),
             None => b"0".to_vec(),
         };
-        let mut parts: Vec<&[u8]> = vec![&material, &kid_part];
-        parts.extend(checks.iter().map(|(a, _)| a.as_str().as_bytes()));
+        let mut parts: Vec<&[u8]> = vec![&material_fp, &kid_part];
+        parts.extend(algs.iter().map(|a| a.as_str().as_bytes()));
         Key {
             fingerprint: fingerprint(&parts),
             kid,
-            checks,
+            algs,
+            check,
         }
     }
 
@@ -85,23 +93,37 @@ impl Key {
     }
 
     pub fn algs(&self) -> impl Iterator<Item = Alg> + '_ {
-        self.checks.iter().map(|(a, _)| *a)
+        self.algs.iter().copied()
     }
 
-    /// Verifies `sig` over `msg` with `alg`.
+    /// Verifies the signature of `jws` (header, base64url and size rules already
+    /// checked by `jose`) with the header's `alg`.
     ///
     /// # Errors
-    /// `unsupported_alg` when this key is not bound to `alg`; `bad_signature` otherwise.
-    pub fn verify(&self, alg: Alg, msg: &[u8], sig: &[u8]) -> Result<(), Reason> {
-        let check = self
-            .checks
+    /// `unsupported_alg` when this key is not bound to that `alg`; `bad_signature`
+    /// otherwise.
+    pub fn verify(&self, jws: &Jws<'_>) -> Result<(), Reason> {
+        let alg = jws.header.alg;
+        let i = self
+            .algs
             .iter()
-            .find(|(a, _)| *a == alg)
-            .map(|(_, c)| c)
+            .position(|a| *a == alg)
             .ok_or(Reason::UnsupportedAlg)?;
-        let ok = match check {
-            Check::Public(k) => k.verify_sig(msg, sig).is_ok(),
-            Check::Hmac(k) => hmac::verify(k, msg, sig).is_ok(),
+        let ok = match &self.check {
+            // An Err would be a key of another family or bad base64, both ruled out
+            // before; it fails the signature all the same.
+            Check::Jwt(material) => matches!(
+                jsonwebtoken::crypto::verify(
+                    jws.signature_b64(),
+                    jws.signing_input,
+                    material,
+                    alg.to_jwt()
+                ),
+                Ok(true)
+            ),
+            Check::Rsa(keys) => keys[i]
+                .verify_sig(jws.signing_input, jws.signature())
+                .is_ok(),
         };
         if ok {
             Ok(())
@@ -317,21 +339,24 @@ impl KeySet {
     /// A key set holding one shared secret for the HS* algorithms in `allowed` whose
     /// hash size the secret meets (RFC 7518 §3.2).
     pub fn from_secret(kid: Option<String>, secret: &[u8], allowed: &[Alg]) -> KeySet {
-        let mut checks = Vec::new();
-        for (alg, hmac_alg) in [
-            (Alg::HS256, hmac::HMAC_SHA256),
-            (Alg::HS384, hmac::HMAC_SHA384),
-            (Alg::HS512, hmac::HMAC_SHA512),
-        ] {
-            if allowed.contains(&alg) && secret.len() >= alg.min_secret_bytes() {
-                checks.push((alg, Check::Hmac(Box::new(hmac::Key::new(hmac_alg, secret)))));
-            }
-        }
-        if checks.is_empty() {
+        let algs: Vec<Alg> = [Alg::HS256, Alg::HS384, Alg::HS512]
+            .into_iter()
+            .filter(|a| allowed.contains(a) && secret.len() >= a.min_secret_bytes())
+            .collect();
+        // from_secret refuses only an empty secret, which no HS* minimum lets through.
+        let Some(material) = DecodingKey::from_secret(secret)
+            .ok()
+            .filter(|_| !algs.is_empty())
+        else {
             return KeySet::default();
-        }
+        };
         KeySet {
-            keys: vec![Key::new(kid, fingerprint(&[b"oct", secret]), checks)],
+            keys: vec![Key::new(
+                kid,
+                fingerprint(&[b"oct", secret]),
+                algs,
+                Check::Jwt(material),
+            )],
         }
     }
 

@@ -117,7 +117,7 @@ pub fn check_signature(jws: &Jws<'_>, keys: &KeySet, allowed: &[Alg]) -> Result<
     match keys.lookup(jws.header.kid.as_deref(), alg) {
         Lookup::UnknownKid => Err(Reason::UnknownKey),
         Lookup::Found(key) => {
-            key.verify(alg, jws.signing_input, jws.signature())?;
+            key.verify(jws)?;
             Ok(key.fingerprint())
         }
     }
@@ -141,24 +141,7 @@ pub fn check_claims(
             return Err(Reason::BadType);
         }
     }
-    let leeway = cfg.leeway();
-    let exp = numeric_date(raw.exp.as_ref(), f64::floor)?.ok_or(Reason::MalformedToken)?;
-    let nbf = numeric_date(raw.nbf.as_ref(), f64::ceil)?;
-    let iat = numeric_date(raw.iat.as_ref(), f64::ceil)?;
-    if now >= exp.saturating_add(leeway) {
-        return Err(Reason::Expired);
-    }
-    if nbf.is_some_and(|nbf| nbf > now.saturating_add(leeway)) {
-        return Err(Reason::NotYetValid);
-    }
-    if iat.is_some_and(|iat| iat > now.saturating_add(leeway)) {
-        return Err(Reason::NotYetValid);
-    }
-    // Always bounded (default one day, at most a year: the cast cannot wrap).
-    let start = iat.or(nbf).unwrap_or(now);
-    if exp.saturating_sub(start) > cfg.max_lifetime_seconds as i64 {
-        return Err(Reason::LifetimeTooLong);
-    }
+    let (exp, nbf, iat) = check_times(raw, cfg, now)?;
     let aud = match &raw.aud {
         Some(Val::Str(s)) => vec![s.to_string()],
         Some(Val::StrList(l)) => l.iter().map(|s| s.to_string()).collect(),
@@ -209,6 +192,34 @@ pub fn check_claims(
         email: verified_email(raw, cfg)?,
         key_fingerprint,
     })
+}
+
+/// `exp` (required), `nbf` and `iat` against `now` with the issuer's leeway, and the
+/// token's lifetime against its limit; returns the three dates.
+fn check_times(
+    raw: &RawClaims<'_>,
+    cfg: &IssuerConfig,
+    now: i64,
+) -> Result<(i64, Option<i64>, Option<i64>), Reason> {
+    let leeway = cfg.leeway();
+    let exp = numeric_date(raw.exp.as_ref(), f64::floor)?.ok_or(Reason::MalformedToken)?;
+    let nbf = numeric_date(raw.nbf.as_ref(), f64::ceil)?;
+    let iat = numeric_date(raw.iat.as_ref(), f64::ceil)?;
+    if now >= exp.saturating_add(leeway) {
+        return Err(Reason::Expired);
+    }
+    if nbf.is_some_and(|nbf| nbf > now.saturating_add(leeway)) {
+        return Err(Reason::NotYetValid);
+    }
+    if iat.is_some_and(|iat| iat > now.saturating_add(leeway)) {
+        return Err(Reason::NotYetValid);
+    }
+    // Always bounded (default one day, at most a year: the cast cannot wrap).
+    let start = iat.or(nbf).unwrap_or(now);
+    if exp.saturating_sub(start) > cfg.max_lifetime_seconds as i64 {
+        return Err(Reason::LifetimeTooLong);
+    }
+    Ok((exp, nbf, iat))
 }
 
 /// `typ` is a media type: case-insensitive, `application/` prefix optional (RFC 7515 §4.1.9).

@@ -30,6 +30,7 @@ fn header_rules() {
     assert_eq!(j.header.kid.as_deref(), Some("k1"));
     assert_eq!(j.header.typ.as_deref(), Some("at+jwt"));
     assert_eq!(j.signature(), b"sig");
+    assert_eq!(j.signature_b64(), b64("sig"));
     let cases = [
         (r#"{"alg":"none"}"#, Reason::UnsupportedAlg),
         (r#"{"alg":"rs256"}"#, Reason::UnsupportedAlg),

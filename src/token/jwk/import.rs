@@ -4,6 +4,7 @@
 
 use aws_lc_rs::signature::{self, ParsedPublicKey, RsaPublicKeyComponents};
 use base64::Engine;
+use jsonwebtoken::DecodingKey;
 use serde_json::Value;
 
 use super::{Check, Key, SkipReason, fingerprint};
@@ -34,12 +35,12 @@ pub(super) fn parse_jwk(
 ) -> Result<Key, SkipReason> {
     let (kty, kid) = read_members(jwk)?;
     let algs = key_algs(jwk, kty, allowed)?;
-    let (checks, fp) = match kty {
-        "RSA" => rsa_checks(jwk, &algs, budget)?,
-        "EC" => ec_checks(jwk, algs[0])?,
-        _ => ed_checks(jwk)?,
+    let (check, fp) = match kty {
+        "RSA" => rsa_key(jwk, &algs, budget)?,
+        "EC" => ec_key(jwk, algs[0])?,
+        _ => ed_key(jwk)?,
     };
-    Ok(Key::new(kid, fp, checks))
+    Ok(Key::new(kid, fp, algs, check))
 }
 
 /// The members judged before the key type: an object with a `kty` that is not `oct`, a
@@ -116,11 +117,13 @@ fn key_algs(jwk: &Value, kty: &str, allowed: &[Alg]) -> Result<Vec<Alg>, SkipRea
     Ok(algs)
 }
 
-fn rsa_checks(
+/// An RSA key: size, exponent and modulus rules, then parsed by aws-lc-rs once per
+/// algorithm (see `Check::Rsa` for why not jsonwebtoken).
+fn rsa_key(
     jwk: &Value,
     algs: &[Alg],
     budget: &mut CheckBudget,
-) -> Result<(Vec<(Alg, Check)>, u64), SkipReason> {
+) -> Result<(Check, u64), SkipReason> {
     let n = b64_param(jwk, "n")?;
     let e = b64_param(jwk, "e")?;
     let n = strip_zeros(&n);
@@ -140,7 +143,7 @@ fn rsa_checks(
     // document's budget.
     check_modulus_cached(n, budget)?;
     let comps = RsaPublicKeyComponents { n, e };
-    let mut checks = Vec::with_capacity(algs.len());
+    let mut keys = Vec::with_capacity(algs.len());
     for &alg in algs {
         let params: &'static signature::RsaParameters = match alg {
             Alg::RS256 => &signature::RSA_PKCS1_2048_8192_SHA256,
@@ -154,12 +157,14 @@ fn rsa_checks(
         let key = comps
             .to_parsed_public_key(params)
             .map_err(|_| SkipReason::BadParams)?;
-        checks.push((alg, Check::Public(key)));
+        keys.push(key);
     }
-    Ok((checks, fingerprint(&[b"RSA", n, e])))
+    Ok((Check::Rsa(keys), fingerprint(&[b"RSA", n, e])))
 }
 
-fn ec_checks(jwk: &Value, alg: Alg) -> Result<(Vec<(Alg, Check)>, u64), SkipReason> {
+/// An EC key on the curve of `alg` (aws-lc-rs checks the point is on it), kept for
+/// jsonwebtoken.
+fn ec_key(jwk: &Value, alg: Alg) -> Result<(Check, u64), SkipReason> {
     let (len, verify_alg): (usize, &'static signature::EcdsaVerificationAlgorithm) = match alg {
         Alg::ES256 => (32, &signature::ECDSA_P256_SHA256_FIXED),
         Alg::ES384 => (48, &signature::ECDSA_P384_SHA384_FIXED),
@@ -170,28 +175,28 @@ fn ec_checks(jwk: &Value, alg: Alg) -> Result<(Vec<(Alg, Check)>, u64), SkipReas
     if x.len() != len || y.len() != len {
         return Err(SkipReason::BadParams);
     }
-    let mut point = Vec::with_capacity(1 + 2 * len);
-    point.push(4);
-    point.extend_from_slice(&x);
-    point.extend_from_slice(&y);
+    let point = [&[4u8][..], &x, &y].concat();
     // Rejects points that are not on the curve.
-    let key = ParsedPublicKey::new(verify_alg, &point).map_err(|_| SkipReason::BadParams)?;
-    Ok((
-        vec![(alg, Check::Public(key))],
-        fingerprint(&[b"EC", &point]),
-    ))
+    ParsedPublicKey::new(verify_alg, &point).map_err(|_| SkipReason::BadParams)?;
+    // The members passed the strict decode above; jsonwebtoken decodes them again.
+    let material = DecodingKey::from_ec_components(
+        str_param(jwk, "x")?.unwrap_or_default(),
+        str_param(jwk, "y")?.unwrap_or_default(),
+    )
+    .map_err(|_| SkipReason::BadParams)?;
+    Ok((Check::Jwt(material), fingerprint(&[b"EC", &point])))
 }
 
-fn ed_checks(jwk: &Value) -> Result<(Vec<(Alg, Check)>, u64), SkipReason> {
+/// An Ed25519 key (aws-lc-rs checks it parses), kept for jsonwebtoken.
+fn ed_key(jwk: &Value) -> Result<(Check, u64), SkipReason> {
     let x = b64_param(jwk, "x")?;
     if x.len() != 32 {
         return Err(SkipReason::BadParams);
     }
-    let key = ParsedPublicKey::new(&signature::ED25519, &x).map_err(|_| SkipReason::BadParams)?;
-    Ok((
-        vec![(Alg::EdDSA, Check::Public(key))],
-        fingerprint(&[b"OKP", &x]),
-    ))
+    ParsedPublicKey::new(&signature::ED25519, &x).map_err(|_| SkipReason::BadParams)?;
+    let material = DecodingKey::from_ed_components(str_param(jwk, "x")?.unwrap_or_default())
+        .map_err(|_| SkipReason::BadParams)?;
+    Ok((Check::Jwt(material), fingerprint(&[b"OKP", &x])))
 }
 
 fn strip_zeros(b: &[u8]) -> &[u8] {

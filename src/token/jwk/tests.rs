@@ -174,3 +174,10 @@ fn lookup_rules() {
     );
     assert!(KeySet::from_secret(None, &[7u8; 16], ALL).is_empty());
 }
+
+#[test]
+fn the_build_selects_one_jsonwebtoken_backend() {
+    // With both of jsonwebtoken's crypto features, or neither, its signature check
+    // would panic on the first token instead of failing here.
+    assert!(jsonwebtoken::crypto::CryptoProvider::try_get_default().is_some());
+}
