@@ -90,107 +90,30 @@ fn the_documented_example() {
         Result<&'a Identity, Reason>,
         Reason,
     );
+    #[rustfmt::skip]
     let cases: Vec<Case<'_>> = vec![
-        ("GET", h, "/api/orders", Ok(&alice), Reason::Ok),
-        ("HEAD", h, "/api/orders/42", Ok(&alice), Reason::Ok),
-        ("POST", h, "/api/orders", Ok(&alice), Reason::Ok),
-        ("DELETE", h, "/api/orders", Ok(&alice), Reason::NoRoute),
-        (
-            "GET",
-            h,
-            "/api/orders/admin",
-            Ok(&alice),
-            Reason::InsufficientScope,
-        ),
-        (
-            "DELETE",
-            h,
-            "/api/orders/admin/7",
-            Ok(&bob_admin),
-            Reason::Ok,
-        ),
-        (
-            "GET",
-            h,
-            "/api/orders/admin",
-            Ok(&outsider),
-            Reason::NotMember,
-        ),
+        ("GET",    h, "/api/orders",         Ok(&alice),               Reason::Ok),
+        ("HEAD",   h, "/api/orders/42",      Ok(&alice),               Reason::Ok),
+        ("POST",   h, "/api/orders",         Ok(&alice),               Reason::Ok),
+        ("DELETE", h, "/api/orders",         Ok(&alice),               Reason::NoRoute),
+        ("GET",    h, "/api/orders/admin",   Ok(&alice),               Reason::InsufficientScope),
+        ("DELETE", h, "/api/orders/admin/7", Ok(&bob_admin),           Reason::Ok),
+        ("GET",    h, "/api/orders/admin",   Ok(&outsider),            Reason::NotMember),
         // owner rule: eng-all maps to engineering, a parent of payments, not a member of it
-        ("GET", h, "/api/orders", Ok(&outsider), Reason::NotMember),
-        (
-            "GET",
-            h,
-            "/api/orders/health",
-            Err(Reason::MissingToken),
-            Reason::Public,
-        ),
-        (
-            "GET",
-            h,
-            "/api/orders/health",
-            Err(Reason::Expired),
-            Reason::Public,
-        ),
-        (
-            "GET",
-            h,
-            "/api/orders/health",
-            Ok(&outsider),
-            Reason::Public,
-        ),
-        ("GET", h, "/api/orders/me", Ok(&alice), Reason::Ok),
-        ("GET", h, "/api/orders/me", Ok(&outsider), Reason::NotMember),
-        (
-            "GET",
-            h,
-            "/api/orders/me",
-            Err(Reason::BadSignature),
-            Reason::BadSignature,
-        ),
-        (
-            "GET",
-            h,
-            "/api/orders",
-            Err(Reason::MissingToken),
-            Reason::MissingToken,
-        ),
-        (
-            "GET",
-            "eu.orders.internal",
-            "/api/orders",
-            Ok(&alice),
-            Reason::Ok,
-        ),
-        (
-            "GET",
-            "orders.internal",
-            "/api/orders",
-            Ok(&alice),
-            Reason::NoRoute,
-        ),
-        (
-            "GET",
-            "a.eu.orders.internal",
-            "/api/orders",
-            Ok(&alice),
-            Reason::NoRoute,
-        ),
-        (
-            "GET",
-            "API.Example.COM:8443",
-            "/api/orders",
-            Ok(&alice),
-            Reason::Ok,
-        ),
-        (
-            "GET",
-            "other.example.com",
-            "/api/orders",
-            Ok(&alice),
-            Reason::NoRoute,
-        ),
-        ("GET", h, "/api/ordersx", Ok(&alice), Reason::NoRoute),
+        ("GET",    h, "/api/orders",         Ok(&outsider),            Reason::NotMember),
+        ("GET",    h, "/api/orders/health",  Err(Reason::MissingToken), Reason::Public),
+        ("GET",    h, "/api/orders/health",  Err(Reason::Expired),     Reason::Public),
+        ("GET",    h, "/api/orders/health",  Ok(&outsider),            Reason::Public),
+        ("GET",    h, "/api/orders/me",      Ok(&alice),               Reason::Ok),
+        ("GET",    h, "/api/orders/me",      Ok(&outsider),            Reason::NotMember),
+        ("GET",    h, "/api/orders/me",      Err(Reason::BadSignature), Reason::BadSignature),
+        ("GET",    h, "/api/orders",         Err(Reason::MissingToken), Reason::MissingToken),
+        ("GET", "eu.orders.internal",   "/api/orders", Ok(&alice), Reason::Ok),
+        ("GET", "orders.internal",      "/api/orders", Ok(&alice), Reason::NoRoute),
+        ("GET", "a.eu.orders.internal", "/api/orders", Ok(&alice), Reason::NoRoute),
+        ("GET", "API.Example.COM:8443", "/api/orders", Ok(&alice), Reason::Ok),
+        ("GET", "other.example.com",    "/api/orders", Ok(&alice), Reason::NoRoute),
+        ("GET",    h, "/api/ordersx",        Ok(&alice),               Reason::NoRoute),
     ];
     for (m, host, path, id, want) in cases {
         let d = decide(&p, m, host, path, id);
@@ -469,41 +392,38 @@ fn membership_through_nested_groups_idp_groups_and_users() {
         ..ident(&[], groups)
     };
     // (identity, path, member?)
+    #[rustfmt::skip]
     let cases: Vec<(Identity, &str, bool)> = vec![
-        (with(&["payments-engineers"], None, None), "/payments", true),
-        (with(&["00g1abcd"], None, None), "/payments", true),
-        (with(&["00G1ABCD"], None, None), "/payments", false), // idp names are case-sensitive
-        (with(&["Payments EU"], None, None), "/payments", true), // child group
-        (with(&["Payments EU"], None, None), "/eng", true),    // grandchild
+        (with(&["payments-engineers"], None, None),     "/payments", true),
+        (with(&["00g1abcd"], None, None),               "/payments", true),
+        (with(&["00G1ABCD"], None, None),               "/payments", false), // idp names are case-sensitive
+        (with(&["Payments EU"], None, None),            "/payments", true),  // child group
+        (with(&["Payments EU"], None, None),            "/eng",      true),  // grandchild
         // A Group that declares idp-groups is reached only through them: not by a
         // token group spelt like its name or ref.
-        (with(&["payments"], None, None), "/payments", false),
-        (with(&["PAYMENTS"], None, None), "/payments", false),
-        (
-            with(&["group:default/payments"], None, None),
-            "/payments",
-            false,
-        ),
-        (with(&["payments-eu"], None, None), "/payments", false),
+        (with(&["payments"], None, None),               "/payments", false),
+        (with(&["PAYMENTS"], None, None),               "/payments", false),
+        (with(&["group:default/payments"], None, None), "/payments", false),
+        (with(&["payments-eu"], None, None),            "/payments", false),
         // A Group that declares none is reached by its name or ref.
-        (with(&["sre"], None, None), "/sre", true), // by name
-        (with(&["SRE"], None, None), "/sre", true), // names compare case-insensitively
-        (with(&["group:default/sre"], None, None), "/sre", true), // by ref
-        (with(&["sre"], None, None), "/payments", false),
-        (with(&["eng-all"], None, None), "/payments", false), // parent is not a member
-        (with(&["eng-all"], None, None), "/eng", true),
-        (with(&["platform"], None, None), "/sre", false),
-        (with(&[], Some("auth0|alice"), None), "/payments", true), // user by subject
-        (with(&[], Some("auth0|ALICE"), None), "/payments", false),
-        (with(&[], None, Some("alice@example.com")), "/eng", true), // user by email
-        (with(&[], None, Some("bob@example.com")), "/sre", true),
-        (with(&[], None, Some("bob@example.com")), "/payments", false),
-        (with(&[], Some("bob"), None), "/sre", false), // subject needs the annotation
-        (with(&["cyclers"], None, None), "/cycle", true), // cycle is tolerated
-        (with(&[], None, Some("carol@example.com")), "/carol", true),
-        (with(&["carol"], None, None), "/carol", false), // a token group never names a user
-        (with(&["no-such-group"], None, None), "/ghost", false), // unknown groups map to nothing
-        (with(&[], None, None), "/payments", false),
+        (with(&["sre"], None, None),                    "/sre",      true),  // by name
+        (with(&["SRE"], None, None),                    "/sre",      true),  // names compare case-insensitively
+        (with(&["group:default/sre"], None, None),      "/sre",      true),  // by ref
+        (with(&["sre"], None, None),                    "/payments", false),
+        (with(&["eng-all"], None, None),                "/payments", false), // parent is not a member
+        (with(&["eng-all"], None, None),                "/eng",      true),
+        (with(&["platform"], None, None),               "/sre",      false),
+        (with(&[], Some("auth0|alice"), None),          "/payments", true),  // user by subject
+        (with(&[], Some("auth0|ALICE"), None),          "/payments", false),
+        (with(&[], None, Some("alice@example.com")),    "/eng",      true),  // user by email
+        (with(&[], None, Some("bob@example.com")),      "/sre",      true),
+        (with(&[], None, Some("bob@example.com")),      "/payments", false),
+        (with(&[], Some("bob"), None),                  "/sre",      false), // subject needs the annotation
+        (with(&["cyclers"], None, None),                "/cycle",    true),  // cycle is tolerated
+        (with(&[], None, Some("carol@example.com")),    "/carol",    true),
+        (with(&["carol"], None, None),                  "/carol",    false), // a token group never names a user
+        (with(&["no-such-group"], None, None),          "/ghost",    false), // unknown groups map to nothing
+        (with(&[], None, None),                         "/payments", false),
     ];
     for (id, path, member) in cases {
         let d = decide(&p, "GET", "h", path, Ok(&id));
@@ -702,18 +622,14 @@ GET /h admin",
         Unmatched::Deny,
     );
     let reader = ident(&["orders:read"], &[]);
+    #[rustfmt::skip]
     let cases = [
-        (
-            "HEAD",
-            "/api/orders/7",
-            Err(Reason::MissingToken),
-            Reason::MissingToken,
-        ),
-        ("HEAD", "/api/orders/7", Ok(&reader), Reason::Ok),
-        ("HEAD", "/x", Ok(&reader), Reason::InsufficientScope),
-        ("POST", "/x", Err(Reason::MissingToken), Reason::Public),
-        ("HEAD", "/h", Err(Reason::MissingToken), Reason::Public), // its own line wins
-        ("HEAD", "/other", Err(Reason::MissingToken), Reason::Public),
+        ("HEAD", "/api/orders/7", Err(Reason::MissingToken), Reason::MissingToken),
+        ("HEAD", "/api/orders/7", Ok(&reader),               Reason::Ok),
+        ("HEAD", "/x",            Ok(&reader),               Reason::InsufficientScope),
+        ("POST", "/x",            Err(Reason::MissingToken), Reason::Public),
+        ("HEAD", "/h",            Err(Reason::MissingToken), Reason::Public), // its own line wins
+        ("HEAD", "/other",        Err(Reason::MissingToken), Reason::Public),
     ];
     for (method, path, token, want) in cases {
         let d = decide(&p, method, "h", path, token);

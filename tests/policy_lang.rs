@@ -7,152 +7,60 @@ use serde_json::json;
 use stagedoor::policy::lang::{self, HostPattern, LangError, Requirement};
 use stagedoor::policy::{Policy, Unmatched};
 
-fn scopes(all: &[&[&str]]) -> Requirement {
-    Requirement::Scopes(
-        all.iter()
-            .map(|any| any.iter().map(|s| Box::<str>::from(*s)).collect())
-            .collect(),
-    )
+/// Accepted route lines: (line, methods (`None` = `*`), path, requirement as written
+/// (`public`, `authenticated`, or scope words with `|` alternatives), principals,
+/// canonical display).
+type RouteForm = (
+    &'static str,
+    Option<&'static [&'static str]>,
+    &'static str,
+    &'static str,
+    &'static [&'static str],
+    &'static str,
+);
+
+#[rustfmt::skip]
+const ROUTE_FORMS: &[RouteForm] = &[
+    ("GET /a s",                                                 Some(&["GET"]),         "/a",          "s",                            &[],                                                              "GET /a s"),
+    ("GET,HEAD  /api/orders   orders:read",                      Some(&["GET", "HEAD"]), "/api/orders", "orders:read",                  &[],                                                              "GET,HEAD /api/orders orders:read"),
+    ("GET, HEAD /a s",                                           Some(&["GET", "HEAD"]), "/a",          "s",                            &[],                                                              "GET,HEAD /a s"),
+    ("GET,GET /a s",                                             Some(&["GET"]),         "/a",          "s",                            &[],                                                              "GET /a s"),
+    ("* /a s",                                                   None,                   "/a",          "s",                            &[],                                                              "* /a s"),
+    ("\t POST\t/a/\tx  y ",                                      Some(&["POST"]),        "/a",          "x y",                          &[],                                                              "POST /a x y"),
+    ("GET / public",                                             Some(&["GET"]),         "/",           "public",                       &[],                                                              "GET / public"),
+    ("GET /me authenticated",                                    Some(&["GET"]),         "/me",         "authenticated",                &[],                                                              "GET /me authenticated"),
+    ("GET /me authenticated @sre",                               Some(&["GET"]),         "/me",         "authenticated",                &["group:default/sre"],                                           "GET /me authenticated @sre"),
+    ("* /admin orders:admin @sre @group:ops/oncall @user:alice", None,                   "/admin",      "orders:admin",                 &["group:default/sre", "group:ops/oncall", "user:default/alice"], "* /admin orders:admin @sre @group:ops/oncall @user:alice"),
+    ("GET /a read|admin audit",                                  Some(&["GET"]),         "/a",          "read|admin audit",             &[],                                                              "GET /a read|admin audit"),
+    ("M-SEARCH /a s",                                            Some(&["M-SEARCH"]),    "/a",          "s",                            &[],                                                              "M-SEARCH /a s"),
+    ("GET //a//b/ s # trailing comment",                         Some(&["GET"]),         "/a/b",        "s",                            &[],                                                              "GET /a/b s"),
+    ("GET /%61pi s",                                             Some(&["GET"]),         "/api",        "s",                            &[],                                                              "GET /api s"),
+    ("GET /a https://api.example.com/read",                      Some(&["GET"]),         "/a",          "https://api.example.com/read", &[],                                                              "GET /a https://api.example.com/read"),
+];
+
+/// The requirement a table row writes as text.
+fn requirement(text: &str) -> Requirement {
+    match text {
+        "public" => Requirement::Public,
+        "authenticated" => Requirement::Authenticated,
+        _ => Requirement::Scopes(
+            text.split(' ')
+                .map(|any| any.split('|').map(Box::<str>::from).collect())
+                .collect(),
+        ),
+    }
 }
 
 #[test]
 fn route_forms() {
-    // (line, methods (None = *), path, requirement, principals, canonical display)
-    type Case<'a> = (
-        &'a str,
-        Option<&'a [&'a str]>,
-        &'a str,
-        Requirement,
-        &'a [&'a str],
-        &'a str,
-    );
-    let cases: Vec<Case<'_>> = vec![
-        (
-            "GET /a s",
-            Some(&["GET"]),
-            "/a",
-            scopes(&[&["s"]]),
-            &[],
-            "GET /a s",
-        ),
-        (
-            "GET,HEAD  /api/orders   orders:read",
-            Some(&["GET", "HEAD"]),
-            "/api/orders",
-            scopes(&[&["orders:read"]]),
-            &[],
-            "GET,HEAD /api/orders orders:read",
-        ),
-        (
-            "GET, HEAD /a s",
-            Some(&["GET", "HEAD"]),
-            "/a",
-            scopes(&[&["s"]]),
-            &[],
-            "GET,HEAD /a s",
-        ),
-        (
-            "GET,GET /a s",
-            Some(&["GET"]),
-            "/a",
-            scopes(&[&["s"]]),
-            &[],
-            "GET /a s",
-        ),
-        ("* /a s", None, "/a", scopes(&[&["s"]]), &[], "* /a s"),
-        (
-            "\t POST\t/a/\tx  y ",
-            Some(&["POST"]),
-            "/a",
-            scopes(&[&["x"], &["y"]]),
-            &[],
-            "POST /a x y",
-        ),
-        (
-            "GET / public",
-            Some(&["GET"]),
-            "/",
-            Requirement::Public,
-            &[],
-            "GET / public",
-        ),
-        (
-            "GET /me authenticated",
-            Some(&["GET"]),
-            "/me",
-            Requirement::Authenticated,
-            &[],
-            "GET /me authenticated",
-        ),
-        (
-            "GET /me authenticated @sre",
-            Some(&["GET"]),
-            "/me",
-            Requirement::Authenticated,
-            &["group:default/sre"],
-            "GET /me authenticated @sre",
-        ),
-        (
-            "* /admin orders:admin @sre @group:ops/oncall @user:alice",
-            None,
-            "/admin",
-            scopes(&[&["orders:admin"]]),
-            &[
-                "group:default/sre",
-                "group:ops/oncall",
-                "user:default/alice",
-            ],
-            "* /admin orders:admin @sre @group:ops/oncall @user:alice",
-        ),
-        (
-            "GET /a read|admin audit",
-            Some(&["GET"]),
-            "/a",
-            scopes(&[&["read", "admin"], &["audit"]]),
-            &[],
-            "GET /a read|admin audit",
-        ),
-        (
-            "M-SEARCH /a s",
-            Some(&["M-SEARCH"]),
-            "/a",
-            scopes(&[&["s"]]),
-            &[],
-            "M-SEARCH /a s",
-        ),
-        (
-            "GET //a//b/ s # trailing comment",
-            Some(&["GET"]),
-            "/a/b",
-            scopes(&[&["s"]]),
-            &[],
-            "GET /a/b s",
-        ),
-        (
-            "GET /%61pi s",
-            Some(&["GET"]),
-            "/api",
-            scopes(&[&["s"]]),
-            &[],
-            "GET /api s",
-        ),
-        (
-            "GET /a https://api.example.com/read",
-            Some(&["GET"]),
-            "/a",
-            scopes(&[&["https://api.example.com/read"]]),
-            &[],
-            "GET /a https://api.example.com/read",
-        ),
-    ];
-    for (text, methods, path, req, principals, display) in cases {
+    for &(text, methods, path, req, principals, display) in ROUTE_FORMS {
         let r = lang::parse_routes(text, "default").unwrap_or_else(|e| panic!("{text:?}: {e:?}"));
         assert_eq!(r.len(), 1, "{text:?}");
         let r = &r[0];
         let want_methods = methods.map(|m| m.iter().map(|s| Box::<str>::from(*s)).collect());
         assert_eq!(r.methods, want_methods, "{text:?}");
         assert_eq!(r.path, path, "{text:?}");
-        assert_eq!(r.requirement, req, "{text:?}");
+        assert_eq!(r.requirement, requirement(req), "{text:?}");
         assert_eq!(r.principals, principals, "{text:?}");
         assert_eq!(r.display, display, "{text:?}");
         assert_eq!(r.line, 1);
@@ -213,210 +121,64 @@ fn errors(annotations: &[(&str, &str)]) -> Vec<String> {
     p.errors().iter().map(ToString::to_string).collect()
 }
 
+const R: &str = "stagedoor.io/routes";
+const H: &str = "stagedoor.io/hosts";
+const G: &str = "stagedoor.io/allowed-groups";
+const O: &str = "stagedoor.io/allow-owner";
+
+/// (annotation, value, the one error line the entity gets)
+#[rustfmt::skip]
+const GOLDEN_ERRORS: &[(&str, &str, &str)] = &[
+    (R,                            "get /a s",                         "component:default/svc: stagedoor.io/routes:1:1: method `get` must be upper case letters, digits, `-` or `_` (methods are case-sensitive)"),
+    (R,                            "GET /a",                           "component:default/svc: stagedoor.io/routes:1:7: expected a requirement: `public`, `authenticated` or scopes"),
+    (R,                            "GET",                              "component:default/svc: stagedoor.io/routes:1:4: expected a path starting with `/`"),
+    (R,                            "GET a s",                          "component:default/svc: stagedoor.io/routes:1:5: expected a path starting with `/`"),
+    (R,                            "/a s",                             "component:default/svc: stagedoor.io/routes:1:1: expected methods: `*` or a comma list such as GET,HEAD"),
+    (R,                            "GET /a/* s",                       "component:default/svc: stagedoor.io/routes:1:5: path `/a/*`: `*` is not a wildcard here, routes are path prefixes; drop it"),
+    (R,                            "GET /a?x=1 s",                     "component:default/svc: stagedoor.io/routes:1:5: path `/a?x=1`: query strings are not matched; drop `?...`"),
+    (R,                            "GET /a/../b s",                    "component:default/svc: stagedoor.io/routes:1:5: path `/a/../b`: path holds a `.` or `..` segment"),
+    (R,                            "GET /a;v=1 s",                     "component:default/svc: stagedoor.io/routes:1:5: path `/a;v=1`: path holds a `;` parameter"),
+    (R,                            "GET /a public s",                  "component:default/svc: stagedoor.io/routes:1:8: `public` must stand alone on its line"),
+    (R,                            "GET /a public @sre",               "component:default/svc: stagedoor.io/routes:1:8: `public` must stand alone on its line"),
+    (R,                            "GET /a authenticated s",           "component:default/svc: stagedoor.io/routes:1:8: `authenticated` cannot be combined with scopes"),
+    (R,                            "GET /a @sre",                      "component:default/svc: stagedoor.io/routes:1:8: expected a requirement: `public`, `authenticated` or scopes"),
+    (R,                            "GET /a s s",                       "component:default/svc: stagedoor.io/routes:1:10: `s` appears twice on the line"),
+    (R,                            "GET /a a||b",                      "component:default/svc: stagedoor.io/routes:1:8: empty alternative in `a||b`"),
+    (R,                            "GET /a a\"b",                      "component:default/svc: stagedoor.io/routes:1:8: invalid scope `a\"b`: a scope is printable ASCII without `\"`, `\\` or `|`"),
+    (R,                            "GET /a a|public",                  "component:default/svc: stagedoor.io/routes:1:8: invalid scope `public`: a scope is printable ASCII without `\"`, `\\` or `|`"),
+    (R,                            "GET /a s\u{a0}t",                  "component:default/svc: stagedoor.io/routes:1:8: invalid scope `s\\u{a0}t`: a scope is printable ASCII without `\"`, `\\` or `|`"),
+    (R,                            "GET /a s @",                       "component:default/svc: stagedoor.io/routes:1:10: invalid principal `@`: expected [group:|user:][namespace/]name"),
+    (R,                            "GET /a s @component:x",            "component:default/svc: stagedoor.io/routes:1:10: invalid principal `@component:x`: expected [group:|user:][namespace/]name"),
+    (R,                            "*,GET /a s",                       "component:default/svc: stagedoor.io/routes:1:2: `*` cannot be combined with other methods"),
+    (R,                            "GET,* /a s",                       "component:default/svc: stagedoor.io/routes:1:4: `*` cannot be combined with other methods"),
+    (R,                            "GET /a s\n\n  POST,GET /a/ t",     "component:default/svc: stagedoor.io/routes:3:3: route GET /a is already declared on line 1"),
+    (R,                            "* /a s\n* /a t",                   "component:default/svc: stagedoor.io/routes:2:1: route * /a is already declared on line 1"),
+    (R,                            "GET /a s\nPOST /b \u{1}",          "component:default/svc: stagedoor.io/routes:2:9: invalid scope `\\u{1}`: a scope is printable ASCII without `\"`, `\\` or `|`"),
+    (R,                            "GET /é s",                         "component:default/svc: stagedoor.io/routes:1:5: path `/é`: path holds a character not allowed in a URL path"),
+    (H,                            "api.example.com, , b.example.com", "component:default/svc: stagedoor.io/hosts:1:17: empty list item"),
+    (H,                            "",                                 "component:default/svc: stagedoor.io/hosts:1:1: empty list item"),
+    (H,                            "api.example.com:8443",             "component:default/svc: stagedoor.io/hosts:1:1: host `api.example.com:8443`: ports are ignored when matching; drop the port"),
+    (H,                            "ok.example.com, a..b",             "component:default/svc: stagedoor.io/hosts:1:17: invalid host `a..b`: expected a DNS name or `*.` followed by one"),
+    (H,                            "*",                                "component:default/svc: stagedoor.io/hosts:1:1: invalid host `*`: expected a DNS name or `*.` followed by one"),
+    (H,                            "*.*.example.com",                  "component:default/svc: stagedoor.io/hosts:1:1: invalid host `*.*.example.com`: expected a DNS name or `*.` followed by one"),
+    (G,                            "payments,,sre",                    "component:default/svc: stagedoor.io/allowed-groups:1:10: empty list item"),
+    (G,                            "payments, api:x",                  "component:default/svc: stagedoor.io/allowed-groups:1:11: invalid principal `api:x`: expected [group:|user:][namespace/]name"),
+    (O,                            "yes",                              "component:default/svc: stagedoor.io/allow-owner:1:1: expected `true` or `false`, found `yes`"),
+    (O,                            "true",                             "component:default/svc: stagedoor.io/allow-owner:1:1: allow-owner is true but the entity has no owner"),
+    ("stagedoor.io/allowed-group", "sre",                              "component:default/svc: stagedoor.io/allowed-group:1:1: unknown stagedoor annotation"),
+    ("stagedoor.io/idp-groups",    "sre",                              "component:default/svc: stagedoor.io/idp-groups:1:1: this annotation is not read on a Component entity"),
+];
+
 #[test]
 fn golden_error_lines() {
-    const R: &str = "stagedoor.io/routes";
-    const H: &str = "stagedoor.io/hosts";
-    let cases: &[(&str, &str, &str)] = &[
-        (
-            R,
-            "get /a s",
-            "component:default/svc: stagedoor.io/routes:1:1: method `get` must be upper case letters, digits, `-` or `_` (methods are case-sensitive)",
-        ),
-        (
-            R,
-            "GET /a",
-            "component:default/svc: stagedoor.io/routes:1:7: expected a requirement: `public`, `authenticated` or scopes",
-        ),
-        (
-            R,
-            "GET",
-            "component:default/svc: stagedoor.io/routes:1:4: expected a path starting with `/`",
-        ),
-        (
-            R,
-            "GET a s",
-            "component:default/svc: stagedoor.io/routes:1:5: expected a path starting with `/`",
-        ),
-        (
-            R,
-            "/a s",
-            "component:default/svc: stagedoor.io/routes:1:1: expected methods: `*` or a comma list such as GET,HEAD",
-        ),
-        (
-            R,
-            "GET /a/* s",
-            "component:default/svc: stagedoor.io/routes:1:5: path `/a/*`: `*` is not a wildcard here, routes are path prefixes; drop it",
-        ),
-        (
-            R,
-            "GET /a?x=1 s",
-            "component:default/svc: stagedoor.io/routes:1:5: path `/a?x=1`: query strings are not matched; drop `?...`",
-        ),
-        (
-            R,
-            "GET /a/../b s",
-            "component:default/svc: stagedoor.io/routes:1:5: path `/a/../b`: path holds a `.` or `..` segment",
-        ),
-        (
-            R,
-            "GET /a;v=1 s",
-            "component:default/svc: stagedoor.io/routes:1:5: path `/a;v=1`: path holds a `;` parameter",
-        ),
-        (
-            R,
-            "GET /a public s",
-            "component:default/svc: stagedoor.io/routes:1:8: `public` must stand alone on its line",
-        ),
-        (
-            R,
-            "GET /a public @sre",
-            "component:default/svc: stagedoor.io/routes:1:8: `public` must stand alone on its line",
-        ),
-        (
-            R,
-            "GET /a authenticated s",
-            "component:default/svc: stagedoor.io/routes:1:8: `authenticated` cannot be combined with scopes",
-        ),
-        (
-            R,
-            "GET /a @sre",
-            "component:default/svc: stagedoor.io/routes:1:8: expected a requirement: `public`, `authenticated` or scopes",
-        ),
-        (
-            R,
-            "GET /a s s",
-            "component:default/svc: stagedoor.io/routes:1:10: `s` appears twice on the line",
-        ),
-        (
-            R,
-            "GET /a a||b",
-            "component:default/svc: stagedoor.io/routes:1:8: empty alternative in `a||b`",
-        ),
-        (
-            R,
-            "GET /a a\"b",
-            "component:default/svc: stagedoor.io/routes:1:8: invalid scope `a\"b`: a scope is printable ASCII without `\"`, `\\` or `|`",
-        ),
-        (
-            R,
-            "GET /a a|public",
-            "component:default/svc: stagedoor.io/routes:1:8: invalid scope `public`: a scope is printable ASCII without `\"`, `\\` or `|`",
-        ),
-        (
-            R,
-            "GET /a s\u{a0}t",
-            "component:default/svc: stagedoor.io/routes:1:8: invalid scope `s\\u{a0}t`: a scope is printable ASCII without `\"`, `\\` or `|`",
-        ),
-        (
-            R,
-            "GET /a s @",
-            "component:default/svc: stagedoor.io/routes:1:10: invalid principal `@`: expected [group:|user:][namespace/]name",
-        ),
-        (
-            R,
-            "GET /a s @component:x",
-            "component:default/svc: stagedoor.io/routes:1:10: invalid principal `@component:x`: expected [group:|user:][namespace/]name",
-        ),
-        (
-            R,
-            "*,GET /a s",
-            "component:default/svc: stagedoor.io/routes:1:2: `*` cannot be combined with other methods",
-        ),
-        (
-            R,
-            "GET,* /a s",
-            "component:default/svc: stagedoor.io/routes:1:4: `*` cannot be combined with other methods",
-        ),
-        (
-            R,
-            "GET /a s\n\n  POST,GET /a/ t",
-            "component:default/svc: stagedoor.io/routes:3:3: route GET /a is already declared on line 1",
-        ),
-        (
-            R,
-            "* /a s\n* /a t",
-            "component:default/svc: stagedoor.io/routes:2:1: route * /a is already declared on line 1",
-        ),
-        (
-            R,
-            "GET /a s\nPOST /b \u{1}",
-            "component:default/svc: stagedoor.io/routes:2:9: invalid scope `\\u{1}`: a scope is printable ASCII without `\"`, `\\` or `|`",
-        ),
-        (
-            R,
-            "GET /é s",
-            "component:default/svc: stagedoor.io/routes:1:5: path `/é`: path holds a character not allowed in a URL path",
-        ),
-        (
-            H,
-            "api.example.com, , b.example.com",
-            "component:default/svc: stagedoor.io/hosts:1:17: empty list item",
-        ),
-        (
-            H,
-            "",
-            "component:default/svc: stagedoor.io/hosts:1:1: empty list item",
-        ),
-        (
-            H,
-            "api.example.com:8443",
-            "component:default/svc: stagedoor.io/hosts:1:1: host `api.example.com:8443`: ports are ignored when matching; drop the port",
-        ),
-        (
-            H,
-            "ok.example.com, a..b",
-            "component:default/svc: stagedoor.io/hosts:1:17: invalid host `a..b`: expected a DNS name or `*.` followed by one",
-        ),
-        (
-            H,
-            "*",
-            "component:default/svc: stagedoor.io/hosts:1:1: invalid host `*`: expected a DNS name or `*.` followed by one",
-        ),
-        (
-            H,
-            "*.*.example.com",
-            "component:default/svc: stagedoor.io/hosts:1:1: invalid host `*.*.example.com`: expected a DNS name or `*.` followed by one",
-        ),
-        (
-            "stagedoor.io/allowed-groups",
-            "payments,,sre",
-            "component:default/svc: stagedoor.io/allowed-groups:1:10: empty list item",
-        ),
-        (
-            "stagedoor.io/allowed-groups",
-            "payments, api:x",
-            "component:default/svc: stagedoor.io/allowed-groups:1:11: invalid principal `api:x`: expected [group:|user:][namespace/]name",
-        ),
-        (
-            "stagedoor.io/allow-owner",
-            "yes",
-            "component:default/svc: stagedoor.io/allow-owner:1:1: expected `true` or `false`, found `yes`",
-        ),
-        (
-            "stagedoor.io/allow-owner",
-            "true",
-            "component:default/svc: stagedoor.io/allow-owner:1:1: allow-owner is true but the entity has no owner",
-        ),
-        (
-            "stagedoor.io/allowed-group",
-            "sre",
-            "component:default/svc: stagedoor.io/allowed-group:1:1: unknown stagedoor annotation",
-        ),
-        (
-            "stagedoor.io/idp-groups",
-            "sre",
-            "component:default/svc: stagedoor.io/idp-groups:1:1: this annotation is not read on a Component entity",
-        ),
-    ];
-    for (key, value, want) in cases {
+    for &(key, value, want) in GOLDEN_ERRORS {
         // Every case also carries a valid routes annotation (unless it is the one under test),
         // so the error is what removes the routes.
-        let mut ann = vec![(*key, *value)];
-        if *key != R {
+        let mut ann = vec![(key, value)];
+        if key != R {
             ann.push((R, "GET /ok s"));
         }
-        assert_eq!(errors(&ann), [*want], "{key} = {value:?}");
+        assert_eq!(errors(&ann), [want], "{key} = {value:?}");
     }
 }
 

@@ -145,17 +145,19 @@ fn named_above(
     above.into_iter().map(shared).collect()
 }
 
-/// Builds the directory from Group and User entities. `named` holds every principal
-/// ref a route names, with its id.
-pub(super) fn build(
-    entities: &[Entity],
-    named: &Map<String, u32>,
-    errors: &mut Vec<AnnotationError>,
-) -> Directory {
+/// A token fact (IdP group, group name, subject, email) → the named principals its
+/// holder holds.
+type Keys = Map<Box<str>, Arc<[u32]>>;
+
+/// A User entity: its ref and its group nodes.
+type UserNode<'e> = (&'e Entity, String, Vec<usize>);
+
+/// The group graph of Group and User entities, every principal ref a caller can
+/// hold, and the users (in entity order).
+fn read_graph(entities: &[Entity]) -> (Graph, HashSet<String>, Vec<UserNode<'_>>) {
     let mut graph = Graph::default();
     let mut existing: HashSet<String> = HashSet::new();
-    // (user ref, its group nodes), in entity order.
-    let mut users: Vec<(&Entity, String, Vec<usize>)> = Vec::new();
+    let mut users: Vec<UserNode<'_>> = Vec::new();
     for e in entities {
         if kind_is(e, "group") {
             let me_ref = e.entity_ref();
@@ -180,17 +182,18 @@ pub(super) fn build(
             users.push((e, r, groups));
         }
     }
-    let above = named_above(&graph, named, errors);
-    let empty: Arc<[u32]> = Arc::from([]);
-    let set_of = |r: &str| {
-        graph
-            .node
-            .get(r)
-            .map_or_else(|| empty.clone(), |&n| above[n].clone())
-    };
+    (graph, existing, users)
+}
 
+/// Token groups → principal sets: by IdP group name (`idp-groups`), and by group ref
+/// or default-namespace name for Groups that declare none.
+fn group_keys(
+    entities: &[Entity],
+    set_of: impl Fn(&str) -> Arc<[u32]>,
+    errors: &mut Vec<AnnotationError>,
+) -> (Keys, Keys) {
     let mut by_idp: Map<Box<str>, Vec<Arc<[u32]>>> = Map::default();
-    let mut by_name: Map<Box<str>, Arc<[u32]>> = Map::default();
+    let mut by_name: Keys = Map::default();
     for e in entities.iter().filter(|e| kind_is(e, "group")) {
         let r = e.entity_ref();
         let up = set_of(&r);
@@ -220,12 +223,33 @@ pub(super) fn build(
             }
         }
     }
+    let by_idp = by_idp
+        .into_iter()
+        .map(|(k, mut sets)| {
+            let set = if sets.len() == 1 {
+                sets.pop().unwrap_or_default()
+            } else {
+                shared(sets.iter().flat_map(|s| s.iter().copied()).collect())
+            };
+            (k, set)
+        })
+        .collect();
+    (by_idp, by_name)
+}
 
+/// Token `sub` and email → principal sets of the users claiming them; a key two
+/// users claim is reported and maps nobody.
+fn user_keys(
+    users: &[UserNode<'_>],
+    named: &Map<String, u32>,
+    above: &[Arc<[u32]>],
+    errors: &mut Vec<AnnotationError>,
+) -> (Keys, Keys) {
     let mut by_subject: Map<Box<str>, (String, Vec<u32>)> = Map::default();
     let mut by_email: Map<Box<str>, (String, Vec<u32>)> = Map::default();
     let mut dup_subjects: HashSet<Box<str>> = HashSet::new();
     let mut dup_emails: HashSet<Box<str>> = HashSet::new();
-    for (e, r, groups) in &users {
+    for (e, r, groups) in users {
         let mut ids: Vec<u32> = named.get(r.as_str()).copied().into_iter().collect();
         for &g in groups {
             ids.extend_from_slice(&above[g]);
@@ -264,22 +288,36 @@ pub(super) fn build(
             .map(|(k, (_, v))| (k, shared(v)))
             .collect()
     };
+    (
+        unique(by_subject, &dup_subjects),
+        unique(by_email, &dup_emails),
+    )
+}
+
+/// Builds the directory from Group and User entities. `named` holds every principal
+/// ref a route names, with its id.
+pub(super) fn build(
+    entities: &[Entity],
+    named: &Map<String, u32>,
+    errors: &mut Vec<AnnotationError>,
+) -> Directory {
+    let (graph, existing, users) = read_graph(entities);
+    let above = named_above(&graph, named, errors);
+    let empty: Arc<[u32]> = Arc::from([]);
+    let set_of = |r: &str| {
+        graph
+            .node
+            .get(r)
+            .map_or_else(|| empty.clone(), |&n| above[n].clone())
+    };
+    let (by_idp_group, by_group_name) = group_keys(entities, set_of, errors);
+    let (by_subject, by_email) = user_keys(&users, named, &above, errors);
     Directory {
         principals: Principals {
-            by_idp_group: by_idp
-                .into_iter()
-                .map(|(k, mut sets)| {
-                    let set = if sets.len() == 1 {
-                        sets.pop().unwrap_or_default()
-                    } else {
-                        shared(sets.iter().flat_map(|s| s.iter().copied()).collect())
-                    };
-                    (k, set)
-                })
-                .collect(),
-            by_group_name: by_name,
-            by_subject: unique(by_subject, &dup_subjects),
-            by_email: unique(by_email, &dup_emails),
+            by_idp_group,
+            by_group_name,
+            by_subject,
+            by_email,
         },
         existing,
     }

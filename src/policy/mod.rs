@@ -9,7 +9,7 @@
 //! The user manual follows (from `docs/policy.md`): the annotation language, how
 //! routes match, how requests are normalised, and the decision's order of checks.
 //! The code: `table.rs` holds the snapshot and its lookup, `decide.rs` the decision,
-//! `build.rs` (with `directory.rs` and `ownership.rs`) turns entities into the
+//! `build.rs` (with `directory.rs`, `ownership.rs` and `place.rs`) turns entities into the
 //! snapshot, `guards.rs` refuses paths loose backends read deeper, `lang` parses the
 //! annotations and `path.rs` normalises request paths.
 #![doc = include_str!("../../docs/policy.md")]
@@ -21,6 +21,7 @@ mod guards;
 pub mod lang;
 mod ownership;
 pub mod path;
+mod place;
 mod render;
 mod table;
 

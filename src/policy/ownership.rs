@@ -117,51 +117,92 @@ fn permits(a: &PathClaim<'_>, b: &PathClaim<'_>) -> bool {
         })
 }
 
+/// A claim list's key: (kind, host or parent domain, path), kind 0 any host, 1
+/// `*.name`, 2 exact name, 3 an exact host's parent domain (for `*.parent` claims to
+/// meet it), 4 every claim at the path, whatever its host (for any-host claims).
+type Key<'k> = (u8, &'k str, &'k str);
+
+const END: usize = usize::MAX;
+
+/// The claims by [`Key`]: each key heads a list of claim indexes chained through
+/// `next` (one slot per claim and list kind: 0 by own host, 1 at the path, 2 by parent
+/// domain), so indexing allocates nothing per key.
+struct Index<'a> {
+    heads: Map<Key<'a>, usize>,
+    next: Vec<[usize; 3]>,
+}
+
+impl<'a> Index<'a> {
+    fn new(claims: &[PathClaim<'a>]) -> Self {
+        let mut heads: Map<Key<'a>, usize> = Map::default();
+        heads.reserve(claims.len() * 3);
+        let mut next = vec![[END; 3]; claims.len()];
+        let mut link = |key: Key<'a>, list: usize, i: usize| {
+            let head = heads.entry(key).or_insert(END);
+            next[i][list] = *head;
+            *head = i;
+        };
+        for (i, c) in claims.iter().enumerate() {
+            let (kind, name) = match c.host {
+                None => (0, ""),
+                Some(HostPattern::Wildcard(s)) => (1, s.as_str()),
+                Some(HostPattern::Exact(x)) => (2, x.as_str()),
+            };
+            link((kind, name, c.path), 0, i);
+            link((4, "", c.path), 1, i);
+            if let Some(HostPattern::Exact(x)) = c.host
+                && let Some(p) = parent(x)
+            {
+                link((3, p, c.path), 2, i);
+            }
+        }
+        Index { heads, next }
+    }
+
+    /// Whether some claim holds `path`.
+    fn holds(&self, path: &str) -> bool {
+        self.heads.contains_key(&(4, "", path))
+    }
+
+    /// The claims on list `l` of `key`.
+    fn list(&self, key: Key<'a>, l: usize) -> impl Iterator<Item = usize> + '_ {
+        let mut i = self.heads.get(&key).copied().unwrap_or(END);
+        std::iter::from_fn(move || {
+            (i != END).then(|| {
+                let cur = i;
+                i = self.next[cur][l];
+                cur
+            })
+        })
+    }
+}
+
+/// The lists whose claims may overlap a claim on `host` at `prefix`.
+fn candidate_lists<'k>(
+    host: Option<&'k HostPattern>,
+    prefix: &'k str,
+) -> [Option<(Key<'k>, usize)>; 3] {
+    let (k1, k2) = match host {
+        None => (((4, "", prefix), 1), None),
+        Some(HostPattern::Exact(x)) => (
+            ((2, x.as_str(), prefix), 0),
+            parent(x).map(|p| ((1, p, prefix), 0)),
+        ),
+        Some(HostPattern::Wildcard(s)) => (
+            ((1, s.as_str(), prefix), 0),
+            Some(((3, s.as_str(), prefix), 2)),
+        ),
+    };
+    let any_host = host.map(|_| ((0, "", prefix), 0));
+    [Some(k1), k2, any_host]
+}
+
 /// For each of `claims[..routes]` (the route claims; the rest are held paths that block
 /// but are never blocked), the enclosing claims of other owners that do not delegate,
 /// with the table where each hold goes. Linear in claims times path depth, except for
 /// any-host claims, which meet every claim at their prefixes.
 pub(super) fn undelegated<'a>(claims: &[PathClaim<'a>], routes: usize) -> Vec<Vec<Block<'a>>> {
-    // (kind, host or parent domain, path): 0 any host, 1 `*.name`, 2 exact name, 3 an
-    // exact host's parent domain (for `*.parent` claims to meet it); 4 every claim at
-    // the path, whatever its host (for any-host claims). Each key heads a list of
-    // claim indexes chained through `next` (one slot per claim and list kind): no
-    // allocation per key.
-    type Key<'k> = (u8, &'k str, &'k str);
-    const END: usize = usize::MAX;
-    let mut heads: Map<Key<'a>, usize> = Map::default();
-    heads.reserve(claims.len() * 3);
-    let mut next = vec![[END; 3]; claims.len()];
-    let mut link = |key: Key<'a>, list: usize, i: usize| {
-        let head = heads.entry(key).or_insert(END);
-        next[i][list] = *head;
-        *head = i;
-    };
-    for (i, c) in claims.iter().enumerate() {
-        let (kind, name) = match c.host {
-            None => (0, ""),
-            Some(HostPattern::Wildcard(s)) => (1, s.as_str()),
-            Some(HostPattern::Exact(x)) => (2, x.as_str()),
-        };
-        link((kind, name, c.path), 0, i);
-        link((4, "", c.path), 1, i);
-        if let Some(HostPattern::Exact(x)) = c.host
-            && let Some(p) = parent(x)
-        {
-            link((3, p, c.path), 2, i);
-        }
-    }
-    let (heads, next) = (&heads, &next);
-    let list = |key: Key<'a>, l: usize| {
-        let mut i = heads.get(&key).copied().unwrap_or(END);
-        std::iter::from_fn(move || {
-            (i != END).then(|| {
-                let cur = i;
-                i = next[cur][l];
-                cur
-            })
-        })
-    };
+    let index = Index::new(claims);
     // The prefixes of the last path walked that some claim holds: the claims of one
     // route on many hosts share its path, so its prefixes are hashed once, not once
     // per host.
@@ -170,29 +211,15 @@ pub(super) fn undelegated<'a>(claims: &[PathClaim<'a>], routes: usize) -> Vec<Ve
         .iter()
         .map(|b| {
             if walked.0 != b.path {
-                let held = path::prefixes(b.path)
-                    .filter(|p| heads.contains_key(&(4, "", *p)))
-                    .collect();
+                let held = path::prefixes(b.path).filter(|p| index.holds(p)).collect();
                 walked = (b.path, held);
             }
             let mut blocks = Vec::new();
             for &prefix in &walked.1 {
-                let (k1, k2) = match b.host {
-                    None => (((4, "", prefix), 1), None),
-                    Some(HostPattern::Exact(x)) => (
-                        ((2, x.as_str(), prefix), 0),
-                        parent(x).map(|p| ((1, p, prefix), 0)),
-                    ),
-                    Some(HostPattern::Wildcard(s)) => (
-                        ((1, s.as_str(), prefix), 0),
-                        Some(((3, s.as_str(), prefix), 2)),
-                    ),
-                };
-                let any_host = b.host.map(|_| ((0, "", prefix), 0));
-                let candidates = [Some(k1), k2, any_host]
+                let candidates = candidate_lists(b.host, prefix)
                     .into_iter()
                     .flatten()
-                    .flat_map(|(k, l)| list(k, l));
+                    .flat_map(|(k, l)| index.list(k, l));
                 for i in candidates {
                     let a = &claims[i];
                     if overlap(a.host, b.host) && !permits(a, b) {

@@ -221,8 +221,15 @@ pub fn normalize(raw: &str) -> Result<Cow<'_, str>, PathError> {
         Some(s) => Cow::Owned(s),
         None => Cow::Borrowed(path),
     };
-    // Checked on the result: `%25%32%65` becomes `%252e` only here. (Escapes in the
-    // result are upper case.)
+    check_result(&norm, escaped_percent)?;
+    Ok(norm)
+}
+
+/// What can only be seen once escapes are decoded: double encoding (`%25%32%65`
+/// becomes `%252e` only here; checked only when a `%25` was seen) and dot segments.
+#[inline]
+fn check_result(norm: &str, escaped_percent: bool) -> Result<(), PathError> {
+    // Escapes in the result are upper case.
     let double = escaped_percent
         && norm
             .as_bytes()
@@ -234,7 +241,7 @@ pub fn normalize(raw: &str) -> Result<Cow<'_, str>, PathError> {
     if norm.split('/').any(|seg| seg == "." || seg == "..") {
         return Err(PathError::DotSegment);
     }
-    Ok(norm)
+    Ok(())
 }
 
 /// The route-prefix candidates of a normalised path, longest first, each ending on a
