@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::catalog::CatalogConfig;
+use crate::catalog::{CatalogConfig, CatalogConfigError};
 use crate::connection::EngineConfig;
 use crate::policy::PolicyConfig;
 use crate::token::config::issuer_errors;
@@ -201,7 +201,7 @@ impl Default for LogConfig {
 }
 
 /// A configuration that cannot be used: the crate's one configuration error. The text
-/// names the key, once (the token section's errors carry their own prefix).
+/// names the key, once (the token and catalog sections' errors carry their own prefix).
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{path}: {source}")]
@@ -217,6 +217,8 @@ pub enum ConfigError {
     Issuer(#[from] IssuerError),
     #[error(transparent)]
     TokenCap(#[from] TokenCapError),
+    #[error(transparent)]
+    Catalog(#[from] CatalogConfigError),
 }
 
 fn invalid(key: &str, reason: impl ToString) -> ConfigError {
@@ -264,7 +266,7 @@ impl Config {
         }
         errors.extend(self.validate_issuers());
         if let Err(e) = self.catalog.validate(&self.base_dir) {
-            errors.push(invalid("catalog", e));
+            errors.push(e.into());
         }
         errors
     }

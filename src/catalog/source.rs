@@ -233,7 +233,7 @@ impl CatalogSource {
                 let url = config
                     .url
                     .as_deref()
-                    .ok_or(super::error::ConfigError::MissingUrl)?;
+                    .ok_or(super::error::CatalogConfigError::MissingUrl)?;
                 let client = Client::new(url, config.token()?, limits.backstage)?;
                 tokio::spawn(run_backstage(
                     Syncer::new(client, config.kinds.clone()),
