@@ -111,14 +111,22 @@ fn bench(c: &mut Criterion) {
             b.iter(|| verify_with_keys(black_box(&token), n, &keys, &cfg, 8192).is_ok())
         });
     }
+    g.finish();
+}
 
+/// The verified-token cache: a hit skips the signature and claim work.
+fn cache_hit(c: &mut Criterion) {
+    let cfg = IssuerConfig::new(ISS, &[AUD], KeySource::JwksUrl(format!("{ISS}/jwks")));
+    let n = now();
+    let mut g = c.benchmark_group("token");
+    g.throughput(Throughput::Elements(1));
     let key = TestKey::rsa();
     let (keys, _) = KeySet::from_jwks(
         jwks(&[key.jwk("k1", Some("RS256"))]).as_bytes(),
         cfg.allowed_algorithms(),
     )
     .unwrap();
-    let v = Verifier::with_key_sets(vec![(cfg.clone(), keys)], TokenConfig::default());
+    let v = Verifier::with_key_sets(vec![(cfg, keys)], TokenConfig::default());
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
@@ -191,5 +199,5 @@ fn import(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench, import);
+criterion_group!(benches, bench, cache_hit, import);
 criterion_main!(benches);

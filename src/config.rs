@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::catalog::CatalogConfig;
+use crate::catalog::{CatalogConfig, CatalogConfigError};
 use crate::connection::EngineConfig;
 use crate::policy::PolicyConfig;
-use crate::token::{IssuerConfig, TokenConfig};
+use crate::token::config::issuer_errors;
+use crate::token::{IssuerConfig, IssuerError, TokenCapError, TokenConfig};
 
 /// The whole configuration file. Unknown keys anywhere are rejected.
 #[derive(Debug, Clone, Deserialize)]
@@ -75,6 +76,54 @@ impl Default for AgentConfig {
 }
 
 impl AgentConfig {
+    /// Every out-of-range `[agent]` key.
+    fn validate(&self) -> Vec<ConfigError> {
+        let mut errors = Vec::new();
+        if !(1..=1_000_000).contains(&self.max_connections) {
+            errors.push(invalid(
+                "agent.max_connections",
+                "must be between 1 and 1000000",
+            ));
+        }
+        if !(1..=86_400).contains(&self.idle_timeout_seconds) {
+            errors.push(invalid(
+                "agent.idle_timeout_seconds",
+                "must be between 1 and 86400 (keep it above HAProxy's SPOE `timeout idle`)",
+            ));
+        }
+        if self.shutdown_grace_seconds > 300 {
+            errors.push(invalid(
+                "agent.shutdown_grace_seconds",
+                "must be at most 300",
+            ));
+        }
+        if !(256..=1 << 24).contains(&self.max_frame_size) {
+            errors.push(invalid(
+                "agent.max_frame_size",
+                "must be between 256 and 16777216",
+            ));
+        }
+        if !(20..=1024).contains(&self.max_in_flight) {
+            errors.push(invalid(
+                "agent.max_in_flight",
+                "must be between 20 (HAProxy pipelines up to 20 per connection) and 1024",
+            ));
+        }
+        if self.worker_threads > 256 {
+            errors.push(invalid(
+                "agent.worker_threads",
+                "must be at most 256 (0: one per CPU)",
+            ));
+        }
+        if self.realm.contains(['"', '\\']) || self.realm.chars().any(char::is_control) {
+            errors.push(invalid(
+                "agent.realm",
+                "must not contain quotes, backslashes or control characters",
+            ));
+        }
+        errors
+    }
+
     pub fn engine(&self) -> EngineConfig {
         EngineConfig {
             max_frame_size: self.max_frame_size,
@@ -123,6 +172,23 @@ pub struct LogConfig {
     pub level: String,
 }
 
+impl LogConfig {
+    /// Every unusable `[log]` key.
+    fn validate(&self) -> Vec<ConfigError> {
+        let mut errors = Vec::new();
+        if !(0.0..=1.0).contains(&self.allow_sample_rate) {
+            errors.push(invalid(
+                "log.allow_sample_rate",
+                "must be between 0.0 and 1.0",
+            ));
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.level) {
+            errors.push(invalid("log.level", e));
+        }
+        errors
+    }
+}
+
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
@@ -134,7 +200,8 @@ impl Default for LogConfig {
     }
 }
 
-/// A configuration that cannot be used. The text names the key.
+/// A configuration that cannot be used: the crate's one configuration error. The text
+/// names the key, once (the token and catalog sections' errors carry their own prefix).
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{path}: {source}")]
@@ -146,6 +213,12 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
     #[error("{key}: {reason}")]
     Invalid { key: String, reason: String },
+    #[error(transparent)]
+    Issuer(#[from] IssuerError),
+    #[error(transparent)]
+    TokenCap(#[from] TokenCapError),
+    #[error(transparent)]
+    Catalog(#[from] CatalogConfigError),
 }
 
 fn invalid(key: &str, reason: impl ToString) -> ConfigError {
@@ -184,71 +257,36 @@ impl Config {
         }
     }
 
-    /// Every problem with the configuration (empty when it is usable).
+    /// Every problem with the configuration (empty when it is usable), each once.
     pub fn validate(&self) -> Vec<ConfigError> {
+        let mut errors = self.agent.validate();
+        errors.extend(self.log.validate());
+        if let Err(e) = self.token.validate() {
+            errors.push(e.into());
+        }
+        errors.extend(self.validate_issuers());
+        if let Err(e) = self.catalog.validate(&self.base_dir) {
+            errors.push(e.into());
+        }
+        errors
+    }
+
+    /// The `[[issuers]]` tables, each validated once (`issuer_errors`), and their
+    /// `jwks_file`s, which must exist.
+    fn validate_issuers(&self) -> Vec<ConfigError> {
         let mut errors = Vec::new();
-        let a = &self.agent;
-        if !(1..=1_000_000).contains(&a.max_connections) {
-            errors.push(invalid(
-                "agent.max_connections",
-                "must be between 1 and 1000000",
-            ));
-        }
-        if !(1..=86_400).contains(&a.idle_timeout_seconds) {
-            errors.push(invalid(
-                "agent.idle_timeout_seconds",
-                "must be between 1 and 86400 (keep it above HAProxy's SPOE `timeout idle`)",
-            ));
-        }
-        if a.shutdown_grace_seconds > 300 {
-            errors.push(invalid(
-                "agent.shutdown_grace_seconds",
-                "must be at most 300",
-            ));
-        }
-        if !(256..=1 << 24).contains(&a.max_frame_size) {
-            errors.push(invalid(
-                "agent.max_frame_size",
-                "must be between 256 and 16777216",
-            ));
-        }
-        if !(20..=1024).contains(&a.max_in_flight) {
-            errors.push(invalid(
-                "agent.max_in_flight",
-                "must be between 20 (HAProxy pipelines up to 20 per connection) and 1024",
-            ));
-        }
-        if a.worker_threads > 256 {
-            errors.push(invalid(
-                "agent.worker_threads",
-                "must be at most 256 (0: one per CPU)",
-            ));
-        }
-        if a.realm.contains(['"', '\\']) || a.realm.chars().any(char::is_control) {
-            errors.push(invalid(
-                "agent.realm",
-                "must not contain quotes, backslashes or control characters",
-            ));
-        }
-        if !(0.0..=1.0).contains(&self.log.allow_sample_rate) {
-            errors.push(invalid(
-                "log.allow_sample_rate",
-                "must be between 0.0 and 1.0",
-            ));
-        }
-        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
-            errors.push(invalid("log.level", e));
-        }
         if self.issuers.is_empty() {
             errors.push(invalid(
                 "issuers",
                 "at least one [[issuers]] table is required",
             ));
         }
+        errors.extend(
+            issuer_errors(&self.issuers)
+                .into_iter()
+                .map(ConfigError::from),
+        );
         for (i, iss) in self.issuers.iter().enumerate() {
-            if let Err(e) = iss.validate() {
-                errors.push(invalid(&format!("issuers[{i}]"), e));
-            }
             if let Some(file) = &iss.jwks_file {
                 let p = self.resolve(file);
                 if !p.is_file() {
@@ -258,12 +296,6 @@ impl Config {
                     ));
                 }
             }
-        }
-        if let Err(e) = crate::token::config::validate_all(&self.issuers) {
-            errors.push(invalid("issuers", e));
-        }
-        if let Err(e) = self.catalog.validate(&self.base_dir) {
-            errors.push(invalid("catalog", e));
         }
         errors
     }

@@ -22,7 +22,7 @@ use crate::token::{IssuerConfig, Verifier};
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("token verifier: {0}")]
-    Verifier(#[from] crate::token::ConfigError),
+    Verifier(#[from] crate::token::VerifierError),
     #[error("catalog: {0}")]
     Catalog(#[from] CatalogError),
     #[error("cannot install signal handlers: {0}")]

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use stagedoor::catalog::file::{load, load_report};
 use stagedoor::catalog::{
-    CatalogConfig, CatalogError, CatalogSnapshot, CatalogSource, ConfigError, Entity, Origin,
+    CatalogConfig, CatalogConfigError, CatalogError, CatalogSnapshot, CatalogSource, Entity, Origin,
 };
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -222,12 +222,18 @@ fn unusable_globs_and_files_fail_the_load() {
     let dir = tempfile::tempdir().unwrap();
     let err = load(&["*.yaml".to_owned()], dir.path()).unwrap_err();
     assert!(
-        matches!(err, CatalogError::Config(ConfigError::NoMatch { .. })),
+        matches!(
+            err,
+            CatalogError::Config(CatalogConfigError::NoMatch { .. })
+        ),
         "{err}"
     );
     let err = load(&["[".to_owned()], dir.path()).unwrap_err();
     assert!(
-        matches!(err, CatalogError::Config(ConfigError::InvalidGlob { .. })),
+        matches!(
+            err,
+            CatalogError::Config(CatalogConfigError::InvalidGlob { .. })
+        ),
         "{err}"
     );
     std::fs::write(dir.path().join("bin.yaml"), [0xff, 0xfe, 0x00, 0x41]).unwrap();

@@ -116,6 +116,58 @@ files = ["catalog/[.yaml", "nothing/*.yaml"]
     assert_eq!(code, 64, "{err}");
 }
 
+/// Issue 12: each issuer table is validated once, so `check-config` prints each mistake
+/// on one line, once, with one prefix (it used to print the first one twice, as
+/// `issuers[0]: issuers[https://…]: …` and `issuers: issuers[https://…]: …`).
+#[test]
+fn check_config_says_each_issuer_error_once_with_one_prefix() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("issuers.toml");
+    std::fs::write(
+        &bad,
+        r#"
+[[issuers]]
+issuer = "https://idp.example.com"
+audiences = []
+discovery = true
+
+[[issuers]]
+issuer = "https://other.example.com"
+audiences = ["api"]
+jwks_url = "http://other.example.com/jwks"
+
+[[issuers]]
+issuer = "https://other.example.com"
+audiences = ["api"]
+discovery = true
+"#,
+    )
+    .unwrap();
+    let (code, _, err) = stagedoor(&["check-config", "--config", bad.to_str().unwrap()]);
+    assert_eq!(code, 64, "{err}");
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    for expected in [
+        "config error: issuers[https://idp.example.com]: `audiences` must list at least one non-empty audience",
+        "config error: issuers[https://other.example.com]: `jwks_url` is not a usable URL: http is allowed only",
+        "config error: issuers[https://other.example.com]: `issuer` appears more than once",
+    ] {
+        let n = lines.iter().filter(|l| l.starts_with(expected)).count();
+        assert_eq!(n, 1, "{expected}\n{err}");
+    }
+    for line in &lines {
+        assert_eq!(
+            lines.iter().filter(|l| *l == line).count(),
+            1,
+            "repeated: {err}"
+        );
+        assert!(
+            line.matches("issuers[").count() <= 1,
+            "two prefixes: {line}"
+        );
+        assert!(!line.contains("issuers: issuers"), "two prefixes: {line}");
+    }
+}
+
 #[test]
 fn decide_and_policy_show_on_the_quickstart() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));

@@ -7,7 +7,7 @@ use std::sync::{Arc, OnceLock};
 
 use serde_json::{Value, json};
 use stagedoor::reason::Reason;
-use stagedoor::token::config::ConfigError;
+use stagedoor::token::config::IssuerError;
 use stagedoor::token::{
     Alg, IssuerConfig, KeySet, KeySource, TokenConfig, Verifier, verify_jws, verify_with_keys,
 };
@@ -137,7 +137,7 @@ fn attack_02_hs256_signed_with_the_rsa_public_key_is_unsupported() {
     cfg.algorithms = Some(vec![Alg::RS256, Alg::HS256]);
     assert_eq!(
         cfg.validate(),
-        Err(ConfigError::HmacWithoutSecret(ISS.into()))
+        Err(IssuerError::HmacWithoutSecret(ISS.into()))
     );
 }
 
@@ -786,7 +786,7 @@ fn attack_26_hmac_only_with_an_explicit_strong_secret() {
     // Weak or missing secrets are refused at config time and never become a key.
     assert!(matches!(
         cfg.validate(),
-        Err(ConfigError::WeakSecret { .. })
+        Err(IssuerError::WeakSecret { .. })
     ));
     assert!(KeySet::from_secret(None, b"password", cfg.allowed_algorithms()).is_empty());
 }

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::error::ConfigError;
+use super::error::CatalogConfigError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -100,20 +100,20 @@ impl Default for CatalogConfig {
 impl CatalogConfig {
     /// Checks what can be checked before starting: globs parse and match, the URL is
     /// usable, the token variable is set, intervals are non-zero.
-    pub fn validate(&self, base_dir: &Path) -> Result<(), ConfigError> {
+    pub fn validate(&self, base_dir: &Path) -> Result<(), CatalogConfigError> {
         match self.source {
             SourceKind::File => {
                 if self.reload_seconds == 0 {
-                    return Err(ConfigError::ZeroInterval {
+                    return Err(CatalogConfigError::ZeroInterval {
                         key: "reload_seconds",
                     });
                 }
                 if self.files.is_empty() {
-                    return Err(ConfigError::NoFiles);
+                    return Err(CatalogConfigError::NoFiles);
                 }
                 for pattern in &self.files {
                     if super::file::expand(pattern, base_dir)?.is_empty() {
-                        return Err(ConfigError::NoMatch {
+                        return Err(CatalogConfigError::NoMatch {
                             pattern: pattern.clone(),
                         });
                     }
@@ -121,20 +121,20 @@ impl CatalogConfig {
             }
             SourceKind::Backstage => {
                 if self.poll_seconds == 0 {
-                    return Err(ConfigError::ZeroInterval {
+                    return Err(CatalogConfigError::ZeroInterval {
                         key: "poll_seconds",
                     });
                 }
-                let url = self.url.as_deref().ok_or(ConfigError::MissingUrl)?;
+                let url = self.url.as_deref().ok_or(CatalogConfigError::MissingUrl)?;
                 parse_base_url(url)?;
                 self.token()?;
                 if let Some(kind) = self.kinds.iter().find(|k| !valid_kind(k)) {
-                    return Err(ConfigError::BadKind { kind: kind.clone() });
+                    return Err(CatalogConfigError::BadKind { kind: kind.clone() });
                 }
                 if let Some(path) = self.snapshot_path(base_dir) {
                     let dir = path.parent().unwrap_or(Path::new("."));
                     if !dir.as_os_str().is_empty() && !dir.is_dir() {
-                        return Err(ConfigError::SnapshotDir {
+                        return Err(CatalogConfigError::SnapshotDir {
                             dir: dir.to_owned(),
                         });
                     }
@@ -145,19 +145,19 @@ impl CatalogConfig {
     }
 
     /// The static token from the environment variable named by `token_env`.
-    pub fn token(&self) -> Result<Option<String>, ConfigError> {
+    pub fn token(&self) -> Result<Option<String>, CatalogConfigError> {
         let Some(var) = self.token_env.as_deref() else {
             return Ok(None);
         };
         match std::env::var(var) {
-            Ok(token) if token.is_empty() => Err(ConfigError::Token {
+            Ok(token) if token.is_empty() => Err(CatalogConfigError::Token {
                 reason: format!("environment variable {var} is empty"),
             }),
-            Ok(token) if token.chars().any(char::is_whitespace) => Err(ConfigError::Token {
+            Ok(token) if token.chars().any(char::is_whitespace) => Err(CatalogConfigError::Token {
                 reason: format!("environment variable {var} contains whitespace"),
             }),
             Ok(token) => Ok(Some(token)),
-            Err(_) => Err(ConfigError::Token {
+            Err(_) => Err(CatalogConfigError::Token {
                 reason: format!("environment variable {var} is not set"),
             }),
         }
@@ -174,8 +174,8 @@ fn valid_kind(kind: &str) -> bool {
 }
 
 /// Parses and checks `catalog.url`.
-pub(crate) fn parse_base_url(url: &str) -> Result<reqwest::Url, ConfigError> {
-    let bad = |reason: &str| ConfigError::BadUrl {
+pub(crate) fn parse_base_url(url: &str) -> Result<reqwest::Url, CatalogConfigError> {
+    let bad = |reason: &str| CatalogConfigError::BadUrl {
         url: url.to_owned(),
         reason: reason.to_owned(),
     };
@@ -222,7 +222,7 @@ mod tests {
     fn backstage_needs_a_usable_url() {
         let dir = Path::new(".");
         let mut c = parse("source = \"backstage\"").unwrap();
-        assert_eq!(c.validate(dir), Err(ConfigError::MissingUrl));
+        assert_eq!(c.validate(dir), Err(CatalogConfigError::MissingUrl));
         for url in [
             "not a url",
             "ftp://backstage",
@@ -231,7 +231,10 @@ mod tests {
         ] {
             c.url = Some(url.to_owned());
             let err = c.validate(dir).unwrap_err();
-            assert!(matches!(err, ConfigError::BadUrl { .. }), "{url}: {err}");
+            assert!(
+                matches!(err, CatalogConfigError::BadUrl { .. }),
+                "{url}: {err}"
+            );
             assert!(err.to_string().starts_with("catalog.url:"));
         }
         c.url = Some("https://backstage.example.com/prefix/".to_owned());
@@ -239,19 +242,25 @@ mod tests {
         c.poll_seconds = 0;
         assert_eq!(
             c.validate(dir),
-            Err(ConfigError::ZeroInterval {
+            Err(CatalogConfigError::ZeroInterval {
                 key: "poll_seconds"
             })
         );
         c.poll_seconds = 1;
         c.snapshot = Some("no-such-dir/snapshot.json".into());
         let err = c.validate(dir).unwrap_err();
-        assert!(matches!(err, ConfigError::SnapshotDir { .. }), "{err}");
+        assert!(
+            matches!(err, CatalogConfigError::SnapshotDir { .. }),
+            "{err}"
+        );
         assert!(err.to_string().starts_with("catalog.snapshot:"));
         c.snapshot = Some("snapshot.json".into());
         assert_eq!(c.validate(dir), Ok(()));
         c.kinds = vec!["Component,User".to_owned()];
-        assert!(matches!(c.validate(dir), Err(ConfigError::BadKind { .. })));
+        assert!(matches!(
+            c.validate(dir),
+            Err(CatalogConfigError::BadKind { .. })
+        ));
     }
 
     #[test]
@@ -283,7 +292,7 @@ mod tests {
         let c = CatalogConfig::default();
         assert_eq!(
             c.validate(dir.path()),
-            Err(ConfigError::NoMatch {
+            Err(CatalogConfigError::NoMatch {
                 pattern: "catalog/*.yaml".to_owned()
             })
         );
@@ -295,13 +304,16 @@ mod tests {
             ..CatalogConfig::default()
         };
         let err = bad.validate(dir.path()).unwrap_err();
-        assert!(matches!(err, ConfigError::InvalidGlob { .. }), "{err}");
+        assert!(
+            matches!(err, CatalogConfigError::InvalidGlob { .. }),
+            "{err}"
+        );
         assert!(err.to_string().starts_with("catalog.files:"));
 
         let none = CatalogConfig {
             files: vec![],
             ..CatalogConfig::default()
         };
-        assert_eq!(none.validate(dir.path()), Err(ConfigError::NoFiles));
+        assert_eq!(none.validate(dir.path()), Err(CatalogConfigError::NoFiles));
     }
 }

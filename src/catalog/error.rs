@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 /// A `[catalog]` section that cannot work. Each variant names the key at fault.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum ConfigError {
+pub enum CatalogConfigError {
     #[error("catalog.files: at least one glob is required when catalog.source = \"file\"")]
     NoFiles,
     #[error("catalog.files: {pattern:?} is not a valid glob: {reason}")]
@@ -37,7 +37,7 @@ pub enum ConfigError {
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
     #[error(transparent)]
-    Config(#[from] ConfigError),
+    Config(#[from] CatalogConfigError),
 
     // ---- file source ----
     #[error("cannot read {path}: {source}")]

@@ -53,7 +53,7 @@ use std::time::SystemTime;
 use serde::Deserialize;
 
 use super::entity::{Entity, Relation};
-use super::error::{CatalogError, ConfigError};
+use super::error::{CatalogConfigError, CatalogError};
 use super::yaml_scan;
 pub use super::yaml_scan::MAX_NESTING;
 use format::check_format;
@@ -175,8 +175,8 @@ fn read_checked(path: &Path) -> Result<String, CatalogError> {
     Ok(text)
 }
 
-/// The files matched by one glob, sorted; an invalid glob is a [`ConfigError`].
-pub fn expand(pattern: &str, base_dir: &Path) -> Result<Vec<PathBuf>, ConfigError> {
+/// The files matched by one glob, sorted; an invalid glob is a [`CatalogConfigError`].
+pub fn expand(pattern: &str, base_dir: &Path) -> Result<Vec<PathBuf>, CatalogConfigError> {
     let full = if Path::new(pattern).is_absolute() {
         pattern.to_owned()
     } else {
@@ -184,14 +184,14 @@ pub fn expand(pattern: &str, base_dir: &Path) -> Result<Vec<PathBuf>, ConfigErro
         let base = glob::Pattern::escape(&base_dir.to_string_lossy());
         format!("{}/{pattern}", base.trim_end_matches('/'))
     };
-    let invalid = |reason: String| ConfigError::InvalidGlob {
+    let invalid = |reason: String| CatalogConfigError::InvalidGlob {
         pattern: pattern.to_owned(),
         reason,
     };
     let paths = glob::glob(&full).map_err(|e| invalid(e.to_string()))?;
     let mut files = Vec::new();
     for path in paths {
-        let path = path.map_err(|e| ConfigError::GlobRead {
+        let path = path.map_err(|e| CatalogConfigError::GlobRead {
             pattern: pattern.to_owned(),
             path: e.path().to_owned(),
             reason: match e.error().raw_os_error() {
@@ -226,13 +226,13 @@ pub fn fingerprint(patterns: &[String], base_dir: &Path) -> Result<Fingerprint, 
 
 fn matched_files(patterns: &[String], base_dir: &Path) -> Result<Vec<PathBuf>, CatalogError> {
     if patterns.is_empty() {
-        return Err(ConfigError::NoFiles.into());
+        return Err(CatalogConfigError::NoFiles.into());
     }
     let mut all = BTreeSet::new();
     for pattern in patterns {
         let files = expand(pattern, base_dir)?;
         if files.is_empty() {
-            return Err(ConfigError::NoMatch {
+            return Err(CatalogConfigError::NoMatch {
                 pattern: pattern.clone(),
             }
             .into());

@@ -23,7 +23,7 @@ pub mod yaml_scan;
 pub use config::{CatalogConfig, SourceKind};
 pub use entity::{Entity, Relation};
 pub use entity_ref::{EntityRef, RefError};
-pub use error::{CatalogError, ConfigError};
+pub use error::{CatalogConfigError, CatalogError};
 pub use source::{CatalogHandle, CatalogSnapshot, CatalogSource, CatalogStatus, Origin};
 
 /// The annotation that makes an entity routable; the Backstage sync's wipe-out guard

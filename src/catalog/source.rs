@@ -255,7 +255,7 @@ impl CatalogSource {
                 let url = config
                     .url
                     .as_deref()
-                    .ok_or(super::error::ConfigError::MissingUrl)?;
+                    .ok_or(super::error::CatalogConfigError::MissingUrl)?;
                 let client = Client::new(url, config.token()?, limits.backstage)?;
                 tokio::spawn(backstage_loop::run_backstage(
                     Syncer::new(client, config.kinds.clone()),

@@ -153,9 +153,10 @@ pub enum KeySource {
     SharedSecret(String),
 }
 
-/// A configuration mistake, naming the issuer and the key.
+/// A mistake in the `[[issuers]]` tables, naming the issuer and the key (the one prefix
+/// the message gets, also inside the top-level `config::ConfigError`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ConfigError {
+pub enum IssuerError {
     #[error("issuers: `issuer` must not be empty")]
     EmptyIssuer,
     #[error("issuers[{0}]: `issuer` appears more than once")]
@@ -202,8 +203,21 @@ pub enum ConfigError {
     StaleBelowRefresh(String),
     #[error("issuers[{0}]: `unknown_kid_cooldown_seconds` must be at least 1")]
     ZeroCooldown(String),
-    #[error("token: `max_token_bytes` must be between 256 and 65536")]
-    TokenCap,
+}
+
+/// `[token] max_token_bytes` out of range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("token.max_token_bytes: must be between 256 and 65536")]
+pub struct TokenCapError;
+
+/// Why [`Verifier::start`](super::Verifier::start) did not start: a config it was given
+/// unvalidated, or the runtime around it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VerifierError {
+    #[error(transparent)]
+    Issuer(#[from] IssuerError),
+    #[error(transparent)]
+    TokenCap(#[from] TokenCapError),
     #[error("token: cannot build the HTTPS client: {0}")]
     HttpClient(String),
     #[error("token: Verifier::start must run inside a tokio runtime")]
@@ -242,7 +256,7 @@ impl IssuerConfig {
     }
 
     /// The configured key source (call after [`IssuerConfig::validate`]).
-    pub fn source(&self) -> Result<KeySource, ConfigError> {
+    pub fn source(&self) -> Result<KeySource, IssuerError> {
         let mut found = Vec::with_capacity(1);
         if let Some(u) = &self.jwks_url {
             found.push(KeySource::JwksUrl(u.clone()));
@@ -258,7 +272,7 @@ impl IssuerConfig {
         }
         match found.len() {
             1 => Ok(found.remove(0)),
-            _ => Err(ConfigError::KeySource(self.issuer.clone())),
+            _ => Err(IssuerError::KeySource(self.issuer.clone())),
         }
     }
 
@@ -283,107 +297,124 @@ impl IssuerConfig {
     ///
     /// # Errors
     /// The first broken rule, naming the issuer and the offending key.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    pub fn validate(&self) -> Result<(), IssuerError> {
         let iss = || self.issuer.clone();
         if self.issuer.is_empty() {
-            return Err(ConfigError::EmptyIssuer);
+            return Err(IssuerError::EmptyIssuer);
         }
         if self.audiences.is_empty() || self.audiences.iter().any(String::is_empty) {
-            return Err(ConfigError::NoAudience(iss()));
+            return Err(IssuerError::NoAudience(iss()));
         }
-        let source = self.source()?;
-        let algs = self.allowed_algorithms();
-        if algs.is_empty() {
-            return Err(ConfigError::NoAlgorithms(iss()));
-        }
-        match &source {
-            KeySource::SharedSecret(var) => {
-                if algs.iter().any(|a| !a.is_hmac()) {
-                    return Err(ConfigError::SecretWithAsymmetric(iss()));
-                }
-                // Long enough for every configured HS*: one it is too short for would
-                // be dropped from the key set without a word.
-                let min = algs.iter().map(|a| a.min_secret_bytes()).max();
-                let min = min.unwrap_or(MIN_SECRET_BYTES).max(MIN_SECRET_BYTES);
-                let ok = std::env::var_os(var).is_some_and(|v| v.len() >= min);
-                if !ok {
-                    return Err(ConfigError::WeakSecret {
-                        issuer: iss(),
-                        var: var.clone(),
-                        min,
-                    });
-                }
-            }
-            other => {
-                if algs.iter().any(|a| a.is_hmac()) {
-                    return Err(ConfigError::HmacWithoutSecret(iss()));
-                }
-                let url_check = |key: &'static str, url: &str| {
-                    check_url(url, self.allow_insecure_http).map_err(|why| ConfigError::BadUrl {
-                        issuer: iss(),
-                        key,
-                        why,
-                    })
-                };
-                match other {
-                    KeySource::JwksUrl(u) => url_check("jwks_url", u)?,
-                    KeySource::Discovery => url_check("issuer", &self.issuer)?,
-                    _ => {}
-                }
-            }
-        }
+        self.validate_source()?;
         if self.groups_claim.is_empty() {
-            return Err(ConfigError::EmptyGroupsClaim(iss()));
+            return Err(IssuerError::EmptyGroupsClaim(iss()));
         }
         if self
             .types
             .as_ref()
             .is_some_and(|t| t.iter().any(String::is_empty))
         {
-            return Err(ConfigError::EmptyType(iss()));
+            return Err(IssuerError::EmptyType(iss()));
         }
         if !(1..=MAX_LIFETIME_LIMIT).contains(&self.max_lifetime_seconds) {
-            return Err(ConfigError::ZeroLifetime(iss()));
+            return Err(IssuerError::ZeroLifetime(iss()));
         }
         if self.leeway_seconds > 300 {
-            return Err(ConfigError::LeewayTooLarge(iss()));
+            return Err(IssuerError::LeewayTooLarge(iss()));
         }
         if self.min_refresh_seconds == 0 || self.min_refresh_seconds > self.max_refresh_seconds {
-            return Err(ConfigError::RefreshBounds(iss()));
+            return Err(IssuerError::RefreshBounds(iss()));
         }
         if self.max_stale_seconds < self.max_refresh_seconds {
-            return Err(ConfigError::StaleBelowRefresh(iss()));
+            return Err(IssuerError::StaleBelowRefresh(iss()));
         }
         if self.unknown_kid_cooldown_seconds == 0 {
-            return Err(ConfigError::ZeroCooldown(iss()));
+            return Err(IssuerError::ZeroCooldown(iss()));
         }
         Ok(())
+    }
+
+    /// One key source, algorithms that suit it, a long enough secret, usable URLs.
+    fn validate_source(&self) -> Result<(), IssuerError> {
+        let iss = || self.issuer.clone();
+        let source = self.source()?;
+        let algs = self.allowed_algorithms();
+        if algs.is_empty() {
+            return Err(IssuerError::NoAlgorithms(iss()));
+        }
+        if let KeySource::SharedSecret(var) = &source {
+            if algs.iter().any(|a| !a.is_hmac()) {
+                return Err(IssuerError::SecretWithAsymmetric(iss()));
+            }
+            // Long enough for every configured HS*: one it is too short for would
+            // be dropped from the key set without a word.
+            let min = algs.iter().map(|a| a.min_secret_bytes()).max();
+            let min = min.unwrap_or(MIN_SECRET_BYTES).max(MIN_SECRET_BYTES);
+            let ok = std::env::var_os(var).is_some_and(|v| v.len() >= min);
+            if !ok {
+                return Err(IssuerError::WeakSecret {
+                    issuer: iss(),
+                    var: var.clone(),
+                    min,
+                });
+            }
+            return Ok(());
+        }
+        if algs.iter().any(|a| a.is_hmac()) {
+            return Err(IssuerError::HmacWithoutSecret(iss()));
+        }
+        let (key, url) = match &source {
+            KeySource::JwksUrl(u) => ("jwks_url", u.as_str()),
+            KeySource::Discovery => ("issuer", self.issuer.as_str()),
+            _ => return Ok(()),
+        };
+        check_url(url, self.allow_insecure_http).map_err(|why| IssuerError::BadUrl {
+            issuer: iss(),
+            key,
+            why,
+        })
     }
 }
 
 impl TokenConfig {
     /// # Errors
-    /// [`ConfigError::TokenCap`] when the size cap is out of range.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    /// [`TokenCapError`] when the size cap is out of range.
+    pub fn validate(&self) -> Result<(), TokenCapError> {
         if !(256..=65_536).contains(&self.max_token_bytes) {
-            return Err(ConfigError::TokenCap);
+            return Err(TokenCapError);
         }
         Ok(())
     }
 }
 
+/// Every mistake in a list of issuers, each said once, in table order: each table's
+/// first broken rule, and an `issuer` value repeated (at its first repeat). The config
+/// check reports them all; [`validate_all`] stops at the first.
+pub fn issuer_errors(configs: &[IssuerConfig]) -> Vec<IssuerError> {
+    let mut errors = Vec::new();
+    for (i, c) in configs.iter().enumerate() {
+        let repeats = configs[..i].iter().filter(|o| o.issuer == c.issuer).count();
+        let duplicate = (repeats == 1 && !c.issuer.is_empty())
+            .then(|| IssuerError::DuplicateIssuer(c.issuer.clone()));
+        for e in c.validate().err().into_iter().chain(duplicate) {
+            // Two tables with the same mistake would print the same line twice.
+            if !errors.contains(&e) {
+                errors.push(e);
+            }
+        }
+    }
+    errors
+}
+
 /// Validates a list of issuers, including uniqueness of `issuer`.
 ///
 /// # Errors
-/// The first [`ConfigError`] found.
-pub fn validate_all(configs: &[IssuerConfig]) -> Result<(), ConfigError> {
-    for (i, c) in configs.iter().enumerate() {
-        c.validate()?;
-        if configs[..i].iter().any(|o| o.issuer == c.issuer) {
-            return Err(ConfigError::DuplicateIssuer(c.issuer.clone()));
-        }
+/// The first [`IssuerError`] of [`issuer_errors`].
+pub fn validate_all(configs: &[IssuerConfig]) -> Result<(), IssuerError> {
+    match issuer_errors(configs).into_iter().next() {
+        Some(e) => Err(e),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// https is required, except for loopback hosts or with `allow_insecure_http`.
@@ -412,140 +443,4 @@ fn is_loopback(url: &reqwest::Url) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn base() -> IssuerConfig {
-        IssuerConfig::new(
-            "https://id.example.com",
-            &["api"],
-            KeySource::JwksUrl("https://id.example.com/jwks".into()),
-        )
-    }
-
-    #[test]
-    fn toml_defaults_and_unknown_keys() {
-        let c: IssuerConfig = toml::from_str(
-            "issuer = \"https://id.example.com\"\naudiences = [\"api\"]\ndiscovery = true\n",
-        )
-        .unwrap();
-        c.validate().unwrap();
-        assert_eq!(c.leeway_seconds, 30);
-        assert_eq!(c.groups_claim, "groups");
-        assert_eq!(c.unknown_kid_cooldown_seconds, 30);
-        assert_eq!(c.allowed_algorithms(), &DEFAULT_ALGORITHMS[..]);
-        let bad = toml::from_str::<IssuerConfig>(
-            "issuer = \"x\"\naudiences = [\"api\"]\ndiscovery = true\nleway_seconds = 3\n",
-        );
-        assert!(bad.is_err());
-        let bad_alg = toml::from_str::<IssuerConfig>(
-            "issuer = \"x\"\naudiences = [\"a\"]\ndiscovery = true\nalgorithms = [\"none\"]\n",
-        );
-        assert!(bad_alg.is_err());
-    }
-
-    #[test]
-    fn validate_names_the_problem() {
-        assert_eq!(base().validate(), Ok(()));
-        let mut c = base();
-        c.audiences.clear();
-        assert_eq!(c.validate(), Err(ConfigError::NoAudience(c.issuer.clone())));
-        let mut c = base();
-        c.discovery = true;
-        assert_eq!(c.validate(), Err(ConfigError::KeySource(c.issuer.clone())));
-        let mut c = base();
-        c.jwks_url = None;
-        assert_eq!(c.validate(), Err(ConfigError::KeySource(c.issuer.clone())));
-        let mut c = base();
-        c.algorithms = Some(vec![Alg::RS256, Alg::HS256]);
-        assert_eq!(
-            c.validate(),
-            Err(ConfigError::HmacWithoutSecret(c.issuer.clone()))
-        );
-        let mut c = base();
-        c.jwks_url = Some("http://id.example.com/jwks".into());
-        assert!(matches!(
-            c.validate(),
-            Err(ConfigError::BadUrl {
-                key: "jwks_url",
-                ..
-            })
-        ));
-        c.allow_insecure_http = true;
-        assert_eq!(c.validate(), Ok(()));
-        let mut c = base();
-        c.jwks_url = Some("http://127.0.0.1:9/jwks".into());
-        assert_eq!(c.validate(), Ok(()));
-        c.jwks_url = Some("file:///etc/passwd".into());
-        assert!(matches!(c.validate(), Err(ConfigError::BadUrl { .. })));
-        let mut c = base();
-        c.min_refresh_seconds = 700;
-        assert_eq!(
-            c.validate(),
-            Err(ConfigError::RefreshBounds(c.issuer.clone()))
-        );
-        let mut c = base();
-        c.max_stale_seconds = 10;
-        assert_eq!(
-            c.validate(),
-            Err(ConfigError::StaleBelowRefresh(c.issuer.clone()))
-        );
-        let mut c = base();
-        c.unknown_kid_cooldown_seconds = 0;
-        assert_eq!(
-            c.validate(),
-            Err(ConfigError::ZeroCooldown(c.issuer.clone()))
-        );
-        let mut c = base();
-        c.max_lifetime_seconds = 0;
-        assert_eq!(
-            c.validate(),
-            Err(ConfigError::ZeroLifetime(c.issuer.clone()))
-        );
-        c.max_lifetime_seconds = u64::MAX; // `as i64` would make it negative
-        assert_eq!(
-            c.validate(),
-            Err(ConfigError::ZeroLifetime(c.issuer.clone()))
-        );
-        c.max_lifetime_seconds = MAX_LIFETIME_LIMIT;
-        assert_eq!(c.validate(), Ok(()));
-        assert_eq!(
-            validate_all(&[base(), base()]),
-            Err(ConfigError::DuplicateIssuer(base().issuer))
-        );
-    }
-
-    #[test]
-    fn shared_secret_rules() {
-        let c = IssuerConfig::new(
-            "https://id.example.com",
-            &["api"],
-            KeySource::SharedSecret("STAGEDOOR_TEST_UNSET_SECRET_VAR".into()),
-        );
-        assert!(matches!(c.validate(), Err(ConfigError::WeakSecret { .. })));
-        let mut c2 = c.clone();
-        c2.algorithms = Some(vec![Alg::RS256]);
-        assert_eq!(
-            c2.validate(),
-            Err(ConfigError::SecretWithAsymmetric(c2.issuer.clone()))
-        );
-        assert_eq!(c.allowed_algorithms(), &[Alg::HS256][..]);
-        // A secret must suit every configured HS*: the minimum is the largest one.
-        let mut c3 = c.clone();
-        c3.algorithms = Some(vec![Alg::HS256, Alg::HS512]);
-        assert!(matches!(
-            c3.validate(),
-            Err(ConfigError::WeakSecret { min: 64, .. })
-        ));
-        c3.algorithms = Some(vec![Alg::HS384]);
-        assert!(matches!(
-            c3.validate(),
-            Err(ConfigError::WeakSecret { min: 48, .. })
-        ));
-        // An 87-byte secret (a variable cargo sets) suits HS512.
-        c3.shared_secret_env = Some("CARGO_PKG_DESCRIPTION".into());
-        c3.algorithms = Some(vec![Alg::HS256, Alg::HS512]);
-        assert!(std::env::var("CARGO_PKG_DESCRIPTION").unwrap().len() >= 64);
-        assert_eq!(c3.validate(), Ok(()));
-    }
-}
+mod tests;

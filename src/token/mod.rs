@@ -22,7 +22,7 @@ pub mod verifier;
 pub mod verify;
 
 pub use alg::Alg;
-pub use config::{ConfigError, IssuerConfig, KeySource, TokenConfig};
+pub use config::{IssuerConfig, IssuerError, KeySource, TokenCapError, TokenConfig, VerifierError};
 pub use jwk::KeySet;
 pub use verifier::{IssuerStatus, Verifier, VerifierStatus, token_digest};
 pub use verify::{Claims, VerifiedJws, verify_jws, verify_with_keys};

@@ -59,7 +59,7 @@ use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::{info, warn};
 
-use super::config::{ConfigError, IssuerConfig, KeySource, TokenConfig, validate_all};
+use super::config::{IssuerConfig, KeySource, TokenConfig, VerifierError, validate_all};
 use super::fetch::{self, FetchError};
 use super::jose::{RawClaims, parse_jws};
 use super::jwk::{JwksError, KeySet, SkipReason, Skipped};
@@ -583,16 +583,17 @@ impl Verifier {
     /// away). Must be called inside a tokio runtime. Tasks stop when the last clone drops.
     ///
     /// # Errors
-    /// The first [`ConfigError`].
+    /// The first [`VerifierError`].
     pub fn start(
         configs: Vec<IssuerConfig>,
         settings: TokenConfig,
-    ) -> Result<Verifier, ConfigError> {
+    ) -> Result<Verifier, VerifierError> {
         settings.validate()?;
         validate_all(&configs)?;
-        let runtime = tokio::runtime::Handle::try_current().map_err(|_| ConfigError::NoRuntime)?;
+        let runtime =
+            tokio::runtime::Handle::try_current().map_err(|_| VerifierError::NoRuntime)?;
         let stop = CancellationToken::new();
-        let client = fetch::http_client().map_err(|e| ConfigError::HttpClient(e.to_string()))?;
+        let client = fetch::http_client().map_err(|e| VerifierError::HttpClient(e.to_string()))?;
         let mut issuers = Vec::with_capacity(configs.len());
         for cfg in configs {
             let source = cfg.source()?;
@@ -772,7 +773,7 @@ mod tests {
         let cfg = IssuerConfig::new("https://id.example", &["api"], KeySource::Discovery);
         assert_eq!(
             Verifier::start(vec![cfg], TokenConfig::default()).err(),
-            Some(ConfigError::NoRuntime)
+            Some(VerifierError::NoRuntime)
         );
     }
 }
