@@ -205,6 +205,8 @@ async fn read_loop<H: Handler>(
                 }
                 continue;
             }
+            // Only AGENT-HELLO is sent this way, before this loop; any other frame
+            // the session asks for would go out like an ACK.
             Some(Step::Send(frame)) => {
                 let _ = work.tx.send(frame).await;
                 continue;
