@@ -104,8 +104,11 @@ snapshot = "{snapshot}"
         first.body
     );
 
-    let mut op = Op::start(op_port).await;
-    let mut backstage = Backstage::start(bs_port, token, std::slice::from_ref(&catalog)).await;
+    // Both peers start at once: Backstage alone takes ~10 s to load its modules.
+    let (mut op, mut backstage) = tokio::join!(
+        Op::start(op_port),
+        Backstage::start(bs_port, token, std::slice::from_ref(&catalog))
+    );
     let deadline = Instant::now() + Duration::from_secs(90);
     while admin(admin_port, "/readyz").await.status != 200 {
         assert!(

@@ -22,11 +22,21 @@ tests/peers/haproxy30/fetch.sh
 echo "== Compose v2 (Debian unstable's, unpacked, not installed)"
 tests/peers/compose/fetch.sh
 
+# npm ci starts from nothing each time (Backstage's takes ~4 min on 2 busy cores, mostly
+# compiling better-sqlite3): skipped while node_modules is the one it installed from the
+# same lockfile for the same Node. Delete node_modules to force a reinstall.
 for lock in tests/peers/*/package-lock.json; do
     [ -e "$lock" ] || continue
     peer=$(dirname "$lock")
+    stamp="$peer/node_modules/.installed-from"
+    want="$(sha256sum <"$lock") node $(node --version)"
+    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+        echo "== $peer: node_modules already installed from this lockfile"
+        continue
+    fi
     echo "== npm ci in $peer"
     npm ci --prefix "$peer" --no-audit --no-fund --loglevel=error
+    echo "$want" >"$stamp"
 done
 
 echo "== cargo fmt --check"
@@ -34,12 +44,45 @@ cargo fmt --check
 echo "== cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings
 echo "== cargo test"
-log=$(mktemp)
-trap 'rm -f "$log"' EXIT
-# --no-fail-fast: every test binary runs, so the closing line counts the whole suite.
+# One after the other, the test binaries took ~2 min on 2 idle cores, much of it
+# waiting. Now three lanes:
+# - sleeping: binaries that mostly sleep on timeouts (well under a second of CPU),
+#   beside everything else from start to end;
+# - waiting beside light: binaries that wait on HAProxy, the agent and oidc-provider
+#   starting, beside the light computing ones (any binary not named here);
+# - then one after the other, beside the sleeping lane only: the heavy ones (CPU, or
+#   Backstage loading for ~10 s), whose deadlines and timing bounds expect the cores
+#   to themselves (with more beside them, some failed).
+# Every binary runs (--no-fail-fast), so the closing line counts the whole suite.
+sleeping=(admin_limits)
+waiting=(deploy e2e_agent e2e_desync e2e_haproxy_spop token_oidc)
+alone=(policy_attacks token_keysets token_attacks token_props catalog_backstage e2e_ops)
+cargo test --locked --no-run
+logs=$(mktemp -d)
+trap 'rm -rf "$logs"' EXIT
+flags() { for t in "$@"; do [ ! -e "tests/$t.rs" ] || echo "--test=$t"; done; }
+light=(--lib --bins)
+for f in tests/*.rs; do
+    t=$(basename "$f" .rs)
+    [[ " ${sleeping[*]} ${waiting[*]} ${alone[*]} " == *" $t "* ]] || light+=("--test=$t")
+done
+# No target named would mean every target: such a lane has nothing to run.
+lane() { [ $# = 0 ] || cargo test --locked --no-fail-fast "$@" -- --include-ignored; }
 rc=0
-cargo test --locked --no-fail-fast -- --include-ignored 2>&1 | tee "$log" || rc=$?
+lane $(flags "${sleeping[@]}") >"$logs/9-sleeping.log" 2>&1 &
+sleeping_lane=$!
+lane $(flags "${waiting[@]}") >"$logs/1-waiting.log" 2>&1 &
+waiting_lane=$!
+lane "${light[@]}" 2>&1 | tee "$logs/0-light.log" || rc=1
+wait "$waiting_lane" || rc=1
+cat "$logs/1-waiting.log"
+for t in "${alone[@]}"; do
+    lane $(flags "$t") 2>&1 | tee "$logs/2-$t.log" || rc=1
+done
+wait "$sleeping_lane" || rc=1
+cat "$logs/9-sleeping.log"
+cargo test --locked --doc 2>&1 | tee "$logs/3-doc.log" || rc=1
 # One closing line for the whole suite (cargo prints one per test binary).
-awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i; if ($(i+1) ~ /^ignored/) g += $i } }
-     END { printf "suite: %d passed, %d failed, %d ignored\n", p, f, g; if (g > 0) { print "suite: no test may be left out here"; exit 1 } }' "$log" || rc=1
+cat "$logs"/*.log | awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i; if ($(i+1) ~ /^ignored/) g += $i } }
+     END { printf "suite: %d passed, %d failed, %d ignored\n", p, f, g; if (g > 0) { print "suite: no test may be left out here"; exit 1 } }' || rc=1
 exit "$rc"

@@ -88,13 +88,25 @@ fn require_fetched_haproxy(peer: &str, versions: std::ops::RangeInclusive<(u32, 
     bin
 }
 
-/// A free TCP port on 127.0.0.1 (bind port 0, read it, release it).
+/// A free TCP port on 127.0.0.1 for a peer to listen on, picked at random below the
+/// kernel's ephemeral range (32768-60999 on Linux) and not handed out before by this
+/// process. Port 0 and outgoing connections take their ports from that range: a port
+/// found with bind(0) and released could be taken by any socket of the tests running
+/// beside this one before the peer, started seconds later, binds it (an oidc-provider
+/// start failed on EADDRINUSE so).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::hash::BuildHasher;
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap();
+    for _ in 0..1000 {
+        let random = std::hash::RandomState::new().hash_one(std::process::id());
+        let port = 10_000 + (random % 22_000) as u16;
+        if !given.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.push(port);
+            return port;
+        }
+    }
+    panic!("no free port found below 32000");
 }
 
 /// A running HAProxy, killed on drop.
