@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use stagedoor::metrics::{Metrics, Sources};
 use stagedoor::reason::Reason;
 use stagedoor::token::fetch::format_http_date;
-use stagedoor::token::verifier::UNKNOWN_KID_MAX_WAIT;
+use stagedoor::token::issuer::UNKNOWN_KID_MAX_WAIT;
 use stagedoor::token::{IssuerConfig, KeySource, TokenConfig, Verifier};
 use token_support::*;
 use tokio::time::{Instant, sleep, sleep_until};

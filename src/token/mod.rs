@@ -7,7 +7,9 @@
 //! - [`modulus`]: RSA modulus checks at import (even, small factor, prime, prime power).
 //! - [`verify`]: the pure core (signature, then claims) with no runtime.
 //! - [`fetch`]: bounded HTTP for JWKS and OIDC discovery; clock-skew reading.
-//! - [`verifier`]: the service: refreshed key-set snapshots and the verified-token cache.
+//! - [`issuer`]: one issuer's key-set snapshot, kept fresh by a background task.
+//! - [`verifier`]: the service: the request-path check over those snapshots, and the
+//!   verified-token cache.
 //! - [`config`]: `[[issuers]]` tables and their validation.
 //! - [`cli`]: `stagedoor token verify`, for debugging a rejected token.
 
@@ -15,6 +17,7 @@ pub mod alg;
 pub mod cli;
 pub mod config;
 pub mod fetch;
+pub mod issuer;
 pub mod jose;
 pub mod jwk;
 pub mod modulus;
@@ -23,6 +26,7 @@ pub mod verify;
 
 pub use alg::Alg;
 pub use config::{IssuerConfig, IssuerError, KeySource, TokenCapError, TokenConfig, VerifierError};
+pub use issuer::IssuerStatus;
 pub use jwk::KeySet;
-pub use verifier::{IssuerStatus, Verifier, VerifierStatus, token_digest};
+pub use verifier::{Verifier, VerifierStatus, token_digest};
 pub use verify::{Claims, VerifiedJws, verify_jws, verify_with_keys};
