@@ -159,7 +159,7 @@ impl Agent {
         };
         let decision = match self.policy.load().as_deref() {
             Some(policy) => policy.decide(&policy_req, token.as_deref().map_err(|r| *r)),
-            None => bare_decision(Reason::PolicyUnavailable),
+            None => Decision::bare(Reason::PolicyUnavailable),
         };
         Outcome {
             decision,
@@ -191,7 +191,7 @@ impl Handler for Agent {
             }
             Err(_) => {
                 let outcome = Outcome {
-                    decision: bare_decision(Reason::BadRequest),
+                    decision: Decision::bare(Reason::BadRequest),
                     identity: None,
                     shadow: self.settings.mode == Mode::Shadow,
                     token_fp: None,
@@ -305,17 +305,6 @@ pub fn header_safe(v: &str, max: usize, spaces: bool) -> bool {
         && v.len() <= max
         && v.bytes()
             .all(|b| matches!(b, 0x21..=0x7e) || (spaces && b == b' '))
-}
-
-/// A decision made before any route was looked at.
-pub fn bare_decision(reason: Reason) -> Decision {
-    Decision {
-        reason,
-        entity: None,
-        owner: None,
-        route: None,
-        required_scopes: None,
-    }
 }
 
 /// RFC 6750 §3: no error code when no token was sent; `invalid_token` for a token
@@ -433,7 +422,7 @@ mod tests {
             ..Identity::default()
         };
         let out = Outcome {
-            decision: bare_decision(Reason::Ok),
+            decision: Decision::bare(Reason::Ok),
             identity: Some(Arc::new(id)),
             shadow: false,
             token_fp: None,
@@ -462,7 +451,7 @@ mod tests {
         ] {
             let acts = actions_for(
                 &Outcome {
-                    decision: bare_decision(r),
+                    decision: Decision::bare(r),
                     identity: None,
                     shadow: false,
                     token_fp: None,
@@ -481,7 +470,7 @@ mod tests {
             // Shadow mode lets traffic through even then.
             let acts = actions_for(
                 &Outcome {
-                    decision: bare_decision(r),
+                    decision: Decision::bare(r),
                     identity: None,
                     shadow: true,
                     token_fp: None,
@@ -538,7 +527,7 @@ mod tests {
             assert!(format!("txn.stagedoor.{n}").len() <= 63);
         }
         // Shadow: allow is true, the real outcome stays visible.
-        let d = bare_decision(Reason::NoRoute);
+        let d = Decision::bare(Reason::NoRoute);
         let acts = actions_for(
             &Outcome {
                 decision: d,

@@ -6,7 +6,6 @@ use std::time::{Duration, SystemTime};
 
 use super::line::Queue;
 use super::*;
-use crate::agent::bare_decision;
 use crate::identity::Identity;
 use crate::policy::Decision;
 use crate::reason::Reason;
@@ -29,7 +28,7 @@ fn line_is_valid_json_with_escapes_and_no_token() {
         request_id: None,
     };
     let outcome = Outcome {
-        decision: bare_decision(Reason::Ok),
+        decision: Decision::bare(Reason::Ok),
         identity: Some(Arc::new(Identity {
             issuer: "iss".into(),
             sub: Some("al\"ice".into()),
@@ -148,7 +147,7 @@ fn queued_entries_format_like_single_lines_and_keep_their_reason() {
             request_id: [None, Some(""), Some("rid")][i % 3],
         };
         let outcome = Outcome {
-            decision: bare_decision(reason),
+            decision: Decision::bare(reason),
             identity: (i % 2 == 0).then(|| id.clone()),
             shadow: i % 4 == 0,
             token_fp: (i % 3 == 0).then_some([1, 2, 3, 4, 5, 255]),
@@ -191,13 +190,13 @@ fn modes_and_sampling() {
         request_id: None,
     };
     let allow = Outcome {
-        decision: bare_decision(Reason::Public),
+        decision: Decision::bare(Reason::Public),
         identity: None,
         shadow: false,
         token_fp: None,
     };
     let deny = Outcome {
-        decision: bare_decision(Reason::NoRoute),
+        decision: Decision::bare(Reason::NoRoute),
         identity: None,
         shadow: false,
         token_fp: None,
@@ -245,7 +244,7 @@ fn line_separators_are_escaped_other_text_is_kept() {
         request_id: None,
     };
     let outcome = Outcome {
-        decision: bare_decision(Reason::NoRoute),
+        decision: Decision::bare(Reason::NoRoute),
         identity: None,
         shadow: false,
         token_fp: None,

@@ -40,7 +40,8 @@ pub struct Decision {
 }
 
 impl Decision {
-    fn bare(reason: Reason) -> Self {
+    /// A decision made before any route was looked at.
+    pub fn bare(reason: Reason) -> Self {
         Decision {
             reason,
             entity: None,

@@ -73,6 +73,14 @@ impl Alg {
         }
     }
 
+    /// The RSA family (RS* and PS*), which one RSA key may serve.
+    pub const fn is_rsa(self) -> bool {
+        matches!(
+            self,
+            Alg::RS256 | Alg::RS384 | Alg::RS512 | Alg::PS256 | Alg::PS384 | Alg::PS512
+        )
+    }
+
     pub const fn is_hmac(self) -> bool {
         matches!(self, Alg::HS256 | Alg::HS384 | Alg::HS512)
     }
@@ -94,13 +102,6 @@ impl Alg {
             Alg::HS384 => J::HS384,
             Alg::HS512 => J::HS512,
         }
-    }
-
-    pub const fn is_rsa(self) -> bool {
-        matches!(
-            self,
-            Alg::RS256 | Alg::RS384 | Alg::RS512 | Alg::PS256 | Alg::PS384 | Alg::PS512
-        )
     }
 }
 

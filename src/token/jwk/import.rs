@@ -82,14 +82,7 @@ fn read_members(jwk: &Value) -> Result<(&str, Option<String>), SkipReason> {
 /// only those the issuer allows.
 fn key_algs(jwk: &Value, kty: &str, allowed: &[Alg]) -> Result<Vec<Alg>, SkipReason> {
     let family: Vec<Alg> = match kty {
-        "RSA" => vec![
-            Alg::RS256,
-            Alg::RS384,
-            Alg::RS512,
-            Alg::PS256,
-            Alg::PS384,
-            Alg::PS512,
-        ],
+        "RSA" => Alg::ALL.into_iter().filter(|a| a.is_rsa()).collect(),
         "EC" => match str_param(jwk, "crv")? {
             Some("P-256") => vec![Alg::ES256],
             Some("P-384") => vec![Alg::ES384],
