@@ -6,9 +6,12 @@
 #[path = "common/browser.rs"]
 mod browser;
 mod common;
+#[path = "common/pages.rs"]
+mod pages;
 
-use browser::{Browser, Page, Pages};
+use browser::Browser;
 use common::haproxy::{Haproxy, free_port, require_bin};
+use pages::{Page, Pages};
 
 /// HAProxy in plain http mode in front of `pages`, on a free port.
 async fn haproxy_before(pages: &Pages) -> (Haproxy, tempfile::TempDir, u16) {
@@ -217,4 +220,50 @@ async fn a_form_filled_and_submitted() {
         .await;
     assert_eq!(browser.text("#body").await, "user=bob&pass=");
     browser.close().await;
+}
+
+/// The live processes (zombies aside) in process group `pgid`, by name.
+fn group_members(pgid: u32) -> Vec<String> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid pgrp ...: comm may hold spaces, so split after ')'.
+        let Some((name, rest)) = stat.split_once(" (").and_then(|(_, r)| r.rsplit_once(") "))
+        else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if fields.first() != Some(&"Z") && fields.get(2) == Some(&pgid.to_string().as_str()) {
+            out.push(name.to_owned());
+        }
+    }
+    out
+}
+
+/// A test that fails midway drops its browser without closing it: chromedriver and
+/// every Chromium process it started must end all the same.
+#[tokio::test]
+#[ignore = "needs chromium: run tests/run.sh"]
+async fn dropping_the_browser_ends_chromedriver_and_chromium() {
+    let browser = Browser::start().await;
+    browser.goto("about:blank").await;
+    let pgid = browser.driver_pid().expect("chromedriver runs");
+    let before = group_members(pgid);
+    assert!(before.iter().any(|n| n == "chromedriver"), "{before:?}");
+    assert!(
+        before
+            .iter()
+            .any(|n| n.starts_with("chrom") && n != "chromedriver"),
+        "{before:?}"
+    );
+    drop(browser);
+    for _ in 0..100 {
+        if group_members(pgid).is_empty() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("still running after drop: {:?}", group_members(pgid));
 }
