@@ -65,7 +65,7 @@ impl BrowserCookie {
 pub struct Browser {
     client: Option<Client>,
     driver: Child,
-    /// chromedriver's own output (Chromium's goes to its log file, `--enable-logging`).
+    /// chromedriver's output (Chromium's own log is off).
     pub driver_log: Arc<Mutex<Vec<String>>>,
     profile: tempfile::TempDir,
 }
@@ -103,8 +103,6 @@ fn chromium_args(profile: &std::path::Path) -> Vec<String> {
         "--host-resolver-rules=MAP *.test 127.0.0.1",
         "--disable-features=HttpsUpgrades,HttpsFirstBalancedModeAutoEnable,Translate,MediaRouter",
         "--window-size=1280,900",
-        "--enable-logging",
-        "--v=0",
     ]
     .map(str::to_owned)
     .into();
@@ -145,16 +143,19 @@ impl Browser {
             "goog:chromeOptions".into(),
             json!({ "binary": chromium_binary(chromium), "args": chromium_args(profile.path()) }),
         );
-        let connect = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-            .capabilities(caps)
-            .connect(&url)
-            .await;
-        let client = connect.unwrap_or_else(|e| {
-            panic!(
-                "no Chromium session from chromedriver: {e}\n{:#?}",
+        let mut builder =
+            ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new());
+        builder.capabilities(caps);
+        let connect = builder.connect(&url);
+        // chromedriver gives Chromium 60 s to start; a little more here.
+        let client = match tokio::time::timeout(Duration::from_secs(75), connect).await {
+            Ok(Ok(client)) => client,
+            other => panic!(
+                "no Chromium session from chromedriver ({:?}):\n{:#?}",
+                other.map(|r| r.err()),
                 driver_log.lock().unwrap()
-            )
-        });
+            ),
+        };
         let mut browser = Browser {
             client: Some(client),
             driver,
