@@ -222,6 +222,82 @@ async fn a_form_filled_and_submitted() {
     browser.close().await;
 }
 
+/// The sign-in's state cookie (SameSite=Lax) must come back at the callback, reached
+/// by a redirect from the provider, another site: after a link followed there and
+/// answered with 302, and after a form POST answered with 303 (as oidc-provider's
+/// login does). A Strict cookie does not (so the hop counts as cross-site:
+/// `provider.test` and `stagedoor.test` are two sites).
+#[tokio::test]
+#[ignore = "needs chromium: run tests/run.sh"]
+async fn a_lax_cookie_comes_back_through_a_cross_site_redirect() {
+    let pages = Pages::start().await;
+    let (_haproxy, _dir, port) = haproxy_before(&pages).await;
+    let page = |status, headers: Vec<(&str, String)>, html: &str| Page {
+        status,
+        headers: headers
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect(),
+        html: html.to_owned(),
+    };
+    let set = vec![
+        (
+            "Set-Cookie",
+            "lax=1; Path=/; HttpOnly; SameSite=Lax".to_owned(),
+        ),
+        (
+            "Set-Cookie",
+            "strict=1; Path=/; HttpOnly; SameSite=Strict".to_owned(),
+        ),
+    ];
+    pages.set("/set", page(200, set, ""));
+    let back = format!("http://a.stagedoor.test:{port}/callback?code=c&state=s");
+    pages.set(
+        "/authorize",
+        page(302, vec![("Location", back.clone())], ""),
+    );
+    pages.set("/login", page(303, vec![("Location", back.clone())], ""));
+    let form = "<form id=\"f\" method=\"post\" action=\"/login\">\
+                <input id=\"user\" name=\"user\"></form>";
+    pages.set("/form", page(200, Vec::new(), form));
+    let link = format!("<a id=\"go\" href=\"http://provider.test:{port}/authorize\">go</a>");
+    pages.set("/link", page(200, Vec::new(), &link));
+    let browser = Browser::start().await;
+
+    browser
+        .goto(&format!("http://a.stagedoor.test:{port}/set"))
+        .await;
+    // A link on another site (Backstage's link to the service, the service's to the
+    // provider) answered with a redirect.
+    browser
+        .goto(&format!("http://provider.test:{port}/link"))
+        .await;
+    browser.click("#go").await;
+    browser
+        .wait_for_url("the callback", |u| u.contains("/callback"))
+        .await;
+    assert_eq!(browser.url().await, back);
+    assert_eq!(browser.text("#cookie").await, "lax=1");
+    // WebDriver's goto is browser-initiated, like a typed URL: its redirects are
+    // same-site, Strict cookies included. Cross-site steps in a test need a click.
+    browser
+        .goto(&format!("http://provider.test:{port}/authorize"))
+        .await;
+    assert_eq!(browser.text("#cookie").await, "lax=1; strict=1");
+
+    browser
+        .goto(&format!("http://provider.test:{port}/form"))
+        .await;
+    browser.fill("#user", "alice").await;
+    browser.submit("#f").await;
+    browser
+        .wait_for_url("the callback", |u| u.contains("/callback"))
+        .await;
+    assert_eq!(browser.text("#cookie").await, "lax=1");
+    assert_eq!(browser.text("#method").await, "GET");
+    browser.close().await;
+}
+
 /// The live processes (zombies aside) in process group `pgid`, by name.
 fn group_members(pgid: u32) -> Vec<String> {
     let mut out = Vec::new();

@@ -11,6 +11,12 @@
 //!   serves `a.stagedoor.test` and `b.stagedoor.test`.
 //! - Chromium drops a `Secure` cookie set over plain http (except on localhost): the
 //!   SSO tests run with `cookie_secure = false`.
+//! - No `Sec-Fetch-*` header over plain http to a name (only to https, localhost and
+//!   127.0.0.1): a navigation there is known by its method and `Accept` alone.
+//! - [`Browser::goto`] is browser-initiated, like a typed URL: the redirects after it
+//!   count as same-site (SameSite=Strict cookies come along). A step that must be
+//!   cross-site (a link from Backstage, the provider's login POST) needs a click or a
+//!   submit on the other site's page.
 #![allow(dead_code)]
 
 use std::path::PathBuf;
