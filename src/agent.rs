@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
 
+use crate::browser::{BrowserArgs, BrowserOutcome};
 use crate::connection::{Handler, HandlerError};
 use crate::identity::Identity;
 use crate::policy::{Decision, Mode, Policy, Request};
@@ -24,6 +25,9 @@ pub struct AuthRequest<'a> {
     pub token: Option<&'a str>,
     pub src: Option<std::net::IpAddr>,
     pub request_id: Option<&'a str>,
+    /// The optional browser arguments (cookie, Accept, ...): all `None` from an SPOE
+    /// file that does not send them.
+    pub browser: BrowserArgs<'a>,
 }
 
 /// Why the arguments could not form a request (→ reason `bad_request`).
@@ -83,6 +87,14 @@ impl<'a> AuthRequest<'a> {
             _ => None,
         };
         let request_id = nullable_str("request_id", false).ok().flatten();
+        let browser = BrowserArgs {
+            cookie: nullable_str("cookie", false)?,
+            cookie_count: msg.arg("cookie_count").and_then(TypedData::as_i64),
+            accept: nullable_str("accept", false)?,
+            fetch_mode: nullable_str("fetch_mode", false)?,
+            scheme: nullable_str("scheme", false)?,
+            query: nullable_str("query", false)?,
+        };
         let token = match authorization {
             Some(h) => bearer(h),
             None => raw_token.map(str::trim).filter(|t| !t.is_empty()),
@@ -94,6 +106,7 @@ impl<'a> AuthRequest<'a> {
             token,
             src,
             request_id,
+            browser,
         })
     }
 }
@@ -118,6 +131,9 @@ pub struct Outcome {
     pub shadow: bool,
     /// The first bytes of SHA-256(token), for logs: correlates, cannot be replayed.
     pub token_fp: Option<[u8; 6]>,
+    /// What a browser gets besides the decision: a sign-in redirect, the Cookie
+    /// header without stagedoor's own cookies.
+    pub browser: BrowserOutcome,
 }
 
 /// Agent settings from the configuration.
@@ -166,6 +182,7 @@ impl Agent {
             identity: token.ok(),
             shadow: self.settings.mode == Mode::Shadow,
             token_fp: digest.map(|d| [d[0], d[1], d[2], d[3], d[4], d[5]]),
+            browser: Default::default(),
         }
     }
 }
@@ -195,6 +212,7 @@ impl Handler for Agent {
                     identity: None,
                     shadow: self.settings.mode == Mode::Shadow,
                     token_fp: None,
+                    browser: Default::default(),
                 };
                 let req = AuthRequest {
                     method: "",
@@ -203,6 +221,7 @@ impl Handler for Agent {
                     token: None,
                     src: None,
                     request_id: None,
+                    browser: BrowserArgs::default(),
                 };
                 (self.observer)(&req, &outcome, started.elapsed());
                 outcome
@@ -226,7 +245,7 @@ pub fn actions_for(outcome: &Outcome, realm: &str) -> Vec<Action<'static>> {
     let d = &outcome.decision;
     let real_allow = d.allow();
     let outage = is_outage(d.reason);
-    let mut actions = Vec::with_capacity(11);
+    let mut actions = Vec::with_capacity(14);
     let str_var = |name: &'static str, v: &str| {
         Action::set(Scope::Txn, name, TypedData::string(v.to_owned()))
     };
@@ -235,10 +254,15 @@ pub fn actions_for(outcome: &Outcome, realm: &str) -> Vec<Action<'static>> {
         "allow",
         TypedData::Bool(real_allow || outcome.shadow),
     ));
+    let location = (!real_allow)
+        .then_some(outcome.browser.location.as_deref())
+        .flatten()
+        .filter(|v| header_safe(v, 8192, false));
+    let status = if location.is_some() { 302 } else { d.status() };
     actions.push(Action::set(
         Scope::Txn,
         "status",
-        TypedData::Int64(d.status().into()),
+        TypedData::Int64(status.into()),
     ));
     actions.push(Action::set(
         Scope::Txn,
@@ -279,6 +303,26 @@ pub fn actions_for(outcome: &Outcome, realm: &str) -> Vec<Action<'static>> {
     }
     if let Some(owner) = d.owner.as_deref().filter(|v| header_safe(v, 512, false)) {
         actions.push(str_var("owner", owner));
+    }
+    if let Some(location) = location {
+        actions.push(str_var("location", location));
+    }
+    if let Some(cookie) = &outcome.browser.cookie {
+        // The header minus stagedoor's cookies, set back by HAProxy. Bytes that could
+        // not go back into a header (they came in one, so this is a defence only):
+        // the whole header goes.
+        actions.push(Action::set(
+            Scope::Txn,
+            "cookie_strip",
+            TypedData::Bool(true),
+        ));
+        if cookie.len() <= 65_536
+            && cookie
+                .bytes()
+                .all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f))
+        {
+            actions.push(str_var("cookie", cookie));
+        }
     }
     if !outage && let Some(www) = www_authenticate(d, realm) {
         actions.push(Action::set(
@@ -426,6 +470,7 @@ mod tests {
             identity: Some(Arc::new(id)),
             shadow: false,
             token_fp: None,
+            browser: Default::default(),
         };
         let acts = actions_for(&out, "r");
         for name in ["sub", "client_id", "scopes"] {
@@ -455,6 +500,7 @@ mod tests {
                     identity: None,
                     shadow: false,
                     token_fp: None,
+                    browser: Default::default(),
                 },
                 "r",
             );
@@ -474,6 +520,7 @@ mod tests {
                     identity: None,
                     shadow: true,
                     token_fp: None,
+                    browser: Default::default(),
                 },
                 "r",
             );
@@ -500,6 +547,7 @@ mod tests {
             identity: None,
             shadow: false,
             token_fp: None,
+            browser: Default::default(),
         };
         let acts = actions_for(&out, "r");
         let names: Vec<_> = acts
@@ -534,6 +582,7 @@ mod tests {
                 identity: None,
                 shadow: true,
                 token_fp: None,
+                browser: Default::default(),
             },
             "r",
         );

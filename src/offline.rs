@@ -110,6 +110,7 @@ pub async fn decide(
         token: req.token.as_deref(),
         src: None,
         request_id: None,
+        browser: Default::default(),
     };
     let outcome = agent.decide(&auth, crate::clock::unix_now()).await;
     let mut json = serde_json::to_value(&outcome.decision)?;
