@@ -36,4 +36,5 @@ pub mod reason;
 pub mod serve;
 pub mod server;
 pub mod spop;
+pub mod sso;
 pub mod token;
