@@ -6,12 +6,13 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
 
-use crate::browser::{BrowserArgs, BrowserOutcome};
+use crate::browser::{BrowserArgs, BrowserOutcome, is_navigation, sign_in_location};
 use crate::connection::{Handler, HandlerError};
 use crate::identity::Identity;
 use crate::policy::{Decision, Mode, Policy, Request};
 use crate::reason::Reason;
 use crate::spop::{Action, Message, Scope, TypedData};
+use crate::sso::{InvalidSession, SessionLookup, Sso};
 use crate::token::Verifier;
 
 /// The request as HAProxy described it in the `authorize` message.
@@ -144,6 +145,10 @@ pub struct AgentSettings {
     /// `realm` in `WWW-Authenticate`.
     pub realm: String,
     pub mode: Mode,
+    /// Browser sign-in (`[sso]`): session cookies are read, stagedoor's cookies are
+    /// removed before the backend, and navigations without credentials are sent to
+    /// sign in. `None`: bearer tokens only, as without the browser arguments.
+    pub sso: Option<Arc<Sso>>,
 }
 
 /// Called once per decision with the request, the outcome and the time it took.
@@ -162,10 +167,25 @@ pub struct Agent {
 impl Agent {
     /// Decides one request (the whole flow, minus the wire).
     pub async fn decide(&self, req: &AuthRequest<'_>, now_unix: i64) -> Outcome {
+        let sso = self.settings.sso.as_deref();
+        if sso.is_some() && req.browser.cookie_count.is_some_and(|n| n > 1) {
+            // Which Cookie line would the backend read, and which would HAProxy hand
+            // over? (HTTP/2 cookie fields arrive merged into one.)
+            return self.bare_outcome(Reason::BadRequest);
+        }
         // One SHA-256 per token: the cache key and the log fingerprint.
         let digest = req.token.map(crate::token::token_digest);
-        let token = match (req.token, &digest) {
-            (Some(t), Some(d)) => self.verifier.verify_digested(t, d, now_unix).await,
+        let token = match (req.token, &digest, sso, req.browser.cookie) {
+            (Some(t), Some(d), _, _) => self.verifier.verify_digested(t, d, now_unix).await,
+            // No bearer token: a session cookie decides like a token with its identity.
+            (None, _, Some(sso), Some(cookie)) => {
+                match sso.session_from_cookie_header(cookie, now_unix) {
+                    SessionLookup::Valid(identity) => Ok(identity),
+                    SessionLookup::Invalid(InvalidSession::Expired) => Err(Reason::SessionExpired),
+                    SessionLookup::Invalid(_) => Err(Reason::SessionInvalid),
+                    SessionLookup::None => Err(Reason::MissingToken),
+                }
+            }
             _ => Err(Reason::MissingToken),
         };
         let policy_req = Request {
@@ -177,12 +197,39 @@ impl Agent {
             Some(policy) => policy.decide(&policy_req, token.as_deref().map_err(|r| *r)),
             None => Decision::bare(Reason::PolicyUnavailable),
         };
+        let browser = match sso {
+            Some(_) => BrowserOutcome {
+                // Only a caller without a bearer token is sent to sign in: an API
+                // client with a bad token gets 401 as before.
+                location: (req.token.is_none()
+                    && decision.status() == 401
+                    && !is_outage(decision.reason)
+                    && is_navigation(req.method, &req.browser))
+                .then(|| sign_in_location(&req.browser, req.host, req.path)),
+                cookie: req
+                    .browser
+                    .cookie
+                    .map(|c| Sso::strip_cookies(c).into_owned()),
+            },
+            None => BrowserOutcome::default(),
+        };
         Outcome {
             decision,
             identity: token.ok(),
             shadow: self.settings.mode == Mode::Shadow,
             token_fp: digest.map(|d| [d[0], d[1], d[2], d[3], d[4], d[5]]),
-            browser: Default::default(),
+            browser,
+        }
+    }
+
+    /// An outcome decided before any credential was looked at.
+    fn bare_outcome(&self, reason: Reason) -> Outcome {
+        Outcome {
+            decision: Decision::bare(reason),
+            identity: None,
+            shadow: self.settings.mode == Mode::Shadow,
+            token_fp: None,
+            browser: BrowserOutcome::default(),
         }
     }
 }
@@ -207,13 +254,7 @@ impl Handler for Agent {
                 outcome
             }
             Err(_) => {
-                let outcome = Outcome {
-                    decision: Decision::bare(Reason::BadRequest),
-                    identity: None,
-                    shadow: self.settings.mode == Mode::Shadow,
-                    token_fp: None,
-                    browser: Default::default(),
-                };
+                let outcome = self.bare_outcome(Reason::BadRequest);
                 let req = AuthRequest {
                     method: "",
                     path: "",
@@ -316,7 +357,9 @@ pub fn actions_for(outcome: &Outcome, realm: &str) -> Vec<Action<'static>> {
             "cookie_strip",
             TypedData::Bool(true),
         ));
-        if cookie.len() <= 65_536
+        let empty = cookie.trim_matches([' ', '\t', ';']).is_empty();
+        if !empty
+            && cookie.len() <= 65_536
             && cookie
                 .bytes()
                 .all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f))

@@ -25,6 +25,8 @@ pub enum StartError {
     Verifier(#[from] crate::token::VerifierError),
     #[error("catalog: {0}")]
     Catalog(#[from] CatalogError),
+    #[error("browser sign-in: {0}")]
+    Sso(#[source] crate::config::ConfigError),
     #[error("cannot install signal handlers: {0}")]
     Signals(#[source] std::io::Error),
     #[error("cannot listen on {addr}: {source}")]
@@ -32,6 +34,16 @@ pub enum StartError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
+}
+
+/// Browser sign-in's keys and client secret, when `[sso]` is configured (`check-config`
+/// has read them already; this reads them again at start).
+pub fn start_sso(cfg: &Config) -> Result<Option<Arc<crate::sso::Sso>>, StartError> {
+    cfg.sso
+        .as_ref()
+        .map(|c| crate::sso::Sso::new(c, &cfg.base_dir).map(Arc::new))
+        .transpose()
+        .map_err(StartError::Sso)
 }
 
 /// Starts the verifier: one key-set task per issuer, first fetch right away.

@@ -100,6 +100,7 @@ pub async fn decide(
             message: cfg.agent.message.clone(),
             realm: cfg.agent.realm.clone(),
             mode: cfg.policy.mode,
+            sso: None,
         },
         observer: Box::new(|_, _, _| {}),
     };

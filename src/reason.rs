@@ -31,6 +31,11 @@ pub enum Reason {
     /// The token lives longer than the issuer's configured maximum lifetime.
     LifetimeTooLong,
     KeysUnavailable,
+    /// A browser session cookie that is past its expiry or maximum age.
+    SessionExpired,
+    /// A browser session cookie that does not open with our keys (altered, foreign,
+    /// too large, malformed).
+    SessionInvalid,
 
     // --- policy (403) ---
     InsufficientScope,
@@ -51,7 +56,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, in declaration order (for metrics pre-registration and docs).
-    pub const ALL: [Reason; 25] = [
+    pub const ALL: [Reason; 27] = [
         Reason::Ok,
         Reason::Public,
         Reason::UnmatchedAllowed,
@@ -68,6 +73,8 @@ impl Reason {
         Reason::BadType,
         Reason::LifetimeTooLong,
         Reason::KeysUnavailable,
+        Reason::SessionExpired,
+        Reason::SessionInvalid,
         Reason::InsufficientScope,
         Reason::NotMember,
         Reason::NoRoute,
@@ -98,6 +105,8 @@ impl Reason {
             Reason::BadType => "bad_type",
             Reason::LifetimeTooLong => "lifetime_too_long",
             Reason::KeysUnavailable => "keys_unavailable",
+            Reason::SessionExpired => "session_expired",
+            Reason::SessionInvalid => "session_invalid",
             Reason::InsufficientScope => "insufficient_scope",
             Reason::NotMember => "not_member",
             Reason::NoRoute => "no_route",
@@ -132,7 +141,9 @@ impl Reason {
             | Reason::BadAudience
             | Reason::BadType
             | Reason::LifetimeTooLong
-            | Reason::KeysUnavailable => 401,
+            | Reason::KeysUnavailable
+            | Reason::SessionExpired
+            | Reason::SessionInvalid => 401,
             Reason::InsufficientScope
             | Reason::NotMember
             | Reason::NoRoute

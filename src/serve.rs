@@ -16,6 +16,7 @@ use crate::decision_log::DecisionLog;
 use crate::lifecycle::{self, PolicyHandle, Signals};
 use crate::metrics::{Metrics, Sources};
 use crate::policy::Mode;
+use crate::sso::Sso;
 use crate::token::Verifier;
 
 pub use crate::lifecycle::StartError;
@@ -38,6 +39,7 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
     let signals = Signals::install()?;
     let shutdown = CancellationToken::new();
     let verifier = lifecycle::start_verifier(&cfg)?;
+    let sso = lifecycle::start_sso(&cfg)?;
     let (catalog, policy) = lifecycle::start_catalog(&cfg, shutdown.clone())?;
     let (listener, admin_listener) = bind(&cfg).await?;
 
@@ -50,6 +52,7 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
     ));
     let agent = agent(
         &cfg,
+        sso.clone(),
         verifier.clone(),
         &policy,
         metrics.clone(),
@@ -102,6 +105,7 @@ async fn bind(cfg: &Config) -> Result<(TcpListener, Option<TcpListener>), StartE
 /// The handler, with every decision counted in the metrics and written to the log.
 fn agent(
     cfg: &Config,
+    sso: Option<Arc<Sso>>,
     verifier: Verifier,
     policy: &PolicyHandle,
     metrics: Arc<Metrics>,
@@ -120,6 +124,7 @@ fn agent(
             message: cfg.agent.message.clone(),
             realm: cfg.agent.realm.clone(),
             mode: cfg.policy.mode,
+            sso: sso,
         },
         observer: Box::new(move |req, outcome, latency| {
             metrics.record_decision(
