@@ -93,7 +93,6 @@ impl<'a> AuthRequest<'a> {
             cookie_count: msg.arg("cookie_count").and_then(TypedData::as_i64),
             accept: nullable_str("accept", false)?,
             fetch_mode: nullable_str("fetch_mode", false)?,
-            scheme: nullable_str("scheme", false)?,
             query: nullable_str("query", false)?,
         };
         let token = match authorization {
@@ -198,14 +197,16 @@ impl Agent {
             None => Decision::bare(Reason::PolicyUnavailable),
         };
         let browser = match sso {
-            Some(_) => BrowserOutcome {
+            Some(sso) => BrowserOutcome {
                 // Only a caller without a bearer token is sent to sign in: an API
                 // client with a bad token gets 401 as before.
                 location: (req.token.is_none()
                     && decision.status() == 401
                     && !is_outage(decision.reason)
                     && is_navigation(req.method, &req.browser))
-                .then(|| sign_in_location(&req.browser, req.host, req.path)),
+                .then(|| {
+                    sign_in_location(&sso.cfg.external_scheme, &req.browser, req.host, req.path)
+                }),
                 cookie: req
                     .browser
                     .cookie

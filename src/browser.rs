@@ -1,6 +1,6 @@
 //! Message → decision, for browsers (beside the token stage): the optional SPOE
-//! arguments a browser request brings (cookie, `Accept`, `Sec-Fetch-Mode`, scheme,
-//! query), whether a request without credentials is a navigation that may be sent to
+//! arguments a browser request brings (cookie, `Accept`, `Sec-Fetch-Mode`, query),
+//! whether a request without credentials is a navigation that may be sent to
 //! sign in, and where to. Pure: no I/O, no clock.
 //!
 //! Only a top-level navigation is redirected: `GET` or `HEAD`, an `Accept` naming
@@ -25,8 +25,6 @@ pub struct BrowserArgs<'a> {
     pub accept: Option<&'a str>,
     /// `Sec-Fetch-Mode`.
     pub fetch_mode: Option<&'a str>,
-    /// `http` or `https`, as HAProxy saw the connection.
-    pub scheme: Option<&'a str>,
     /// The query string, without `?` (HAProxy's `query`).
     pub query: Option<&'a str>,
 }
@@ -62,11 +60,9 @@ pub fn is_navigation(method: &str, args: &BrowserArgs<'_>) -> bool {
 /// The sign-in URL for a navigation to `scheme://host path?query`: relative, so it
 /// stays on the host the browser asked for, with the original URL percent-encoded
 /// in `rd`. The sign-in listener checks `rd` again before it ever redirects to it.
-pub fn sign_in_location(args: &BrowserArgs<'_>, host: &str, path: &str) -> String {
-    let scheme = match args.scheme {
-        Some(s) if s.eq_ignore_ascii_case("http") => "http",
-        _ => "https",
-    };
+/// `scheme` is `[sso] external_scheme`, the one browsers use: HAProxy's own view
+/// (`ssl_fc`) is wrong behind a load balancer that ends TLS.
+pub fn sign_in_location(scheme: &str, args: &BrowserArgs<'_>, host: &str, path: &str) -> String {
     let mut original = format!("{scheme}://{host}{path}");
     if let Some(q) = args.query.filter(|q| !q.is_empty()) {
         original.push('?');
@@ -139,31 +135,29 @@ mod tests {
     #[test]
     fn the_sign_in_location_is_relative_and_carries_the_whole_original_url() {
         let a = BrowserArgs {
-            scheme: Some("https"),
             query: Some("q=1&x=a b"),
             ..BrowserArgs::default()
         };
         assert_eq!(
-            sign_in_location(&a, "svc.example.com", "/docs/a b"),
+            sign_in_location("https", &a, "svc.example.com", "/docs/a b"),
             "/.stagedoor/login?rd=https%3A%2F%2Fsvc.example.com%2Fdocs%2Fa%20b%3Fq%3D1%26x%3Da%20b"
         );
-        // No scheme argument: https. No or empty query: no `?`.
+        // No or empty query: no `?`.
         let a = BrowserArgs::default();
         assert_eq!(
-            sign_in_location(&a, "h:8443", "/"),
+            sign_in_location("https", &a, "h:8443", "/"),
             "/.stagedoor/login?rd=https%3A%2F%2Fh%3A8443%2F"
         );
         let a = BrowserArgs {
-            scheme: Some("HTTP"),
             query: Some(""),
             ..BrowserArgs::default()
         };
         assert_eq!(
-            sign_in_location(&a, "h", "/x"),
+            sign_in_location("http", &a, "h", "/x"),
             "/.stagedoor/login?rd=http%3A%2F%2Fh%2Fx"
         );
         // Whatever the path holds, the location is visible ASCII without `"` or `\`.
-        let loc = sign_in_location(&a, "h", "/\r\n\"\\é%");
+        let loc = sign_in_location("https", &a, "h", "/\r\n\"\\é%");
         assert!(
             loc.bytes()
                 .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')

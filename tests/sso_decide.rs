@@ -150,7 +150,6 @@ async fn vars(agent: &Agent, req: &Req) -> Vec<(String, String)> {
         Arg::new("cookie", null_or(req.cookie.as_deref())),
         Arg::new("accept", null_or(req.accept)),
         Arg::new("fetch_mode", null_or(req.fetch_mode)),
-        Arg::new("scheme", TypedData::str("https")),
         Arg::new("query", TypedData::str("tab=2")),
     ];
     if let Some(n) = req.cookie_count {
