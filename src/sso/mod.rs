@@ -8,9 +8,11 @@
 //! - [`cookie`]: the `Cookie` header read without allocating; stripping ours; `Set-Cookie`.
 //! - [`session`]: the session payload, opened per request; the too-many-groups rule.
 //! - [`config`]: the `[sso]` section and its checks.
+//! - [`redirect`]: return targets after sign-in (no open redirect).
 
 pub mod config;
 pub mod cookie;
+pub mod redirect;
 pub mod seal;
 pub mod session;
 
