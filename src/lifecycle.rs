@@ -27,6 +27,8 @@ pub enum StartError {
     Catalog(#[from] CatalogError),
     #[error("cannot install signal handlers: {0}")]
     Signals(#[source] std::io::Error),
+    #[error("sso: {0}")]
+    Sso(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: std::net::SocketAddr,
@@ -37,6 +39,27 @@ pub enum StartError {
 /// Starts the verifier: one key-set task per issuer, first fetch right away.
 pub fn start_verifier(cfg: &Config) -> Result<Verifier, StartError> {
     Ok(Verifier::start(resolved_issuers(cfg), cfg.token)?)
+}
+
+/// Browser sign-in when `[sso]` is configured: the keys and secret read, and the flow
+/// over the verifier (whose key set for the `[sso]` issuer verifies ID tokens). The
+/// agent opens session cookies with the [`crate::sso::Sso`]; the listener serves the flow.
+pub fn start_sso(
+    cfg: &Config,
+    verifier: &Verifier,
+) -> Result<Option<Arc<crate::sso::flow::Flow>>, StartError> {
+    let Some(sso_cfg) = &cfg.sso else {
+        return Ok(None);
+    };
+    let sso =
+        crate::sso::Sso::new(sso_cfg, &cfg.base_dir).map_err(|e| StartError::Sso(e.to_string()))?;
+    let client = crate::token::fetch::http_client().map_err(|e| StartError::Sso(e.to_string()))?;
+    Ok(Some(Arc::new(crate::sso::flow::Flow::new(
+        Arc::new(sso),
+        verifier.clone(),
+        client,
+        cfg,
+    ))))
 }
 
 /// Issuer configs with `jwks_file` resolved against the config file's directory.

@@ -40,6 +40,16 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
     let verifier = lifecycle::start_verifier(&cfg)?;
     let (catalog, policy) = lifecycle::start_catalog(&cfg, shutdown.clone())?;
     let (listener, admin_listener) = bind(&cfg).await?;
+    // Browser sign-in (`[sso]`): its own listener; the agent's use of the session
+    // cookie is wired in agent.rs.
+    if let Some(flow) = lifecycle::start_sso(&cfg, &verifier)? {
+        let addr = flow.sso.cfg.listen;
+        let l = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { addr, source })?;
+        tracing::info!(event = "sso_listening", listen = %addr, "browser sign-in listener");
+        tokio::spawn(crate::sso::listener::serve(l, flow, shutdown.clone()));
+    }
 
     let metrics = Arc::new(Metrics::new());
     let engine = Arc::new(EngineStats::default());
