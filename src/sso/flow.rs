@@ -258,18 +258,25 @@ impl Flow {
             '?'
         };
         let location = format!("{}{sep}{}", endpoints.authorization, form(&params));
-        // A struct of strings and integers always serializes.
-        let json =
-            serde_json::to_vec(&pending).map_err(|_| FlowError::Seal(SealError::Malformed))?;
-        let sealed = self
-            .sso
-            .sealer
-            .seal(PURPOSE_STATE, &json)
-            .map_err(FlowError::Seal)?;
+        let sealed = self.seal_pending(&pending)?;
         Ok(Redirect {
             location,
             set_cookies: vec![self.state_cookie(&sealed, STATE_MAX_AGE)],
         })
+    }
+
+    /// The state cookie's value for `pending`.
+    ///
+    /// # Errors
+    /// [`FlowError::Seal`].
+    pub fn seal_pending(&self, pending: &PendingSignIn) -> Result<String, FlowError> {
+        // A struct of strings and integers always serializes.
+        let json =
+            serde_json::to_vec(pending).map_err(|_| FlowError::Seal(SealError::Malformed))?;
+        self.sso
+            .sealer
+            .seal(PURPOSE_STATE, &json)
+            .map_err(FlowError::Seal)
     }
 
     /// The state cookie's `Set-Cookie` (empty value and 0 clear it).

@@ -247,6 +247,9 @@ impl Verifier {
     }
 }
 
+/// Largest ID token [`Verifier::verify_id_token`] reads.
+pub const MAX_ID_TOKEN_BYTES: usize = 64 * 1024;
+
 impl Verifier {
     /// Verifies an OpenID Connect ID token from `issuer` (a configured issuer) for a
     /// browser sign-in: see [`verify_id_token`]. One unknown-`kid` refetch, as for
@@ -268,7 +271,10 @@ impl Verifier {
             .iter()
             .find(|st| st.cfg.issuer == issuer)
             .ok_or(Reason::BadIssuer)?;
-        let max = inner.settings.max_token_bytes;
+        // An ID token comes from the token endpoint, not a client header, and carries
+        // every group of a user: a larger cap than `max_token_bytes` (the token
+        // response body itself is capped at 64 KiB).
+        let max = inner.settings.max_token_bytes.max(MAX_ID_TOKEN_BYTES);
         let keys = st.usable().ok_or(Reason::KeysUnavailable)?;
         match verify_id_token(token, now_unix, &keys, &st.cfg, client_id, nonce, max) {
             Err(IdTokenError::Token(Reason::UnknownKey)) => {
