@@ -214,7 +214,13 @@ impl Browser {
 
     /// /.stagedoor/login?rd=… on `site`, then the provider up to the redirect back to
     /// our callback (not followed): the callback URL.
-    async fn to_callback(&mut self, env: &Env, site: &str, rd: &str, user: &str) -> String {
+    async fn sign_in_until_callback(
+        &mut self,
+        env: &Env,
+        site: &str,
+        rd: &str,
+        user: &str,
+    ) -> String {
         let r = self
             .get(
                 env,
@@ -292,7 +298,9 @@ async fn sign_in_lands_on_the_original_url_and_opens_to_the_identity() {
     let env = setup().await;
     let mut b = Browser::default();
     let rd = format!("{}/app/page?x=1&y=a%20b#frag", env.base);
-    let cb = b.to_callback(&env, &env.base, &rd, "alice").await;
+    let cb = b
+        .sign_in_until_callback(&env, &env.base, &rd, "alice")
+        .await;
     assert!(b.sd.contains_key("stagedoor_state"));
     let r = b.get(&env, &cb).await;
     assert_eq!(r.status(), 302, "{}", r.text().await.unwrap());
@@ -337,7 +345,9 @@ async fn sign_in_lands_on_the_original_url_and_opens_to_the_identity() {
 
     // groups from userinfo when the ID token has none (carol).
     let mut c = Browser::default();
-    let cb = c.to_callback(&env, &env.base, "/", "carol").await;
+    let cb = c
+        .sign_in_until_callback(&env, &env.base, "/", "carol")
+        .await;
     let r = c.get(&env, &cb).await;
     assert_eq!(r.status(), 302, "{}", r.text().await.unwrap());
     assert_eq!(location(&r), format!("{}/", env.base));
@@ -377,7 +387,9 @@ async fn state_pkce_and_cookie_attacks_fail() {
     let env = setup().await;
     // State mismatch: the provider's answer with another state.
     let mut b = Browser::default();
-    let cb = b.to_callback(&env, &env.base, "/", "alice").await;
+    let cb = b
+        .sign_in_until_callback(&env, &env.base, "/", "alice")
+        .await;
     let (path, query) = cb.split_once('?').unwrap();
     let state = query_param(query, "state").unwrap();
     let forged = format!("{path}?{}", query.replace(&state, "AAAA"));
@@ -387,7 +399,9 @@ async fn state_pkce_and_cookie_attacks_fail() {
 
     // A tampered state cookie (e.g. to swap the PKCE verifier) does not open.
     let mut b = Browser::default();
-    let cb = b.to_callback(&env, &env.base, "/", "alice").await;
+    let cb = b
+        .sign_in_until_callback(&env, &env.base, "/", "alice")
+        .await;
     let v = b.sd.get_mut("stagedoor_state").unwrap();
     let last = v.pop().unwrap();
     v.push(if last == 'A' { 'B' } else { 'A' });
@@ -397,7 +411,9 @@ async fn state_pkce_and_cookie_attacks_fail() {
 
     // A missing state cookie.
     let mut b = Browser::default();
-    let cb = b.to_callback(&env, &env.base, "/", "alice").await;
+    let cb = b
+        .sign_in_until_callback(&env, &env.base, "/", "alice")
+        .await;
     b.sd.clear();
     let r = b.get(&env, &cb).await;
     assert!(r.text().await.unwrap().contains("state_missing"));
@@ -405,7 +421,9 @@ async fn state_pkce_and_cookie_attacks_fail() {
     // A well-sealed state cookie with the wrong PKCE verifier: the provider refuses the
     // code (PKCE required), the sign-in fails.
     let mut b = Browser::default();
-    let cb = b.to_callback(&env, &env.base, "/", "alice").await;
+    let cb = b
+        .sign_in_until_callback(&env, &env.base, "/", "alice")
+        .await;
     let state = query_param(cb.split_once('?').unwrap().1, "state").unwrap();
     let real: PendingSignIn = env
         .flow
@@ -523,7 +541,7 @@ async fn too_many_groups_keeps_the_policys_groups_or_fails() {
     let env = setup().await;
     // Only the groups the policy names are kept.
     let mut b = Browser::default();
-    let cb = b.to_callback(&env, &env.base, "/", "many").await;
+    let cb = b.sign_in_until_callback(&env, &env.base, "/", "many").await;
     let r = b.get(&env, &cb).await;
     assert_eq!(r.status(), 302, "{}", r.text().await.unwrap());
     let (_, me) = b.whoami(&env, &env.base).await;
@@ -533,7 +551,9 @@ async fn too_many_groups_keeps_the_policys_groups_or_fails() {
     );
     // When even those do not fit: a page saying so, and a warning naming the subject.
     let mut b = Browser::default();
-    let cb = b.to_callback(&env, &env.strict, "/", "many").await;
+    let cb = b
+        .sign_in_until_callback(&env, &env.strict, "/", "many")
+        .await;
     let r = b.get(&env, &cb).await;
     assert_eq!(r.status(), 403);
     let page = r.text().await.unwrap();

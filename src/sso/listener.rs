@@ -31,7 +31,7 @@ pub async fn serve(listener: TcpListener, flow: Arc<Flow>, shutdown: Cancellatio
     crate::admin::serve_router(listener, router(flow), shutdown).await;
 }
 
-fn text<'a>(h: &'a HeaderMap, name: header::HeaderName) -> &'a str {
+fn text(h: &HeaderMap, name: header::HeaderName) -> &str {
     h.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
 }
 

@@ -10,6 +10,7 @@
 //! - [`config`]: the `[sso]` section and its checks.
 //! - [`flow`]: discovery, login, callback (code exchange, ID token, userinfo).
 //! - [`listener`]: the `/.stagedoor/` HTTP endpoints.
+//! - [`wire`]: form/query encoding and the discovery document.
 //! - [`redirect`]: return targets after sign-in (no open redirect).
 
 pub mod config;
@@ -19,6 +20,7 @@ pub mod listener;
 pub mod redirect;
 pub mod seal;
 pub mod session;
+pub mod wire;
 
 use std::path::Path;
 
