@@ -29,6 +29,8 @@ pub enum StartError {
     Sso(#[source] crate::config::ConfigError),
     #[error("cannot install signal handlers: {0}")]
     Signals(#[source] std::io::Error),
+    #[error("browser sign-in: {0}")]
+    SsoClient(#[source] crate::token::fetch::FetchError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: std::net::SocketAddr,
@@ -36,19 +38,29 @@ pub enum StartError {
     },
 }
 
-/// Browser sign-in's keys and client secret, when `[sso]` is configured (`check-config`
-/// has read them already; this reads them again at start).
-pub fn start_sso(cfg: &Config) -> Result<Option<Arc<crate::sso::Sso>>, StartError> {
-    cfg.sso
-        .as_ref()
-        .map(|c| crate::sso::Sso::new(c, &cfg.base_dir).map(Arc::new))
-        .transpose()
-        .map_err(StartError::Sso)
-}
-
 /// Starts the verifier: one key-set task per issuer, first fetch right away.
 pub fn start_verifier(cfg: &Config) -> Result<Verifier, StartError> {
     Ok(Verifier::start(resolved_issuers(cfg), cfg.token)?)
+}
+
+/// Browser sign-in when `[sso]` is configured: the keys and secret read, and the flow
+/// over the verifier (whose key set for the `[sso]` issuer verifies ID tokens). The
+/// agent opens session cookies with the [`crate::sso::Sso`]; the listener serves the flow.
+pub fn start_sso(
+    cfg: &Config,
+    verifier: &Verifier,
+) -> Result<Option<Arc<crate::sso::flow::Flow>>, StartError> {
+    let Some(sso_cfg) = &cfg.sso else {
+        return Ok(None);
+    };
+    let sso = crate::sso::Sso::new(sso_cfg, &cfg.base_dir).map_err(StartError::Sso)?;
+    let client = crate::token::fetch::http_client().map_err(StartError::SsoClient)?;
+    Ok(Some(Arc::new(crate::sso::flow::Flow::new(
+        Arc::new(sso),
+        verifier.clone(),
+        client,
+        cfg,
+    ))))
 }
 
 /// Issuer configs with `jwks_file` resolved against the config file's directory.

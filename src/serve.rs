@@ -39,9 +39,20 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
     let signals = Signals::install()?;
     let shutdown = CancellationToken::new();
     let verifier = lifecycle::start_verifier(&cfg)?;
-    let sso = lifecycle::start_sso(&cfg)?;
     let (catalog, policy) = lifecycle::start_catalog(&cfg, shutdown.clone())?;
     let (listener, admin_listener) = bind(&cfg).await?;
+    // Browser sign-in (`[sso]`): its own listener; the agent opens session cookies
+    // with the same keys.
+    let flow = lifecycle::start_sso(&cfg, &verifier)?;
+    let sso = flow.as_ref().map(|f| f.sso.clone());
+    if let Some(flow) = flow {
+        let addr = flow.sso.cfg.listen;
+        let l = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { addr, source })?;
+        tracing::info!(event = "sso_listening", listen = %addr, "browser sign-in listener");
+        tokio::spawn(crate::sso::listener::serve(l, flow, shutdown.clone()));
+    }
 
     let metrics = Arc::new(Metrics::new());
     let engine = Arc::new(EngineStats::default());
@@ -124,7 +135,7 @@ fn agent(
             message: cfg.agent.message.clone(),
             realm: cfg.agent.realm.clone(),
             mode: cfg.policy.mode,
-            sso: sso,
+            sso,
         },
         observer: Box::new(move |req, outcome, latency| {
             metrics.record_decision(

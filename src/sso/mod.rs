@@ -8,11 +8,19 @@
 //! - [`cookie`]: the `Cookie` header read without allocating; stripping ours; `Set-Cookie`.
 //! - [`session`]: the session payload, opened per request; the too-many-groups rule.
 //! - [`config`]: the `[sso]` section and its checks.
+//! - [`flow`]: discovery, login, callback (code exchange, ID token, userinfo).
+//! - [`listener`]: the `/.stagedoor/` HTTP endpoints.
+//! - [`wire`]: form/query encoding and the discovery document.
+//! - [`redirect`]: return targets after sign-in (no open redirect).
 
 pub mod config;
 pub mod cookie;
+pub mod flow;
+pub mod listener;
+pub mod redirect;
 pub mod seal;
 pub mod session;
+pub mod wire;
 
 use std::path::Path;
 

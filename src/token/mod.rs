@@ -29,4 +29,6 @@ pub use config::{IssuerConfig, IssuerError, KeySource, TokenCapError, TokenConfi
 pub use issuer::IssuerStatus;
 pub use jwk::KeySet;
 pub use verifier::{Verifier, VerifierStatus, token_digest};
-pub use verify::{Claims, VerifiedJws, verify_jws, verify_with_keys};
+pub use verify::{
+    Claims, IdToken, IdTokenError, VerifiedJws, verify_id_token, verify_jws, verify_with_keys,
+};

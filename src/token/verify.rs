@@ -94,6 +94,85 @@ pub fn verify_with_keys(
     check_claims(&jws, &raw, cfg, now, fp)
 }
 
+/// An OpenID Connect ID token verified for a sign-in (issue 13).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdToken {
+    pub claims: Claims,
+    /// `auth_time`, when the provider sent it.
+    pub auth_time: Option<i64>,
+}
+
+/// Why an ID token was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum IdTokenError {
+    /// A rule shared with access tokens (signature, `iss`, `aud`, times, shape).
+    #[error("{}", .0.as_str())]
+    Token(Reason),
+    /// `nonce` absent or not the one this sign-in sent.
+    #[error("nonce mismatch")]
+    Nonce,
+    /// `azp` present and not our client.
+    #[error("azp is another client")]
+    Azp,
+}
+
+impl From<Reason> for IdTokenError {
+    fn from(r: Reason) -> Self {
+        IdTokenError::Token(r)
+    }
+}
+
+/// Verifies an ID token (OIDC Core 3.1.3.7) with the issuer's keys and algorithms and
+/// the same signature, time and shape rules as access tokens; but `aud` must contain
+/// `client_id` (the issuer's access-token `audiences` and `types` do not apply), `azp`
+/// when present must be `client_id`, and `nonce` must equal `nonce`.
+///
+/// # Errors
+/// [`IdTokenError`].
+pub fn verify_id_token(
+    token: &str,
+    now: i64,
+    keys: &KeySet,
+    cfg: &IssuerConfig,
+    client_id: &str,
+    nonce: &str,
+    max_bytes: usize,
+) -> Result<IdToken, IdTokenError> {
+    let jws = parse_jws(token, max_bytes)?;
+    let wanted = [
+        cfg.groups_claim.clone(),
+        "nonce".to_owned(),
+        "auth_time".to_owned(),
+    ];
+    let raw = RawClaims::parse(&jws.payload, &wanted)?;
+    if unverified_issuer(&raw)? != cfg.issuer {
+        return Err(Reason::BadIssuer.into());
+    }
+    let fp = check_signature(&jws, keys, cfg.allowed_algorithms())?;
+    let id_cfg = IssuerConfig {
+        audiences: vec![client_id.to_owned()],
+        types: None,
+        ..cfg.clone()
+    };
+    let claims = check_claims(&jws, &raw, &id_cfg, now, fp)?;
+    match raw.extra("nonce") {
+        Some(Val::Str(n)) if same_bytes(n.as_bytes(), nonce.as_bytes()) => {}
+        _ => return Err(IdTokenError::Nonce),
+    }
+    match &raw.azp {
+        None => {}
+        Some(Val::Str(a)) if a == client_id => {}
+        Some(_) => return Err(IdTokenError::Azp),
+    }
+    let auth_time = numeric_date(raw.extra("auth_time"), f64::floor)?;
+    Ok(IdToken { claims, auth_time })
+}
+
+/// Equality in time independent of where the bytes differ.
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 /// The `iss` claim before verification: only ever used to pick an issuer's key set.
 ///
 /// # Errors
