@@ -267,7 +267,14 @@ async fn browser_path(hap_bin: &Path) {
     // /.stagedoor/ goes to the sign-in listener: not decided, never at the backend.
     let before = backend.seen().len();
     let r = request(&fe, "GET", "/.stagedoor/whoami", &[("Cookie", &member)]).await;
-    assert_ne!(r.status, 302, "{r:?}");
+    assert_status(&r, 200, "whoami through HAProxy");
+    assert_eq!(r.json()["sub"], "svc", "{r:?}");
+    let r = request(&fe, "GET", "/.stagedoor/whoami", &NAVIGATE).await;
+    assert_status(
+        &r,
+        401,
+        "whoami without a session is the listener's answer, not a redirect",
+    );
     assert_eq!(
         backend.seen().len(),
         before,
