@@ -16,6 +16,14 @@ if ! command -v haproxy >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq haproxy >/dev/null
 fi
 haproxy -v | sed -n 1p   # sed reads everything: no SIGPIPE under pipefail
+# The browser tests (tests/browser_*.rs): Debian's Chromium and the chromedriver built
+# with it (same version). ~40 s with apt-get update on a fresh Debian 12.
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+    echo "== installing chromium and chromium-driver (Debian)"
+    as_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq chromium chromium-driver >/dev/null
+fi
+chromedriver --version | sed -n 1p
 echo "== HAProxy 3.x (Debian unstable's) and 3.0 LTS (Debian 13's), unpacked, not installed"
 tests/peers/haproxy3/fetch.sh
 tests/peers/haproxy30/fetch.sh
@@ -55,7 +63,7 @@ echo "== cargo test"
 #   to themselves (with more beside them, some failed).
 # Every binary runs (--no-fail-fast), so the closing line counts the whole suite.
 sleeping=(admin_limits)
-waiting=(deploy e2e_agent e2e_browser e2e_desync e2e_haproxy_spop sso_flow token_oidc)
+waiting=(deploy e2e_agent e2e_browser e2e_desync e2e_haproxy_spop sso_flow token_oidc browser_smoke)
 alone=(policy_attacks token_keysets token_attacks token_props catalog_backstage e2e_ops)
 cargo test --locked --no-run
 logs=$(mktemp -d)

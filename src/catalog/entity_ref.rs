@@ -20,8 +20,10 @@
 //!
 //!   A ref outside these rules can name no entity Backstage (or the file source) would
 //!   accept, so it is refused where it is written rather than left to dangle: a
-//!   descriptor document is skipped, an annotation is in error, a relation target the
-//!   policy reads is ignored (less membership, never more).
+//!   descriptor document is skipped (for its own kind, namespace or name), an
+//!   annotation is in error, a relation target is dropped with a warning and the
+//!   entity kept (less membership, never more; skipping the entity took its routes
+//!   out of the policy).
 //! - **Case**: refs compare case-insensitively (Backstage's rule), so a ref is kept in
 //!   ASCII lower case: `Group:Default/SRE` is `group:default/sre`.
 //!
@@ -82,7 +84,10 @@ impl EntityRef {
     /// The ref of an entity whose `kind`, `metadata.namespace` and `metadata.name` its
     /// source has already checked (the file source by Backstage's rules, a Backstage
     /// backend by its own, which an installation may have loosened): formatted, not
-    /// checked again, so no served entity goes without a ref.
+    /// checked again, so no served entity goes without a ref. An entity of a loosened
+    /// Backstage whose name holds `:` or `/`, or non-ASCII letters (lower-cased here
+    /// ASCII only, by Backstage with full Unicode), gets a ref that no annotation can
+    /// name: it can only be given less access, never another entity's.
     pub fn from_parts(kind: &str, namespace: &str, name: &str) -> EntityRef {
         let mut s = String::with_capacity(kind.len() + namespace.len() + name.len() + 2);
         for (part, sep) in [(kind, ":"), (namespace, "/"), (name, "")] {

@@ -123,8 +123,12 @@ pub fn load_report(patterns: &[String], base_dir: &Path) -> Result<Loaded, Catal
     let mut derived: Vec<(String, Relation)> = Vec::new();
     for (entity_ref, (entity, file, index)) in by_ref {
         match derive_relations(&entity) {
-            Ok(relations) => {
-                derived.extend(relations.into_iter().map(|r| (entity_ref.clone(), r)));
+            Ok(d) => {
+                for dropped in &d.dropped {
+                    tracing::warn!(event = "relation_dropped", entity = %entity_ref,
+                        file = %file.display(), index, "relation dropped: {dropped}");
+                }
+                derived.extend(d.relations.into_iter().map(|r| (entity_ref.clone(), r)));
                 entities.insert(entity_ref, entity);
             }
             Err(reason) => skipped.push(CatalogError::Document {

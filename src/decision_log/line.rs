@@ -212,10 +212,11 @@ impl std::fmt::Display for Hex<'_> {
     }
 }
 
-/// serde_json's compact output, with two escapes more: U+2028 and U+2029 end a line
-/// in JavaScript and in some log viewers, so a path cannot split a line there; and
-/// backspace and form feed as `\u0008` and `\u000c`, as every other control
-/// character, so lines stay byte for byte what the earlier hand-written writer made.
+/// serde_json's compact output, with three escapes more: U+0085 (NEL), U+2028 and
+/// U+2029 end a line in JavaScript, Python's `splitlines` and some log viewers, so a
+/// path cannot split a line there; and backspace and form feed as `\u0008` and
+/// `\u000c`, as every other control character, so lines stay byte for byte what the
+/// earlier hand-written writer made.
 struct LineFormatter;
 
 impl Formatter for LineFormatter {
@@ -224,16 +225,17 @@ impl Formatter for LineFormatter {
         w: &mut W,
         fragment: &str,
     ) -> io::Result<()> {
-        // Both are E2 80 A8/A9 in UTF-8. Most text is ASCII, which `is_ascii`
-        // confirms a word at a time; the rest is scanned for E2.
+        // NEL is C2 85, the other two E2 80 A8/A9 in UTF-8. Most text is ASCII, which
+        // `is_ascii` confirms a word at a time; the rest is scanned for C2 and E2.
         if fragment.is_ascii() {
             return w.write_all(fragment.as_bytes());
         }
         let mut rest = fragment.as_bytes();
-        while let Some(i) = rest.iter().position(|&b| b == 0xe2) {
-            let escape: &[u8] = match rest.get(i + 1..i + 3) {
-                Some([0x80, 0xa8]) => b"\\u2028",
-                Some([0x80, 0xa9]) => b"\\u2029",
+        while let Some(i) = rest.iter().position(|&b| b == 0xe2 || b == 0xc2) {
+            let (escape, len): (&[u8], usize) = match (rest[i], rest.get(i + 1..)) {
+                (0xc2, Some([0x85, ..])) => (b"\\u0085", 2),
+                (0xe2, Some([0x80, 0xa8, ..])) => (b"\\u2028", 3),
+                (0xe2, Some([0x80, 0xa9, ..])) => (b"\\u2029", 3),
                 _ => {
                     w.write_all(&rest[..=i])?;
                     rest = &rest[i + 1..];
@@ -242,7 +244,7 @@ impl Formatter for LineFormatter {
             };
             w.write_all(&rest[..i])?;
             w.write_all(escape)?;
-            rest = &rest[i + 3..];
+            rest = &rest[i + len..];
         }
         w.write_all(rest)
     }

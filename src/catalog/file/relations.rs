@@ -2,23 +2,42 @@
 //! ones Backstage's `BuiltinKindsEntityProcessor` derives from the spec fields the
 //! policy reads (`ownedBy`/`ownerOf`, `memberOf`/`hasMember`, `childOf`/`parentOf`),
 //! with refs resolved by [`EntityRef`]'s rule.
+//!
+//! A target that breaks that rule (`owner: team+a`, `memberOf: [legacy_team_]`) is
+//! dropped, with a warning, and the entity is kept: Backstage itself loads such an
+//! entity with a dangling relation, and skipping the whole entity for one odd entry
+//! took its routes out of the policy (a path it claimed under another entity's
+//! public route fell open) and a User's other memberships with it. No relation to a
+//! group the policy could not name loses nothing: no Group of that name loads either.
+//! A spec field of the wrong type still skips the document.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::catalog::{Entity, EntityRef, Relation};
 
-/// The relations `entity` itself declares through its spec, resolved to full refs.
-pub(super) fn derive_relations(entity: &Entity) -> Result<Vec<Relation>, String> {
+/// What one entity's spec declares: its relations, resolved to full refs, and the
+/// targets dropped because they are not valid entity refs (for the warning).
+#[derive(Debug, Default)]
+pub(super) struct Derived {
+    pub relations: Vec<Relation>,
+    pub dropped: Vec<String>,
+}
+
+/// The relations `entity` itself declares through its spec (module docs).
+pub(super) fn derive_relations(entity: &Entity) -> Result<Derived, String> {
     let ns = entity.metadata.namespace.as_str();
     let spec = &entity.spec;
-    let mut out = Vec::new();
+    let mut out = Derived::default();
     let mut add = |relation: &str, target: &str, default_kind: &str| -> Result<(), String> {
-        let target_ref = EntityRef::parse(target, default_kind, ns)
-            .map_err(|e| format!("{target:?} is not a valid entity reference: {e}"))?;
-        out.push(Relation {
-            kind: relation.to_owned(),
-            target_ref: target_ref.into_string(),
-        });
+        match EntityRef::parse(target, default_kind, ns) {
+            Ok(target_ref) => out.relations.push(Relation {
+                kind: relation.to_owned(),
+                target_ref: target_ref.into_string(),
+            }),
+            Err(e) => out.dropped.push(format!(
+                "{relation} {target:?}: not a valid entity reference: {e}"
+            )),
+        }
         Ok(())
     };
     match entity.kind.to_ascii_lowercase().as_str() {
@@ -113,12 +132,19 @@ mod tests {
 
     #[test]
     fn refs_resolve_like_backstage() {
-        let targets = |kind: &str, ns: &str, spec: &str| -> Result<Vec<String>, String> {
+        let derived = |kind: &str, ns: &str, spec: &str| -> Derived {
             let e: Entity = serde_json::from_str(&format!(
                 r#"{{"kind":"{kind}","metadata":{{"name":"x","namespace":"{ns}"}},"spec":{spec}}}"#
             ))
             .unwrap();
-            derive_relations(&e).map(|v| v.into_iter().map(|r| r.target_ref).collect())
+            derive_relations(&e).unwrap()
+        };
+        let targets = |kind: &str, ns: &str, spec: &str| -> Result<Vec<String>, String> {
+            let d = derived(kind, ns, spec);
+            match d.dropped.first() {
+                Some(e) => Err(e.clone()),
+                None => Ok(d.relations.into_iter().map(|r| r.target_ref).collect()),
+            }
         };
         let owner = |o: &str| targets("Component", "default", &format!(r#"{{"owner":"{o}"}}"#));
         assert_eq!(
@@ -141,12 +167,14 @@ mod tests {
             "a:b:c",
             "team+a",
         ] {
+            // Dropped with the reason; the entity itself is kept (module docs).
             let e = owner(bad).unwrap_err();
-            assert!(
-                e.contains("is not a valid entity reference"),
-                "{bad:?}: {e}"
-            );
+            assert!(e.contains("not a valid entity reference"), "{bad:?}: {e}");
         }
+        let mixed = derived("User", "default", r#"{"memberOf":["sre","legacy_team_"]}"#);
+        assert_eq!(mixed.relations.len(), 1);
+        assert_eq!(mixed.relations[0].target_ref, "group:default/sre");
+        assert_eq!(mixed.dropped.len(), 1);
     }
 
     #[test]
@@ -160,13 +188,19 @@ mod tests {
         assert!(derive_relations(&group(r#"{"parent": 3}"#)).is_err());
         assert!(derive_relations(&group(r#"{"children": "x"}"#)).is_err());
         assert!(derive_relations(&group(r#"{"members": [1]}"#)).is_err());
-        assert!(derive_relations(&group(r#"{"parent": "a b"}"#)).is_err());
+        assert_eq!(
+            derive_relations(&group(r#"{"parent": "a b"}"#))
+                .unwrap()
+                .dropped
+                .len(),
+            1
+        );
         let ok = derive_relations(&group(
             r#"{"parent": "eng", "children": [], "members": ["bob"]}"#,
         ))
         .unwrap();
         assert_eq!(
-            ok,
+            ok.relations,
             [
                 Relation {
                     kind: "childOf".into(),
