@@ -190,30 +190,56 @@ impl Sealer {
             return Err(SealError::TooLarge);
         }
         let b64 = value.strip_prefix(PREFIX).ok_or(SealError::Malformed)?;
-        let raw = URL_SAFE_NO_PAD
+        let mut raw = URL_SAFE_NO_PAD
             .decode(b64)
             .map_err(|_| SealError::Malformed)?;
         if raw.len() < HINT_LEN + NONCE_LEN + TAG_LEN {
             return Err(SealError::Malformed);
         }
-        let (hint, rest) = raw.split_at(HINT_LEN);
-        let (nonce, sealed) = rest.split_at(NONCE_LEN);
-        let mut result = Err(SealError::UnknownKey);
-        for key in self.keys.iter().filter(|k| k.hint == hint) {
-            let nonce =
-                Nonce::try_assume_unique_for_key(nonce).map_err(|_| SealError::Malformed)?;
-            let mut buf = sealed.to_vec();
-            match key.aead.open_in_place(nonce, Aad::from(purpose), &mut buf) {
-                Ok(plain) => {
-                    let n = plain.len();
-                    buf.truncate(n);
-                    return Ok(buf);
+        let mut nonce = [0u8; NONCE_LEN];
+        nonce.copy_from_slice(&raw[HINT_LEN..HINT_LEN + NONCE_LEN]);
+        let mut hint = [0u8; HINT_LEN];
+        hint.copy_from_slice(&raw[..HINT_LEN]);
+        let start = HINT_LEN + NONCE_LEN;
+        let mut matching = self.keys.iter().filter(|k| k.hint == hint).peekable();
+        if matching.peek().is_none() {
+            return Err(SealError::UnknownKey);
+        }
+        // Keys sharing a hint (1 in 2^32) each open a copy; the last (normally the
+        // only) one opens the decoded bytes in place.
+        while let Some(key) = matching.next() {
+            if matching.peek().is_some() {
+                let mut copy = raw.clone();
+                if let Some(n) = open_within(key, purpose, nonce, &mut copy, start) {
+                    copy.truncate(n);
+                    return Ok(copy);
                 }
-                Err(_) => result = Err(SealError::Tampered),
+            } else if let Some(n) = open_within(key, purpose, nonce, &mut raw, start) {
+                raw.truncate(n);
+                return Ok(raw);
             }
         }
-        result
+        Err(SealError::Tampered)
     }
+}
+
+/// Opens `buf[start..]` in place, the plaintext moved to the front; its length.
+fn open_within(
+    key: &Key,
+    purpose: &[u8],
+    nonce: [u8; NONCE_LEN],
+    buf: &mut [u8],
+    start: usize,
+) -> Option<usize> {
+    key.aead
+        .open_within(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(purpose),
+            buf,
+            start..,
+        )
+        .ok()
+        .map(|plain| plain.len())
 }
 
 /// Length of unpadded base64 of `n` bytes.

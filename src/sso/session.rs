@@ -38,6 +38,19 @@ pub struct Session {
 }
 
 impl Session {
+    /// The verified caller this session stands for, taking the session apart (no copy).
+    pub fn into_identity(self) -> Identity {
+        Identity {
+            issuer: self.iss,
+            sub: Some(self.sub),
+            client_id: None,
+            email: self.email,
+            scopes: self.scopes,
+            groups: self.groups,
+            exp: self.exp,
+        }
+    }
+
     /// The verified caller this session stands for.
     pub fn identity(&self) -> Identity {
         Identity {
@@ -108,7 +121,7 @@ impl Sso {
                 continue;
             }
             match self.open_session(value, now) {
-                Ok(s) => return SessionLookup::Valid(Arc::new(s.identity())),
+                Ok(s) => return SessionLookup::Valid(Arc::new(s.into_identity())),
                 Err(e) => {
                     first_failure.get_or_insert(e);
                 }
