@@ -28,6 +28,8 @@ pub enum Reason {
     BadIssuer,
     BadAudience,
     BadType,
+    /// A Backstage user token whose `sub` is not a User entity ref.
+    BadSubject,
     /// The token lives longer than the issuer's configured maximum lifetime.
     LifetimeTooLong,
     KeysUnavailable,
@@ -51,7 +53,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, in declaration order (for metrics pre-registration and docs).
-    pub const ALL: [Reason; 25] = [
+    pub const ALL: [Reason; 26] = [
         Reason::Ok,
         Reason::Public,
         Reason::UnmatchedAllowed,
@@ -66,6 +68,7 @@ impl Reason {
         Reason::BadIssuer,
         Reason::BadAudience,
         Reason::BadType,
+        Reason::BadSubject,
         Reason::LifetimeTooLong,
         Reason::KeysUnavailable,
         Reason::InsufficientScope,
@@ -96,6 +99,7 @@ impl Reason {
             Reason::BadIssuer => "bad_issuer",
             Reason::BadAudience => "bad_audience",
             Reason::BadType => "bad_type",
+            Reason::BadSubject => "bad_subject",
             Reason::LifetimeTooLong => "lifetime_too_long",
             Reason::KeysUnavailable => "keys_unavailable",
             Reason::InsufficientScope => "insufficient_scope",
@@ -131,6 +135,7 @@ impl Reason {
             | Reason::BadIssuer
             | Reason::BadAudience
             | Reason::BadType
+            | Reason::BadSubject
             | Reason::LifetimeTooLong
             | Reason::KeysUnavailable => 401,
             Reason::InsufficientScope
