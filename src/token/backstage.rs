@@ -36,7 +36,7 @@
 //!
 //! **Who decides the groups: the catalog.** The policy finds the caller's User entity
 //! by the ref in `sub` and uses the User's `memberOf` groups (with their parents) from
-//! the current catalog snapshot; `ent` is checked and shown by `stagedoor token verify`
+//! the current catalog snapshot; `ent` is checked and kept in `Claims::ownership`
 //! but not used to grant access. Reasons: `ent` is absent by default in current
 //! Backstage; it is the catalog as it was at sign-in, up to the token's lifetime ago
 //! (up to 24 h), so a user removed from a team would keep the team's routes until the

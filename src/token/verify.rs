@@ -28,8 +28,8 @@ pub struct Claims {
     /// A Backstage user token's User entity ref (canonical, from `sub`); `None` for
     /// every other kind of issuer.
     pub user_ref: Option<String>,
-    /// A Backstage user token's `ent` ownership refs (canonical); checked, shown by
-    /// `token verify`, but granting nothing (see `backstage.rs`).
+    /// A Backstage user token's `ent` ownership refs (canonical); checked and kept
+    /// here, but granting nothing (see `backstage.rs`).
     pub ownership: Vec<String>,
     /// Fingerprint of the key that verified the signature.
     pub key_fingerprint: u64,
