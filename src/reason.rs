@@ -28,6 +28,8 @@ pub enum Reason {
     BadIssuer,
     BadAudience,
     BadType,
+    /// A Backstage user token whose `sub` is not a User entity ref.
+    BadSubject,
     /// The token lives longer than the issuer's configured maximum lifetime.
     LifetimeTooLong,
     KeysUnavailable,
@@ -56,7 +58,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, in declaration order (for metrics pre-registration and docs).
-    pub const ALL: [Reason; 27] = [
+    pub const ALL: [Reason; 28] = [
         Reason::Ok,
         Reason::Public,
         Reason::UnmatchedAllowed,
@@ -71,6 +73,7 @@ impl Reason {
         Reason::BadIssuer,
         Reason::BadAudience,
         Reason::BadType,
+        Reason::BadSubject,
         Reason::LifetimeTooLong,
         Reason::KeysUnavailable,
         Reason::SessionExpired,
@@ -103,6 +106,7 @@ impl Reason {
             Reason::BadIssuer => "bad_issuer",
             Reason::BadAudience => "bad_audience",
             Reason::BadType => "bad_type",
+            Reason::BadSubject => "bad_subject",
             Reason::LifetimeTooLong => "lifetime_too_long",
             Reason::KeysUnavailable => "keys_unavailable",
             Reason::SessionExpired => "session_expired",
@@ -140,6 +144,7 @@ impl Reason {
             | Reason::BadIssuer
             | Reason::BadAudience
             | Reason::BadType
+            | Reason::BadSubject
             | Reason::LifetimeTooLong
             | Reason::KeysUnavailable
             | Reason::SessionExpired

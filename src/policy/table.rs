@@ -91,6 +91,8 @@ pub(super) struct Principals {
     pub(super) by_subject: Map<Box<str>, Arc<[u32]>>,
     /// Lower-case email.
     pub(super) by_email: Map<Box<str>, Arc<[u32]>>,
+    /// A User's canonical entity ref (`user:ns/name`), for Backstage-issued tokens.
+    pub(super) by_user_ref: Map<Box<str>, Arc<[u32]>>,
 }
 
 /// An immutable policy snapshot: the route table and the caller directory.

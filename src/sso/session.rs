@@ -48,6 +48,7 @@ impl Session {
             scopes: self.scopes,
             groups: self.groups,
             exp: self.exp,
+            backstage_user: None,
         }
     }
 
@@ -61,6 +62,7 @@ impl Session {
             scopes: self.scopes.clone(),
             groups: self.groups.clone(),
             exp: self.exp,
+            backstage_user: None,
         }
     }
 }

@@ -15,7 +15,7 @@ use super::issuer::{IssuerState, IssuerStatus, run, sha256};
 use super::jose::{RawClaims, parse_jws};
 use super::jwk::KeySet;
 use super::verify::{
-    IdToken, IdTokenError, check_claims, check_signature, unverified_issuer, verify_id_token,
+    IdToken, IdTokenError, check_issuer_claims, check_signature, unverified_issuer, verify_id_token,
 };
 use crate::identity::Identity;
 use crate::reason::Reason;
@@ -132,8 +132,9 @@ impl Verifier {
     ) -> Verifier {
         let mut groups_claims: Vec<String> = Vec::new();
         for st in &issuers {
-            if !groups_claims.contains(&st.cfg.groups_claim) {
-                groups_claims.push(st.cfg.groups_claim.clone());
+            let extra = st.cfg.extra_claim();
+            if !groups_claims.iter().any(|c| c == extra) {
+                groups_claims.push(extra.to_owned());
             }
         }
         let cache = (settings.cache_entries > 0).then(|| {
@@ -227,7 +228,7 @@ impl Verifier {
             }
             other => other?,
         };
-        let claims = check_claims(&jws, &raw, &st.cfg, now_unix, fp)?;
+        let claims = check_issuer_claims(&jws, &raw, &st.cfg, now_unix, fp)?;
         let identity = Arc::new(claims.to_identity());
         if let (Some(cache), Some(key)) = (&inner.cache, cache_key)
             && claims.exp > now_unix
