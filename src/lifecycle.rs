@@ -49,18 +49,21 @@ pub fn start_verifier(cfg: &Config) -> Result<Verifier, StartError> {
 pub fn start_sso(
     cfg: &Config,
     verifier: &Verifier,
+    policy: &PolicyHandle,
 ) -> Result<Option<Arc<crate::sso::flow::Flow>>, StartError> {
     let Some(sso_cfg) = &cfg.sso else {
         return Ok(None);
     };
     let sso = crate::sso::Sso::new(sso_cfg, &cfg.base_dir).map_err(StartError::Sso)?;
     let client = crate::token::fetch::http_client().map_err(StartError::SsoClient)?;
-    Ok(Some(Arc::new(crate::sso::flow::Flow::new(
-        Arc::new(sso),
-        verifier.clone(),
-        client,
-        cfg,
-    ))))
+    let mut flow = crate::sso::flow::Flow::new(Arc::new(sso), verifier.clone(), client, cfg);
+    // Too many groups for a session cookie: keep those the policy of the moment uses
+    // (a group it starts to use later counts after the next sign-in).
+    let current = policy.current();
+    flow.group_filter = Some(Arc::new(move |g: &str| {
+        current.load().as_deref().is_some_and(|p| p.uses_group(g))
+    }));
+    Ok(Some(Arc::new(flow)))
 }
 
 /// Issuer configs with `jwks_file` resolved against the config file's directory.

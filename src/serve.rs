@@ -43,7 +43,7 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
     let (listener, admin_listener) = bind(&cfg).await?;
     // Browser sign-in (`[sso]`): its own listener; the agent opens session cookies
     // with the same keys.
-    let flow = lifecycle::start_sso(&cfg, &verifier)?;
+    let flow = lifecycle::start_sso(&cfg, &verifier, &policy)?;
     let sso = flow.as_ref().map(|f| f.sso.clone());
     if let Some(flow) = flow {
         let addr = flow.sso.cfg.listen;

@@ -381,3 +381,20 @@ async fn stagedoor_cookies_never_go_on_to_the_backend() {
     assert_eq!(var(&v, "reason"), Some("bad_request"));
     assert_eq!(var(&v, "allow"), Some("false"));
 }
+
+#[test]
+fn the_groups_kept_in_a_crowded_session_are_those_the_policy_uses() {
+    let entities = stagedoor::catalog::file::load(
+        &["catalog/*.yaml".into()],
+        &root().join("examples/quickstart"),
+    )
+    .unwrap();
+    let p = Policy::build(&entities, Unmatched::Deny);
+    assert!(p.uses_group("payments-engineers"));
+    assert!(p.uses_group("sre-oncall"));
+    // A Group that lists its IdP groups is reached only through them.
+    assert!(!p.uses_group("payments"));
+    assert!(!p.uses_group("group:default/payments"));
+    assert!(!p.uses_group("marketing"));
+    assert!(!p.uses_group(""));
+}

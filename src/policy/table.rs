@@ -144,6 +144,14 @@ impl Policy {
         Policy::default()
     }
 
+    /// Whether a token or session group `g` can reach any Group of this policy (by an
+    /// `idp-groups` name, or the Group's ref or name): browser sign-in keeps only these
+    /// when a user's groups do not fit the session cookie.
+    pub fn uses_group(&self, g: &str) -> bool {
+        let p = &self.principals;
+        p.by_idp_group.contains_key(g) || get_folded(&p.by_group_name, g).is_some()
+    }
+
     /// Annotation errors found while building, in entity order.
     pub fn errors(&self) -> &[AnnotationError] {
         &self.errors
