@@ -68,6 +68,7 @@ fn agent(mode: DecisionLogs) -> Agent {
             message: "authorize".into(),
             realm: "stagedoor".into(),
             mode: Mode::Enforce,
+            sso: None,
         },
         observer: Box::new(move |req, outcome, latency| log.record(req, outcome, latency)),
     }

@@ -303,7 +303,12 @@ impl Drop for SlotGuard {
 
 /// Serves the admin endpoints until `shutdown`.
 pub async fn serve(listener: TcpListener, state: Arc<AdminState>, shutdown: CancellationToken) {
-    let app = router(state);
+    serve_router(listener, router(state), shutdown).await;
+}
+
+/// Serves `app` with the admin listener's connection cap, timeouts and fairness rules
+/// (also the browser sign-in listener's, `crate::sso::listener`) until `shutdown`.
+pub async fn serve_router(listener: TcpListener, app: Router, shutdown: CancellationToken) {
     let slots = Arc::new(Slots::default());
     let pending = Arc::new(tokio::sync::Semaphore::new(MAX_PENDING));
     let mut last_error = None;

@@ -6,11 +6,13 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
 
+use crate::browser::{BrowserArgs, BrowserOutcome, is_navigation, sign_in_location};
 use crate::connection::{Handler, HandlerError};
 use crate::identity::Identity;
 use crate::policy::{Decision, Mode, Policy, Request};
 use crate::reason::Reason;
 use crate::spop::{Action, Message, Scope, TypedData};
+use crate::sso::{InvalidSession, SessionLookup, Sso};
 use crate::token::Verifier;
 
 /// The request as HAProxy described it in the `authorize` message.
@@ -24,6 +26,9 @@ pub struct AuthRequest<'a> {
     pub token: Option<&'a str>,
     pub src: Option<std::net::IpAddr>,
     pub request_id: Option<&'a str>,
+    /// The optional browser arguments (cookie, Accept, ...): all `None` from an SPOE
+    /// file that does not send them.
+    pub browser: BrowserArgs<'a>,
 }
 
 /// Why the arguments could not form a request (→ reason `bad_request`).
@@ -83,6 +88,13 @@ impl<'a> AuthRequest<'a> {
             _ => None,
         };
         let request_id = nullable_str("request_id", false).ok().flatten();
+        let browser = BrowserArgs {
+            cookie: nullable_str("cookie", false)?,
+            cookie_count: msg.arg("cookie_count").and_then(TypedData::as_i64),
+            accept: nullable_str("accept", false)?,
+            fetch_mode: nullable_str("fetch_mode", false)?,
+            query: nullable_str("query", false)?,
+        };
         let token = match authorization {
             Some(h) => bearer(h),
             None => raw_token.map(str::trim).filter(|t| !t.is_empty()),
@@ -94,6 +106,7 @@ impl<'a> AuthRequest<'a> {
             token,
             src,
             request_id,
+            browser,
         })
     }
 }
@@ -118,6 +131,9 @@ pub struct Outcome {
     pub shadow: bool,
     /// The first bytes of SHA-256(token), for logs: correlates, cannot be replayed.
     pub token_fp: Option<[u8; 6]>,
+    /// What a browser gets besides the decision: a sign-in redirect, the Cookie
+    /// header without stagedoor's own cookies.
+    pub browser: BrowserOutcome,
 }
 
 /// Agent settings from the configuration.
@@ -128,6 +144,10 @@ pub struct AgentSettings {
     /// `realm` in `WWW-Authenticate`.
     pub realm: String,
     pub mode: Mode,
+    /// Browser sign-in (`[sso]`): session cookies are read, stagedoor's cookies are
+    /// removed before the backend, and navigations without credentials are sent to
+    /// sign in. `None`: bearer tokens only, as without the browser arguments.
+    pub sso: Option<Arc<Sso>>,
 }
 
 /// Called once per decision with the request, the outcome and the time it took.
@@ -146,10 +166,25 @@ pub struct Agent {
 impl Agent {
     /// Decides one request (the whole flow, minus the wire).
     pub async fn decide(&self, req: &AuthRequest<'_>, now_unix: i64) -> Outcome {
+        let sso = self.settings.sso.as_deref();
+        if sso.is_some() && req.browser.cookie_count.is_some_and(|n| n > 1) {
+            // Which Cookie line would the backend read, and which would HAProxy hand
+            // over? (HTTP/2 cookie fields arrive merged into one.)
+            return self.bare_outcome(Reason::BadRequest);
+        }
         // One SHA-256 per token: the cache key and the log fingerprint.
         let digest = req.token.map(crate::token::token_digest);
-        let token = match (req.token, &digest) {
-            (Some(t), Some(d)) => self.verifier.verify_digested(t, d, now_unix).await,
+        let token = match (req.token, &digest, sso, req.browser.cookie) {
+            (Some(t), Some(d), _, _) => self.verifier.verify_digested(t, d, now_unix).await,
+            // No bearer token: a session cookie decides like a token with its identity.
+            (None, _, Some(sso), Some(cookie)) => {
+                match sso.session_from_cookie_header(cookie, now_unix) {
+                    SessionLookup::Valid(identity) => Ok(identity),
+                    SessionLookup::Invalid(InvalidSession::Expired) => Err(Reason::SessionExpired),
+                    SessionLookup::Invalid(_) => Err(Reason::SessionInvalid),
+                    SessionLookup::None => Err(Reason::MissingToken),
+                }
+            }
             _ => Err(Reason::MissingToken),
         };
         let policy_req = Request {
@@ -161,11 +196,41 @@ impl Agent {
             Some(policy) => policy.decide(&policy_req, token.as_deref().map_err(|r| *r)),
             None => Decision::bare(Reason::PolicyUnavailable),
         };
+        let browser = match sso {
+            Some(sso) => BrowserOutcome {
+                // Only a caller without a bearer token is sent to sign in: an API
+                // client with a bad token gets 401 as before.
+                location: (req.token.is_none()
+                    && decision.status() == 401
+                    && !is_outage(decision.reason)
+                    && is_navigation(req.method, &req.browser))
+                .then(|| {
+                    sign_in_location(&sso.cfg.external_scheme, &req.browser, req.host, req.path)
+                }),
+                cookie: req
+                    .browser
+                    .cookie
+                    .map(|c| Sso::strip_cookies(c).into_owned()),
+            },
+            None => BrowserOutcome::default(),
+        };
         Outcome {
             decision,
             identity: token.ok(),
             shadow: self.settings.mode == Mode::Shadow,
             token_fp: digest.map(|d| [d[0], d[1], d[2], d[3], d[4], d[5]]),
+            browser,
+        }
+    }
+
+    /// An outcome decided before any credential was looked at.
+    fn bare_outcome(&self, reason: Reason) -> Outcome {
+        Outcome {
+            decision: Decision::bare(reason),
+            identity: None,
+            shadow: self.settings.mode == Mode::Shadow,
+            token_fp: None,
+            browser: BrowserOutcome::default(),
         }
     }
 }
@@ -190,12 +255,7 @@ impl Handler for Agent {
                 outcome
             }
             Err(_) => {
-                let outcome = Outcome {
-                    decision: Decision::bare(Reason::BadRequest),
-                    identity: None,
-                    shadow: self.settings.mode == Mode::Shadow,
-                    token_fp: None,
-                };
+                let outcome = self.bare_outcome(Reason::BadRequest);
                 let req = AuthRequest {
                     method: "",
                     path: "",
@@ -203,6 +263,7 @@ impl Handler for Agent {
                     token: None,
                     src: None,
                     request_id: None,
+                    browser: BrowserArgs::default(),
                 };
                 (self.observer)(&req, &outcome, started.elapsed());
                 outcome
@@ -226,7 +287,7 @@ pub fn actions_for(outcome: &Outcome, realm: &str) -> Vec<Action<'static>> {
     let d = &outcome.decision;
     let real_allow = d.allow();
     let outage = is_outage(d.reason);
-    let mut actions = Vec::with_capacity(11);
+    let mut actions = Vec::with_capacity(14);
     let str_var = |name: &'static str, v: &str| {
         Action::set(Scope::Txn, name, TypedData::string(v.to_owned()))
     };
@@ -235,10 +296,15 @@ pub fn actions_for(outcome: &Outcome, realm: &str) -> Vec<Action<'static>> {
         "allow",
         TypedData::Bool(real_allow || outcome.shadow),
     ));
+    let location = (!real_allow)
+        .then_some(outcome.browser.location.as_deref())
+        .flatten()
+        .filter(|v| header_safe(v, 8192, false));
+    let status = if location.is_some() { 302 } else { d.status() };
     actions.push(Action::set(
         Scope::Txn,
         "status",
-        TypedData::Int64(d.status().into()),
+        TypedData::Int64(status.into()),
     ));
     actions.push(Action::set(
         Scope::Txn,
@@ -279,6 +345,28 @@ pub fn actions_for(outcome: &Outcome, realm: &str) -> Vec<Action<'static>> {
     }
     if let Some(owner) = d.owner.as_deref().filter(|v| header_safe(v, 512, false)) {
         actions.push(str_var("owner", owner));
+    }
+    if let Some(location) = location {
+        actions.push(str_var("location", location));
+    }
+    if let Some(cookie) = &outcome.browser.cookie {
+        // The header minus stagedoor's cookies, set back by HAProxy. Bytes that could
+        // not go back into a header (they came in one, so this is a defence only):
+        // the whole header goes.
+        actions.push(Action::set(
+            Scope::Txn,
+            "cookie_strip",
+            TypedData::Bool(true),
+        ));
+        let empty = cookie.trim_matches([' ', '\t', ';']).is_empty();
+        if !empty
+            && cookie.len() <= 65_536
+            && cookie
+                .bytes()
+                .all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f))
+        {
+            actions.push(str_var("cookie", cookie));
+        }
     }
     if !outage && let Some(www) = www_authenticate(d, realm) {
         actions.push(Action::set(
@@ -426,6 +514,7 @@ mod tests {
             identity: Some(Arc::new(id)),
             shadow: false,
             token_fp: None,
+            browser: Default::default(),
         };
         let acts = actions_for(&out, "r");
         for name in ["sub", "client_id", "scopes"] {
@@ -455,6 +544,7 @@ mod tests {
                     identity: None,
                     shadow: false,
                     token_fp: None,
+                    browser: Default::default(),
                 },
                 "r",
             );
@@ -474,6 +564,7 @@ mod tests {
                     identity: None,
                     shadow: true,
                     token_fp: None,
+                    browser: Default::default(),
                 },
                 "r",
             );
@@ -500,6 +591,7 @@ mod tests {
             identity: None,
             shadow: false,
             token_fp: None,
+            browser: Default::default(),
         };
         let acts = actions_for(&out, "r");
         let names: Vec<_> = acts
@@ -534,6 +626,7 @@ mod tests {
                 identity: None,
                 shadow: true,
                 token_fp: None,
+                browser: Default::default(),
             },
             "r",
         );

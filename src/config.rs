@@ -11,6 +11,7 @@ use serde::Deserialize;
 use crate::catalog::{CatalogConfig, CatalogConfigError};
 use crate::connection::EngineConfig;
 use crate::policy::PolicyConfig;
+use crate::sso::SsoConfig;
 use crate::token::config::issuer_errors;
 use crate::token::{IssuerConfig, IssuerError, TokenCapError, TokenConfig};
 
@@ -32,6 +33,9 @@ pub struct Config {
     pub catalog: CatalogConfig,
     #[serde(default)]
     pub policy: PolicyConfig,
+    /// Browser sign-in; off when absent.
+    #[serde(default)]
+    pub sso: Option<SsoConfig>,
     /// The directory of the configuration file: relative paths resolve against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -267,6 +271,9 @@ impl Config {
         errors.extend(self.validate_issuers());
         if let Err(e) = self.catalog.validate(&self.base_dir) {
             errors.push(e.into());
+        }
+        if let Some(sso) = &self.sso {
+            errors.extend(sso.validate(&self.base_dir, &self.issuers));
         }
         errors
     }

@@ -19,6 +19,10 @@ pub struct Identity {
     pub scopes: Vec<String>,
     /// Identity-provider groups from the issuer's configured groups claim.
     pub groups: Vec<String>,
+    /// The caller's User entity ref (`user:namespace/name`, canonical), set only by a
+    /// `kind = "backstage"` issuer from its token's `sub`. When set, the policy finds
+    /// the caller by this ref alone (not by subject, email or groups).
+    pub backstage_user: Option<String>,
     /// `exp` claim, unix seconds.
     pub exp: i64,
 }

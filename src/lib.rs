@@ -6,7 +6,8 @@
 //!
 //! - [`spop`]: the pure SPOP codec (no I/O).
 //! - [`connection`] / [`server`]: the tokio engine around it.
-//! - [`agent`]: the handler: arguments → token → policy → variables.
+//! - [`agent`]: the handler: arguments → token → policy → variables; [`browser`]: the
+//!   browser arguments and the sign-in redirect.
 //! - [`token`]: JWT verification, JWKS key sets, verified-token cache.
 //! - [`catalog`]: Backstage entities from descriptor files or a live Backstage.
 //! - [`policy`]: the route table built from the catalog and the pure decision.
@@ -19,6 +20,7 @@
 
 pub mod admin;
 pub mod agent;
+pub mod browser;
 pub mod catalog;
 pub mod clock;
 pub mod config;
@@ -34,4 +36,5 @@ pub mod reason;
 pub mod serve;
 pub mod server;
 pub mod spop;
+pub mod sso;
 pub mod token;

@@ -25,8 +25,12 @@ pub enum StartError {
     Verifier(#[from] crate::token::VerifierError),
     #[error("catalog: {0}")]
     Catalog(#[from] CatalogError),
+    #[error("browser sign-in: {0}")]
+    Sso(#[source] crate::config::ConfigError),
     #[error("cannot install signal handlers: {0}")]
     Signals(#[source] std::io::Error),
+    #[error("browser sign-in: {0}")]
+    SsoClient(#[source] crate::token::fetch::FetchError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: std::net::SocketAddr,
@@ -37,6 +41,29 @@ pub enum StartError {
 /// Starts the verifier: one key-set task per issuer, first fetch right away.
 pub fn start_verifier(cfg: &Config) -> Result<Verifier, StartError> {
     Ok(Verifier::start(resolved_issuers(cfg), cfg.token)?)
+}
+
+/// Browser sign-in when `[sso]` is configured: the keys and secret read, and the flow
+/// over the verifier (whose key set for the `[sso]` issuer verifies ID tokens). The
+/// agent opens session cookies with the [`crate::sso::Sso`]; the listener serves the flow.
+pub fn start_sso(
+    cfg: &Config,
+    verifier: &Verifier,
+    policy: &PolicyHandle,
+) -> Result<Option<Arc<crate::sso::flow::Flow>>, StartError> {
+    let Some(sso_cfg) = &cfg.sso else {
+        return Ok(None);
+    };
+    let sso = crate::sso::Sso::new(sso_cfg, &cfg.base_dir).map_err(StartError::Sso)?;
+    let client = crate::token::fetch::http_client().map_err(StartError::SsoClient)?;
+    let mut flow = crate::sso::flow::Flow::new(Arc::new(sso), verifier.clone(), client, cfg);
+    // Too many groups for a session cookie: keep those the policy of the moment uses
+    // (a group it starts to use later counts after the next sign-in).
+    let current = policy.current();
+    flow.group_filter = Some(Arc::new(move |g: &str| {
+        current.load().as_deref().is_some_and(|p| p.uses_group(g))
+    }));
+    Ok(Some(Arc::new(flow)))
 }
 
 /// Issuer configs with `jwks_file` resolved against the config file's directory.

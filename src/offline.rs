@@ -100,6 +100,7 @@ pub async fn decide(
             message: cfg.agent.message.clone(),
             realm: cfg.agent.realm.clone(),
             mode: cfg.policy.mode,
+            sso: None,
         },
         observer: Box::new(|_, _, _| {}),
     };
@@ -110,6 +111,7 @@ pub async fn decide(
         token: req.token.as_deref(),
         src: None,
         request_id: None,
+        browser: Default::default(),
     };
     let outcome = agent.decide(&auth, crate::clock::unix_now()).await;
     let mut json = serde_json::to_value(&outcome.decision)?;

@@ -28,9 +28,16 @@ pub enum Reason {
     BadIssuer,
     BadAudience,
     BadType,
+    /// A Backstage user token whose `sub` is not a User entity ref.
+    BadSubject,
     /// The token lives longer than the issuer's configured maximum lifetime.
     LifetimeTooLong,
     KeysUnavailable,
+    /// A browser session cookie that is past its expiry or maximum age.
+    SessionExpired,
+    /// A browser session cookie that does not open with our keys (altered, foreign,
+    /// too large, malformed).
+    SessionInvalid,
 
     // --- policy (403) ---
     InsufficientScope,
@@ -51,7 +58,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, in declaration order (for metrics pre-registration and docs).
-    pub const ALL: [Reason; 25] = [
+    pub const ALL: [Reason; 28] = [
         Reason::Ok,
         Reason::Public,
         Reason::UnmatchedAllowed,
@@ -66,8 +73,11 @@ impl Reason {
         Reason::BadIssuer,
         Reason::BadAudience,
         Reason::BadType,
+        Reason::BadSubject,
         Reason::LifetimeTooLong,
         Reason::KeysUnavailable,
+        Reason::SessionExpired,
+        Reason::SessionInvalid,
         Reason::InsufficientScope,
         Reason::NotMember,
         Reason::NoRoute,
@@ -96,8 +106,11 @@ impl Reason {
             Reason::BadIssuer => "bad_issuer",
             Reason::BadAudience => "bad_audience",
             Reason::BadType => "bad_type",
+            Reason::BadSubject => "bad_subject",
             Reason::LifetimeTooLong => "lifetime_too_long",
             Reason::KeysUnavailable => "keys_unavailable",
+            Reason::SessionExpired => "session_expired",
+            Reason::SessionInvalid => "session_invalid",
             Reason::InsufficientScope => "insufficient_scope",
             Reason::NotMember => "not_member",
             Reason::NoRoute => "no_route",
@@ -131,8 +144,11 @@ impl Reason {
             | Reason::BadIssuer
             | Reason::BadAudience
             | Reason::BadType
+            | Reason::BadSubject
             | Reason::LifetimeTooLong
-            | Reason::KeysUnavailable => 401,
+            | Reason::KeysUnavailable
+            | Reason::SessionExpired
+            | Reason::SessionInvalid => 401,
             Reason::InsufficientScope
             | Reason::NotMember
             | Reason::NoRoute

@@ -16,6 +16,7 @@ use crate::decision_log::DecisionLog;
 use crate::lifecycle::{self, PolicyHandle, Signals};
 use crate::metrics::{Metrics, Sources};
 use crate::policy::Mode;
+use crate::sso::Sso;
 use crate::token::Verifier;
 
 pub use crate::lifecycle::StartError;
@@ -40,6 +41,18 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
     let verifier = lifecycle::start_verifier(&cfg)?;
     let (catalog, policy) = lifecycle::start_catalog(&cfg, shutdown.clone())?;
     let (listener, admin_listener) = bind(&cfg).await?;
+    // Browser sign-in (`[sso]`): its own listener; the agent opens session cookies
+    // with the same keys.
+    let flow = lifecycle::start_sso(&cfg, &verifier, &policy)?;
+    let sso = flow.as_ref().map(|f| f.sso.clone());
+    if let Some(flow) = flow {
+        let addr = flow.sso.cfg.listen;
+        let l = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { addr, source })?;
+        tracing::info!(event = "sso_listening", listen = %addr, "browser sign-in listener");
+        tokio::spawn(crate::sso::listener::serve(l, flow, shutdown.clone()));
+    }
 
     let metrics = Arc::new(Metrics::new());
     let engine = Arc::new(EngineStats::default());
@@ -50,6 +63,7 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
     ));
     let agent = agent(
         &cfg,
+        sso.clone(),
         verifier.clone(),
         &policy,
         metrics.clone(),
@@ -102,6 +116,7 @@ async fn bind(cfg: &Config) -> Result<(TcpListener, Option<TcpListener>), StartE
 /// The handler, with every decision counted in the metrics and written to the log.
 fn agent(
     cfg: &Config,
+    sso: Option<Arc<Sso>>,
     verifier: Verifier,
     policy: &PolicyHandle,
     metrics: Arc<Metrics>,
@@ -120,6 +135,7 @@ fn agent(
             message: cfg.agent.message.clone(),
             realm: cfg.agent.realm.clone(),
             mode: cfg.policy.mode,
+            sso,
         },
         observer: Box::new(move |req, outcome, latency| {
             metrics.record_decision(

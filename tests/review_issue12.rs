@@ -200,12 +200,14 @@ fn nel_is_escaped_in_the_decision_log() {
         token: None,
         src: None,
         request_id: Some("r\u{2029}"),
+        browser: Default::default(),
     };
     let outcome = Outcome {
         decision: Decision::bare(Reason::NoRoute),
         identity: None,
         shadow: false,
         token_fp: None,
+        browser: Default::default(),
     };
     let line = stagedoor::decision_log::format_line(
         &req,

@@ -26,6 +26,7 @@ fn line_is_valid_json_with_escapes_and_no_token() {
         token: Some(token),
         src: Some("10.0.0.1".parse().unwrap()),
         request_id: None,
+        browser: Default::default(),
     };
     let outcome = Outcome {
         decision: Decision::bare(Reason::Ok),
@@ -39,6 +40,7 @@ fn line_is_valid_json_with_escapes_and_no_token() {
             let d = crate::token::token_digest(token);
             [d[0], d[1], d[2], d[3], d[4], d[5]]
         }),
+        browser: Default::default(),
     };
     let line = format_line(
         &req,
@@ -84,12 +86,14 @@ fn lines_are_byte_for_byte_what_they_were() {
         token: None,
         src: Some("10.1.2.3".parse().unwrap()),
         request_id: Some("rid\u{0}"),
+        browser: Default::default(),
     };
     let shadow_allow = Outcome {
         decision: decision(Reason::Ok, None),
         identity: None,
         shadow: true,
         token_fp: Some([1, 2, 3, 0xab, 0xcd, 0xff]),
+        browser: Default::default(),
     };
     let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_000_000);
     let line = format_line(&first, &shadow_allow, Duration::from_micros(1), t0);
@@ -104,6 +108,7 @@ fn lines_are_byte_for_byte_what_they_were() {
         path: "/plain",
         src: Some("2001:db8::1".parse().unwrap()),
         request_id: None,
+        browser: Default::default(),
         ..first
     };
     let allow = Outcome {
@@ -111,6 +116,7 @@ fn lines_are_byte_for_byte_what_they_were() {
         identity: Some(id),
         shadow: false,
         token_fp: None,
+        browser: Default::default(),
     };
     let t1 = SystemTime::UNIX_EPOCH + Duration::new(1_795_000_000 + 86_400 * 37, 123_456_789);
     let line = format_line(&second, &allow, Duration::from_micros(8), t1);
@@ -145,12 +151,14 @@ fn queued_entries_format_like_single_lines_and_keep_their_reason() {
                 Some("10.0.0.1".parse().unwrap()),
             ][i % 3],
             request_id: [None, Some(""), Some("rid")][i % 3],
+            browser: Default::default(),
         };
         let outcome = Outcome {
             decision: Decision::bare(reason),
             identity: (i % 2 == 0).then(|| id.clone()),
             shadow: i % 4 == 0,
             token_fp: (i % 3 == 0).then_some([1, 2, 3, 4, 5, 255]),
+            browser: Default::default(),
         };
         let now = SystemTime::UNIX_EPOCH + Duration::new(1_795_000_000, 123_456_789);
         let latency = Duration::from_micros(7);
@@ -188,18 +196,21 @@ fn modes_and_sampling() {
         token: None,
         src: None,
         request_id: None,
+        browser: Default::default(),
     };
     let allow = Outcome {
         decision: Decision::bare(Reason::Public),
         identity: None,
         shadow: false,
         token_fp: None,
+        browser: Default::default(),
     };
     let deny = Outcome {
         decision: Decision::bare(Reason::NoRoute),
         identity: None,
         shadow: false,
         token_fp: None,
+        browser: Default::default(),
     };
     let log = DecisionLog::new(DecisionLogs::All, 0.25, Box::new(W(out.clone())));
     for _ in 0..8 {
@@ -242,12 +253,14 @@ fn line_separators_are_escaped_other_text_is_kept() {
         token: None,
         src: None,
         request_id: None,
+        browser: Default::default(),
     };
     let outcome = Outcome {
         decision: Decision::bare(Reason::NoRoute),
         identity: None,
         shadow: false,
         token_fp: None,
+        browser: Default::default(),
     };
     let line = format_line(&req, &outcome, Duration::ZERO, SystemTime::UNIX_EPOCH);
     assert!(

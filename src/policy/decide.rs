@@ -205,6 +205,11 @@ impl Policy {
             ids.is_some_and(|ids| ids.iter().any(|i| allowed.binary_search(i).is_ok()))
         };
         let p = &self.principals;
+        // A Backstage-issued token names its User: found by that ref alone, so no
+        // other issuer's subject, email or group can stand in for it, and it for them.
+        if let Some(user) = &id.backstage_user {
+            return hit(p.by_user_ref.get(user.as_str()));
+        }
         id.groups
             .iter()
             .any(|g| hit(p.by_idp_group.get(g.as_str())) || hit(get_folded(&p.by_group_name, g)))

@@ -1,6 +1,7 @@
 //! The caller directory, inside the policy build (catalog → **directory** → route
 //! table): Group and User entities → for each token fact (IdP group, group name or
-//! ref, subject, email), the principals named by routes that such a caller holds.
+//! ref, subject, email, or the User ref of a Backstage-issued token), the principals
+//! named by routes that such a caller holds.
 //!
 //! Only principals that some route names (an `@` word, `allowed-groups`, an owner
 //! under `allow-owner`) can ever decide anything, so only those are stored: a group's
@@ -238,13 +239,16 @@ fn group_keys(
 }
 
 /// Token `sub` and email → principal sets of the users claiming them; a key two
-/// users claim is reported and maps nobody.
+/// users claim is reported and maps nobody. Also each User's own ref → its set (for
+/// Backstage-issued tokens, whose `sub` is that ref: the same User delivered twice
+/// is one User, its memberships joined).
 fn user_keys(
     users: &[UserNode<'_>],
     named: &Map<String, u32>,
     above: &[Arc<[u32]>],
     errors: &mut Vec<AnnotationError>,
-) -> (Keys, Keys) {
+) -> (Keys, Keys, Keys) {
+    let mut by_ref: Map<Box<str>, Vec<u32>> = Map::default();
     let mut by_subject: Map<Box<str>, (String, Vec<u32>)> = Map::default();
     let mut by_email: Map<Box<str>, (String, Vec<u32>)> = Map::default();
     let mut dup_subjects: HashSet<Box<str>> = HashSet::new();
@@ -254,6 +258,10 @@ fn user_keys(
         for &g in groups {
             ids.extend_from_slice(&above[g]);
         }
+        by_ref
+            .entry(r.as_str().into())
+            .or_default()
+            .extend_from_slice(&ids);
         if let Some(v) = e.annotation(SUBJECT) {
             match lang::parse_word(v) {
                 Ok(s) => {
@@ -288,9 +296,15 @@ fn user_keys(
             .map(|(k, (_, v))| (k, shared(v)))
             .collect()
     };
+    let by_ref = by_ref
+        .into_iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| (k, shared(v)))
+        .collect();
     (
         unique(by_subject, &dup_subjects),
         unique(by_email, &dup_emails),
+        by_ref,
     )
 }
 
@@ -311,13 +325,14 @@ pub(super) fn build(
             .map_or_else(|| empty.clone(), |&n| above[n].clone())
     };
     let (by_idp_group, by_group_name) = group_keys(entities, set_of, errors);
-    let (by_subject, by_email) = user_keys(&users, named, &above, errors);
+    let (by_subject, by_email, by_user_ref) = user_keys(&users, named, &above, errors);
     Directory {
         principals: Principals {
             by_idp_group,
             by_group_name,
             by_subject,
             by_email,
+            by_user_ref,
         },
         existing,
     }

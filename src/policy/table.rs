@@ -91,6 +91,8 @@ pub(super) struct Principals {
     pub(super) by_subject: Map<Box<str>, Arc<[u32]>>,
     /// Lower-case email.
     pub(super) by_email: Map<Box<str>, Arc<[u32]>>,
+    /// A User's canonical entity ref (`user:ns/name`), for Backstage-issued tokens.
+    pub(super) by_user_ref: Map<Box<str>, Arc<[u32]>>,
 }
 
 /// An immutable policy snapshot: the route table and the caller directory.
@@ -140,6 +142,14 @@ impl Policy {
     /// A policy with no routes: every request is `no_route`.
     pub fn empty() -> Policy {
         Policy::default()
+    }
+
+    /// Whether a token or session group `g` can reach any Group of this policy (by an
+    /// `idp-groups` name, or the Group's ref or name): browser sign-in keeps only these
+    /// when a user's groups do not fit the session cookie.
+    pub fn uses_group(&self, g: &str) -> bool {
+        let p = &self.principals;
+        p.by_idp_group.contains_key(g) || get_folded(&p.by_group_name, g).is_some()
     }
 
     /// Annotation errors found while building, in entity order.

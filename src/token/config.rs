@@ -17,6 +17,13 @@
 //! # unknown_kid_cooldown_seconds = 30
 //! # allow_insecure_http = false # http is otherwise only allowed for loopback hosts
 //!
+//! [[issuers]]                   # a Backstage auth backend's user tokens (off unless listed)
+//! kind = "backstage"            # default kind = "oidc"; see `backstage.rs`
+//! issuer = "https://backstage.example.com/api/auth"
+//! jwks_url = "https://backstage.example.com/api/auth/.well-known/jwks.json"
+//! # audiences = ["backstage"]   (the default for this kind)
+//! # types = ["vnd.backstage.user"]  (the default for this kind)
+//!
 //! [[issuers]]                   # HS* only with an explicit secret, never with JWKS keys
 //! issuer = "https://legacy.example.com"
 //! audiences = ["urn:example:api"]
@@ -62,13 +69,30 @@ impl Default for TokenConfig {
     }
 }
 
+/// What an issuer's tokens are, and so which claim rules apply to them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IssuerKind {
+    /// An OAuth 2.0 / OpenID Connect provider's access tokens (the default).
+    #[default]
+    Oidc,
+    /// A Backstage auth backend's user tokens: `sub` is a User entity ref, looked up
+    /// in the catalog; no groups, scopes or email are read (see `backstage.rs`).
+    Backstage,
+}
+
 /// One trusted issuer: where its keys come from and what its tokens must say.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IssuerConfig {
+    /// `oidc` (default) or `backstage`.
+    #[serde(default)]
+    pub kind: IssuerKind,
     /// Exact `iss` value (byte equality, no normalisation).
     pub issuer: String,
-    /// The token's `aud` must contain at least one of these.
+    /// The token's `aud` must contain at least one of these. Required for `oidc`; for
+    /// `backstage` empty or absent means `["backstage"]`.
+    #[serde(default)]
     pub audiences: Vec<String>,
     /// JWKS endpoint.
     #[serde(default)]
@@ -164,6 +188,10 @@ pub enum IssuerError {
     #[error("issuers[{0}]: `audiences` must list at least one non-empty audience")]
     NoAudience(String),
     #[error(
+        "issuers[{issuer}]: `{key}` does not apply to kind = \"backstage\" (Backstage user tokens are ES256 JWTs identified by their User ref)"
+    )]
+    NotForBackstage { issuer: String, key: &'static str },
+    #[error(
         "issuers[{0}]: set exactly one of `jwks_url`, `discovery = true`, `jwks_file`, `shared_secret_env`"
     )]
     KeySource(String),
@@ -228,6 +256,7 @@ impl IssuerConfig {
     /// A config with every default, for `issuer` and `audiences`, keys from `jwks_url`.
     pub fn new(issuer: &str, audiences: &[&str], source: KeySource) -> IssuerConfig {
         let mut c = IssuerConfig {
+            kind: IssuerKind::Oidc,
             issuer: issuer.to_owned(),
             audiences: audiences.iter().map(|a| (*a).to_owned()).collect(),
             jwks_url: None,
@@ -285,6 +314,34 @@ impl IssuerConfig {
         }
     }
 
+    /// Whether `aud` is one this issuer's tokens may carry (`backstage` by default for
+    /// a Backstage issuer).
+    pub fn accepts_audience(&self, aud: &str) -> bool {
+        match (self.kind, self.audiences.is_empty()) {
+            (IssuerKind::Backstage, true) => aud == super::backstage::AUDIENCE,
+            _ => self.audiences.iter().any(|a| a == aud),
+        }
+    }
+
+    /// The header `typ` allow-list, if any (`vnd.backstage.user` by default for a
+    /// Backstage issuer).
+    pub fn allowed_types(&self) -> Option<&[String]> {
+        match (&self.types, self.kind) {
+            (Some(t), _) if !t.is_empty() => Some(t),
+            (_, IssuerKind::Backstage) => Some(super::backstage::user_types()),
+            _ => None,
+        }
+    }
+
+    /// The one extra claim this issuer's tokens are read for: the groups claim, or
+    /// `ent` for a Backstage issuer.
+    pub fn extra_claim(&self) -> &str {
+        match self.kind {
+            IssuerKind::Oidc => &self.groups_claim,
+            IssuerKind::Backstage => super::backstage::OWNERSHIP_CLAIM,
+        }
+    }
+
     pub(crate) fn leeway(&self) -> i64 {
         self.leeway_seconds as i64
     }
@@ -302,8 +359,12 @@ impl IssuerConfig {
         if self.issuer.is_empty() {
             return Err(IssuerError::EmptyIssuer);
         }
-        if self.audiences.is_empty() || self.audiences.iter().any(String::is_empty) {
+        let no_audience = self.audiences.is_empty() && self.kind == IssuerKind::Oidc;
+        if no_audience || self.audiences.iter().any(String::is_empty) {
             return Err(IssuerError::NoAudience(iss()));
+        }
+        if self.kind == IssuerKind::Backstage {
+            super::backstage::validate(self)?;
         }
         self.validate_source()?;
         if self.groups_claim.is_empty() {

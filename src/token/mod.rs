@@ -6,6 +6,7 @@
 //! - [`jwk`]: trusted key sets, parsed one JWK at a time.
 //! - [`modulus`]: RSA modulus checks at import (even, small factor, prime, prime power).
 //! - [`verify`]: the pure core (signature, then claims) with no runtime.
+//! - [`backstage`]: the claim rules of `kind = "backstage"` issuers (Backstage user tokens).
 //! - [`fetch`]: bounded HTTP for JWKS and OIDC discovery; clock-skew reading.
 //! - [`issuer`]: one issuer's key-set snapshot, kept fresh by a background task.
 //! - [`verifier`]: the service: the request-path check over those snapshots, and the
@@ -14,6 +15,7 @@
 //! - [`cli`]: `stagedoor token verify`, for debugging a rejected token.
 
 pub mod alg;
+pub mod backstage;
 pub mod cli;
 pub mod config;
 pub mod fetch;
@@ -25,8 +27,12 @@ pub mod verifier;
 pub mod verify;
 
 pub use alg::Alg;
-pub use config::{IssuerConfig, IssuerError, KeySource, TokenCapError, TokenConfig, VerifierError};
+pub use config::{
+    IssuerConfig, IssuerError, IssuerKind, KeySource, TokenCapError, TokenConfig, VerifierError,
+};
 pub use issuer::IssuerStatus;
 pub use jwk::KeySet;
 pub use verifier::{Verifier, VerifierStatus, token_digest};
-pub use verify::{Claims, VerifiedJws, verify_jws, verify_with_keys};
+pub use verify::{
+    Claims, IdToken, IdTokenError, VerifiedJws, verify_id_token, verify_jws, verify_with_keys,
+};

@@ -14,7 +14,9 @@ use super::fetch;
 use super::issuer::{IssuerState, IssuerStatus, run, sha256};
 use super::jose::{RawClaims, parse_jws};
 use super::jwk::KeySet;
-use super::verify::{check_claims, check_signature, unverified_issuer};
+use super::verify::{
+    IdToken, IdTokenError, check_issuer_claims, check_signature, unverified_issuer, verify_id_token,
+};
 use crate::identity::Identity;
 use crate::reason::Reason;
 
@@ -130,8 +132,9 @@ impl Verifier {
     ) -> Verifier {
         let mut groups_claims: Vec<String> = Vec::new();
         for st in &issuers {
-            if !groups_claims.contains(&st.cfg.groups_claim) {
-                groups_claims.push(st.cfg.groups_claim.clone());
+            let extra = st.cfg.extra_claim();
+            if !groups_claims.iter().any(|c| c == extra) {
+                groups_claims.push(extra.to_owned());
             }
         }
         let cache = (settings.cache_entries > 0).then(|| {
@@ -225,7 +228,7 @@ impl Verifier {
             }
             other => other?,
         };
-        let claims = check_claims(&jws, &raw, &st.cfg, now_unix, fp)?;
+        let claims = check_issuer_claims(&jws, &raw, &st.cfg, now_unix, fp)?;
         let identity = Arc::new(claims.to_identity());
         if let (Some(cache), Some(key)) = (&inner.cache, cache_key)
             && claims.exp > now_unix
@@ -242,6 +245,46 @@ impl Verifier {
             );
         }
         Ok(identity)
+    }
+}
+
+/// Largest ID token [`Verifier::verify_id_token`] reads.
+pub const MAX_ID_TOKEN_BYTES: usize = 64 * 1024;
+
+impl Verifier {
+    /// Verifies an OpenID Connect ID token from `issuer` (a configured issuer) for a
+    /// browser sign-in: see [`verify_id_token`]. One unknown-`kid` refetch, as for
+    /// access tokens. No cache: each ID token is seen once.
+    ///
+    /// # Errors
+    /// [`IdTokenError`]; `bad_issuer` when `issuer` is not configured.
+    pub async fn verify_id_token(
+        &self,
+        token: &str,
+        issuer: &str,
+        client_id: &str,
+        nonce: &str,
+        now_unix: i64,
+    ) -> Result<IdToken, IdTokenError> {
+        let inner = &*self.inner;
+        let st = inner
+            .issuers
+            .iter()
+            .find(|st| st.cfg.issuer == issuer)
+            .ok_or(Reason::BadIssuer)?;
+        // An ID token comes from the token endpoint, not a client header, and carries
+        // every group of a user: a larger cap than `max_token_bytes` (the token
+        // response body itself is capped at 64 KiB).
+        let max = inner.settings.max_token_bytes.max(MAX_ID_TOKEN_BYTES);
+        let keys = st.usable().ok_or(Reason::KeysUnavailable)?;
+        match verify_id_token(token, now_unix, &keys, &st.cfg, client_id, nonce, max) {
+            Err(IdTokenError::Token(Reason::UnknownKey)) => {
+                st.refetch_for_unknown_kid().await;
+                let keys = st.usable().ok_or(Reason::KeysUnavailable)?;
+                verify_id_token(token, now_unix, &keys, &st.cfg, client_id, nonce, max)
+            }
+            other => other,
+        }
     }
 }
 

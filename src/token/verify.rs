@@ -2,7 +2,7 @@
 //! config, with no runtime and no I/O (token → verified claims → `Identity` → policy).
 
 use super::alg::Alg;
-use super::config::IssuerConfig;
+use super::config::{IssuerConfig, IssuerKind};
 use super::jose::{Jws, RawClaims, Val, parse_jws};
 use super::jwk::{KeySet, Lookup};
 use crate::identity::Identity;
@@ -25,6 +25,12 @@ pub struct Claims {
     pub groups: Vec<String>,
     pub client_id: Option<String>,
     pub email: Option<String>,
+    /// A Backstage user token's User entity ref (canonical, from `sub`); `None` for
+    /// every other kind of issuer.
+    pub user_ref: Option<String>,
+    /// A Backstage user token's `ent` ownership refs (canonical); checked and kept
+    /// here, but granting nothing (see `backstage.rs`).
+    pub ownership: Vec<String>,
     /// Fingerprint of the key that verified the signature.
     pub key_fingerprint: u64,
 }
@@ -38,6 +44,7 @@ impl Claims {
             email: self.email.clone(),
             scopes: self.scopes.clone(),
             groups: self.groups.clone(),
+            backstage_user: self.user_ref.clone(),
             exp: self.exp,
         }
     }
@@ -86,12 +93,110 @@ pub fn verify_with_keys(
     max_bytes: usize,
 ) -> Result<Claims, Reason> {
     let jws = parse_jws(token, max_bytes)?;
-    let raw = RawClaims::parse(&jws.payload, std::slice::from_ref(&cfg.groups_claim))?;
+    let raw = RawClaims::parse(&jws.payload, &[cfg.extra_claim().to_owned()])?;
     if unverified_issuer(&raw)? != cfg.issuer {
         return Err(Reason::BadIssuer);
     }
     let fp = check_signature(&jws, keys, cfg.allowed_algorithms())?;
-    check_claims(&jws, &raw, cfg, now, fp)
+    check_issuer_claims(&jws, &raw, cfg, now, fp)
+}
+
+/// [`check_claims`], then the rules of the issuer's kind (`backstage.rs` for
+/// `kind = "backstage"`).
+///
+/// # Errors
+/// The first broken rule's [`Reason`].
+pub fn check_issuer_claims(
+    jws: &Jws<'_>,
+    raw: &RawClaims<'_>,
+    cfg: &IssuerConfig,
+    now: i64,
+    key_fingerprint: u64,
+) -> Result<Claims, Reason> {
+    let claims = check_claims(jws, raw, cfg, now, key_fingerprint)?;
+    match cfg.kind {
+        IssuerKind::Oidc => Ok(claims),
+        IssuerKind::Backstage => super::backstage::user_claims(claims, raw),
+    }
+}
+
+/// An OpenID Connect ID token verified for a sign-in (issue 13).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdToken {
+    pub claims: Claims,
+    /// `auth_time`, when the provider sent it.
+    pub auth_time: Option<i64>,
+}
+
+/// Why an ID token was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum IdTokenError {
+    /// A rule shared with access tokens (signature, `iss`, `aud`, times, shape).
+    #[error("{}", .0.as_str())]
+    Token(Reason),
+    /// `nonce` absent or not the one this sign-in sent.
+    #[error("nonce mismatch")]
+    Nonce,
+    /// `azp` present and not our client.
+    #[error("azp is another client")]
+    Azp,
+}
+
+impl From<Reason> for IdTokenError {
+    fn from(r: Reason) -> Self {
+        IdTokenError::Token(r)
+    }
+}
+
+/// Verifies an ID token (OIDC Core 3.1.3.7) with the issuer's keys and algorithms and
+/// the same signature, time and shape rules as access tokens; but `aud` must contain
+/// `client_id` (the issuer's access-token `audiences` and `types` do not apply), `azp`
+/// when present must be `client_id`, and `nonce` must equal `nonce`.
+///
+/// # Errors
+/// [`IdTokenError`].
+pub fn verify_id_token(
+    token: &str,
+    now: i64,
+    keys: &KeySet,
+    cfg: &IssuerConfig,
+    client_id: &str,
+    nonce: &str,
+    max_bytes: usize,
+) -> Result<IdToken, IdTokenError> {
+    let jws = parse_jws(token, max_bytes)?;
+    let wanted = [
+        cfg.groups_claim.clone(),
+        "nonce".to_owned(),
+        "auth_time".to_owned(),
+    ];
+    let raw = RawClaims::parse(&jws.payload, &wanted)?;
+    if unverified_issuer(&raw)? != cfg.issuer {
+        return Err(Reason::BadIssuer.into());
+    }
+    let fp = check_signature(&jws, keys, cfg.allowed_algorithms())?;
+    let id_cfg = IssuerConfig {
+        audiences: vec![client_id.to_owned()],
+        types: None,
+        ..cfg.clone()
+    };
+    let claims = check_claims(&jws, &raw, &id_cfg, now, fp)?;
+    match raw.extra("nonce") {
+        Some(Val::Str(n)) if same_bytes(n.as_bytes(), nonce.as_bytes()) => {}
+        _ => return Err(IdTokenError::Nonce),
+    }
+    match &raw.azp {
+        None => {}
+        Some(Val::Str(a)) if a == client_id => {}
+        Some(_) => return Err(IdTokenError::Azp),
+    }
+    let auth_time = numeric_date(raw.extra("auth_time"), f64::floor)?;
+    Ok(IdToken { claims, auth_time })
+}
+
+/// Equality in time independent of where the bytes differ.
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// The `iss` claim before verification: only ever used to pick an issuer's key set.
@@ -135,7 +240,7 @@ pub fn check_claims(
     key_fingerprint: u64,
 ) -> Result<Claims, Reason> {
     let header = &jws.header;
-    if let Some(types) = cfg.types.as_ref().filter(|t| !t.is_empty()) {
+    if let Some(types) = cfg.allowed_types() {
         let typ = header.typ.as_deref().ok_or(Reason::BadType)?;
         if !types.iter().any(|t| same_type(t, typ)) {
             return Err(Reason::BadType);
@@ -147,7 +252,7 @@ pub fn check_claims(
         Some(Val::StrList(l)) => l.iter().map(|s| s.to_string()).collect(),
         _ => return Err(Reason::BadAudience),
     };
-    if !aud.iter().any(|a| cfg.audiences.contains(a)) {
+    if !aud.iter().any(|a| cfg.accepts_audience(a)) {
         return Err(Reason::BadAudience);
     }
     let mut scopes = Vec::new();
@@ -190,6 +295,8 @@ pub fn check_claims(
         groups,
         client_id,
         email: verified_email(raw, cfg)?,
+        user_ref: None,
+        ownership: Vec::new(),
         key_fingerprint,
     })
 }

@@ -60,14 +60,22 @@ impl Op {
     pub async fn start(port: u16) -> Op {
         let keys = tempfile::tempdir().unwrap();
         let path = keys.path().to_path_buf();
-        Op::spawn(port, &path, None, Some(keys)).await
+        Op::spawn(port, &path, None, Some(keys), &[]).await
+    }
+
+    /// Starts it with extra environment (the browser sign-in client: SSO_REDIRECT_URIS,
+    /// SSO_POST_LOGOUT_URIS, ...), default keys in a fresh key directory.
+    pub async fn start_with_env(port: u16, env: &[(&str, String)]) -> Op {
+        let keys = tempfile::tempdir().unwrap();
+        let path = keys.path().to_path_buf();
+        Op::spawn(port, &path, None, Some(keys), env).await
     }
 
     /// Starts it with `keys` ("kid:alg,...", the first of each alg signs) from
     /// `keydir`, where each key is generated on first use and kept: restarting with
     /// new kids first rotates the signing keys while the old ones stay published.
     pub async fn start_with_keys(port: u16, keydir: &Path, keys: &str) -> Op {
-        Op::spawn(port, keydir, Some(keys), None).await
+        Op::spawn(port, keydir, Some(keys), None, &[]).await
     }
 
     async fn spawn(
@@ -75,6 +83,7 @@ impl Op {
         keydir: &Path,
         keys: Option<&str>,
         own: Option<tempfile::TempDir>,
+        env: &[(&str, String)],
     ) -> Op {
         let mut cmd = Command::new("node");
         cmd.arg(repo().join("tests/peers/oidc/op.mjs"))
@@ -83,6 +92,9 @@ impl Op {
             .env("KEYDIR", keydir);
         if let Some(keys) = keys {
             cmd.env("KEYS", keys);
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
         }
         let mut child = cmd
             .stdin(Stdio::null())
