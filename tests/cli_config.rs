@@ -53,6 +53,8 @@ fn every_example_config_is_valid() {
         let out = Command::new(env!("CARGO_BIN_EXE_stagedoor"))
             .args(["check-config", "--config", checked.to_str().unwrap()])
             .env("BACKSTAGE_TOKEN", "example-token")
+            .env("STAGEDOOR_SSO_KEYS", "00".repeat(32))
+            .env("STAGEDOOR_SSO_CLIENT_SECRET", "example-secret")
             .output()
             .unwrap();
         let _ = std::fs::remove_file(&checked);

@@ -91,12 +91,32 @@ fn compose_stack_is_consistent() {
             .ends_with(&format!(":{bind}"))
     );
     // stagedoor → provider and Backstage.
+    // The provider is reached by the same name from stagedoor and from a browser on
+    // the host: a *.localhost network alias, its port published as is.
     let iss = &cfg.issuers[0];
     assert_eq!(iss.issuer, env("oidc", "ISSUER"));
-    assert_eq!(
-        host_port(&iss.issuer),
-        ("oidc", env("oidc", "PORT").parse().unwrap())
+    let (iss_host, iss_port) = host_port(&iss.issuer);
+    assert_eq!(iss_port, env("oidc", "PORT").parse::<u16>().unwrap());
+    assert!(iss_host.ends_with(".localhost"), "{iss_host}");
+    assert!(
+        services["oidc"]["networks"]["default"]["aliases"]
+            .to_string()
+            .contains(iss_host),
+        "no alias {iss_host}"
     );
+    assert!(
+        services["oidc"]["ports"]
+            .to_string()
+            .contains(&format!("\"{iss_port}:{iss_port}\"")),
+        "provider port not published as is"
+    );
+    // HAProxy → the sign-in listener; the provider knows its callback.
+    let sso = cfg.sso.as_ref().expect("[sso] in the compose config");
+    assert_eq!(sso.issuer, iss.issuer);
+    let sign_in = env("haproxy", "STAGEDOOR_SIGN_IN");
+    assert_eq!(host_port(&sign_in), ("stagedoor", sso.listen.port()));
+    assert!(sso.listen.ip().is_unspecified());
+    assert!(env("oidc", "SSO_REDIRECT_URIS").ends_with("/.stagedoor/callback"));
     let url = cfg.catalog.url.clone().unwrap();
     assert_eq!(
         host_port(&url),
