@@ -223,14 +223,19 @@ impl Agent {
         }
     }
 
-    /// An outcome decided before any credential was looked at.
+    /// An outcome decided before any credential was looked at. With `[sso]`, the
+    /// whole Cookie header goes (its arguments may not even have been read): shadow
+    /// mode lets the request through, and stagedoor's cookies must not go with it.
     fn bare_outcome(&self, reason: Reason) -> Outcome {
         Outcome {
             decision: Decision::bare(reason),
             identity: None,
             shadow: self.settings.mode == Mode::Shadow,
             token_fp: None,
-            browser: BrowserOutcome::default(),
+            browser: BrowserOutcome {
+                location: None,
+                cookie: self.settings.sso.as_ref().map(|_| String::new()),
+            },
         }
     }
 }
@@ -291,6 +296,26 @@ pub fn actions_for(outcome: &Outcome, realm: &str) -> Vec<Action<'static>> {
     let str_var = |name: &'static str, v: &str| {
         Action::set(Scope::Txn, name, TypedData::string(v.to_owned()))
     };
+    if let Some(cookie) = &outcome.browser.cookie {
+        // The header minus stagedoor's cookies, set back by HAProxy. Bytes that could
+        // not go back into a header (they came in one, so this is a defence only):
+        // the whole header goes. First in the ACK: HAProxy stops at an action it
+        // cannot apply, and `allow` must never be set without these.
+        actions.push(Action::set(
+            Scope::Txn,
+            "cookie_strip",
+            TypedData::Bool(true),
+        ));
+        let empty = cookie.trim_matches([' ', '\t', ';']).is_empty();
+        if !empty
+            && cookie.len() <= 65_536
+            && cookie
+                .bytes()
+                .all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f))
+        {
+            actions.push(str_var("cookie", cookie));
+        }
+    }
     actions.push(Action::set(
         Scope::Txn,
         "allow",
@@ -348,25 +373,6 @@ pub fn actions_for(outcome: &Outcome, realm: &str) -> Vec<Action<'static>> {
     }
     if let Some(location) = location {
         actions.push(str_var("location", location));
-    }
-    if let Some(cookie) = &outcome.browser.cookie {
-        // The header minus stagedoor's cookies, set back by HAProxy. Bytes that could
-        // not go back into a header (they came in one, so this is a defence only):
-        // the whole header goes.
-        actions.push(Action::set(
-            Scope::Txn,
-            "cookie_strip",
-            TypedData::Bool(true),
-        ));
-        let empty = cookie.trim_matches([' ', '\t', ';']).is_empty();
-        if !empty
-            && cookie.len() <= 65_536
-            && cookie
-                .bytes()
-                .all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f))
-        {
-            actions.push(str_var("cookie", cookie));
-        }
     }
     if !outage && let Some(www) = www_authenticate(d, realm) {
         actions.push(Action::set(

@@ -136,6 +136,15 @@ pub struct Flow {
     pub group_filter: Option<GroupFilter>,
 }
 
+/// Equal strings, in time that depends on their lengths only.
+fn constant_time_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
 /// A browser redirect with cookies to set.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Redirect {
@@ -324,34 +333,38 @@ impl Flow {
         state: Option<&str>,
         now: i64,
     ) -> Result<PendingSignIn, FlowError> {
-        let mut result = Err(FlowError::StateMissing);
+        // Every state cookie is tried: one tossed in by a sibling subdomain (or left
+        // under another Domain) must not hide the one this sign-in set. The result is
+        // the first that opens, is fresh and holds the `state` sent back; else the
+        // most telling failure seen (missing < invalid < expired < mismatch).
+        let sent = state.unwrap_or("");
+        let mut failure = FlowError::StateMissing;
+        let rank = |e: &FlowError| match e {
+            FlowError::StateMissing => 0,
+            FlowError::StateInvalid => 1,
+            FlowError::StateExpired => 2,
+            _ => 3,
+        };
         for value in cookie::values(cookie_header, STATE) {
-            match self.sso.sealer.open(PURPOSE_STATE, value) {
+            let err = match self.sso.sealer.open(PURPOSE_STATE, value) {
                 Ok(plain) => match serde_json::from_slice::<PendingSignIn>(&plain) {
-                    Ok(p) => {
-                        result = Ok(p);
-                        break;
+                    Ok(p)
+                        if now >= p.created.saturating_add(STATE_MAX_AGE)
+                            || p.created > now + 60 =>
+                    {
+                        FlowError::StateExpired
                     }
-                    Err(_) => result = Err(FlowError::StateInvalid),
+                    Ok(p) if constant_time_eq(sent, &p.state) => return Ok(p),
+                    Ok(_) => FlowError::StateMismatch,
+                    Err(_) => FlowError::StateInvalid,
                 },
-                Err(_) => result = Err(FlowError::StateInvalid),
+                Err(_) => FlowError::StateInvalid,
+            };
+            if rank(&err) > rank(&failure) {
+                failure = err;
             }
         }
-        let p = result?;
-        if now >= p.created.saturating_add(STATE_MAX_AGE) || p.created > now + 60 {
-            return Err(FlowError::StateExpired);
-        }
-        let sent = state.unwrap_or("");
-        let same = sent.len() == p.state.len()
-            && sent
-                .bytes()
-                .zip(p.state.bytes())
-                .fold(0u8, |a, (x, y)| a | (x ^ y))
-                == 0;
-        if !same {
-            return Err(FlowError::StateMismatch);
-        }
-        Ok(p)
+        Err(failure)
     }
 
     /// `/.stagedoor/callback` once the state checked out: code → tokens → session.

@@ -196,9 +196,7 @@ async fn logout(State(flow): State<Arc<Flow>>) -> Response {
 async fn whoami(State(flow): State<Arc<Flow>>, headers: HeaderMap) -> Response {
     let now = crate::clock::unix_now();
     let header = text(&headers, header::COOKIE);
-    let session = cookie::pieces(header)
-        .filter(|(n, _, _)| *n == SESSION || *n == SESSION_HOST)
-        .find_map(|(_, v, _)| flow.sso.open_session(v, now).ok());
+    let session = flow.sso.session_from_header(header, now).ok().flatten();
     let (status, body) = match session {
         Some(s) => (
             StatusCode::OK,

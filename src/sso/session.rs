@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::Sso;
-use super::cookie::{self, SESSION, SESSION_HOST};
+use super::cookie;
 use super::seal::{PURPOSE_SESSION, SealError};
 use crate::identity::Identity;
 
@@ -79,6 +79,10 @@ pub enum InvalidSession {
     /// Opened, but not a session payload, or for another issuer.
     #[error("session payload refused")]
     Payload,
+    /// Several session cookies open to different callers (one tossed by a sibling
+    /// subdomain under `cookie_domain`?): none is taken.
+    #[error("several session cookies for different callers")]
+    Ambiguous,
 }
 
 impl InvalidSession {
@@ -113,23 +117,55 @@ pub enum SealSessionError {
 
 impl Sso {
     /// The session in `header` (a request's whole `Cookie` header) at `now` (unix
-    /// seconds). No allocation when there is no session cookie. With several session
-    /// cookies (one per name, or a duplicate set on a parent domain), the first that
-    /// opens to a live session wins; else the first one's failure is reported.
+    /// seconds). No allocation when there is no session cookie.
     pub fn session_from_cookie_header(&self, header: &str, now: i64) -> SessionLookup {
+        match self.session_from_header(header, now) {
+            Ok(Some(s)) => SessionLookup::Valid(Arc::new(s.into_identity())),
+            Ok(None) => SessionLookup::None,
+            Err(e) => SessionLookup::Invalid(e),
+        }
+    }
+
+    /// The one session in `header`. Only the configured cookie name counts: with
+    /// host-only cookies, `__Host-stagedoor_session`, which no other host can set
+    /// (the unprefixed name could be tossed in by any sibling subdomain for the parent
+    /// domain, and would win by a longer `Path`). Several cookies of that name (under
+    /// `cookie_domain`, a sibling can add one) must agree on the caller, else none is
+    /// taken ([`InvalidSession::Ambiguous`]); with none live, the first failure is
+    /// reported.
+    ///
+    /// # Errors
+    /// [`InvalidSession`].
+    pub fn session_from_header(
+        &self,
+        header: &str,
+        now: i64,
+    ) -> Result<Option<Session>, InvalidSession> {
+        let name = self.session_cookie_name();
+        let mut found: Option<Session> = None;
         let mut first_failure = None;
-        for (name, value, _) in cookie::pieces(header) {
-            if name != SESSION && name != SESSION_HOST {
+        for (n, value, _) in cookie::pieces(header) {
+            if n != name {
                 continue;
             }
             match self.open_session(value, now) {
-                Ok(s) => return SessionLookup::Valid(Arc::new(s.into_identity())),
+                Ok(s) => match &found {
+                    Some(f) if f.iss != s.iss || f.sub != s.sub => {
+                        return Err(InvalidSession::Ambiguous);
+                    }
+                    Some(_) => {}
+                    None => found = Some(s),
+                },
                 Err(e) => {
                     first_failure.get_or_insert(e);
                 }
             }
         }
-        first_failure.map_or(SessionLookup::None, SessionLookup::Invalid)
+        match (found, first_failure) {
+            (Some(s), _) => Ok(Some(s)),
+            (None, Some(e)) => Err(e),
+            (None, None) => Ok(None),
+        }
     }
 
     /// `header` without the session and state cookies (see [`cookie::strip`]).
@@ -196,6 +232,7 @@ impl Sso {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sso::cookie::{SESSION, SESSION_HOST};
     use crate::sso::seal::Sealer;
     use crate::sso::tests::sso_with_keys;
 
@@ -252,7 +289,7 @@ mod tests {
         let theirs = sso_with_keys(&[[2; 32]]);
         let v = theirs.seal_session(&mut session(1, now), None).unwrap();
         assert_eq!(
-            ours.session_from_cookie_header(&format!("{SESSION}={v}"), now),
+            ours.session_from_cookie_header(&format!("{SESSION_HOST}={v}"), now),
             SessionLookup::Invalid(InvalidSession::Seal(SealError::UnknownKey))
         );
         // A state cookie sealed by us is not a session.
@@ -261,7 +298,7 @@ mod tests {
             .seal(crate::sso::seal::PURPOSE_STATE, b"{}")
             .unwrap();
         assert_eq!(
-            ours.session_from_cookie_header(&format!("{SESSION}={state}"), now),
+            ours.session_from_cookie_header(&format!("{SESSION_HOST}={state}"), now),
             SessionLookup::Invalid(InvalidSession::Seal(SealError::Tampered))
         );
         // Sealed by us but not a session, or another issuer's.
@@ -272,19 +309,41 @@ mod tests {
         let v = ours.seal_session(&mut other, None).unwrap();
         assert_eq!(ours.open_session(&v, now), Err(InvalidSession::Payload));
         // Oversized: refused before any crypto.
-        let big = format!("{SESSION}=v1.{}", "A".repeat(5000));
+        let big = format!("{SESSION_HOST}=v1.{}", "A".repeat(5000));
         assert_eq!(
             ours.session_from_cookie_header(&big, now),
             SessionLookup::Invalid(InvalidSession::Seal(SealError::TooLarge))
         );
         // A bad duplicate does not hide a good one.
         let good = ours.seal_session(&mut session(1, now), None).unwrap();
-        let h = format!("{SESSION}=v1.AAAA; {SESSION}={good}");
+        let h = format!("{SESSION_HOST}=v1.AAAA; {SESSION_HOST}={good}");
         assert!(matches!(
             ours.session_from_cookie_header(&h, now),
             SessionLookup::Valid(_)
         ));
         let _ = Sealer::new(&[[9; 32]]).unwrap();
+        // Host-only: the unprefixed name, which a sibling subdomain could toss in for
+        // the parent domain, is not read at all (review of issue 13, R1).
+        assert_eq!(
+            ours.session_from_cookie_header(&format!("{SESSION}={good}"), now),
+            SessionLookup::None
+        );
+        // Two live sessions for different callers: neither is taken.
+        let mut mallory = session(1, now);
+        mallory.sub = "mallory".into();
+        let hers = ours.seal_session(&mut mallory, None).unwrap();
+        let h = format!("{SESSION_HOST}={hers}; {SESSION_HOST}={good}");
+        assert_eq!(
+            ours.session_from_cookie_header(&h, now),
+            SessionLookup::Invalid(InvalidSession::Ambiguous)
+        );
+        // The same caller twice (a re-sign-in beside an older copy) is fine.
+        let again = ours.seal_session(&mut session(1, now), None).unwrap();
+        let h = format!("{SESSION_HOST}={again}; {SESSION_HOST}={good}");
+        assert!(matches!(
+            ours.session_from_cookie_header(&h, now),
+            SessionLookup::Valid(_)
+        ));
     }
 
     #[test]
