@@ -88,6 +88,11 @@ fn wrong_nonce_aud_azp_iss_are_refused() {
     let mut c = id_claims(n);
     c.as_object_mut().unwrap().remove("nonce");
     assert_eq!(check(&fx, &c).err(), Some(IdTokenError::Nonce));
+    // Several audiences and no azp: issued to whom? (review of issue 13)
+    let mut c = id_claims(n);
+    c["aud"] = json!(["other", CLIENT]);
+    c.as_object_mut().unwrap().remove("azp");
+    assert_eq!(check(&fx, &c).err(), Some(IdTokenError::Azp));
     // Signed by someone else.
     let other = TestKey::ec();
     let token = mint(&other, "ES256", "ec-1", &id_claims(n));

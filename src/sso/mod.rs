@@ -56,6 +56,8 @@ pub struct Sso {
     pub cfg: SsoConfig,
     pub(crate) sealer: Sealer,
     pub(crate) client_secret: Secret,
+    /// Sessions opened before, by the SHA-256 of the cookie value.
+    pub(crate) opened: session::OpenedCache,
 }
 
 impl Sso {
@@ -82,10 +84,12 @@ impl Sso {
             key: "sso.keys_env".into(),
             reason: e.to_string(),
         })?;
+        let opened = session::OpenedCache::new(cfg.max_session_seconds);
         Ok(Sso {
             cfg,
             sealer,
             client_secret,
+            opened,
         })
     }
 

@@ -137,8 +137,8 @@ pub enum IdTokenError {
     /// `nonce` absent or not the one this sign-in sent.
     #[error("nonce mismatch")]
     Nonce,
-    /// `azp` present and not our client.
-    #[error("azp is another client")]
+    /// `azp` present and not our client, or absent with several audiences.
+    #[error("azp is another client, or absent with several audiences")]
     Azp,
 }
 
@@ -151,7 +151,8 @@ impl From<Reason> for IdTokenError {
 /// Verifies an ID token (OIDC Core 3.1.3.7) with the issuer's keys and algorithms and
 /// the same signature, time and shape rules as access tokens; but `aud` must contain
 /// `client_id` (the issuer's access-token `audiences` and `types` do not apply), `azp`
-/// when present must be `client_id`, and `nonce` must equal `nonce`.
+/// when present (and it must be with several audiences) must be `client_id`, and
+/// `nonce` must equal `nonce`.
 ///
 /// # Errors
 /// [`IdTokenError`].
@@ -185,7 +186,11 @@ pub fn verify_id_token(
         Some(Val::Str(n)) if same_bytes(n.as_bytes(), nonce.as_bytes()) => {}
         _ => return Err(IdTokenError::Nonce),
     }
+    // OIDC Core 3.1.3.7 (4, 5): with several audiences, `azp` must say the token was
+    // issued to us; a token for another client that lists us too is not a sign-in here.
+    let several = matches!(&raw.aud, Some(Val::StrList(l)) if l.len() > 1);
     match &raw.azp {
+        None if several => return Err(IdTokenError::Azp),
         None => {}
         Some(Val::Str(a)) if a == client_id => {}
         Some(_) => return Err(IdTokenError::Azp),
