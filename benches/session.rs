@@ -151,12 +151,17 @@ fn bench(c: &mut Criterion) {
         "_ga=GA1.2.3.4; {}={value}; theme=dark",
         sso.session_cookie_name()
     );
+    // A hit: the value was opened before (the cache of opened sessions).
     c.bench_function("session/open_10_groups", |b| {
         b.iter(|| {
             let r = sso.session_from_cookie_header(black_box(&header), now + 60);
             assert!(matches!(r, SessionLookup::Valid(_)));
             r
         })
+    });
+    // The first request with a cookie: base64, AES-256-GCM, JSON, the identity.
+    c.bench_function("session/open_10_groups_uncached", |b| {
+        b.iter(|| sso.open_session(black_box(&value), now + 60).unwrap())
     });
     c.bench_function("session/no_cookie", |b| {
         b.iter(|| sso.session_from_cookie_header(black_box("_ga=GA1.2.3.4; theme=dark"), now))
