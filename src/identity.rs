@@ -28,6 +28,25 @@ pub struct Identity {
 }
 
 impl Identity {
+    /// Bytes this identity holds, its own and on the heap (string lengths, not
+    /// capacities; for the verified-token cache's byte bound).
+    pub fn approx_bytes(&self) -> usize {
+        let opt = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+        let list = |v: &Vec<String>| {
+            v.iter()
+                .map(|s| s.len() + std::mem::size_of::<String>())
+                .sum::<usize>()
+        };
+        std::mem::size_of::<Identity>()
+            + self.issuer.len()
+            + opt(&self.sub)
+            + opt(&self.client_id)
+            + opt(&self.email)
+            + opt(&self.backstage_user)
+            + list(&self.scopes)
+            + list(&self.groups)
+    }
+
     /// Whether the token granted `scope` (whole-word match).
     pub fn has_scope(&self, scope: &str) -> bool {
         self.scopes.iter().any(|s| s == scope)

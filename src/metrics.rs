@@ -300,6 +300,12 @@ impl Scrape {
             "Verified-token cache entries",
             entries,
         )?;
+        gauge(
+            e,
+            "token_cache_weight_bytes",
+            "Verified-token cache weight: estimated bytes, each entry at least cache_bytes/cache_entries",
+            gauge_value(v.cache_weight),
+        )?;
         let (mut refreshes, mut refetches, mut skipped) = (Vec::new(), Vec::new(), Vec::new());
         let (mut suppressed, mut keys, mut ages, mut skews) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());

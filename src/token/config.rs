@@ -40,6 +40,8 @@ use super::alg::Alg;
 pub const DEFAULT_MAX_TOKEN_BYTES: usize = 8 * 1024;
 /// Entries in the verified-token cache.
 pub const DEFAULT_CACHE_ENTRIES: u64 = 65_536;
+/// Bytes the verified-token cache may hold (its entries' identities, estimated).
+pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 /// The largest `max_lifetime_seconds` (a year): a limit above it limits nothing.
 pub const MAX_LIFETIME_LIMIT: u64 = 365 * 86_400;
 /// The default `max_lifetime_seconds`: one day. Access tokens live minutes to hours
@@ -58,6 +60,9 @@ pub struct TokenConfig {
     pub max_token_bytes: usize,
     /// Bound on the verified-token cache; 0 disables the cache.
     pub cache_entries: u64,
+    /// Bound on the verified-token cache in bytes: a verified token can carry
+    /// hundreds of groups, so a count alone does not bound memory.
+    pub cache_bytes: u64,
 }
 
 impl Default for TokenConfig {
@@ -65,6 +70,7 @@ impl Default for TokenConfig {
         TokenConfig {
             max_token_bytes: DEFAULT_MAX_TOKEN_BYTES,
             cache_entries: DEFAULT_CACHE_ENTRIES,
+            cache_bytes: DEFAULT_CACHE_BYTES,
         }
     }
 }
@@ -233,10 +239,14 @@ pub enum IssuerError {
     ZeroCooldown(String),
 }
 
-/// `[token] max_token_bytes` out of range.
+/// A `[token]` bound out of range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("token.max_token_bytes: must be between 256 and 65536")]
-pub struct TokenCapError;
+pub enum TokenCapError {
+    #[error("token.max_token_bytes: must be between 256 and 65536")]
+    MaxTokenBytes,
+    #[error("token.cache_bytes: must be between 1048576 (1 MiB) and 17179869184 (16 GiB)")]
+    CacheBytes,
+}
 
 /// Why [`Verifier::start`](super::Verifier::start) did not start: a config it was given
 /// unvalidated, or the runtime around it.
@@ -439,10 +449,13 @@ impl IssuerConfig {
 
 impl TokenConfig {
     /// # Errors
-    /// [`TokenCapError`] when the size cap is out of range.
+    /// [`TokenCapError`] when a bound is out of range.
     pub fn validate(&self) -> Result<(), TokenCapError> {
         if !(256..=65_536).contains(&self.max_token_bytes) {
-            return Err(TokenCapError);
+            return Err(TokenCapError::MaxTokenBytes);
+        }
+        if !((1 << 20)..=(1 << 34)).contains(&self.cache_bytes) {
+            return Err(TokenCapError::CacheBytes);
         }
         Ok(())
     }

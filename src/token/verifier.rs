@@ -42,7 +42,12 @@ struct Cached {
     exp: i64,
     /// `exp - now` at insert: the entry's lifetime in the cache.
     ttl: Duration,
+    /// The entry's estimated bytes (identity, this struct, key, moka's own).
+    bytes: u32,
 }
+
+/// moka's per-entry bookkeeping, roughly (hash, key, timestamps, links).
+const ENTRY_OVERHEAD: usize = 96;
 
 struct CacheExpiry;
 
@@ -69,6 +74,9 @@ pub fn token_digest(token: &str) -> [u8; 32] {
 pub struct VerifierStatus {
     pub issuers: Vec<IssuerStatus>,
     pub cache_entries: u64,
+    /// The cache's weight: its entries' estimated bytes, each at least
+    /// `cache_bytes / cache_entries` (bounded by `[token] cache_bytes`).
+    pub cache_weight: u64,
 }
 
 impl Verifier {
@@ -137,9 +145,16 @@ impl Verifier {
                 groups_claims.push(extra.to_owned());
             }
         }
+        // One capacity bounds both: an entry weighs its bytes, but at least
+        // `cache_bytes / cache_entries`, so no more than `cache_entries` entries and no
+        // more than `cache_bytes` bytes fit (tokens with hundreds of groups weigh more).
         let cache = (settings.cache_entries > 0).then(|| {
+            let floor = u32::try_from(settings.cache_bytes / settings.cache_entries)
+                .unwrap_or(u32::MAX)
+                .max(1);
             Cache::builder()
-                .max_capacity(settings.cache_entries)
+                .max_capacity(settings.cache_bytes)
+                .weigher(move |_: &[u8; 32], v: &Arc<Cached>| v.bytes.max(floor))
                 .expire_after(CacheExpiry)
                 .build()
         });
@@ -161,9 +176,14 @@ impl Verifier {
     }
 
     pub fn status(&self) -> VerifierStatus {
+        // Evictions are applied lazily: settle them so the figures hold the bounds.
+        if let Some(c) = &self.inner.cache {
+            c.run_pending_tasks();
+        }
         VerifierStatus {
             issuers: self.inner.issuers.iter().map(|st| st.status()).collect(),
             cache_entries: self.inner.cache.as_ref().map_or(0, |c| c.entry_count()),
+            cache_weight: self.inner.cache.as_ref().map_or(0, |c| c.weighted_size()),
         }
     }
 
@@ -241,6 +261,10 @@ impl Verifier {
                     key_fingerprint: fp,
                     exp: claims.exp,
                     ttl: Duration::from_secs((claims.exp - now_unix).clamp(0, 86_400) as u64),
+                    bytes: u32::try_from(
+                        identity.approx_bytes() + std::mem::size_of::<Cached>() + ENTRY_OVERHEAD,
+                    )
+                    .unwrap_or(u32::MAX),
                 }),
             );
         }
