@@ -207,10 +207,15 @@ impl Agent {
                 .then(|| {
                     sign_in_location(&sso.cfg.external_scheme, &req.browser, req.host, req.path)
                 }),
+                // Only when there is one of ours to take out: a Cookie header without
+                // them is left as it is (no copy, nothing more in the ACK).
                 cookie: req
                     .browser
                     .cookie
-                    .map(|c| Sso::strip_cookies(c).into_owned()),
+                    .and_then(|c| match Sso::strip_cookies(c) {
+                        std::borrow::Cow::Borrowed(_) => None,
+                        std::borrow::Cow::Owned(rest) => Some(rest),
+                    }),
             },
             None => BrowserOutcome::default(),
         };

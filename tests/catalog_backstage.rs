@@ -7,7 +7,7 @@
 //! reaches stagedoor without restarting it; a wrong token is a typed auth error; when
 //! Backstage stops, the last good catalog stays published.
 //!
-//! The tests are `#[ignore]`d: tests/run.sh installs the peer and runs them
+//! The tests carry `#[ignore = "needs …"]`: tests/run.sh installs the peer and runs them
 //! (`--include-ignored`); without the peer they fail with the install hint.
 
 mod common;

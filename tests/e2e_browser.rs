@@ -50,7 +50,7 @@ scopes = ["openid", "read"]
     )
 }
 
-fn write_config(dir: &Path, p: &Setup) -> PathBuf {
+fn write_config(dir: &Path, p: &Setup, mode: &str) -> PathBuf {
     let repo = repo();
     let text = format!(
         r#"
@@ -69,6 +69,8 @@ algorithms = ["ES256"]
 [catalog]
 source = "file"
 files = ["{catalog}"]
+[policy]
+mode = "{mode}"
 [sso]
 {sso}
 "#,
@@ -140,7 +142,17 @@ fn assert_status(r: &Response, status: u16, what: &str) {
     assert_eq!(r.status, status, "{what}: {r:?}");
 }
 
-async fn browser_path(hap_bin: &Path) {
+/// The agent (`[policy] mode` as given), the recording backend and HAProxy with the
+/// shipped files; dropped in reverse.
+struct Stack {
+    p: Setup,
+    hap: Haproxy,
+    backend: Backend,
+    agent: Agent,
+    _dir: tempfile::TempDir,
+}
+
+async fn stack(hap_bin: &Path, mode: &str) -> Stack {
     let dir = tempfile::tempdir().unwrap();
     let p = Setup {
         agent_port: free_port(),
@@ -148,7 +160,7 @@ async fn browser_path(hap_bin: &Path) {
         sign_in_port: free_port(),
         frontend_port: free_port(),
     };
-    let cfg = write_config(dir.path(), &p);
+    let cfg = write_config(dir.path(), &p, mode);
     let agent = Agent::start_with_env(
         &cfg,
         &[
@@ -169,6 +181,23 @@ async fn browser_path(hap_bin: &Path) {
         ],
     )
     .await;
+    Stack {
+        p,
+        hap,
+        backend,
+        agent,
+        _dir: dir,
+    }
+}
+
+async fn browser_path(hap_bin: &Path) {
+    let Stack {
+        p,
+        hap,
+        backend,
+        agent,
+        _dir,
+    } = stack(hap_bin, "enforce").await;
     let fe = hap.frontend.clone();
     let sso = sso(&p, KEY_HEX);
     let member = session(&sso, "svc", &["sre-oncall"]);
@@ -300,6 +329,34 @@ async fn browser_path(hap_bin: &Path) {
     let log = agent.log_text();
     assert!(!log.contains(value), "the session cookie was logged");
     drop(hap);
+}
+
+/// The review of issue 13 (R2): in shadow mode a request with two Cookie lines is
+/// `bad_request` before its cookies are read, and let through; neither line may carry
+/// the session cookie to the backend. (Failed at 6a603ba: both lines got there.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs HAProxy 2.6: run tests/run.sh"]
+async fn haproxy_2_6_shadow_two_cookie_lines_strip_the_session() {
+    let st = stack(&require_bin("haproxy"), "shadow").await;
+    let fe = st.hap.frontend.clone();
+    let member = session(&sso(&st.p, KEY_HEX), "svc", &["sre-oncall"]);
+    let r = request(&fe, "GET", "/api/admin", &[("Cookie", &member)]).await;
+    assert_status(&r, 200, "shadow, one Cookie line");
+    let one = st.backend.seen().last().unwrap().all("cookie").join("; ");
+    assert!(!one.contains("stagedoor"), "control: {one}");
+    let r = request(
+        &fe,
+        "GET",
+        "/api/admin",
+        &[("Cookie", "a=1"), ("Cookie", &member)],
+    )
+    .await;
+    assert_status(&r, 200, "shadow, two Cookie lines");
+    let two = st.backend.seen().last().unwrap().all("cookie").join("; ");
+    assert!(
+        !two.contains("stagedoor_session"),
+        "the session cookie reached the backend: {two}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

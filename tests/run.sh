@@ -2,7 +2,7 @@
 # The whole test suite, from a fresh Debian machine: installs what the tests need
 # (HAProxy 2.6 from Debian 12, HAProxy 3.0 from Debian 13, HAProxy 3.x and Compose v2
 # from Debian unstable, unpacked beside the tests, the Node test peers from their committed lockfiles), then
-# runs formatting, lints and every test. The tests that need those peers are #[ignore]d
+# runs formatting, lints and every test. The tests that need those peers carry #[ignore = "needs …"]
 # (a plain `cargo test` lists them as ignored); here they run (--include-ignored), a
 # missing peer fails them, and the closing line must count 0 ignored.
 set -euo pipefail
@@ -63,7 +63,7 @@ echo "== cargo test"
 #   to themselves (with more beside them, some failed).
 # Every binary runs (--no-fail-fast), so the closing line counts the whole suite.
 sleeping=(admin_limits)
-waiting=(deploy e2e_agent e2e_browser review_issue13_e2e e2e_desync e2e_haproxy_spop sso_flow token_oidc browser_smoke browser_sso)
+waiting=(deploy e2e_agent e2e_browser e2e_desync e2e_haproxy_spop sso_flow token_oidc browser_smoke browser_sso)
 alone=(policy_attacks token_keysets token_attacks token_props catalog_backstage token_backstage_e2e e2e_ops)
 cargo test --locked --no-run
 logs=$(mktemp -d)

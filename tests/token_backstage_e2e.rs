@@ -8,7 +8,7 @@
 //! catalog lets alice's team route through and denies the other team's. A changed
 //! token, and the same `sub` coming from an OIDC issuer, get nothing.
 //!
-//! `#[ignore]`d: tests/run.sh installs the peer and runs it (`--include-ignored`).
+//! Marked `#[ignore = "needs …"]`: tests/run.sh installs the peer and runs it (`--include-ignored`).
 
 mod common;
 

@@ -30,7 +30,7 @@ pub fn assert_peer_tests_run_under_ci() {
     let included = std::env::args().any(|a| a == "--include-ignored" || a == "--ignored");
     assert!(
         !in_ci() || included,
-        "CI=true: the tests needing peers are #[ignore]d; run them with \
+        "CI=true: the tests needing peers carry #[ignore = \"needs …\"]; run them with \
          `cargo test -- --include-ignored` (tests/run.sh does)"
     );
 }
