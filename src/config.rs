@@ -225,6 +225,10 @@ pub enum ConfigError {
     Catalog(#[from] CatalogConfigError),
 }
 
+/// What one SPOE message needs beside the token: the `Bearer ` prefix, method, host,
+/// path, query, request id and the argument names (the Cookie header is extra).
+const MESSAGE_HEADROOM: usize = 1024;
+
 fn invalid(key: &str, reason: impl ToString) -> ConfigError {
     ConfigError::Invalid {
         key: key.to_owned(),
@@ -268,6 +272,7 @@ impl Config {
         if let Err(e) = self.token.validate() {
             errors.push(e.into());
         }
+        errors.extend(self.token_fits_frame());
         errors.extend(self.validate_issuers());
         if let Err(e) = self.catalog.validate(&self.base_dir) {
             errors.push(e.into());
@@ -276,6 +281,23 @@ impl Config {
             errors.extend(sso.validate(&self.base_dir, &self.issuers));
         }
         errors
+    }
+
+    /// A token at `max_token_bytes` must fit one SPOE message beside the request's
+    /// other arguments: otherwise HAProxy fails the message (a 503 with a frame
+    /// error) where the agent would have said `token_too_large`.
+    fn token_fits_frame(&self) -> Option<ConfigError> {
+        let room = self.agent.max_frame_size as usize;
+        (self.token.max_token_bytes + MESSAGE_HEADROOM > room).then(|| {
+            invalid(
+                "token.max_token_bytes",
+                format!(
+                    "must leave {MESSAGE_HEADROOM} bytes of agent.max_frame_size ({room}) for the \
+                     rest of the SPOE message; raise agent.max_frame_size and HAProxy's \
+                     tune.bufsize together (README, \"Large tokens\")"
+                ),
+            )
+        })
     }
 
     /// The `[[issuers]]` tables, each validated once (`issuer_errors`), and their

@@ -258,3 +258,37 @@ fn decide_and_policy_show_on_the_quickstart() {
         "Bearer realm=\"stagedoor\""
     );
 }
+
+/// A token limit the SPOE frame cannot carry is a configuration error (issue 14):
+/// HAProxy would fail such a message with a 503 where the agent means
+/// `token_too_large`. Raising the frame size with it makes the file valid again.
+#[test]
+fn check_config_refuses_a_token_limit_the_frame_cannot_carry() {
+    let dir = tempfile::tempdir().unwrap();
+    let jwks = dir.path().join("jwks.json");
+    std::fs::write(&jwks, r#"{"keys":[]}"#).unwrap();
+    let catalog = dir.path().join("catalog.yaml");
+    std::fs::write(&catalog, "").unwrap();
+    let write = |name: &str, frame: u32| {
+        let path = dir.path().join(name);
+        let text = format!(
+            "[agent]\nmax_frame_size = {frame}\n[token]\nmax_token_bytes = 32768\n\
+             [[issuers]]\nissuer = \"https://idp.example.com\"\naudiences = [\"api\"]\n\
+             jwks_file = \"{}\"\n[catalog]\nfiles = [\"{}\"]\n",
+            jwks.display(),
+            catalog.display()
+        );
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let small = write("small.toml", 16_380);
+    let (code, _, err) = stagedoor(&["check-config", "--config", small.to_str().unwrap()]);
+    assert_eq!(code, 64, "{err}");
+    assert!(
+        err.contains("config error: token.max_token_bytes: must leave 1024 bytes of agent.max_frame_size (16380)"),
+        "{err}"
+    );
+    let large = write("large.toml", 65_536);
+    let (code, out, err) = stagedoor(&["check-config", "--config", large.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+}
