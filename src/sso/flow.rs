@@ -1,6 +1,7 @@
 //! Beside the request flow, under [`crate::sso`]: the sign-in flow itself, without
-//! the HTTP server around it ([`super::listener`]). Discovery (cached, fetched again
-//! when stale or after a failure), the authorization request (`state`, `nonce`, PKCE
+//! the HTTP server around it ([`super::listener`]). Discovery (cached, fetched by one
+//! caller at a time, again when stale or after a refused exchange, within cooldowns),
+//! the authorization request (`state`, `nonce`, PKCE
 //! S256, all in the sealed state cookie), and the callback: state cookie → code
 //! exchange (client_secret_basic) → ID token verified by the strict verifier →
 //! groups from the ID token or userinfo → sealed session.
@@ -28,6 +29,17 @@ use crate::token::{IdTokenError, Verifier, fetch};
 pub const STATE_MAX_AGE: i64 = 600;
 /// A cached discovery document is fetched again after this long.
 pub const DISCOVERY_TTL: Duration = Duration::from_secs(3600);
+/// A refused code exchange may mean the provider moved its endpoints, so the document
+/// is fetched again then, but not more often than this: a stream of bogus callbacks
+/// must not become a stream of discovery fetches at the provider.
+pub const DISCOVERY_REFETCH_COOLDOWN: Duration = Duration::from_secs(60);
+/// After a failed discovery fetch (with no document to fall back on), sign-ins fail
+/// at once for this long instead of each fetching again.
+pub const DISCOVERY_FAILURE_COOLDOWN: Duration = Duration::from_secs(5);
+/// Callbacks talking to the provider (code exchange, userinfo) at once. Past it a
+/// callback is answered 503 at once: whoever can start sign-ins cannot make the agent
+/// hold more than this many requests open at the provider.
+pub const MAX_PROVIDER_CALLS: usize = 16;
 const MAX_TOKEN_RESPONSE: usize = 64 * 1024;
 
 /// Why a sign-in step failed. The text is shown on the error page and logged; it
@@ -58,6 +70,8 @@ pub enum FlowError {
     TooManyGroups { groups: usize },
     #[error("the request host is not usable")]
     BadHost,
+    #[error("too many sign-ins at once; try again in a moment")]
+    Busy,
     #[error("sealing failed: {0}")]
     Seal(SealError),
 }
@@ -78,6 +92,7 @@ impl FlowError {
             FlowError::Userinfo(_) => "userinfo_failed",
             FlowError::TooManyGroups { .. } => "too_many_groups",
             FlowError::BadHost => "bad_host",
+            FlowError::Busy => "busy",
             FlowError::Seal(_) => "seal_failed",
         }
     }
@@ -86,6 +101,7 @@ impl FlowError {
     pub fn status(&self) -> u16 {
         match self {
             FlowError::Discovery(_) | FlowError::Exchange(_) | FlowError::Userinfo(_) => 502,
+            FlowError::Busy => 503,
             FlowError::Seal(_) => 500,
             FlowError::TooManyGroups { .. } => 403,
             _ => 400,
@@ -131,9 +147,33 @@ pub struct Flow {
     pub client: reqwest::Client,
     allow_insecure_http: bool,
     groups_claim: String,
-    discovery: Mutex<Option<(Arc<Endpoints>, Instant)>>,
+    discovery: Mutex<Discovery>,
+    /// Held by the one caller fetching the discovery document; the others wait and
+    /// then read what it cached.
+    fetching: tokio::sync::Mutex<()>,
+    /// Bounds the callbacks at the provider ([`MAX_PROVIDER_CALLS`]).
+    provider_calls: tokio::sync::Semaphore,
     /// Groups the current policy names: the too-many-groups rule keeps only these.
     pub group_filter: Option<GroupFilter>,
+}
+
+/// The discovery cache: the last good document, whether a refused exchange asked for
+/// it to be fetched again, and the last failed fetch.
+#[derive(Default)]
+struct Discovery {
+    doc: Option<(Arc<Endpoints>, Instant)>,
+    stale: bool,
+    failed: Option<(String, Instant)>,
+}
+
+impl Discovery {
+    /// The document, unless it is due to be fetched again.
+    fn fresh(&self) -> Option<Arc<Endpoints>> {
+        let (doc, at) = self.doc.as_ref()?;
+        let age = at.elapsed();
+        let due = age >= DISCOVERY_TTL || (self.stale && age >= DISCOVERY_REFETCH_COOLDOWN);
+        (!due).then(|| doc.clone())
+    }
 }
 
 /// Equal strings, in time that depends on their lengths only.
@@ -166,21 +206,64 @@ impl Flow {
             sso,
             verifier,
             client,
-            discovery: Mutex::new(None),
+            discovery: Mutex::new(Discovery::default()),
+            fetching: tokio::sync::Mutex::new(()),
+            provider_calls: tokio::sync::Semaphore::new(MAX_PROVIDER_CALLS),
             group_filter: None,
         }
     }
 
-    /// The provider's endpoints: cached for [`DISCOVERY_TTL`], fetched again after.
+    /// The provider's endpoints: cached for [`DISCOVERY_TTL`], fetched again after
+    /// (or after a refused exchange, [`DISCOVERY_REFETCH_COOLDOWN`]), by one caller at
+    /// a time. When a fetch fails, the document it was to replace is used still; with
+    /// none, sign-ins fail without fetching for [`DISCOVERY_FAILURE_COOLDOWN`].
     ///
     /// # Errors
     /// [`FlowError::Discovery`].
     pub async fn endpoints(&self) -> Result<Arc<Endpoints>, FlowError> {
-        if let Some((e, at)) = &*self.discovery.lock().unwrap_or_else(|p| p.into_inner())
-            && at.elapsed() < DISCOVERY_TTL
-        {
-            return Ok(e.clone());
+        if let Some(e) = self.cache().fresh() {
+            return Ok(e);
         }
+        let _fetching = self.fetching.lock().await;
+        // Whoever held the lock before may have fetched it, or failed just now.
+        {
+            let cache = self.cache();
+            if let Some(e) = cache.fresh() {
+                return Ok(e);
+            }
+            if let Some((why, at)) = &cache.failed
+                && at.elapsed() < DISCOVERY_FAILURE_COOLDOWN
+            {
+                return match &cache.doc {
+                    Some((doc, _)) => Ok(doc.clone()),
+                    None => Err(FlowError::Discovery(why.clone())),
+                };
+            }
+        }
+        match self.fetch_endpoints().await {
+            Ok(e) => {
+                *self.cache() = Discovery {
+                    doc: Some((e.clone(), Instant::now())),
+                    stale: false,
+                    failed: None,
+                };
+                Ok(e)
+            }
+            Err(err) => {
+                let mut cache = self.cache();
+                cache.failed = Some((err.to_string(), Instant::now()));
+                match &cache.doc {
+                    Some((doc, _)) => {
+                        tracing::warn!(event = "sign_in_discovery_failed", error = %err, "keeping the last discovery document");
+                        Ok(doc.clone())
+                    }
+                    None => Err(err),
+                }
+            }
+        }
+    }
+
+    async fn fetch_endpoints(&self) -> Result<Arc<Endpoints>, FlowError> {
         let issuer = &self.sso.cfg.issuer;
         let url = format!(
             "{}/.well-known/openid-configuration",
@@ -189,20 +272,21 @@ impl Flow {
         let doc = fetch::get(&self.client, &url, self.allow_insecure_http)
             .await
             .map_err(|e| FlowError::Discovery(e.to_string()))?;
-        let e = Arc::new(parse_endpoints(
+        Ok(Arc::new(parse_endpoints(
             &doc.body,
             issuer,
             self.allow_insecure_http,
-        )?);
-        *self.discovery.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some((e.clone(), Instant::now()));
-        Ok(e)
+        )?))
     }
 
-    /// Drops the cached document: the next sign-in fetches it again (after a failure
-    /// that may come from a changed provider).
+    fn cache(&self) -> std::sync::MutexGuard<'_, Discovery> {
+        self.discovery.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Asks for the document to be fetched again (after a failure that may come from
+    /// a changed provider), once it is [`DISCOVERY_REFETCH_COOLDOWN`] old.
     pub fn forget_endpoints(&self) {
-        *self.discovery.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        self.cache().stale = true;
     }
 
     /// The callback URL for a request on `host_port`.
@@ -379,6 +463,11 @@ impl Flow {
         now: i64,
     ) -> Result<(String, String), FlowError> {
         let cfg = &self.sso.cfg;
+        // Held until the session is sealed: the exchange and userinfo both count.
+        let _call = self
+            .provider_calls
+            .try_acquire()
+            .map_err(|_| FlowError::Busy)?;
         let endpoints = self.endpoints().await?;
         let tokens = match self.exchange(&endpoints, p, code).await {
             Ok(t) => t,
