@@ -128,6 +128,9 @@ pub fn bearer(header: &str) -> Option<&str> {
 pub struct Outcome {
     pub decision: Decision,
     pub identity: Option<Arc<Identity>>,
+    /// Why the credentials gave no identity (`missing_token` when there were none);
+    /// `None` with an identity, or when the decision came before any was read.
+    pub credential_error: Option<Reason>,
     pub shadow: bool,
     /// The first bytes of SHA-256(token), for logs: correlates, cannot be replayed.
     pub token_fp: Option<[u8; 6]>,
@@ -221,6 +224,7 @@ impl Agent {
         };
         Outcome {
             decision,
+            credential_error: token.as_ref().err().copied(),
             identity: token.ok(),
             shadow: self.settings.mode == Mode::Shadow,
             token_fp: digest.map(|d| [d[0], d[1], d[2], d[3], d[4], d[5]]),
@@ -235,6 +239,7 @@ impl Agent {
         Outcome {
             decision: Decision::bare(reason),
             identity: None,
+            credential_error: None,
             shadow: self.settings.mode == Mode::Shadow,
             token_fp: None,
             browser: BrowserOutcome {
@@ -523,6 +528,7 @@ mod tests {
         let out = Outcome {
             decision: Decision::bare(Reason::Ok),
             identity: Some(Arc::new(id)),
+            credential_error: None,
             shadow: false,
             token_fp: None,
             browser: Default::default(),
@@ -553,6 +559,7 @@ mod tests {
                 &Outcome {
                     decision: Decision::bare(r),
                     identity: None,
+                    credential_error: None,
                     shadow: false,
                     token_fp: None,
                     browser: Default::default(),
@@ -573,6 +580,7 @@ mod tests {
                 &Outcome {
                     decision: Decision::bare(r),
                     identity: None,
+                    credential_error: None,
                     shadow: true,
                     token_fp: None,
                     browser: Default::default(),
@@ -600,6 +608,7 @@ mod tests {
         let out = Outcome {
             decision: d,
             identity: None,
+            credential_error: None,
             shadow: false,
             token_fp: None,
             browser: Default::default(),
@@ -635,6 +644,7 @@ mod tests {
             &Outcome {
                 decision: d,
                 identity: None,
+                credential_error: None,
                 shadow: true,
                 token_fp: None,
                 browser: Default::default(),

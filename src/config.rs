@@ -163,6 +163,20 @@ pub enum DecisionLogs {
     Off,
 }
 
+/// How much of the caller a decision line records (`[log] identity`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogIdentity {
+    /// Also the verified email, the identity-provider groups, the scopes and the
+    /// Backstage user: every input of the decision, so `stagedoor replay` can decide
+    /// the line again under another policy.
+    #[default]
+    Full,
+    /// Issuer, subject and client id only (as before `replay`); such lines with a
+    /// verified caller cannot be replayed.
+    Minimal,
+}
+
 /// `[log]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -170,6 +184,8 @@ pub struct LogConfig {
     pub format: LogFormat,
     /// Which decisions get a log line.
     pub decisions: DecisionLogs,
+    /// How much of the caller a decision line records.
+    pub identity: LogIdentity,
     /// With `decisions = "all"`, the fraction of allows logged (0.0–1.0); denies always are.
     pub allow_sample_rate: f64,
     /// tracing filter for lifecycle events, e.g. "info" or "stagedoor=debug".
@@ -198,6 +214,7 @@ impl Default for LogConfig {
         LogConfig {
             format: LogFormat::Json,
             decisions: DecisionLogs::All,
+            identity: LogIdentity::Full,
             allow_sample_rate: 1.0,
             level: "info".to_owned(),
         }

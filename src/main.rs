@@ -1,5 +1,6 @@
-//! The `stagedoor` command: `serve`, `check-config`, `token verify`, `policy show`
-//! and `decide`. Exit codes: 0 ok/allow, 1 deny/invalid/failure, 64 bad config.
+//! The `stagedoor` command: `serve`, `check-config`, `token verify`, `policy show`,
+//! `decide`, `test` and `replay`. Exit codes: 0 ok/allow, 1 deny/invalid/failure,
+//! 64 bad config.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -66,6 +67,19 @@ enum Command {
         /// from standard input, which keeps it out of `ps` and shell history.
         #[arg(long)]
         token: Option<String>,
+    },
+    /// Check expected decisions from YAML case files (docs/policy-tests.md) against a
+    /// config's catalog or catalog files; one line per failing case, exit 0 or 1.
+    Test {
+        /// Case files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// The agent's configuration (its catalog, and its issuers for `claims`).
+        #[arg(long, conflicts_with = "catalog")]
+        config: Option<PathBuf>,
+        /// Catalog files (globs, repeatable) instead of a config's catalog.
+        #[arg(long)]
+        catalog: Vec<String>,
     },
 }
 
@@ -170,6 +184,57 @@ fn main() -> ExitCode {
             host,
             token,
         } => decide(&config, method, path, host, token),
+        Command::Test {
+            files,
+            config,
+            catalog,
+        } => policy_test(&files, config, catalog),
+    }
+}
+
+/// The configuration a `test` or `replay` decides under: `--config`, or one that
+/// only reads `--catalog` files.
+fn policy_config(config: Option<PathBuf>, catalog: Vec<String>) -> Result<Config, ExitCode> {
+    match config {
+        Some(path) => load_config(&path),
+        None if catalog.is_empty() => load_config(Path::new("stagedoor.toml")),
+        None => Ok(stagedoor::offline::catalog_config(catalog)),
+    }
+}
+
+fn policy_test(files: &[PathBuf], config: Option<PathBuf>, catalog: Vec<String>) -> ExitCode {
+    let with_issuers = config.is_some() || catalog.is_empty();
+    let cfg = match policy_config(config, catalog) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let loaded = match run_once(stagedoor::offline::load_policy(
+        &cfg,
+        Duration::from_secs(30),
+    )) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("stagedoor: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let issuers = with_issuers.then_some(&cfg);
+    match stagedoor::offline::cases::run(files, &loaded.policy, issuers) {
+        Ok(report) => {
+            for line in &report.failures {
+                println!("FAIL {line}");
+            }
+            println!("{} cases, {} failed", report.cases, report.failures.len());
+            if report.failures.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("stagedoor: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

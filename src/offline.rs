@@ -1,7 +1,9 @@
-//! The CLI's one-shot paths (`policy show`, `decide`): load the catalog and keys
+//! The CLI's one-shot paths (`policy show`, `decide`, `test`, `replay`): load the catalog and keys
 //! once, outside the agent, and run the same policy and decision code. A load that
 //! fails, or outlives the file source's deadline, ends the command with an error;
 //! `main` then drops the runtime without waiting for an abandoned parse.
+
+pub mod cases;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -68,6 +70,16 @@ pub async fn load_policy(cfg: &Config, wait: Duration) -> Result<LoadedPolicy, O
         error = failed => Err(OfflineError::NotLoaded(error)),
         () = tokio::time::sleep(wait) => Err(OfflineError::Timeout(wait)),
     }
+}
+
+/// A configuration that only reads catalog files (`--catalog`): no issuers, the
+/// file source on `globs`, relative to the working directory.
+pub fn catalog_config(globs: Vec<String>) -> Config {
+    let mut cfg: Config =
+        toml::from_str("").unwrap_or_else(|_| unreachable!("every key has a default"));
+    cfg.catalog.files = globs;
+    cfg.base_dir = std::path::PathBuf::from(".");
+    cfg
 }
 
 pub struct DecideRequest {

@@ -56,11 +56,14 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
 
     let metrics = Arc::new(Metrics::new());
     let engine = Arc::new(EngineStats::default());
-    let decision_log = Arc::new(DecisionLog::new(
-        cfg.log.decisions,
-        cfg.log.allow_sample_rate,
-        Box::new(std::io::stdout()),
-    ));
+    let decision_log = Arc::new(
+        DecisionLog::new(
+            cfg.log.decisions,
+            cfg.log.allow_sample_rate,
+            Box::new(std::io::stdout()),
+        )
+        .with_identity(cfg.log.identity),
+    );
     let agent = agent(
         &cfg,
         sso.clone(),

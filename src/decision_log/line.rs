@@ -11,7 +11,10 @@ use std::time::{Duration, SystemTime};
 use serde::{Serialize, Serializer};
 use serde_json::ser::{CharEscape, Formatter};
 
+use std::sync::Arc;
+
 use crate::agent::{AuthRequest, Outcome};
+use crate::identity::Identity;
 use crate::reason::Reason;
 
 /// Where one string field sits in [`Queue::text`]; `start == u32::MAX` is `None`.
@@ -48,6 +51,11 @@ struct Entry {
     owner: Slot,
     route: Slot,
     issuer: Slot,
+    /// How the credentials went: `None` verified (or not read), else the reason.
+    credential_error: Option<Reason>,
+    /// The verified caller, kept whole (one reference count, no copy) when lines
+    /// record the full identity; the writer formats its lists.
+    identity: Option<Arc<Identity>>,
 }
 
 /// Entries waiting for the writer, which swaps the whole queue with an empty one.
@@ -100,6 +108,7 @@ impl Queue {
         outcome: &Outcome,
         latency: Duration,
         time: SystemTime,
+        full_identity: bool,
     ) {
         let d = &outcome.decision;
         let id = outcome.identity.as_deref();
@@ -122,11 +131,13 @@ impl Queue {
             owner: self.slot(d.owner.as_deref()),
             route: self.slot(d.route.as_deref()),
             issuer: self.slot(id.map(|i| i.issuer.as_str())),
+            credential_error: outcome.credential_error,
+            identity: outcome.identity.clone().filter(|_| full_identity),
         };
         self.entries.push(entry);
     }
 
-    fn line(&self, e: &Entry) -> Line<'_> {
+    fn line<'a>(&'a self, e: &'a Entry) -> Line<'a> {
         Line {
             time: e.time,
             event: "decision",
@@ -147,6 +158,17 @@ impl Queue {
             issuer: self.str(e.issuer),
             latency_us: u64::try_from(e.latency.as_micros()).unwrap_or(u64::MAX),
             token_fp: e.token_fp,
+            caller: match (e.credential_error, self.str(e.issuer)) {
+                (Some(r), _) => Some(r.as_str()),
+                (None, Some(_)) => Some(CALLER_VERIFIED),
+                (None, None) => None,
+            },
+            id: e.identity.as_deref().map(|i| IdentityFields {
+                email: i.email.as_deref(),
+                groups: &i.groups,
+                scopes: &i.scopes,
+                user: i.backstage_user.as_deref(),
+            }),
         }
     }
 
@@ -186,6 +208,24 @@ struct Line<'a> {
     latency_us: u64,
     #[serde(serialize_with = "hex")]
     token_fp: Option<[u8; 6]>,
+    /// `verified`, or why the credentials gave no identity (`missing_token`,
+    /// `expired`, ...); `null` when the decision came before they were read.
+    caller: Option<&'static str>,
+    /// The rest of the decision's inputs, with `[log] identity = "full"`.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    id: Option<IdentityFields<'a>>,
+}
+
+/// `caller` of a line whose credentials were verified.
+pub const CALLER_VERIFIED: &str = "verified";
+
+/// What the policy reads of a verified caller besides issuer, subject and client id.
+#[derive(Serialize)]
+struct IdentityFields<'a> {
+    email: Option<&'a str>,
+    groups: &'a [String],
+    scopes: &'a [String],
+    user: Option<&'a str>,
 }
 
 fn rfc3339<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
@@ -270,7 +310,7 @@ pub fn format_line(
     now: SystemTime,
 ) -> String {
     let mut q = Queue::default();
-    q.push(req, outcome, latency, now);
+    q.push(req, outcome, latency, now, true);
     let mut out = Vec::with_capacity(512);
     q.format(&mut out);
     // serde_json writes UTF-8 only.

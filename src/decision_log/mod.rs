@@ -12,11 +12,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::agent::{AuthRequest, Outcome};
-use crate::config::DecisionLogs;
+use crate::config::{DecisionLogs, LogIdentity};
 
 mod line;
 
-pub use line::format_line;
+pub use line::{CALLER_VERIFIED, format_line};
 use line::{Hex, Queue};
 
 /// Queued bytes beyond this are dropped (and counted): about 25,000 decisions.
@@ -54,6 +54,7 @@ impl Shared {
 /// Which decisions are logged, and the buffer to the writer.
 pub struct DecisionLog {
     mode: DecisionLogs,
+    identity: LogIdentity,
     /// Log one allow in `allow_every` (1 = all, 0 = none); denies are always logged.
     allow_every: u64,
     allow_seen: AtomicU64,
@@ -94,11 +95,18 @@ impl DecisionLog {
         }
         DecisionLog {
             mode,
+            identity: LogIdentity::Full,
             allow_every,
             allow_seen: AtomicU64::new(0),
             shared,
             dropped: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// How much of the caller each line records (full by default).
+    pub fn with_identity(mut self, identity: LogIdentity) -> Self {
+        self.identity = identity;
+        self
     }
 
     /// Whether this decision gets a line.
@@ -129,7 +137,13 @@ impl DecisionLog {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        queue.push(req, outcome, latency, now);
+        queue.push(
+            req,
+            outcome,
+            latency,
+            now,
+            self.identity == LogIdentity::Full,
+        );
     }
 
     /// Writes out everything buffered (at shutdown).

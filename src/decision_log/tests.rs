@@ -35,6 +35,7 @@ fn line_is_valid_json_with_escapes_and_no_token() {
             sub: Some("al\"ice".into()),
             ..Default::default()
         })),
+        credential_error: None,
         shadow: true,
         token_fp: Some({
             let d = crate::token::token_digest(token);
@@ -63,7 +64,8 @@ fn line_is_valid_json_with_escapes_and_no_token() {
 }
 
 /// Lines exactly as the hand-written writer made them before serde_json (issue 12):
-/// every escape, both address families, a shadow decision, the fingerprint.
+/// every escape, both address families, a shadow decision, the fingerprint; plus the
+/// caller fields `stagedoor replay` reads, at the end (issue 16).
 #[test]
 fn lines_are_byte_for_byte_what_they_were() {
     let id = Arc::new(Identity {
@@ -91,6 +93,7 @@ fn lines_are_byte_for_byte_what_they_were() {
     let shadow_allow = Outcome {
         decision: decision(Reason::Ok, None),
         identity: None,
+        credential_error: None,
         shadow: true,
         token_fp: Some([1, 2, 3, 0xab, 0xcd, 0xff]),
         browser: Default::default(),
@@ -100,7 +103,7 @@ fn lines_are_byte_for_byte_what_they_were() {
     assert_eq!(
         line,
         concat!(
-            r#"{"time":"2026-11-18T11:06:40.000Z","event":"decision","request_id":"rid\u0000","src":"10.1.2.3","method":"GET","host":"h:1","path":"/a\"b\\c\nd\u0001\r\t","decision":"allow","enforced":false,"status":200,"reason":"ok","sub":null,"client_id":null,"entity":"component:default/x","owner":null,"route":"GET /api x:y","issuer":null,"latency_us":1,"token_fp":"010203abcdff"}"#,
+            r#"{"time":"2026-11-18T11:06:40.000Z","event":"decision","request_id":"rid\u0000","src":"10.1.2.3","method":"GET","host":"h:1","path":"/a\"b\\c\nd\u0001\r\t","decision":"allow","enforced":false,"status":200,"reason":"ok","sub":null,"client_id":null,"entity":"component:default/x","owner":null,"route":"GET /api x:y","issuer":null,"latency_us":1,"token_fp":"010203abcdff","caller":null}"#,
             "\n"
         )
     );
@@ -114,6 +117,7 @@ fn lines_are_byte_for_byte_what_they_were() {
     let allow = Outcome {
         decision: decision(Reason::Public, Some("group:default/o")),
         identity: Some(id),
+        credential_error: None,
         shadow: false,
         token_fp: None,
         browser: Default::default(),
@@ -123,7 +127,7 @@ fn lines_are_byte_for_byte_what_they_were() {
     assert_eq!(
         line,
         concat!(
-            r#"{"time":"2026-12-25T11:06:40.123Z","event":"decision","request_id":null,"src":"2001:db8::1","method":"GET","host":"h:1","path":"/plain","decision":"allow","enforced":true,"status":200,"reason":"public","sub":"sé\"\\\u0008\u000c\u001f\u2029","client_id":"c","entity":"component:default/x","owner":"group:default/o","route":"GET /api x:y","issuer":"https://i\u2028x","latency_us":8,"token_fp":null}"#,
+            r#"{"time":"2026-12-25T11:06:40.123Z","event":"decision","request_id":null,"src":"2001:db8::1","method":"GET","host":"h:1","path":"/plain","decision":"allow","enforced":true,"status":200,"reason":"public","sub":"sé\"\\\u0008\u000c\u001f\u2029","client_id":"c","entity":"component:default/x","owner":"group:default/o","route":"GET /api x:y","issuer":"https://i\u2028x","latency_us":8,"token_fp":null,"caller":"verified","email":null,"groups":[],"scopes":[],"user":null}"#,
             "\n"
         )
     );
@@ -156,13 +160,14 @@ fn queued_entries_format_like_single_lines_and_keep_their_reason() {
         let outcome = Outcome {
             decision: Decision::bare(reason),
             identity: (i % 2 == 0).then(|| id.clone()),
+            credential_error: None,
             shadow: i % 4 == 0,
             token_fp: (i % 3 == 0).then_some([1, 2, 3, 4, 5, 255]),
             browser: Default::default(),
         };
         let now = SystemTime::UNIX_EPOCH + Duration::new(1_795_000_000, 123_456_789);
         let latency = Duration::from_micros(7);
-        q.push(&req, &outcome, latency, now);
+        q.push(&req, &outcome, latency, now, true);
         let line = format_line(&req, &outcome, latency, now);
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v["reason"], reason.as_str(), "{line}");
@@ -201,6 +206,7 @@ fn modes_and_sampling() {
     let allow = Outcome {
         decision: Decision::bare(Reason::Public),
         identity: None,
+        credential_error: None,
         shadow: false,
         token_fp: None,
         browser: Default::default(),
@@ -208,6 +214,7 @@ fn modes_and_sampling() {
     let deny = Outcome {
         decision: Decision::bare(Reason::NoRoute),
         identity: None,
+        credential_error: None,
         shadow: false,
         token_fp: None,
         browser: Default::default(),
@@ -258,6 +265,7 @@ fn line_separators_are_escaped_other_text_is_kept() {
     let outcome = Outcome {
         decision: Decision::bare(Reason::NoRoute),
         identity: None,
+        credential_error: None,
         shadow: false,
         token_fp: None,
         browser: Default::default(),
