@@ -81,6 +81,28 @@ enum Command {
         #[arg(long)]
         catalog: Vec<String>,
     },
+    /// Decide logged decisions again under a candidate policy and print what changes,
+    /// newly allowed first (docs/policy-tests.md).
+    Replay {
+        /// A decision log (JSON lines, as the agent writes them); `-` reads stdin.
+        #[arg(long)]
+        log: PathBuf,
+        /// The candidate configuration (its catalog).
+        #[arg(long, conflicts_with = "catalog")]
+        against: Option<PathBuf>,
+        /// Catalog files (globs, repeatable) instead of a config's catalog.
+        #[arg(long)]
+        catalog: Vec<String>,
+        #[arg(long, value_enum, default_value_t = ReplayFormat::Text)]
+        format: ReplayFormat,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ReplayFormat {
+    Text,
+    Json,
+    Markdown,
 }
 
 #[derive(Subcommand)]
@@ -98,6 +120,10 @@ enum PolicyCommand {
         config: PathBuf,
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
+        /// Exit 1 when the catalog has annotation errors, conflicts, unknown principals
+        /// or documents left out (for a catalog repository's CI).
+        #[arg(long)]
+        strict: bool,
     },
 }
 
@@ -175,8 +201,13 @@ fn main() -> ExitCode {
             ExitCode::from(code as u8)
         }
         Command::Policy {
-            command: PolicyCommand::Show { config, format },
-        } => policy_show(&config, format),
+            command:
+                PolicyCommand::Show {
+                    config,
+                    format,
+                    strict,
+                },
+        } => policy_show(&config, format, strict),
         Command::Decide {
             config,
             method,
@@ -189,7 +220,64 @@ fn main() -> ExitCode {
             config,
             catalog,
         } => policy_test(&files, config, catalog),
+        Command::Replay {
+            log,
+            against,
+            catalog,
+            format,
+        } => replay(&log, against, catalog, format),
     }
+}
+
+fn replay(
+    log: &Path,
+    against: Option<PathBuf>,
+    catalog: Vec<String>,
+    format: ReplayFormat,
+) -> ExitCode {
+    let cfg = match policy_config(against, catalog) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let loaded = match run_once(stagedoor::offline::load_policy(
+        &cfg,
+        Duration::from_secs(30),
+    )) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("stagedoor: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let input: Box<dyn std::io::BufRead> = if log.as_os_str() == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        match std::fs::File::open(log) {
+            Ok(f) => Box::new(std::io::BufReader::new(f)),
+            Err(e) => {
+                eprintln!("stagedoor: {}: {e}", log.display());
+                return ExitCode::FAILURE;
+            }
+        }
+    };
+    let report = match stagedoor::offline::replay::replay(input, &loaded.policy) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("stagedoor: {}: {e}", log.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    match format {
+        ReplayFormat::Text => print!("{}", stagedoor::offline::replay::render_text(&report)),
+        ReplayFormat::Markdown => {
+            print!("{}", stagedoor::offline::replay::render_markdown(&report));
+        }
+        ReplayFormat::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        ),
+    }
+    ExitCode::SUCCESS
 }
 
 /// The configuration a `test` or `replay` decides under: `--config`, or one that
@@ -274,7 +362,7 @@ fn probe(url: &str) -> ExitCode {
     }
 }
 
-fn policy_show(config: &Path, format: Format) -> ExitCode {
+fn policy_show(config: &Path, format: Format, strict: bool) -> ExitCode {
     let cfg = match load_config(config) {
         Ok(c) => c,
         Err(code) => return code,
@@ -304,6 +392,23 @@ fn policy_show(config: &Path, format: Format) -> ExitCode {
                 serde_json::to_string_pretty(&json).unwrap_or_default()
             );
         }
+    }
+    let json = loaded.policy.to_json();
+    let count = |key: &str| json[key].as_array().map_or(0, Vec::len);
+    let problems = [
+        ("annotation errors", count("errors")),
+        ("conflicts", count("conflicts")),
+        ("unknown principals", count("unknown_principals")),
+        ("documents left out", loaded.skipped.len()),
+    ];
+    let found: Vec<String> = problems
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(what, n)| format!("{n} {what}"))
+        .collect();
+    if strict && !found.is_empty() {
+        eprintln!("stagedoor: policy show --strict: {}", found.join(", "));
+        return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
 }

@@ -4,6 +4,7 @@
 //! `main` then drops the runtime without waiting for an abandoned parse.
 
 pub mod cases;
+pub mod replay;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -117,6 +117,33 @@ fn metric_sum(text: &str, name: &str, filter: &str) -> f64 {
         .sum()
 }
 
+/// The decision log of this run, replayed against the same configuration (issue
+/// 16): every line replays, and nothing changes.
+fn replay_finds_no_change(
+    dir: &std::path::Path,
+    cfg: &std::path::Path,
+    decisions: &[serde_json::Value],
+) {
+    let log = dir.join("decisions.jsonl");
+    let text: String = decisions.iter().map(|d| format!("{d}\n")).collect();
+    std::fs::write(&log, text).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_stagedoor"))
+        .args(["replay", "--format", "json", "--log"])
+        .arg(&log)
+        .arg("--against")
+        .arg(cfg)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["decisions"], decisions.len(), "{report}");
+    assert_eq!(report["replayed"], decisions.len(), "{report}");
+    assert_eq!(report["unchanged"], decisions.len(), "{report}");
+    for n in ["newly_allowed", "newly_denied", "reason_changed"] {
+        assert_eq!(report[n], 0, "{n}: {report}");
+    }
+}
+
 fn assert_status(r: &Response, status: u16, what: &str) {
     assert_eq!(r.status, status, "{what}: {r:?}");
 }
@@ -438,6 +465,7 @@ async fn end_to_end(hap_bin: &std::path::Path) {
     assert_eq!(first["sub"], "svc");
     assert_eq!(first["enforced"], true);
     assert_eq!(first["entity"], "component:default/orders-api");
+    replay_finds_no_change(dir.path(), &cfg, &decisions);
     assert_eq!(first["src"], "127.0.0.1");
 
     // /metrics: decisions add up to the requests that reached the agent.
