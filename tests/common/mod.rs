@@ -3,6 +3,7 @@
 
 pub mod haproxy;
 pub mod http;
+pub mod load;
 pub mod peers;
 
 use std::sync::Arc;
