@@ -232,6 +232,27 @@ async fn until_allowed(stack: &Stack) {
     }
 }
 
+/// With one agent the server stays up (the new process answers the health checks),
+/// so HAProxy keeps using the old process's connections until the grace period ends:
+/// those close then, and a request whose NOTIFY crosses the AGENT-DISCONNECT fails
+/// (SPOP has no "go away"; docs/spop.md#stopping). Such failures must have started
+/// around the grace end, at most one per client (each has one request in flight).
+fn check_grace_end(t: &Tally, sigterm_at: Duration, other: u64) {
+    let end = sigterm_at + Duration::from_secs(GRACE_SECONDS);
+    let at_close = t.failed_within(
+        end - Duration::from_millis(500),
+        end + Duration::from_millis(1500),
+    );
+    println!("failed at the grace end: {at_close}");
+    assert_eq!(
+        t.failed(),
+        at_close + other,
+        "failures elsewhere: {}",
+        t.summary()
+    );
+    assert!(at_close <= CLIENTS as u64, "{}", t.summary());
+}
+
 fn report(what: &str, t: &Tally) {
     println!(
         "{what}: {} answered, {} failed; {}",
@@ -292,30 +313,26 @@ async fn reuse_port_handover(bin: &Path) {
     tokio::time::sleep(Duration::from_secs(1)).await;
     // Start the new process on the same ports, wait until it is ready, stop the old.
     let new = start_agent(&spec).await;
+    let sigterm_at = load.now();
     let (ok, log) = sigterm(old).await.unwrap();
     assert!(ok, "the old agent did not exit 0:\n{log}");
     tokio::time::sleep(Duration::from_secs(1)).await;
     let t = load.stop().await;
     report("one agent, SO_REUSEPORT handover", &t);
     assert!(t.answered() > 100, "the load ran: {}", t.summary());
-    assert_eq!(
-        t.failed(),
-        0,
-        "{}\nnew agent:\n{}",
-        t.summary(),
-        new.log_text()
-    );
+    check_grace_end(&t, sigterm_at, 0);
+    drop(new);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs HAProxy 2.6: run tests/run.sh"]
-async fn haproxy_2_6_reuse_port_handover_fails_nothing() {
+async fn haproxy_2_6_reuse_port_handover_fails_only_at_the_grace_end() {
     reuse_port_handover(&require_bin("haproxy")).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs HAProxy 3.x: run tests/run.sh"]
-async fn haproxy_3_reuse_port_handover_fails_nothing() {
+async fn haproxy_3_reuse_port_handover_fails_only_at_the_grace_end() {
     reuse_port_handover(&require_haproxy3()).await;
 }
 
@@ -349,26 +366,23 @@ async fn plain_restart(bin: &Path) {
         t.failed_within(gap_start, gap_end)
     );
     assert!(t.answered() > 100, "the load ran: {}", t.summary());
-    // Requests that started while no agent listened may fail, nothing else: the old
-    // process keeps answering on its open connections.
-    assert_eq!(
-        t.failed(),
-        t.failed_within(gap_start, gap_end),
-        "failures outside the window: {}",
-        t.summary()
-    );
-    assert!(t.failed() <= window, "{}", t.summary());
+    // Requests that started while no agent listened may fail, and those crossing the
+    // close at the grace end; nothing else: the old process keeps answering on its
+    // open connections.
+    let in_gap = t.failed_within(gap_start, gap_end);
+    assert!(in_gap <= window, "{}", t.summary());
+    check_grace_end(&t, gap_start, in_gap);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs HAProxy 2.6: run tests/run.sh"]
-async fn haproxy_2_6_plain_restart_loses_at_most_the_gap() {
+async fn haproxy_2_6_plain_restart_fails_only_in_the_gap_or_at_the_grace_end() {
     plain_restart(&require_bin("haproxy")).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs HAProxy 3.x: run tests/run.sh"]
-async fn haproxy_3_plain_restart_loses_at_most_the_gap() {
+async fn haproxy_3_plain_restart_fails_only_in_the_gap_or_at_the_grace_end() {
     plain_restart(&require_haproxy3()).await;
 }
 
