@@ -86,13 +86,17 @@ async fn metrics(State(s): State<Arc<AdminState>>) -> impl IntoResponse {
     )
 }
 
+/// With `[agent] reuse_port`, two processes answer on the same admin port during a
+/// handover: the `x-stagedoor-pid` header says which one did.
 async fn readyz(State(s): State<Arc<AdminState>>) -> impl IntoResponse {
     let missing = missing(&s.sources);
+    let pid = [("x-stagedoor-pid", std::process::id().to_string())];
     if missing.is_empty() {
-        (StatusCode::OK, "ready\n".to_owned())
+        (StatusCode::OK, pid, "ready\n".to_owned())
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
+            pid,
             format!("not ready: waiting for {}\n", missing.join(", ")),
         )
     }

@@ -54,7 +54,16 @@ pub struct AgentConfig {
     /// NOTIFYs handled at once per connection (at least 20, HAProxy's pipelining depth).
     pub max_in_flight: usize,
     pub idle_timeout_seconds: u64,
+    /// On SIGTERM the listener closes, and open connections are still read and
+    /// answered for up to this long while HAProxy moves on (docs/spop.md#stopping):
+    /// keep it above HAProxy's health-check `inter` x `fall`.
     pub shutdown_grace_seconds: u64,
+    /// While stopping, a connection with nothing in flight closes once HAProxy sent
+    /// nothing on it for this long.
+    pub drain_quiet_ms: u64,
+    /// Bind the SPOP (and admin) listener with SO_REUSEPORT, so a new process can
+    /// take over the port while this one drains (README, "Restarts and reloads").
+    pub reuse_port: bool,
     /// `realm` in WWW-Authenticate.
     pub realm: String,
     /// Runtime worker threads; 0 = one per CPU. Beside an HAProxy that uses every
@@ -72,7 +81,9 @@ impl Default for AgentConfig {
             message: "authorize".to_owned(),
             max_in_flight: 64,
             idle_timeout_seconds: 300,
-            shutdown_grace_seconds: 5,
+            shutdown_grace_seconds: 10,
+            drain_quiet_ms: 2_000,
+            reuse_port: false,
             realm: "stagedoor".to_owned(),
             worker_threads: 0,
         }
@@ -99,6 +110,18 @@ impl AgentConfig {
             errors.push(invalid(
                 "agent.shutdown_grace_seconds",
                 "must be at most 300",
+            ));
+        }
+        if !(10..=60_000).contains(&self.drain_quiet_ms) {
+            errors.push(invalid(
+                "agent.drain_quiet_ms",
+                "must be between 10 and 60000",
+            ));
+        }
+        if self.reuse_port && !cfg!(unix) {
+            errors.push(invalid(
+                "agent.reuse_port",
+                "SO_REUSEPORT needs a Unix system",
             ));
         }
         if !(256..=1 << 24).contains(&self.max_frame_size) {
@@ -135,6 +158,7 @@ impl AgentConfig {
             idle_timeout: Duration::from_secs(self.idle_timeout_seconds),
             hello_timeout: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(self.shutdown_grace_seconds),
+            drain_quiet: Duration::from_millis(self.drain_quiet_ms),
         }
     }
 }

@@ -7,8 +7,12 @@
 //! What a frame or an event means (HELLO first, which status closes what, the
 //! health check) is the [`Session`]'s call, with no I/O (docs/spop.md#session-rules).
 //! When a connection ends, its in-flight work is aborted with it (the `JoinSet` owns
-//! every task), so nothing outlives it, unless the agent is stopping: then in-flight
-//! NOTIFYs get `shutdown_grace` to send their ACKs.
+//! every task), so nothing outlives it, unless the agent is stopping: then the
+//! connection keeps reading and answering until HAProxy has moved on from it or
+//! `shutdown_grace` ends ([`drain`]), and its in-flight NOTIFYs send their ACKs
+//! before the AGENT-DISCONNECT.
+
+mod drain;
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -23,7 +27,10 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+
+use drain::{Drain, DrainStep};
 
 pub use crate::spop::session::Closed;
 use crate::spop::session::{Close, Notify, Session, Step, disconnect_frame};
@@ -60,8 +67,12 @@ pub struct EngineConfig {
     pub idle_timeout: Duration,
     /// Time allowed between accept and a complete HAPROXY-HELLO.
     pub hello_timeout: Duration,
-    /// On shutdown, how long in-flight NOTIFYs may take to finish.
+    /// On shutdown, how long open connections are still read and answered while
+    /// HAProxy moves on (docs/spop.md#stopping).
     pub shutdown_grace: Duration,
+    /// On shutdown, a connection with nothing in flight closes once no bytes came
+    /// in for this long (HAProxy no longer sends on it).
+    pub drain_quiet: Duration,
 }
 
 impl Default for EngineConfig {
@@ -71,7 +82,8 @@ impl Default for EngineConfig {
             max_in_flight: 64,
             idle_timeout: Duration::from_secs(300),
             hello_timeout: Duration::from_secs(5),
-            shutdown_grace: Duration::from_secs(5),
+            shutdown_grace: Duration::from_secs(10),
+            drain_quiet: Duration::from_secs(2),
         }
     }
 }
@@ -112,7 +124,7 @@ pub async fn serve<H: Handler>(
 ) -> Closed {
     let _ = stream.set_nodelay(true);
     let mut session = Session::new(cfg.max_frame_size);
-    if let Err(closed) = handshake(&mut stream, &mut session, &cfg, &stats, &shutdown).await {
+    if let Err(closed) = handshake(&mut stream, &mut session, &cfg, &stats).await {
         return closed;
     }
     let (rd, wr) = stream.into_split();
@@ -128,19 +140,21 @@ pub async fn serve<H: Handler>(
         max: session.max_frame_size(),
     };
     let close = read_loop(rd, &mut session, &mut work, &cfg, &shutdown).await;
-    let closed = work.finish(close, cfg.shutdown_grace, &shutdown).await;
+    // Past the hard stop, in-flight NOTIFYs get one more HARD_STOP for their ACKs.
+    let closed = work.finish(close, drain::HARD_STOP, &shutdown).await;
     let _ = tokio::time::timeout(WRITE_TIMEOUT + WRITE_TIMEOUT, writer).await;
     closed
 }
 
 /// Reads until the session has answered HAPROXY-HELLO, within `hello_timeout`.
-/// `Err` is how the connection ended (health checks included).
+/// `Err` is how the connection ended (health checks included). A stopping agent
+/// still completes it: a connection accepted just before the stop carries requests
+/// too, and is then drained like the others.
 async fn handshake(
     stream: &mut TcpStream,
     session: &mut Session,
     cfg: &EngineConfig,
     stats: &EngineStats,
-    shutdown: &CancellationToken,
 ) -> Result<(), Closed> {
     let deadline = tokio::time::Instant::now() + cfg.hello_timeout;
     let close = loop {
@@ -159,11 +173,7 @@ async fn handshake(
             Some(Step::Notify(_)) => unreachable!("a session yields NOTIFYs only once open"),
             None => {}
         }
-        let read = tokio::select! {
-            r = tokio::time::timeout_at(deadline, stream.read_buf(session.read_buf())) => r,
-            () = shutdown.cancelled() => break session.shutdown(),
-        };
-        match read {
+        match tokio::time::timeout_at(deadline, stream.read_buf(session.read_buf())).await {
             Err(_elapsed) => break session.timed_out(),
             Ok(Ok(0)) => break session.peer_closed(),
             Ok(Ok(_)) => {}
@@ -182,7 +192,8 @@ async fn handshake(
 }
 
 /// Hands every complete frame to the session and does what it says, until it says
-/// close. Also owns the idle timer: it runs only while nothing is in flight.
+/// close. Also owns the idle timer: it runs only while nothing is in flight. Once the
+/// agent stops, it keeps reading and answering until [`Drain`] says close.
 async fn read_loop<H: Handler>(
     mut rd: OwnedReadHalf,
     session: &mut Session,
@@ -192,13 +203,15 @@ async fn read_loop<H: Handler>(
 ) -> Close {
     let idle = tokio::time::sleep(cfg.idle_timeout);
     tokio::pin!(idle);
+    let mut drain: Option<Drain> = None;
+    let wake = tokio::time::sleep(cfg.idle_timeout);
+    tokio::pin!(wake);
+    let mut last_read = Instant::now();
     loop {
         // Hand off every complete frame already buffered.
         match session.next_step() {
             Some(Step::Notify(notify)) => {
-                if !work.start(notify, shutdown).await {
-                    return session.shutdown();
-                }
+                work.start(notify).await;
                 // A NOTIFY answered in place may have found itself malformed.
                 if work.invalid.is_cancelled() {
                     return session.notify_invalid();
@@ -214,20 +227,44 @@ async fn read_loop<H: Handler>(
             Some(Step::Close(close)) => return close,
             None => {}
         }
+        if let Some(d) = &drain {
+            match d.step(Instant::now(), !work.tasks.is_empty(), last_read) {
+                DrainStep::Until(at) => wake.as_mut().reset(at),
+                // A frame already in the socket is read first: closing on it would
+                // fail its request.
+                DrainStep::Close => match rd.try_read_buf(session.read_buf()) {
+                    Ok(0) => return session.peer_closed(),
+                    Ok(_) => {
+                        last_read = Instant::now();
+                        continue;
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        return session.shutdown();
+                    }
+                    Err(e) => return session.read_failed(e.kind()),
+                },
+            }
+        }
         tokio::select! {
             r = rd.read_buf(session.read_buf()) => match r {
                 Ok(0) => return session.peer_closed(),
-                Ok(_) => idle.as_mut().reset(tokio::time::Instant::now() + cfg.idle_timeout),
+                Ok(_) => {
+                    last_read = Instant::now();
+                    idle.as_mut().reset(last_read + cfg.idle_timeout);
+                }
                 Err(e) => return session.read_failed(e.kind()), // ECONNRESET and friends
             },
             Some(_) = work.tasks.join_next(), if !work.tasks.is_empty() => {
                 if work.tasks.is_empty() {
-                    idle.as_mut().reset(tokio::time::Instant::now() + cfg.idle_timeout);
+                    idle.as_mut().reset(Instant::now() + cfg.idle_timeout);
                 }
             }
             () = &mut idle, if work.tasks.is_empty() => return session.timed_out(),
             () = work.invalid.cancelled() => return session.notify_invalid(),
-            () = shutdown.cancelled() => return session.shutdown(),
+            () = shutdown.cancelled(), if drain.is_none() => {
+                drain = Some(Drain::new(Instant::now(), cfg.shutdown_grace, cfg.drain_quiet));
+            }
+            () = &mut wake, if drain.is_some() => {}
         }
     }
 }
@@ -266,13 +303,15 @@ struct Work<H> {
 }
 
 impl<H: Handler> Work<H> {
-    /// Starts one NOTIFY once a permit is free; `false` when the agent started
-    /// stopping while it waited.
-    async fn start(&mut self, notify: Notify, shutdown: &CancellationToken) -> bool {
-        let permit = tokio::select! {
-            p = self.permits.clone().acquire_owned() => p.expect("semaphore never closed"),
-            () = shutdown.cancelled() => return false,
-        };
+    /// Starts one NOTIFY once a permit is free (also while the agent stops: a
+    /// NOTIFY read is a request HAProxy waits on).
+    async fn start(&mut self, notify: Notify) {
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("semaphore never closed");
         self.stats.notify_total.fetch_add(1, Ordering::Relaxed);
         let in_flight = InFlight::new(self.stats.clone());
         let (handler, tx, stats) = (self.handler.clone(), self.tx.clone(), self.stats.clone());
@@ -302,7 +341,6 @@ impl<H: Handler> Work<H> {
         if matches!(polled, Ok(std::task::Poll::Pending)) {
             self.tasks.spawn(task);
         }
-        true
     }
 
     /// Ends the connection as `close` says: in-flight work drained (on shutdown) or

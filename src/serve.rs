@@ -3,9 +3,10 @@
 //! off the request path whenever the catalog changes and swapped atomically
 //! ([`crate::lifecycle`] starts both and owns the signals).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, AdminState};
@@ -101,12 +102,13 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
     Ok(())
 }
 
-/// The SPOP listener and, when configured, the admin one.
+/// The SPOP listener and, when configured, the admin one. With `[agent] reuse_port`
+/// both are bound with SO_REUSEPORT: a new process binds the same ports while this
+/// one drains (the admin port too, or the new process could not start).
 async fn bind(cfg: &Config) -> Result<(TcpListener, Option<TcpListener>), StartError> {
+    let reuse_port = cfg.agent.reuse_port;
     let bind = |addr| async move {
-        TcpListener::bind(addr)
-            .await
-            .map_err(|source| StartError::Bind { addr, source })
+        listen(addr, reuse_port).map_err(|source| StartError::Bind { addr, source })
     };
     let listener = bind(cfg.agent.listen).await?;
     let admin = match cfg.admin.listen {
@@ -114,6 +116,22 @@ async fn bind(cfg: &Config) -> Result<(TcpListener, Option<TcpListener>), StartE
         None => None,
     };
     Ok((listener, admin))
+}
+
+/// A listener on `addr`, as `TcpListener::bind` makes it (SO_REUSEADDR on Unix), with
+/// SO_REUSEPORT when asked.
+fn listen(addr: SocketAddr, reuse_port: bool) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    if reuse_port {
+        socket.set_reuseport(true)?;
+    }
+    socket.bind(addr)?;
+    socket.listen(1024)
 }
 
 /// The handler, with every decision counted in the metrics and written to the log.

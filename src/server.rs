@@ -1,11 +1,13 @@
 //! Where connections come in: the accept loop, the connection limit, and shutdown.
 //! Each accepted socket is served by [`connection::serve`]; on shutdown the loop
-//! stops accepting and waits for connections to drain within the grace period.
+//! accepts what is already queued, closes the listener (HAProxy's next connect goes
+//! elsewhere) and waits for connections to drain within the grace period.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -31,9 +33,20 @@ pub async fn run<H: Handler>(
     let slots = Arc::new(Semaphore::new(max_connections));
     let tracker = TaskTracker::new();
     loop {
-        let accepted = tokio::select! {
-            r = listener.accept() => r,
-            () = shutdown.cancelled() => break,
+        let accepted = if shutdown.is_cancelled() {
+            // Stopping: the connections already queued in the backlog are accepted
+            // and drained like the others (closing the listener would reset them),
+            // then the listener closes; with SO_REUSEPORT the new process's listener
+            // takes every connection from here on.
+            match listener.accept().now_or_never() {
+                Some(Ok(s)) => Ok(s),
+                _ => break,
+            }
+        } else {
+            tokio::select! {
+                r = listener.accept() => r,
+                () = shutdown.cancelled() => continue,
+            }
         };
         let (mut stream, peer) = match accepted {
             Ok(s) => s,
@@ -72,8 +85,9 @@ pub async fn run<H: Handler>(
             drop(slot);
         });
     }
+    drop(listener);
     tracker.close();
-    // Connections drain their in-flight work within `shutdown_grace` themselves;
-    // the extra second covers writing the final AGENT-DISCONNECT.
-    let _ = tokio::time::timeout(cfg.shutdown_grace + Duration::from_secs(1), tracker.wait()).await;
+    // Connections drain themselves within `shutdown_grace` (docs/spop.md#stopping);
+    // the extra seconds cover the hard stop, the last ACKs and the AGENT-DISCONNECT.
+    let _ = tokio::time::timeout(cfg.shutdown_grace + Duration::from_secs(3), tracker.wait()).await;
 }

@@ -107,6 +107,21 @@ files = ["catalog/[.yaml", "nothing/*.yaml"]
     assert_eq!(code, 64, "{err}");
     assert!(err.contains("agent.worker_threads"), "{err}");
 
+    // Issue 14: the drain keys are checked too; reuse_port must be a boolean.
+    let drain = dir.path().join("drain.toml");
+    std::fs::write(
+        &drain,
+        "[agent]\ndrain_quiet_ms = 0\nreuse_port = \"yes\"\n",
+    )
+    .unwrap();
+    let (code, _, err) = stagedoor(&["check-config", "--config", drain.to_str().unwrap()]);
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("reuse_port"), "{err}");
+    std::fs::write(&drain, "[agent]\ndrain_quiet_ms = 0\nreuse_port = true\n").unwrap();
+    let (code, _, err) = stagedoor(&["check-config", "--config", drain.to_str().unwrap()]);
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("agent.drain_quiet_ms"), "{err}");
+
     let (code, _, err) = stagedoor(&[
         "check-config",
         "--config",

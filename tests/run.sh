@@ -58,13 +58,14 @@ echo "== cargo test"
 #   beside everything else from start to end;
 # - waiting beside light: binaries that wait on HAProxy, the agent and oidc-provider
 #   starting, beside the light computing ones (any binary not named here);
-# - then one after the other, beside the sleeping lane only: the heavy ones (CPU, or
-#   Backstage loading for ~10 s), whose deadlines and timing bounds expect the cores
-#   to themselves (with more beside them, some failed).
+# - then one after the other, beside the sleeping lane only: the heavy ones (CPU, load
+#   loops through HAProxy (e2e_restart), or Backstage loading for ~10 s), whose
+#   deadlines and timing bounds expect the cores to themselves (with more beside
+#   them, some failed).
 # Every binary runs (--no-fail-fast), so the closing line counts the whole suite.
 sleeping=(admin_limits)
 waiting=(deploy e2e_agent e2e_browser e2e_desync e2e_large_token e2e_haproxy_spop sso_flow token_oidc browser_smoke browser_sso)
-alone=(policy_attacks token_keysets token_attacks token_props catalog_backstage token_backstage_e2e e2e_ops e2e_flapping)
+alone=(policy_attacks token_keysets token_attacks token_props catalog_backstage token_backstage_e2e e2e_ops e2e_restart e2e_flapping)
 cargo test --locked --no-run
 logs=$(mktemp -d)
 trap 'rm -rf "$logs"' EXIT

@@ -207,3 +207,122 @@ pub fn check_config(bin: &Path, cfg: &Path, env: &[(&str, String)]) -> (bool, St
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     (out.status.success(), text)
 }
+
+/// HAProxy that can be reloaded the seamless way: each process has its own stats
+/// socket (`STAGEDOOR_TEST_SOCKET`, for a `stats socket ... expose-fd listeners` line
+/// in the config), and [`Reloadable::reload`] starts the next one with `-x <that
+/// socket> -sf <this pid>`: it takes the listeners over, and this one finishes its
+/// connections and exits. Killed on drop, by its own PID.
+pub struct Reloadable {
+    child: Child,
+    bin: PathBuf,
+    cfgs: Vec<PathBuf>,
+    frontend: String,
+    env: Vec<(String, String)>,
+    dir: PathBuf,
+    generation: usize,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Reloadable {
+    /// Starts `haproxy -db -f <cfgs>...` with `env`, its socket in `dir`; waits until
+    /// it answers on its socket and `frontend`.
+    pub async fn start(
+        bin: &Path,
+        cfgs: &[PathBuf],
+        frontend: &str,
+        env: &[(&str, String)],
+        dir: &Path,
+    ) -> Reloadable {
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+        Reloadable::spawn(bin, cfgs, frontend, env, dir, 0, None).await
+    }
+
+    /// The next process, which takes over from this one.
+    pub async fn reload(&self) -> Reloadable {
+        let old = (self.socket(), self.child.id().expect("running"));
+        let (bin, cfgs, frontend) = (&self.bin, &self.cfgs, &self.frontend);
+        Reloadable::spawn(
+            bin,
+            cfgs,
+            frontend,
+            self.env.clone(),
+            &self.dir,
+            self.generation + 1,
+            Some(old),
+        )
+        .await
+    }
+
+    async fn spawn(
+        bin: &Path,
+        cfgs: &[PathBuf],
+        frontend: &str,
+        env: Vec<(String, String)>,
+        dir: &Path,
+        generation: usize,
+        replaces: Option<(PathBuf, u32)>,
+    ) -> Reloadable {
+        let mut cmd = Command::new(bin);
+        cmd.arg("-db");
+        for cfg in cfgs {
+            cmd.arg("-f").arg(cfg);
+        }
+        if let Some((socket, pid)) = &replaces {
+            cmd.arg("-x").arg(socket).arg("-sf").arg(pid.to_string());
+        }
+        let socket = dir.join(format!("haproxy-{generation}.sock"));
+        cmd.envs(env.iter().map(|(k, v)| (k, v)))
+            .env("STAGEDOOR_TEST_SOCKET", &socket)
+            .env("STAGEDOOR_FRONTEND", frontend)
+            .env(
+                "STAGEDOOR_SPOE_CONF",
+                repo().join("haproxy/stagedoor.spoe.conf"),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut p = Reloadable {
+            bin: bin.to_owned(),
+            cfgs: cfgs.to_vec(),
+            frontend: frontend.to_owned(),
+            env,
+            dir: dir.to_owned(),
+            generation,
+            log: Arc::default(),
+            child: cmd.spawn().expect("spawn haproxy"),
+        };
+        p.log = super::peers::capture(&mut p.child);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if tokio::net::UnixStream::connect(&socket).await.is_ok()
+                && tokio::net::TcpStream::connect(frontend).await.is_ok()
+            {
+                return p;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("haproxy did not start: {}", p.log_tail());
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.join(format!("haproxy-{}.sock", self.generation))
+    }
+
+    /// The last 40 lines it printed.
+    pub fn log_tail(&self) -> String {
+        let log = self.log.lock().unwrap();
+        log[log.len().saturating_sub(40)..].join("\n")
+    }
+
+    /// Waits (30 s at most) for it to exit, as a replaced process does once drained.
+    pub async fn exited(&mut self) -> bool {
+        tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .is_ok()
+    }
+}
