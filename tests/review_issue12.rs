@@ -205,6 +205,7 @@ fn nel_is_escaped_in_the_decision_log() {
     let outcome = Outcome {
         decision: Decision::bare(Reason::NoRoute),
         identity: None,
+        credential_error: None,
         shadow: false,
         token_fp: None,
         browser: Default::default(),
