@@ -232,27 +232,6 @@ async fn until_allowed(stack: &Stack) {
     }
 }
 
-/// With one agent the server stays up (the new process answers the health checks),
-/// so HAProxy keeps using the old process's connections until the grace period ends:
-/// those close then, and a request whose NOTIFY crosses the AGENT-DISCONNECT fails
-/// (SPOP has no "go away"; docs/spop.md#stopping). Such failures must have started
-/// around the grace end, at most one per client (each has one request in flight).
-fn check_grace_end(t: &Tally, sigterm_at: Duration, other: u64) {
-    let end = sigterm_at + Duration::from_secs(GRACE_SECONDS);
-    let at_close = t.failed_within(
-        end - Duration::from_millis(500),
-        end + Duration::from_millis(1500),
-    );
-    println!("failed at the grace end: {at_close}");
-    assert_eq!(
-        t.failed(),
-        at_close + other,
-        "failures elsewhere: {}",
-        t.summary()
-    );
-    assert!(at_close <= CLIENTS as u64, "{}", t.summary());
-}
-
 fn report(what: &str, t: &Tally) {
     println!(
         "{what}: {} answered, {} failed; {}",
@@ -320,19 +299,23 @@ async fn reuse_port_handover(bin: &Path) {
     let t = load.stop().await;
     report("one agent, SO_REUSEPORT handover", &t);
     assert!(t.answered() > 100, "the load ran: {}", t.summary());
-    check_grace_end(&t, sigterm_at, 0);
+    // The old process keeps answering on its connections until the grace end; the
+    // NOTIFYs that cross its AGENT-DISCONNECT then are asked again by the shipped
+    // haproxy.cfg (send-spoe-group), on the new process's connections.
+    println!("SIGTERM at {:.3}s", sigterm_at.as_secs_f64());
+    assert_eq!(t.failed(), 0, "{}", t.summary());
     drop(new);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs HAProxy 2.6: run tests/run.sh"]
-async fn haproxy_2_6_reuse_port_handover_fails_only_at_the_grace_end() {
+async fn haproxy_2_6_reuse_port_handover_fails_nothing() {
     reuse_port_handover(&require_bin("haproxy")).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs HAProxy 3.x: run tests/run.sh"]
-async fn haproxy_3_reuse_port_handover_fails_only_at_the_grace_end() {
+async fn haproxy_3_reuse_port_handover_fails_nothing() {
     reuse_port_handover(&require_haproxy3()).await;
 }
 
@@ -366,23 +349,28 @@ async fn plain_restart(bin: &Path) {
         t.failed_within(gap_start, gap_end)
     );
     assert!(t.answered() > 100, "the load ran: {}", t.summary());
-    // Requests that started while no agent listened may fail, and those crossing the
-    // close at the grace end; nothing else: the old process keeps answering on its
-    // open connections.
+    // Only requests that started while no agent listened may fail: the old process
+    // keeps answering on its open connections, and what crosses their close is asked
+    // again (the shipped haproxy.cfg's send-spoe-group).
     let in_gap = t.failed_within(gap_start, gap_end);
     assert!(in_gap <= window, "{}", t.summary());
-    check_grace_end(&t, gap_start, in_gap);
+    assert_eq!(
+        t.failed(),
+        in_gap,
+        "failures outside the gap: {}",
+        t.summary()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs HAProxy 2.6: run tests/run.sh"]
-async fn haproxy_2_6_plain_restart_fails_only_in_the_gap_or_at_the_grace_end() {
+async fn haproxy_2_6_plain_restart_fails_only_in_the_gap() {
     plain_restart(&require_bin("haproxy")).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs HAProxy 3.x: run tests/run.sh"]
-async fn haproxy_3_plain_restart_fails_only_in_the_gap_or_at_the_grace_end() {
+async fn haproxy_3_plain_restart_fails_only_in_the_gap() {
     plain_restart(&require_haproxy3()).await;
 }
 
