@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::BufRead;
+use std::io::{BufRead, Read as _};
 
 use serde::{Deserialize, Serialize};
 
@@ -108,20 +108,84 @@ const MINIMAL: &str = "identity not logged ([log] identity = \"minimal\")";
 const BEFORE_CREDENTIALS: &str = "decided before the credentials were read";
 const NO_POLICY: &str = "no policy was loaded then (policy_unavailable or internal_error)";
 const UNKNOWN_REASON: &str = "unknown caller or reason";
+const TOO_LONG: &str = "longer than 1 MiB";
+
+/// The longest line read as a decision: the agent's own are bounded by HAProxy's
+/// buffer (tune.bufsize), far below.
+pub const MAX_LINE: usize = 1 << 20;
+
+/// What [`read_line`] found.
+enum ReadLine {
+    End,
+    /// Longer than [`MAX_LINE`]: read to its end and dropped.
+    TooLong,
+    /// In the buffer, newline included.
+    Line,
+}
+
+/// Reads the next line into `buf` as bytes, at most [`MAX_LINE`] of it: a log cut
+/// in the middle of a character, or one huge line, is a line not replayed, not the
+/// end of the run (or of the memory).
+fn read_line(log: &mut impl BufRead, buf: &mut Vec<u8>) -> std::io::Result<ReadLine> {
+    buf.clear();
+    let n = log.take(MAX_LINE as u64 + 1).read_until(b'\n', buf)?;
+    if n == 0 {
+        return Ok(ReadLine::End);
+    }
+    if buf.len() > MAX_LINE && buf.last() != Some(&b'\n') {
+        skip_line(log)?;
+        return Ok(ReadLine::TooLong);
+    }
+    Ok(ReadLine::Line)
+}
+
+/// Reads and drops the rest of a line.
+fn skip_line(log: &mut impl BufRead) -> std::io::Result<()> {
+    loop {
+        let chunk = log.fill_buf()?;
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        match chunk.iter().position(|&b| b == b'\n') {
+            Some(i) => {
+                log.consume(i + 1);
+                return Ok(());
+            }
+            None => {
+                let n = chunk.len();
+                log.consume(n);
+            }
+        }
+    }
+}
 
 /// Replays every decision line of `log` under `policy`.
 ///
 /// # Errors
 /// Reading `log` failed.
-pub fn replay(log: impl BufRead, policy: &Policy) -> std::io::Result<Report> {
+pub fn replay(mut log: impl BufRead, policy: &Policy) -> std::io::Result<Report> {
     let mut report = Report::default();
     let mut routes: BTreeMap<(Option<String>, Option<String>), RouteSummary> = BTreeMap::new();
-    for text in log.lines() {
-        let text = text?;
+    let mut buf = Vec::new();
+    loop {
+        match read_line(&mut log, &mut buf)? {
+            ReadLine::End => break,
+            ReadLine::TooLong => {
+                report.decisions += 1;
+                *report.not_replayed.entry(TOO_LONG).or_default() += 1;
+                continue;
+            }
+            ReadLine::Line => {}
+        }
+        let Ok(text) = std::str::from_utf8(&buf) else {
+            report.decisions += 1;
+            *report.not_replayed.entry(NOT_JSON).or_default() += 1;
+            continue;
+        };
         if text.trim().is_empty() {
             continue;
         }
-        let line = match serde_json::from_str::<Line<'_>>(&text) {
+        let line = match serde_json::from_str::<Line<'_>>(text) {
             Ok(l) if l.event == Some("decision") => l,
             // Lifecycle events share the stream in some set-ups: not decisions.
             Ok(_) => continue,
@@ -265,12 +329,29 @@ fn example(line: &Line<'_>, new: &Decision) -> Example {
     }
 }
 
-/// `s` with control characters (a terminal's escape sequences, line breaks) and
-/// `also` percent-encoded: request paths in the log are whoever sent them.
+/// Characters that print as nothing or reorder what follows: bidirectional
+/// overrides and isolates ("Trojan Source"), zero-width characters, the soft hyphen,
+/// and the line and paragraph separators. `char::is_control` covers none of them.
+fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{061C}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{2028}'..='\u{202E}'
+            | '\u{2060}'..='\u{2069}'
+            | '\u{FEFF}'
+    )
+}
+
+/// `s` with control characters (a terminal's escape sequences, line breaks),
+/// invisible and reordering ones ([`is_invisible`]) and `also` percent-encoded:
+/// request paths and subjects in the log are whoever sent them.
 fn clean(s: &str, also: &[char]) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
-        if c.is_control() || also.contains(&c) {
+        if c.is_control() || is_invisible(c) || also.contains(&c) {
             let mut buf = [0u8; 4];
             for b in c.encode_utf8(&mut buf).bytes() {
                 let _ = write!(out, "%{b:02X}");
