@@ -30,7 +30,7 @@
 # set (a taskset list, e.g. 1 or 0,1). HAPROXY_CPU= WRK_CPU= (empty) unpins both.
 # Usage: [VERSIONS="2.6 3.0 3"] [ROWS="..."] [ROUNDS=2] [WARMUP=2] [WORKER_THREADS=n]
 #        [HAPROXY_CPU=0] [WRK_CPU=1] [AGENT_CPU=] [STAGEDOOR_BIN=path] [BEFORE_BIN=path]
-#        [PERF_DIR=dir: `perf record --call-graph dwarf` (PERF_CALLGRAPH) each agent over each measured run, into
+#        [NO_BUILD=1] [PERF_DIR=dir: `perf record --call-graph dwarf` (PERF_CALLGRAPH) each agent over each measured run, into
 #         dir/<version>.<row>.<round>.data]
 #        benches/haproxy-e2e.sh [seconds per run, default 10] [wrk connections, default 50]
 set -euo pipefail
@@ -48,7 +48,9 @@ command -v wrk >/dev/null || { echo "needs wrk (apt-get install -y wrk)" >&2; ex
 command -v openssl >/dev/null || { echo "needs openssl" >&2; exit 1; }
 tests/peers/haproxy3/fetch.sh >/dev/null
 tests/peers/haproxy30/fetch.sh >/dev/null
-cargo build -q --release --bin stagedoor --example mint_session --example noop_agent
+# NO_BUILD=1: use the binaries already in $CARGO_TARGET_DIR/release (e.g. copies of
+# builds made with another profile) as they are.
+[ -n "${NO_BUILD:-}" ] || cargo build -q --release --bin stagedoor --example mint_session --example noop_agent
 tdir=${CARGO_TARGET_DIR:-target}
 agent_bin=${STAGEDOOR_BIN:-$tdir/release/stagedoor}   # STAGEDOOR_BIN: compare two builds
 before_bin=${BEFORE_BIN:-}   # the warm0 and fresh0 rows
