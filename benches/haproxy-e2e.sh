@@ -16,6 +16,8 @@
 #             on, the cookie sealed by examples/mint_session with the agent's key),
 #             Accept text/html: 200, stagedoor's cookie taken out before the backend
 #   deny      the warm agent without a token: 401 with WWW-Authenticate
+#   warm0, fresh0  warm and fresh on a second stagedoor binary, BEFORE_BIN (e.g. built
+#             from main), to measure a change before/after in one interleaved run
 # The RS256 key pair is made here (openssl, RSA-2048, kid bench-rs-1) in the temp dir;
 # its JWKS holds it beside the quickstart's ES256 demo key, and the token (sub alice,
 # scope orders:read, the quickstart's iss and aud) is signed with openssl.
@@ -27,7 +29,9 @@
 # wrk on WRK_CPU (default 1, one wrk thread); the agents unpinned unless AGENT_CPU is
 # set (a taskset list, e.g. 1 or 0,1). HAPROXY_CPU= WRK_CPU= (empty) unpins both.
 # Usage: [VERSIONS="2.6 3.0 3"] [ROWS="..."] [ROUNDS=2] [WARMUP=2] [WORKER_THREADS=n]
-#        [HAPROXY_CPU=0] [WRK_CPU=1] [AGENT_CPU=] [STAGEDOOR_BIN=path]
+#        [HAPROXY_CPU=0] [WRK_CPU=1] [AGENT_CPU=] [STAGEDOOR_BIN=path] [BEFORE_BIN=path]
+#        [NO_BUILD=1] [PERF_DIR=dir: `perf record --call-graph dwarf` (PERF_CALLGRAPH) each agent over each measured run, into
+#         dir/<version>.<row>.<round>.data]
 #        benches/haproxy-e2e.sh [seconds per run, default 10] [wrk connections, default 50]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -44,9 +48,14 @@ command -v wrk >/dev/null || { echo "needs wrk (apt-get install -y wrk)" >&2; ex
 command -v openssl >/dev/null || { echo "needs openssl" >&2; exit 1; }
 tests/peers/haproxy3/fetch.sh >/dev/null
 tests/peers/haproxy30/fetch.sh >/dev/null
-cargo build -q --release --bin stagedoor --example mint_session --example noop_agent
+# NO_BUILD=1: use the binaries already in $CARGO_TARGET_DIR/release (e.g. copies of
+# builds made with another profile) as they are.
+[ -n "${NO_BUILD:-}" ] || cargo build -q --release --bin stagedoor --example mint_session --example noop_agent
 tdir=${CARGO_TARGET_DIR:-target}
 agent_bin=${STAGEDOOR_BIN:-$tdir/release/stagedoor}   # STAGEDOOR_BIN: compare two builds
+before_bin=${BEFORE_BIN:-}   # the warm0 and fresh0 rows
+perf_dir=${PERF_DIR:-}
+[ -z "$perf_dir" ] || mkdir -p "$perf_dir"
 noop_bin=$tdir/release/examples/noop_agent
 pin() { if [ -n "$1" ]; then echo taskset -c "$1"; fi; }
 read -ra hap_pin <<<"$(pin "$hap_cpu")"
@@ -91,9 +100,9 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 hz=$(getconf CLK_TCK)
 declare -A agent_pid agent_port admin_port
 
-# A stagedoor on the quickstart config, RS256 allowed, [sso] on: name [extra toml].
+# A stagedoor on the quickstart config, RS256 allowed, [sso] on: name [extra toml] [binary].
 start_stagedoor() {
-    local name=$1 extra=${2:-} cfg=$work/$1.toml ap adm sp
+    local name=$1 extra=${2:-} bin=${3:-$agent_bin} cfg=$work/$1.toml ap adm sp
     ap=$(port); adm=$(port); sp=$(port)
     sed -e "s|^listen = \"127.0.0.1:12345\"|listen = \"127.0.0.1:$ap\"|" \
         -e "s|^listen = \"127.0.0.1:9901\"|listen = \"127.0.0.1:$adm\"|" \
@@ -109,7 +118,7 @@ start_stagedoor() {
     printf '\n[sso]\nlisten = "127.0.0.1:%s"\nissuer = "https://idp.quickstart.example"\nclient_id = "stagedoor"\nclient_secret_env = "BENCH_SSO_SECRET"\nkeys_env = "BENCH_SSO_KEYS"\nexternal_scheme = "http"\ncookie_secure = false\n%s' \
         "$sp" "$extra" >>"$cfg"
     BENCH_SSO_KEYS=$sso_key BENCH_SSO_SECRET=unused \
-        "${agent_pin[@]}" "$agent_bin" serve --config "$cfg" >/dev/null 2>"$work/$name.log" &
+        "${agent_pin[@]}" "$bin" serve --config "$cfg" >/dev/null 2>"$work/$name.log" &
     agent_pid[$name]=$!; agent_port[$name]=$ap; admin_port[$name]=$adm
     pids+=($!)
     for _ in $(seq 100); do curl -fs "http://127.0.0.1:$adm/readyz" >/dev/null && return; sleep 0.1; done
@@ -117,6 +126,10 @@ start_stagedoor() {
 }
 start_stagedoor warm
 start_stagedoor fresh $'\n[token]\ncache_entries = 0\n'
+if [ -n "$before_bin" ]; then
+    start_stagedoor warm0 "" "$before_bin"
+    start_stagedoor fresh0 $'\n[token]\ncache_entries = 0\n' "$before_bin"
+fi
 agent_port[noop]=$(port)
 "${agent_pin[@]}" "$noop_bin" --listen "127.0.0.1:${agent_port[noop]}" \
     --worker-threads "${WORKER_THREADS:-0}" 2>"$work/noop.log" &
@@ -161,9 +174,16 @@ run() { # version row haproxy-binary config agent expected-status [header ...]
     local -a load=("${wrk_pin[@]}" wrk -t"$wrk_threads" -c"$conns" --latency "${hdrs[@]}" "http://127.0.0.1:$fe/api/orders")
     [ "$warmup" -gt 0 ] && timeout $((warmup + 15)) "${load[@]}" -d"${warmup}s" >/dev/null
     local out before=0 after=0 pid=${agent_pid[$agent]:-}
+    local perf=
+    if [ -n "$perf_dir" ] && [ -n "$pid" ]; then
+        perf record -q --call-graph "${PERF_CALLGRAPH:-dwarf,16384}" -p "$pid" -o "$perf_dir/$v.$name.$(ls "$perf_dir" | grep -c "^$v\.$name\.").data" \
+            -- sleep "$secs" 2>/dev/null &
+        perf=$!
+    fi
     [ -n "$pid" ] && before=$(cpu_ticks "$pid")
     out=$(timeout $((secs + 15)) "${load[@]}" -d"${secs}s")
     [ -n "$pid" ] && after=$(cpu_ticks "$pid")
+    [ -z "$perf" ] || wait "$perf" || true
     kill $hap; wait $hap 2>/dev/null || true
     local rps p50 p99 non2xx total agent_us=-
     rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
@@ -183,7 +203,7 @@ row() { # version row haproxy-binary
     baseline) run "$v" "$r" "$bin" "$work/baseline.cfg" none 200 ;;
     native) run "$v" "$r" "$bin" "$work/native.cfg" none 200 "$bearer" ;;
     noop) run "$v" "$r" "$bin" haproxy/haproxy.cfg noop 200 "$bearer" ;;
-    warm | fresh) run "$v" "$r" "$bin" haproxy/haproxy.cfg "$r" 200 "$bearer" ;;
+    warm | fresh | warm0 | fresh0) run "$v" "$r" "$bin" haproxy/haproxy.cfg "$r" 200 "$bearer" ;;
     session) run "$v" "$r" "$bin" haproxy/haproxy.cfg warm 200 "Cookie: theme=dark; $session" \
         "Accept: text/html,application/xhtml+xml,*/*;q=0.8" ;;
     deny) run "$v" "$r" "$bin" haproxy/haproxy.cfg warm 401 ;;
@@ -215,6 +235,13 @@ table() { # version
         if (n > 0 && w > 0) printf "warm / do-nothing req/s: %.2f (goal >= 0.95)\n", w / n
         if (cn > 0 && cw > 0) printf "agent CPU warm / do-nothing: %.2f (goal <= 1.5)\n", cw / cn
         if (nat > 0 && f > 0) printf "fresh / native jwt_verify req/s: %.2f (goal >= 1.25 on 2.6)\n", f / nat }'
+    [ -f "$work/res.$v.warm0" ] || [ -f "$work/res.$v.fresh0" ] || return 0
+    awk -v n="$(median "$work/res.$v.noop" 1 2>/dev/null)" -v w="$(median "$work/res.$v.warm0" 1 2>/dev/null)" \
+        -v f="$(median "$work/res.$v.fresh0" 1 2>/dev/null)" -v nat="$native" \
+        -v cn="$(median "$work/res.$v.noop" 5 2>/dev/null)" -v cw="$(median "$work/res.$v.warm0" 5 2>/dev/null)" 'BEGIN {
+        if (n > 0 && w > 0) printf "before (warm0) / do-nothing req/s: %.2f\n", w / n
+        if (cn > 0 && cw > 0) printf "before (warm0): agent CPU / do-nothing: %.2f\n", cw / cn
+        if (nat > 0 && f > 0) printf "before (fresh0) / native jwt_verify req/s: %.2f\n", f / nat }'
 }
 
 echo "== $(nproc) CPUs, $(uptime | sed 's/.*load/load/'); HAProxy on CPU ${hap_cpu:-any}, wrk on CPU ${wrk_cpu:-any} (-t$wrk_threads -c$conns), agents on CPU ${agent_cpu:-any}; ${warmup}+${secs} s a run, $rounds rounds"
@@ -238,7 +265,7 @@ for v in $versions; do
     table "$v"
 done
 echo "== $(uptime | sed 's/.*load/load/')"
-for a in warm fresh; do
+for a in warm fresh ${before_bin:+warm0 fresh0}; do
     echo "== stagedoor $a"
     curl -s "http://127.0.0.1:${admin_port[$a]}/metrics" | grep -E "^stagedoor_(decisions_total|spop_protocol_errors_total|token_cache_(hits|misses)_total)" | grep -v " 0$" || true
 done

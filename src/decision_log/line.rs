@@ -137,9 +137,9 @@ impl Queue {
         self.entries.push(entry);
     }
 
-    fn line<'a>(&'a self, e: &'a Entry) -> Line<'a> {
+    fn line<'b>(&'b self, e: &'b Entry, time: Time<'b>) -> Line<'b> {
         Line {
-            time: e.time,
+            time,
             event: "decision",
             request_id: self.str(e.request_id),
             src: e.src,
@@ -174,12 +174,57 @@ impl Queue {
 
     /// Appends every queued entry to `out`, one JSON line each (writer thread).
     pub(super) fn format(&self, out: &mut Vec<u8>) {
+        let mut second = SecondCache::default();
         for e in &self.entries {
             let mut json = serde_json::Serializer::with_formatter(&mut *out, LineFormatter);
+            let mut buf = [0u8; 24];
+            let time = match second.format(e.time, &mut buf) {
+                Some(text) => Time::Text(text),
+                None => Time::Slow(e.time),
+            };
             // Writing to a Vec cannot fail, nor can serializing these fields.
-            let _ = self.line(e).serialize(&mut json);
+            let _ = self.line(e, time).serialize(&mut json);
             out.push(b'\n');
         }
+    }
+}
+
+/// A line's time: formatted here (the usual case), or by the clock's formatter.
+enum Time<'a> {
+    Text(&'a str),
+    Slow(SystemTime),
+}
+
+/// The `YYYY-MM-DDTHH:MM:SS.` of the last whole second formatted: the lines of one
+/// drain share a few seconds at most, so `time`'s formatter runs once a second and
+/// each line only appends its milliseconds (the formatter was 2.5% of the agent's
+/// CPU per warm decision; BENCHMARKS.md, "Issue 14: the warm path").
+#[derive(Default)]
+struct SecondCache {
+    secs: Option<u64>,
+    prefix: [u8; 20],
+}
+
+impl SecondCache {
+    /// `t` as `rfc3339_millis` writes it, in `buf`; `None` for a time it writes
+    /// otherwise (before the epoch, after year 9999).
+    fn format<'b>(&mut self, t: SystemTime, buf: &'b mut [u8; 24]) -> Option<&'b str> {
+        let since = t.duration_since(std::time::UNIX_EPOCH).ok()?;
+        let secs = since.as_secs();
+        if self.secs != Some(secs) {
+            let whole = std::time::UNIX_EPOCH + Duration::from_secs(secs);
+            let text = crate::clock::rfc3339_millis(whole).to_string();
+            let prefix = text.strip_suffix("000Z")?;
+            self.prefix = prefix.as_bytes().try_into().ok()?;
+            self.secs = Some(secs);
+        }
+        let ms = since.subsec_millis();
+        buf[..20].copy_from_slice(&self.prefix);
+        buf[20] = b'0' + (ms / 100) as u8;
+        buf[21] = b'0' + (ms / 10 % 10) as u8;
+        buf[22] = b'0' + (ms % 10) as u8;
+        buf[23] = b'Z';
+        std::str::from_utf8(&buf[..]).ok()
     }
 }
 
@@ -187,7 +232,7 @@ impl Queue {
 #[derive(Serialize)]
 struct Line<'a> {
     #[serde(serialize_with = "rfc3339")]
-    time: SystemTime,
+    time: Time<'a>,
     event: &'static str,
     request_id: Option<&'a str>,
     src: Option<IpAddr>,
@@ -228,8 +273,11 @@ struct IdentityFields<'a> {
     user: Option<&'a str>,
 }
 
-fn rfc3339<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(&crate::clock::rfc3339_millis(*t))
+fn rfc3339<S: Serializer>(t: &Time<'_>, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        Time::Text(text) => s.serialize_str(text),
+        Time::Slow(t) => s.collect_str(&crate::clock::rfc3339_millis(*t)),
+    }
 }
 
 fn reason<S: Serializer>(r: &Reason, s: S) -> Result<S::Ok, S::Error> {
@@ -238,7 +286,16 @@ fn reason<S: Serializer>(r: &Reason, s: S) -> Result<S::Ok, S::Error> {
 
 fn hex<S: Serializer>(fp: &Option<[u8; 6]>, s: S) -> Result<S::Ok, S::Error> {
     match fp {
-        Some(fp) => s.collect_str(&Hex(fp)),
+        Some(fp) => {
+            // By hand: `Hex` through `collect_str` formats each byte with `write!`.
+            const DIGITS: &[u8; 16] = b"0123456789abcdef";
+            let mut text = [0u8; 12];
+            for (i, b) in fp.iter().enumerate() {
+                text[2 * i] = DIGITS[usize::from(b >> 4)];
+                text[2 * i + 1] = DIGITS[usize::from(b & 15)];
+            }
+            s.serialize_str(std::str::from_utf8(&text).unwrap_or_default())
+        }
         None => s.serialize_none(),
     }
 }
