@@ -9,6 +9,11 @@
 //! When a connection ends, its in-flight work is aborted with it (the `JoinSet` owns
 //! every task), so nothing outlives it, unless the agent is stopping: then in-flight
 //! NOTIFYs get `shutdown_grace` to send their ACKs.
+//!
+//! Every read buffer and every NOTIFY in flight is charged to one byte budget
+//! (`buffer_budget`, [`crate::budget`]): a connection the budget cannot admit gets
+//! AGENT-DISCONNECT 13 at once, and one whose next frame it cannot hold is closed
+//! with 13 too (fail closed: memory stays bounded).
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -25,8 +30,9 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::budget::{BufferAccount, Charge, admission_limit};
 pub use crate::spop::session::Closed;
-use crate::spop::session::{Close, Notify, Session, Step, disconnect_frame};
+use crate::spop::session::{Close, HELLO_BUFFER, Notify, Session, Step, disconnect_frame};
 use crate::spop::{Action, DecodeError, Frame, Message, Scope, Status, TypedData};
 
 /// The engine's one extension point: turn the messages of one NOTIFY into the
@@ -62,6 +68,9 @@ pub struct EngineConfig {
     pub hello_timeout: Duration,
     /// On shutdown, how long in-flight NOTIFYs may take to finish.
     pub shutdown_grace: Duration,
+    /// Bytes that every connection's read buffer and NOTIFYs in flight may hold
+    /// together ([`crate::budget`]).
+    pub buffer_budget: usize,
 }
 
 impl Default for EngineConfig {
@@ -72,6 +81,7 @@ impl Default for EngineConfig {
             idle_timeout: Duration::from_secs(300),
             hello_timeout: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(5),
+            buffer_budget: 64 << 20,
         }
     }
 }
@@ -93,6 +103,10 @@ pub struct EngineStats {
     pub disconnects_sent: [AtomicU64; 15],
     /// HAPROXY-DISCONNECT frames received.
     pub disconnects_received: AtomicU64,
+    /// Connections closed at once because the buffer budget could not admit them.
+    pub connections_over_budget: AtomicU64,
+    /// The buffer budget's account: bytes held by read buffers and NOTIFYs.
+    pub buffers: Arc<BufferAccount>,
 }
 
 impl EngineStats {
@@ -110,9 +124,21 @@ pub async fn serve<H: Handler>(
     stats: Arc<EngineStats>,
     shutdown: CancellationToken,
 ) -> Closed {
+    let admit = admission_limit(cfg.buffer_budget);
+    let Some(mut held) = stats.buffers.charge(HELLO_BUFFER, admit) else {
+        return refuse(stream, &stats).await;
+    };
     let _ = stream.set_nodelay(true);
     let mut session = Session::new(cfg.max_frame_size);
-    if let Err(closed) = handshake(&mut stream, &mut session, &cfg, &stats, &shutdown).await {
+    let hs = handshake(
+        &mut stream,
+        &mut session,
+        &mut held,
+        &cfg,
+        &stats,
+        &shutdown,
+    );
+    if let Err(closed) = hs.await {
         return closed;
     }
     let (rd, wr) = stream.into_split();
@@ -127,10 +153,52 @@ pub async fn serve<H: Handler>(
         invalid: CancellationToken::new(),
         max: session.max_frame_size(),
     };
-    let close = read_loop(rd, &mut session, &mut work, &cfg, &shutdown).await;
+    let close = read_loop(rd, &mut session, &mut held, &mut work, &cfg, &shutdown).await;
     let closed = work.finish(close, cfg.shutdown_grace, &shutdown).await;
     let _ = tokio::time::timeout(WRITE_TIMEOUT + WRITE_TIMEOUT, writer).await;
     closed
+}
+
+/// A connection the buffer budget cannot admit: AGENT-DISCONNECT 13 (resource), as
+/// for one over `max_connections`, and closed.
+async fn refuse(mut stream: TcpStream, stats: &EngineStats) -> Closed {
+    stats
+        .connections_over_budget
+        .fetch_add(1, Ordering::Relaxed);
+    tracing::debug!("buffer budget spent; closing a new connection");
+    let frame = disconnect_frame(Status::Resource);
+    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&frame)).await;
+    Closed::Disconnected(Status::Resource)
+}
+
+/// A connection's read buffer once its HELLO is done: a few pipelined NOTIFYs per
+/// read; a frame that needs more gets more, for as long as it is being read.
+const READ_BUFFER: usize = 4096;
+
+/// Makes room for the next read in the session's buffer, charging any change in its
+/// size to `held`; `false` when the budget cannot hold it. Called only when no
+/// complete frame is buffered. The buffer is replaced by one of exactly the size
+/// charged (at least what the frame being read needs), never left for `read_buf`
+/// to grow on its own, and it shrinks back once a large frame has gone.
+fn make_room(session: &mut Session, held: &mut Charge, budget: usize) -> bool {
+    let buf = session.read_buf();
+    if buf.capacity() > buf.len() {
+        return true;
+    }
+    let (base, limit) = if session.is_open() {
+        (READ_BUFFER, budget)
+    } else {
+        (HELLO_BUFFER, admission_limit(budget))
+    };
+    let size = session.wanted().max(base);
+    if !held.resize(size, limit) {
+        return false;
+    }
+    let buf = session.read_buf();
+    let mut fresh = BytesMut::with_capacity(size);
+    fresh.extend_from_slice(buf);
+    *buf = fresh;
+    true
 }
 
 /// Reads until the session has answered HAPROXY-HELLO, within `hello_timeout`.
@@ -138,6 +206,7 @@ pub async fn serve<H: Handler>(
 async fn handshake(
     stream: &mut TcpStream,
     session: &mut Session,
+    held: &mut Charge,
     cfg: &EngineConfig,
     stats: &EngineStats,
     shutdown: &CancellationToken,
@@ -158,6 +227,9 @@ async fn handshake(
             Some(Step::Close(close)) => break close,
             Some(Step::Notify(_)) => unreachable!("a session yields NOTIFYs only once open"),
             None => {}
+        }
+        if !make_room(session, held, cfg.buffer_budget) {
+            break session.over_budget();
         }
         let read = tokio::select! {
             r = tokio::time::timeout_at(deadline, stream.read_buf(session.read_buf())) => r,
@@ -186,6 +258,7 @@ async fn handshake(
 async fn read_loop<H: Handler>(
     mut rd: OwnedReadHalf,
     session: &mut Session,
+    held: &mut Charge,
     work: &mut Work<H>,
     cfg: &EngineConfig,
     shutdown: &CancellationToken,
@@ -195,7 +268,12 @@ async fn read_loop<H: Handler>(
     loop {
         // Hand off every complete frame already buffered.
         match session.next_step() {
-            Some(Step::Notify(notify)) => {
+            Some(Step::Notify(mut notify)) => {
+                let Some(charge) = work.stats.buffers.charge(notify.len(), cfg.buffer_budget)
+                else {
+                    return session.over_budget();
+                };
+                notify.hold(charge);
                 if !work.start(notify, shutdown).await {
                     return session.shutdown();
                 }
@@ -213,6 +291,9 @@ async fn read_loop<H: Handler>(
             }
             Some(Step::Close(close)) => return close,
             None => {}
+        }
+        if !make_room(session, held, cfg.buffer_budget) {
+            return session.over_budget();
         }
         tokio::select! {
             r = rd.read_buf(session.read_buf()) => match r {
