@@ -188,6 +188,11 @@ impl Agent {
         self.log.lock().unwrap().join("\n")
     }
 
+    /// The process id, while it runs (for /proc/PID/status and /proc/PID/fd).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// Parsed JSON decision lines so far.
     pub fn decisions(&self) -> Vec<serde_json::Value> {
         self.log
