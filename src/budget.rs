@@ -3,9 +3,9 @@
 //! reach the SPOP port cannot make the agent hold more.
 //!
 //! What is charged ([`crate::connection`] does the charging):
-//! - every connection's read buffer, from accept to close, at its allocated size
-//!   (a few hundred bytes before HELLO, at most 4 KiB until the HELLO is complete,
-//!   then what the frame being read needs);
+//! - every connection's read buffer at its allocated size: 512 bytes from accept,
+//!   at most 4 KiB until the HELLO is complete; after it 4 KiB, or what the frame
+//!   being read needs, only while bytes wait to be read (none while idle);
 //! - every NOTIFY frame from the moment it is read until its task is done.
 //!
 //! Two limits: a new connection and every byte a connection wants before its HELLO

@@ -171,8 +171,9 @@ async fn refuse(mut stream: TcpStream, stats: &EngineStats) -> Closed {
     Closed::Disconnected(Status::Resource)
 }
 
-/// A connection's read buffer once its HELLO is done: a few pipelined NOTIFYs per
-/// read; a frame that needs more gets more, for as long as it is being read.
+/// A connection's read buffer once its HELLO is done, while bytes wait: a few
+/// pipelined NOTIFYs per read; a frame that needs more gets more, for as long as it
+/// is being read.
 const READ_BUFFER: usize = 4096;
 
 /// Makes room for the next read in the session's buffer, charging any change in its
@@ -199,6 +200,38 @@ fn make_room(session: &mut Session, held: &mut Charge, budget: usize) -> bool {
     fresh.extend_from_slice(buf);
     *buf = fresh;
     true
+}
+
+/// Gives the read buffer back when it holds nothing.
+fn release_if_empty(session: &mut Session, held: &mut Charge) {
+    let buf = session.read_buf();
+    if buf.is_empty() && held.bytes() > 0 {
+        *buf = BytesMut::new();
+        held.resize(0, 0);
+    }
+}
+
+/// What one read after a readiness event gave.
+enum Filled {
+    Bytes,
+    /// A spurious wake-up: nothing to read yet.
+    NotYet,
+    Eof,
+    OverBudget,
+    Failed(std::io::ErrorKind),
+}
+
+/// Reads what the socket has, into a buffer made room for first.
+fn fill(rd: &OwnedReadHalf, session: &mut Session, held: &mut Charge, budget: usize) -> Filled {
+    if !make_room(session, held, budget) {
+        return Filled::OverBudget;
+    }
+    match rd.try_read_buf(session.read_buf()) {
+        Ok(0) => Filled::Eof,
+        Ok(_) => Filled::Bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Filled::NotYet,
+        Err(e) => Filled::Failed(e.kind()),
+    }
 }
 
 /// Reads until the session has answered HAPROXY-HELLO, within `hello_timeout`.
@@ -256,7 +289,7 @@ async fn handshake(
 /// Hands every complete frame to the session and does what it says, until it says
 /// close. Also owns the idle timer: it runs only while nothing is in flight.
 async fn read_loop<H: Handler>(
-    mut rd: OwnedReadHalf,
+    rd: OwnedReadHalf,
     session: &mut Session,
     held: &mut Charge,
     work: &mut Work<H>,
@@ -292,13 +325,19 @@ async fn read_loop<H: Handler>(
             Some(Step::Close(close)) => return close,
             None => {}
         }
-        if !make_room(session, held, cfg.buffer_budget) {
-            return session.over_budget();
-        }
+        // An empty buffer is given back while the connection waits, and taken again
+        // when bytes are there: idle connections hold none (10 000 of them held
+        // 40 MB at 4 KiB each; BENCHMARKS.md, "Issue 14: memory").
+        release_if_empty(session, held);
         tokio::select! {
-            r = rd.read_buf(session.read_buf()) => match r {
-                Ok(0) => return session.peer_closed(),
-                Ok(_) => idle.as_mut().reset(tokio::time::Instant::now() + cfg.idle_timeout),
+            r = rd.readable() => match r.map(|()| fill(&rd, session, held, cfg.buffer_budget)) {
+                Ok(Filled::Bytes) => {
+                    idle.as_mut().reset(tokio::time::Instant::now() + cfg.idle_timeout);
+                }
+                Ok(Filled::NotYet) => {}
+                Ok(Filled::Eof) => return session.peer_closed(),
+                Ok(Filled::OverBudget) => return session.over_budget(),
+                Ok(Filled::Failed(kind)) => return session.read_failed(kind),
                 Err(e) => return session.read_failed(e.kind()), // ECONNRESET and friends
             },
             Some(_) = work.tasks.join_next(), if !work.tasks.is_empty() => {
