@@ -91,7 +91,6 @@ while kill -0 "$wrk_pid" 2>/dev/null; do
     sample $(($(date +%s) - start)) >>"$out"
 done
 wait "$wrk_pid" || true
-sample $(($(date +%s) - start)) >>"$out"
 cat "$work/wrk.out"
 echo "== decisions by reason"
 curl -fs "http://127.0.0.1:$adm/metrics" | grep '^stagedoor_decisions_total' || true

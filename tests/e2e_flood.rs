@@ -243,6 +243,42 @@ process.stdin.on('data', d => {
 setTimeout(() => { console.log(JSON.stringify(r)); process.exit(1); }, deadline);
 "#;
 
+/// The shipped haproxy.cfg and the quickstart echo backend, in front of the agent.
+async fn start_haproxy(bin: &Path, p: &Ports) -> Haproxy {
+    Haproxy::start_many(
+        bin,
+        &[
+            repo().join("haproxy/haproxy.cfg"),
+            repo().join("examples/quickstart/echo-backend.cfg"),
+        ],
+        p.frontend,
+        &[
+            ("STAGEDOOR_AGENT", format!("127.0.0.1:{}", p.agent)),
+            ("STAGEDOOR_BACKEND", format!("127.0.0.1:{}", p.backend)),
+        ],
+    )
+    .await
+}
+
+/// Samples the agent every 100 ms until the flag is set: the task gives the largest
+/// buffer gauge and RSS seen.
+fn sample(pid: u32, admin: u16) -> (Arc<AtomicBool>, tokio::task::JoinHandle<(f64, u64)>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    let task = tokio::spawn(async move {
+        let (mut max_buf, mut max_rss) = (0f64, 0u64);
+        while !s.load(Ordering::Relaxed) {
+            let m = request(&format!("127.0.0.1:{admin}"), "GET", "/metrics", &[]).await;
+            assert_eq!(m.status, 200, "/metrics during the flood");
+            max_buf = max_buf.max(metric(&m.body, "stagedoor_spop_buffer_bytes", ""));
+            max_rss = max_rss.max(rss(pid));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        (max_buf, max_rss)
+    });
+    (stop, task)
+}
+
 /// Opens `n` connections that never send a byte, and has the Node child open as
 /// many half frames, `BATCH` of each at a time. A connection the agent has not yet
 /// accepted waits in the listen queue (128: tokio's and the standard library's
@@ -303,6 +339,8 @@ async fn how_they_ended(conns: Vec<TcpStream>, within: Duration) -> Vec<Result<O
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs haproxy: run tests/run.sh"]
+// Longer than 80 lines: one story (warm-up, flood, how every connection ended, the
+// figures, the assertions), told in order; the parts are the helpers above.
 async fn a_flood_of_unfinished_handshakes_stays_in_budget_and_decisions_flow() {
     let _one = ONE_AT_A_TIME.lock().await;
     let hap_bin = require_bin("haproxy");
@@ -312,19 +350,7 @@ async fn a_flood_of_unfinished_handshakes_stays_in_budget_and_decisions_flow() {
     let p = Ports::new();
     let agent = start_agent(dir.path(), &p, BUDGET).await;
     let pid = agent.pid().unwrap();
-    let hap = Haproxy::start_many(
-        &hap_bin,
-        &[
-            repo().join("haproxy/haproxy.cfg"),
-            repo().join("examples/quickstart/echo-backend.cfg"),
-        ],
-        p.frontend,
-        &[
-            ("STAGEDOOR_AGENT", format!("127.0.0.1:{}", p.agent)),
-            ("STAGEDOOR_BACKEND", format!("127.0.0.1:{}", p.backend)),
-        ],
-    )
-    .await;
+    let hap = start_haproxy(&hap_bin, &p).await;
     let stop = Arc::new(AtomicBool::new(false));
     let (ok, failed, workers) = load(hap.frontend.clone(), 4, stop.clone());
     // Warm: HAProxy has its SPOE connections, the token is cached.
@@ -350,22 +376,7 @@ async fn a_flood_of_unfinished_handshakes_stays_in_budget_and_decisions_flow() {
         .spawn()
         .unwrap();
     let started = Instant::now();
-    let sampler = {
-        let (stop, admin) = (Arc::new(AtomicBool::new(false)), p.admin);
-        let s = stop.clone();
-        let task = tokio::spawn(async move {
-            let (mut max_buf, mut max_rss) = (0f64, 0u64);
-            while !s.load(Ordering::Relaxed) {
-                let m = request(&format!("127.0.0.1:{admin}"), "GET", "/metrics", &[]).await;
-                assert_eq!(m.status, 200, "/metrics during the flood");
-                max_buf = max_buf.max(metric(&m.body, "stagedoor_spop_buffer_bytes", ""));
-                max_rss = max_rss.max(rss(pid));
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            (max_buf, max_rss)
-        });
-        (stop, task)
-    };
+    let sampler = sample(pid, p.admin);
     let mut node_in = child.stdin.take().unwrap();
     let silent = flood(&p, FLOOD, &mut node_in).await;
     let connected = started.elapsed();
