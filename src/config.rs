@@ -70,6 +70,11 @@ pub struct AgentConfig {
     /// core, fewer threads cost less CPU per request (fewer cross-thread wake-ups;
     /// BENCHMARKS.md, "Through HAProxy").
     pub worker_threads: usize,
+    /// Bytes all SPOP read buffers and NOTIFYs in flight may hold together
+    /// ([`crate::budget`]); connections beyond it are closed with status 13.
+    pub buffer_budget_bytes: u64,
+    /// Time allowed between accept and a complete HAPROXY-HELLO.
+    pub hello_timeout_seconds: u64,
 }
 
 impl Default for AgentConfig {
@@ -86,6 +91,8 @@ impl Default for AgentConfig {
             reuse_port: false,
             realm: "stagedoor".to_owned(),
             worker_threads: 0,
+            buffer_budget_bytes: 64 << 20,
+            hello_timeout_seconds: 5,
         }
     }
 }
@@ -136,6 +143,23 @@ impl AgentConfig {
                 "must be between 20 (HAProxy pipelines up to 20 per connection) and 1024",
             ));
         }
+        // 1 MiB: 256 connections' 4 KiB buffers. Four frames of the largest size, so
+        // that one frame never needs more than a quarter of the budget.
+        let floor = (1u64 << 20).max(4 * (u64::from(self.max_frame_size) + 4));
+        if !(floor..=1 << 40).contains(&self.buffer_budget_bytes) {
+            errors.push(invalid(
+                "agent.buffer_budget_bytes",
+                format!(
+                    "must be between {floor} (1 MiB, and 4 frames of max_frame_size) and 1099511627776 (1 TiB)"
+                ),
+            ));
+        }
+        if !(1..=60).contains(&self.hello_timeout_seconds) {
+            errors.push(invalid(
+                "agent.hello_timeout_seconds",
+                "must be between 1 and 60 (keep it above HAProxy's SPOE `timeout hello`)",
+            ));
+        }
         if self.worker_threads > 256 {
             errors.push(invalid(
                 "agent.worker_threads",
@@ -156,9 +180,10 @@ impl AgentConfig {
             max_frame_size: self.max_frame_size,
             max_in_flight: self.max_in_flight,
             idle_timeout: Duration::from_secs(self.idle_timeout_seconds),
-            hello_timeout: Duration::from_secs(5),
+            hello_timeout: Duration::from_secs(self.hello_timeout_seconds),
             shutdown_grace: Duration::from_secs(self.shutdown_grace_seconds),
             drain_quiet: Duration::from_millis(self.drain_quiet_ms),
+            buffer_budget: usize::try_from(self.buffer_budget_bytes).unwrap_or(usize::MAX),
         }
     }
 }

@@ -11,6 +11,11 @@
 //! connection keeps reading and answering until HAProxy has moved on from it or
 //! `shutdown_grace` ends ([`drain`]), and its in-flight NOTIFYs send their ACKs
 //! before the AGENT-DISCONNECT.
+//!
+//! Every read buffer and every NOTIFY in flight is charged to one byte budget
+//! (`buffer_budget`, [`crate::budget`]): a connection the budget cannot admit gets
+//! AGENT-DISCONNECT 13 at once, and one whose next frame it cannot hold is closed
+//! with 13 too (fail closed: memory stays bounded).
 
 mod drain;
 
@@ -32,8 +37,9 @@ use tokio_util::sync::CancellationToken;
 
 use drain::{Drain, DrainStep};
 
+use crate::budget::{BufferAccount, Charge, admission_limit};
 pub use crate::spop::session::Closed;
-use crate::spop::session::{Close, Notify, Session, Step, disconnect_frame};
+use crate::spop::session::{Close, HELLO_BUFFER, Notify, Session, Step, disconnect_frame};
 use crate::spop::{Action, DecodeError, Frame, Message, Scope, Status, TypedData};
 
 /// The engine's one extension point: turn the messages of one NOTIFY into the
@@ -73,6 +79,9 @@ pub struct EngineConfig {
     /// On shutdown, a connection with nothing in flight closes once no bytes came
     /// in for this long (HAProxy no longer sends on it).
     pub drain_quiet: Duration,
+    /// Bytes that every connection's read buffer and NOTIFYs in flight may hold
+    /// together ([`crate::budget`]).
+    pub buffer_budget: usize,
 }
 
 impl Default for EngineConfig {
@@ -84,6 +93,7 @@ impl Default for EngineConfig {
             hello_timeout: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(10),
             drain_quiet: Duration::from_secs(2),
+            buffer_budget: 64 << 20,
         }
     }
 }
@@ -105,6 +115,10 @@ pub struct EngineStats {
     pub disconnects_sent: [AtomicU64; 15],
     /// HAPROXY-DISCONNECT frames received.
     pub disconnects_received: AtomicU64,
+    /// Connections closed at once because the buffer budget could not admit them.
+    pub connections_over_budget: AtomicU64,
+    /// The buffer budget's account: bytes held by read buffers and NOTIFYs.
+    pub buffers: Arc<BufferAccount>,
 }
 
 impl EngineStats {
@@ -122,9 +136,13 @@ pub async fn serve<H: Handler>(
     stats: Arc<EngineStats>,
     shutdown: CancellationToken,
 ) -> Closed {
+    let admit = admission_limit(cfg.buffer_budget);
+    let Some(mut held) = stats.buffers.charge(HELLO_BUFFER, admit) else {
+        return refuse(stream, &stats).await;
+    };
     let _ = stream.set_nodelay(true);
     let mut session = Session::new(cfg.max_frame_size);
-    if let Err(closed) = handshake(&mut stream, &mut session, &cfg, &stats).await {
+    if let Err(closed) = handshake(&mut stream, &mut session, &mut held, &cfg, &stats).await {
         return closed;
     }
     let (rd, wr) = stream.into_split();
@@ -139,11 +157,86 @@ pub async fn serve<H: Handler>(
         invalid: CancellationToken::new(),
         max: session.max_frame_size(),
     };
-    let close = read_loop(rd, &mut session, &mut work, &cfg, &shutdown).await;
+    let close = read_loop(rd, &mut session, &mut held, &mut work, &cfg, &shutdown).await;
     // Past the hard stop, in-flight NOTIFYs get one more HARD_STOP for their ACKs.
     let closed = work.finish(close, drain::HARD_STOP, &shutdown).await;
     let _ = tokio::time::timeout(WRITE_TIMEOUT + WRITE_TIMEOUT, writer).await;
     closed
+}
+
+/// A connection the buffer budget cannot admit: AGENT-DISCONNECT 13 (resource), as
+/// for one over `max_connections`, and closed.
+async fn refuse(mut stream: TcpStream, stats: &EngineStats) -> Closed {
+    stats
+        .connections_over_budget
+        .fetch_add(1, Ordering::Relaxed);
+    tracing::debug!("buffer budget spent; closing a new connection");
+    let frame = disconnect_frame(Status::Resource);
+    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&frame)).await;
+    Closed::Disconnected(Status::Resource)
+}
+
+/// A connection's read buffer once its HELLO is done, while bytes wait: a few
+/// pipelined NOTIFYs per read; a frame that needs more gets more, for as long as it
+/// is being read.
+const READ_BUFFER: usize = 4096;
+
+/// Makes room for the next read in the session's buffer, charging any change in its
+/// size to `held`; `false` when the budget cannot hold it. Called only when no
+/// complete frame is buffered. The buffer is replaced by one of exactly the size
+/// charged (at least what the frame being read needs), never left for `read_buf`
+/// to grow on its own, and it shrinks back once a large frame has gone.
+fn make_room(session: &mut Session, held: &mut Charge, budget: usize) -> bool {
+    let buf = session.read_buf();
+    if buf.capacity() > buf.len() {
+        return true;
+    }
+    let (base, limit) = if session.is_open() {
+        (READ_BUFFER, budget)
+    } else {
+        (HELLO_BUFFER, admission_limit(budget))
+    };
+    let size = session.wanted().max(base);
+    if !held.resize(size, limit) {
+        return false;
+    }
+    let buf = session.read_buf();
+    let mut fresh = BytesMut::with_capacity(size);
+    fresh.extend_from_slice(buf);
+    *buf = fresh;
+    true
+}
+
+/// Gives the read buffer back when it holds nothing.
+fn release_if_empty(session: &mut Session, held: &mut Charge) {
+    let buf = session.read_buf();
+    if buf.is_empty() && held.bytes() > 0 {
+        *buf = BytesMut::new();
+        held.resize(0, 0);
+    }
+}
+
+/// What one read after a readiness event gave.
+enum Filled {
+    Bytes,
+    /// A spurious wake-up: nothing to read yet.
+    NotYet,
+    Eof,
+    OverBudget,
+    Failed(std::io::ErrorKind),
+}
+
+/// Reads what the socket has, into a buffer made room for first.
+fn fill(rd: &OwnedReadHalf, session: &mut Session, held: &mut Charge, budget: usize) -> Filled {
+    if !make_room(session, held, budget) {
+        return Filled::OverBudget;
+    }
+    match rd.try_read_buf(session.read_buf()) {
+        Ok(0) => Filled::Eof,
+        Ok(_) => Filled::Bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Filled::NotYet,
+        Err(e) => Filled::Failed(e.kind()),
+    }
 }
 
 /// Reads until the session has answered HAPROXY-HELLO, within `hello_timeout`.
@@ -153,6 +246,7 @@ pub async fn serve<H: Handler>(
 async fn handshake(
     stream: &mut TcpStream,
     session: &mut Session,
+    held: &mut Charge,
     cfg: &EngineConfig,
     stats: &EngineStats,
 ) -> Result<(), Closed> {
@@ -172,6 +266,9 @@ async fn handshake(
             Some(Step::Close(close)) => break close,
             Some(Step::Notify(_)) => unreachable!("a session yields NOTIFYs only once open"),
             None => {}
+        }
+        if !make_room(session, held, cfg.buffer_budget) {
+            break session.over_budget();
         }
         match tokio::time::timeout_at(deadline, stream.read_buf(session.read_buf())).await {
             Err(_elapsed) => break session.timed_out(),
@@ -195,8 +292,9 @@ async fn handshake(
 /// close. Also owns the idle timer: it runs only while nothing is in flight. Once the
 /// agent stops, it keeps reading and answering until [`Drain`] says close.
 async fn read_loop<H: Handler>(
-    mut rd: OwnedReadHalf,
+    rd: OwnedReadHalf,
     session: &mut Session,
+    held: &mut Charge,
     work: &mut Work<H>,
     cfg: &EngineConfig,
     shutdown: &CancellationToken,
@@ -210,7 +308,12 @@ async fn read_loop<H: Handler>(
     loop {
         // Hand off every complete frame already buffered.
         match session.next_step() {
-            Some(Step::Notify(notify)) => {
+            Some(Step::Notify(mut notify)) => {
+                let Some(charge) = work.stats.buffers.charge(notify.len(), cfg.buffer_budget)
+                else {
+                    return session.over_budget();
+                };
+                notify.hold(charge);
                 work.start(notify).await;
                 // A NOTIFY answered in place may have found itself malformed.
                 if work.invalid.is_cancelled() {
@@ -232,26 +335,32 @@ async fn read_loop<H: Handler>(
                 DrainStep::Until(at) => wake.as_mut().reset(at),
                 // A frame already in the socket is read first: closing on it would
                 // fail its request.
-                DrainStep::Close => match rd.try_read_buf(session.read_buf()) {
-                    Ok(0) => return session.peer_closed(),
-                    Ok(_) => {
+                DrainStep::Close => match fill(&rd, session, held, cfg.buffer_budget) {
+                    Filled::Bytes => {
                         last_read = Instant::now();
                         continue;
                     }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        return session.shutdown();
-                    }
-                    Err(e) => return session.read_failed(e.kind()),
+                    Filled::NotYet => return session.shutdown(),
+                    Filled::Eof => return session.peer_closed(),
+                    Filled::OverBudget => return session.over_budget(),
+                    Filled::Failed(kind) => return session.read_failed(kind),
                 },
             }
         }
+        // An empty buffer is given back while the connection waits, and taken again
+        // when bytes are there: idle connections hold none (10 000 of them held
+        // 40 MB at 4 KiB each; BENCHMARKS.md, "Issue 14: memory").
+        release_if_empty(session, held);
         tokio::select! {
-            r = rd.read_buf(session.read_buf()) => match r {
-                Ok(0) => return session.peer_closed(),
-                Ok(_) => {
+            r = rd.readable() => match r.map(|()| fill(&rd, session, held, cfg.buffer_budget)) {
+                Ok(Filled::Bytes) => {
                     last_read = Instant::now();
                     idle.as_mut().reset(last_read + cfg.idle_timeout);
                 }
+                Ok(Filled::NotYet) => {}
+                Ok(Filled::Eof) => return session.peer_closed(),
+                Ok(Filled::OverBudget) => return session.over_budget(),
+                Ok(Filled::Failed(kind)) => return session.read_failed(kind),
                 Err(e) => return session.read_failed(e.kind()), // ECONNRESET and friends
             },
             Some(_) = work.tasks.join_next(), if !work.tasks.is_empty() => {

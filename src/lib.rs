@@ -5,7 +5,8 @@
 //! decision → [`agent`] actions → [`spop`] frame → bytes out.
 //!
 //! - [`spop`]: the pure SPOP codec (no I/O).
-//! - [`connection`] / [`server`]: the tokio engine around it.
+//! - [`connection`] / [`server`]: the tokio engine around it; [`budget`]: the bytes
+//!   its buffers may hold.
 //! - [`agent`]: the handler: arguments → token → policy → variables; [`browser`]: the
 //!   browser arguments and the sign-in redirect.
 //! - [`token`]: JWT verification, JWKS key sets, verified-token cache.
@@ -21,6 +22,7 @@
 pub mod admin;
 pub mod agent;
 pub mod browser;
+pub mod budget;
 pub mod catalog;
 pub mod clock;
 pub mod config;

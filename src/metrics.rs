@@ -235,13 +235,18 @@ impl Scrape {
         gauge(e, "spop_connections_open", "Open SPOP connections", open)?;
         let accepted = load(&s.connections_total);
         counter(e, "spop_connections", "SPOP connections accepted", accepted)?;
-        let help = "SPOP connections closed at once over max_connections";
-        counter(
-            e,
-            "spop_connections_rejected",
-            help,
-            load(&s.connections_rejected),
-        )?;
+        let help = "SPOP connections closed at once (AGENT-DISCONNECT 13), by the limit \
+                    reached: max_connections or buffer_budget";
+        let rejected = [
+            ("max_connections", load(&s.connections_rejected)),
+            ("buffer_budget", load(&s.connections_over_budget)),
+        ]
+        .map(|(r, v)| ([("reason", r)], v));
+        counters(e, "spop_connections_rejected", help, &rejected)?;
+        let held = gauge_value(s.buffers.held() as u64);
+        let help =
+            "Bytes held by SPOP read buffers and NOTIFYs in flight (at most buffer_budget_bytes)";
+        gauge(e, "spop_buffer_bytes", help, held)?;
         let hellos = load(&s.hellos);
         let frames = [
             ("haproxy_hello", hellos),

@@ -122,6 +122,23 @@ files = ["catalog/[.yaml", "nothing/*.yaml"]
     assert_eq!(code, 64, "{err}");
     assert!(err.contains("agent.drain_quiet_ms"), "{err}");
 
+    // Issue 14: the buffer budget is at least 1 MiB and four frames of the largest
+    // size; the HELLO timeout 1..60 s.
+    let budget = dir.path().join("budget.toml");
+    for (body, key) in [
+        ("buffer_budget_bytes = 1048575", "agent.buffer_budget_bytes"),
+        (
+            "max_frame_size = 1000000\nbuffer_budget_bytes = 2000000",
+            "agent.buffer_budget_bytes",
+        ),
+        ("hello_timeout_seconds = 0", "agent.hello_timeout_seconds"),
+    ] {
+        std::fs::write(&budget, format!("[agent]\n{body}\n")).unwrap();
+        let (code, _, err) = stagedoor(&["check-config", "--config", budget.to_str().unwrap()]);
+        assert_eq!(code, 64, "{body}: {err}");
+        assert!(err.contains(key), "{body}: {err}");
+    }
+
     let (code, _, err) = stagedoor(&[
         "check-config",
         "--config",

@@ -65,7 +65,7 @@ echo "== cargo test"
 # Every binary runs (--no-fail-fast), so the closing line counts the whole suite.
 sleeping=(admin_limits)
 waiting=(deploy e2e_agent e2e_browser e2e_desync e2e_large_token e2e_spoe_retry e2e_haproxy_spop sso_flow token_oidc browser_smoke browser_sso)
-alone=(policy_attacks token_keysets token_attacks token_props catalog_backstage token_backstage_e2e e2e_ops e2e_restart e2e_flapping)
+alone=(policy_attacks token_keysets token_attacks token_props catalog_backstage token_backstage_e2e e2e_ops e2e_restart e2e_flapping e2e_flood)
 cargo test --locked --no-run
 logs=$(mktemp -d)
 trap 'rm -rf "$logs"' EXIT

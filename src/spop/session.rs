@@ -5,7 +5,7 @@
 //! The rules (docs/spop.md#session-rules):
 //! - the first frame must be HAPROXY-HELLO; its checks pick the DISCONNECT status
 //!   (5 no version, 8 unsupported version, 6 no max-frame-size, 9 bad size);
-//! - the read limit is 65 535 until the handshake, the negotiated size after;
+//! - the read limit is 4 096 until the handshake, the negotiated size after;
 //! - a health-check HELLO gets AGENT-HELLO, then a silent close;
 //! - after HELLO only NOTIFY and HAPROXY-DISCONNECT are welcome: a second HELLO or
 //!   an agent frame is status 4, HAPROXY-DISCONNECT is answered with status 0;
@@ -15,13 +15,20 @@
 //!
 //! Each frame header is decoded once, here; a NOTIFY's payload is decoded by
 //! whoever runs it ([`Notify::messages`]), so a slow handler never holds the reader.
+//! Each frame is copied out of the read buffer, so the buffer is one allocation of a
+//! known size, charged to the buffer budget by the connection ([`crate::budget`]),
+//! and a NOTIFY in flight holds only its own bytes.
 
 use std::io::ErrorKind;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 
 use super::frame::{HaproxyHello, Header, PRE_HELLO_MAX_FRAME_SIZE, decode_messages, read_frame};
 use super::{DecodeError, Frame, FrameType, Message, Status, data};
+use crate::budget::Charge;
+
+/// The read buffer a new connection starts with: a whole HAPROXY-HELLO fits.
+pub const HELLO_BUFFER: usize = 512;
 
 /// One connection's protocol state and its read buffer.
 #[derive(Debug)]
@@ -45,7 +52,7 @@ enum Phase {
 }
 
 /// What the connection does next with the bytes it has read.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub enum Step {
     /// Write this frame (the AGENT-HELLO), whole, in one write.
     Send(Bytes),
@@ -118,14 +125,31 @@ impl Close {
 }
 
 /// One NOTIFY, its header already decoded; the payload is decoded by its task.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub struct Notify {
     /// The whole frame, length prefix included.
     frame: Bytes,
     header: Header,
+    /// The frame's bytes in the buffer budget, given back when the NOTIFY is dropped.
+    charge: Option<Charge>,
 }
 
 impl Notify {
+    /// The frame's size in bytes, length prefix included.
+    pub fn len(&self) -> usize {
+        self.frame.len()
+    }
+
+    /// Whether the frame is empty (never: a frame has a header).
+    pub fn is_empty(&self) -> bool {
+        self.frame.is_empty()
+    }
+
+    /// Keeps `charge` until this NOTIFY is dropped.
+    pub fn hold(&mut self, charge: Charge) {
+        self.charge = Some(charge);
+    }
+
     /// The stream-id the ACK must carry.
     pub fn stream_id(&self) -> u64 {
         self.header.stream_id
@@ -150,7 +174,7 @@ impl Session {
     /// A session waiting for HAPROXY-HELLO; `ceiling` caps the negotiated frame size.
     pub fn new(ceiling: u32) -> Session {
         Session {
-            buf: BytesMut::with_capacity(4096),
+            buf: BytesMut::with_capacity(HELLO_BUFFER),
             phase: Phase::Hello,
             ceiling,
         }
@@ -166,7 +190,7 @@ impl Session {
         matches!(self.phase, Phase::Open { .. })
     }
 
-    /// The negotiated max-frame-size (65 535 until the handshake): the limit for
+    /// The negotiated max-frame-size (4 096 until the handshake): the limit for
     /// every frame read, and for every ACK written.
     pub fn max_frame_size(&self) -> u32 {
         match self.phase {
@@ -186,7 +210,11 @@ impl Session {
         };
         let frame = match read_frame(&self.buf, limit) {
             Ok(None) => return None,
-            Ok(Some(n)) => self.buf.split_to(n).freeze(),
+            Ok(Some(n)) => {
+                let frame = Bytes::copy_from_slice(&self.buf[..n]);
+                self.buf.advance(n);
+                frame
+            }
             Err(e) => return Some(Step::Close(self.close(Close::Error(e.status())))),
         };
         let step = match Header::decode(&frame[4..]) {
@@ -195,6 +223,17 @@ impl Session {
             Ok(header) => open(frame, header),
         };
         Some(step.unwrap_or_else(|close| Step::Close(self.close(close))))
+    }
+
+    /// How many bytes the read buffer must hold for the frame being read: its
+    /// length prefix, and once that is in, the whole frame (never more than the
+    /// read limit allows; a longer prefix closes the session at the next step).
+    pub fn wanted(&self) -> usize {
+        let limit = self.max_frame_size() as usize;
+        match self.buf.get(..4) {
+            Some(p) => 4 + (u32::from_be_bytes([p[0], p[1], p[2], p[3]]) as usize).min(limit),
+            None => 4,
+        }
     }
 
     /// HAProxy closed the socket (read returned 0 bytes).
@@ -230,6 +269,11 @@ impl Session {
             _ => Close::Shutdown,
         };
         self.close(close)
+    }
+
+    /// The buffer budget cannot hold what this connection needs next.
+    pub fn over_budget(&mut self) -> Close {
+        self.close(Close::Error(Status::Resource))
     }
 
     /// A NOTIFY's payload did not decode.
@@ -271,7 +315,11 @@ pub fn disconnect_frame(status: Status) -> Bytes {
 /// A frame after the handshake.
 fn open(frame: Bytes, header: Header) -> Result<Step, Close> {
     match header.frame_type {
-        FrameType::Notify => Ok(Step::Notify(Notify { frame, header })),
+        FrameType::Notify => Ok(Step::Notify(Notify {
+            frame,
+            header,
+            charge: None,
+        })),
         FrameType::HaproxyDisconnect => Err(Close::PeerDisconnect),
         // A second HELLO, or agent frames coming our way.
         _ => Err(Close::Error(Status::Invalid)),

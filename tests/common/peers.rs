@@ -188,7 +188,7 @@ impl Agent {
         self.log.lock().unwrap().join("\n")
     }
 
-    /// Its process id, while it runs.
+    /// The process id, while it runs (for /proc/PID/status and /proc/PID/fd).
     pub fn pid(&self) -> Option<u32> {
         self.child.id()
     }

@@ -70,11 +70,11 @@ const CONTINUATION_ABORT: &str = "00 00 00 07 00 00 00 00 03 01 01";
 const VARINT_11: &str = "00 00 00 11 03 00 00 00 01 FF FE FE FE FE FE FE FE FE FE FE 01";
 const LEN_0: &str = "00 00 00 00";
 const LEN_6: &str = "00 00 00 06";
-/// Length prefixes only: one over the negotiated 16 380, one over the 65 535 before
-/// HELLO, 65 535 itself (waits for the rest), and 1 025 (over a 1 024 ceiling).
+/// Length prefixes only: one over the negotiated 16 380, one over the 4 096 before
+/// HELLO, 4 096 itself (waits for the rest), and 1 025 (over a 1 024 ceiling).
 const LEN_16381: &str = "00 00 3F FD";
-const LEN_65536: &str = "00 01 00 00";
-const LEN_65535: &str = "00 00 FF FF";
+const LEN_4097: &str = "00 00 10 01";
+const LEN_4096: &str = "00 00 10 00";
 const LEN_1025: &str = "00 00 04 01";
 // HELLO variants (supported-versions, max-frame-size), built by HAProxy's encoding.
 const HELLO_NO_VERSION: &str =
@@ -124,9 +124,10 @@ const CASES: &[(&str, u32, &[In], &[Out])] = &[
     ("agent frame before HELLO",        C,     &[Read(&[AGENT_HELLO])],            &[INVALID]),
     ("fragment before HELLO",           C,     &[Read(&[NOTIFY_NO_FIN])],          &[FRAGMENTED]),
     ("unknown type before HELLO",       C,     &[Read(&[UNKNOWN_TYPE_9])],         &[INVALID]),
-    // Frame sizes: 65 535 before HELLO, the negotiated size after.
-    ("65 535 before HELLO waits",       C,     &[Read(&[LEN_65535]), PeerClosed],  &[Closes(Close::PeerClosed)]),
-    ("65 536 before HELLO",             C,     &[Read(&[LEN_65536])],              &[TOO_BIG]),
+    // Frame sizes: 4 096 before HELLO (issue 14: a HELLO is a few hundred bytes),
+    // the negotiated size after.
+    ("4 096 before HELLO waits",        C,     &[Read(&[LEN_4096]), PeerClosed],   &[Closes(Close::PeerClosed)]),
+    ("4 097 before HELLO",              C,     &[Read(&[LEN_4097])],               &[TOO_BIG]),
     ("16 381 after HELLO",              C,     &[Read(&[HELLO_26, LEN_16381])],    &[Hello(C), TOO_BIG]),
     ("over a negotiated 1 024",         1024,  &[Read(&[HELLO_26]), Read(&[LEN_1025])], &[Hello(1024), TOO_BIG]),
     ("length 0 before HELLO",           C,     &[Read(&[LEN_0])],                  &[INVALID]),
@@ -291,7 +292,7 @@ fn replies_match_the_reference_bytes() {
 #[test]
 fn the_read_limit_follows_the_handshake() {
     let mut s = Session::new(1024);
-    assert_eq!(s.max_frame_size(), 65_535);
+    assert_eq!(s.max_frame_size(), 4096);
     s.read_buf().extend(hex(HELLO_26));
     assert!(matches!(s.next_step(), Some(Step::Send(_))));
     assert_eq!(s.max_frame_size(), 1024);
@@ -305,5 +306,51 @@ fn the_read_limit_follows_the_handshake() {
     assert_eq!(
         messages[0].arg("ip"),
         Some(&TypedData::Ipv4([192, 168, 0, 1].into()))
+    );
+}
+
+#[test]
+fn wanted_follows_the_length_prefix_within_the_limit() {
+    let mut s = Session::new(C);
+    assert_eq!(s.wanted(), 4, "the prefix first");
+    s.read_buf().extend(hex("00 00 01 00 01"));
+    assert_eq!(s.wanted(), 4 + 256);
+    // A prefix over the limit asks for no more than the limit; the next step closes.
+    let mut s = Session::new(C);
+    s.read_buf().extend(hex(LEN_4097));
+    assert_eq!(s.wanted(), 4 + 4096);
+    assert_eq!(
+        s.next_step(),
+        Some(Step::Close(Close::Error(Status::TooBig)))
+    );
+    // After HELLO the limit is the negotiated size.
+    let mut s = Session::new(C);
+    s.read_buf().extend(hex(HELLO_26));
+    assert!(matches!(s.next_step(), Some(Step::Send(_))));
+    s.read_buf().extend(hex(LEN_16381));
+    assert_eq!(s.wanted(), 4 + 16_380);
+}
+
+/// Frames are copied out: the read buffer keeps one allocation of its own (the size
+/// the connection charged), and a NOTIFY in flight holds only its own bytes.
+#[test]
+fn frames_are_copied_out_of_the_read_buffer() {
+    let mut s = Session::new(C);
+    let cap = s.read_buf().capacity();
+    assert_eq!(cap, HELLO_BUFFER);
+    s.read_buf().extend(hex(HELLO_26));
+    s.read_buf().extend(hex(NOTIFY_5_1));
+    assert!(matches!(s.next_step(), Some(Step::Send(_))));
+    let Some(Step::Notify(n)) = s.next_step() else {
+        panic!("NOTIFY")
+    };
+    assert_eq!(n.len(), hex(NOTIFY_5_1).len());
+    let buf = s.read_buf();
+    assert!(buf.is_empty());
+    let at = n.frame.as_ptr() as usize;
+    let start = buf.as_ptr() as usize - hex(HELLO_26).len() - n.len();
+    assert!(
+        !(start..start + cap).contains(&at),
+        "the NOTIFY does not point into the read buffer"
     );
 }
