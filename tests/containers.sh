@@ -42,7 +42,8 @@ phase() {
     phase_start=$SECONDS
     [ -z "$1" ] || echo "== containers: $1"
 }
-fail() { echo "containers: FAIL: $*" >&2; exit 1; }
+# Never a token in the output: a bearer token is printed as <token>.
+fail() { echo "containers: FAIL: $*" | sed -E 's/Bearer [A-Za-z0-9._-]+/Bearer <token>/g' >&2; exit 1; }
 
 [ "$(id -u)" = 0 ] || fail "needs root (podman rootful; rootless needs subuids this machine lacks)"
 
@@ -108,7 +109,8 @@ cleanup() {
     if [ -S "$dir/podman.sock" ]; then
         compose down --volumes --remove-orphans --timeout 5 >/dev/null 2>&1
     fi
-    podman pod rm -f -t 2 stagedoor-sidecar >/dev/null 2>&1
+    podman pod rm -af -t 2 >/dev/null 2>&1
+    podman secret rm stagedoor-backstage >/dev/null 2>&1
     podman rm -af -t 2 >/dev/null 2>&1
     podman volume prune -f >/dev/null 2>&1
     podman network rm -f stagedoor-demo_default >/dev/null 2>&1

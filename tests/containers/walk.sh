@@ -20,13 +20,25 @@ health_status() {
     podman inspect -f '{{.State.Health.Status}}' "$1" 2>/dev/null || true
 }
 
+# The stack's peers first (the provider and Backstage run npm ci from their committed
+# lockfiles inside the node containers; Backstage compiles better-sqlite3), started by
+# Compose while the stagedoor image builds; compose_walk's `compose up` then adds
+# stagedoor and HAProxy to the same project.
+peers_start() {
+    phase "compose up the peers (provider, Backstage, echo), left starting"
+    compose up -d --no-build --pull never oidc backstage echo >"$dir/compose-peers.log" 2>&1 ||
+        { cat "$dir/compose-peers.log"; fail "compose up oidc backstage echo"; }
+}
+
 compose_walk() {
     phase "compose up (Compose v2 against podman's socket)"
     compose version
     local sd=stagedoor-demo-stagedoor-1
     # Compose starts stagedoor, waits for it to be healthy (keys from the provider, the
     # catalog from Backstage), then starts HAProxy.
-    compose up -d --no-build --pull never >"$dir/compose-up.log" 2>&1 &
+    # --no-recreate: the peers peers_start started stay as they are (Compose would
+    # otherwise recreate them, their npm ci included, for the larger project).
+    compose up -d --no-build --pull never --no-recreate >"$dir/compose-up.log" 2>&1 &
     local up=$! deadline=$((SECONDS + 300)) failed_ready=0
     # Without systemd podman runs no healthcheck timers: this loop does what the timer
     # would, every `interval` (5 s), with `podman healthcheck run`, which records the
@@ -129,6 +141,9 @@ for d in docs:
             t = t.replace(a, b)
         d["data"]["stagedoor.toml"] = t
     if d["kind"] == "Deployment":
+        # One replica: podman publishes containerPort 8080 on the host, which two
+        # pods on one host cannot both bind (a cluster gives each pod its own IP).
+        d["spec"]["replicas"] = 1
         for c in d["spec"]["template"]["spec"]["containers"]:
             for e in c.get("env", []):
                 if e["name"] == "STAGEDOOR_BACKEND":
@@ -166,10 +181,15 @@ yaml.safe_dump({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "h
                 "data": {f: open(f"{d}/{f}").read() for f in ["haproxy.cfg", "stagedoor.spoe.conf"]}},
                open(sys.argv[2], "w"))
 PY
+    # The compose stack's HAProxy holds the host's 8080, which the pod publishes.
+    compose stop haproxy >/dev/null 2>&1
     podman kube play --network stagedoor-demo_default --configmap "$k/haproxy-configmap.yaml" \
-        "$k/stagedoor-sidecar.yaml"
-    local pod=gateway-pod sd=gateway-pod-stagedoor hap=gateway-pod-haproxy
-    podman pod ps --filter "name=$pod"
+        "$k/stagedoor-sidecar.yaml" >"$dir/kube-play.log" 2>&1 ||
+        { cat "$dir/kube-play.log"; fail "podman kube play"; }
+    local pod sd
+    pod=$(podman pod ps --format '{{.Name}}' | grep '^gateway-pod' | head -n 1)
+    sd=$(podman ps --filter "pod=$pod" --format '{{.Names}}' | grep -- '-stagedoor$')
+    podman ps --filter "pod=$pod" --format '{{.Names}}  {{.Image}}  {{.Status}}'
 
     # The probes, exactly as the manifest runs them, inside the stagedoor container.
     local ready live ok=0
@@ -189,6 +209,13 @@ PY
     local ip token pid uid
     ip=$(podman inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$(podman pod inspect -f '{{.InfraContainerID}}' "$pod")")
     token=$(provider_token svc svc-secret read)
+    # HAProxy started beside stagedoor and checks the agent every 2 s (rise 2): until
+    # two checks have passed since stagedoor was ready, it answers 503 (fail closed).
+    for _ in $(seq 30); do
+        [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 -H "Authorization: Bearer $token" \
+            "http://$ip:8080/echo")" != 503 ] && break
+        sleep 0.5
+    done
     expect_status 200 -H "Authorization: Bearer $token" "http://$ip:8080/echo"
     jq -e '.x_auth_client == "svc"' "$dir/body" >/dev/null || fail "identity headers: $(cat "$dir/body")"
     expect_status 401 "http://$ip:8080/echo"
@@ -201,7 +228,6 @@ PY
     [ "$uid" = 65532 ] || fail "sidecar stagedoor runs as uid $uid"
     [ "$(podman inspect -f '{{.HostConfig.ReadonlyRootfs}}' "$sd")" = true ] || fail "root fs not read-only"
     echo "containers: sidecar stagedoor uid $uid, read-only root, 12345 and 9901 not reachable at $ip"
-    podman kube down "$k/stagedoor-sidecar.yaml" >/dev/null
+    podman kube down "$k/stagedoor-sidecar.yaml" >/dev/null 2>&1 || fail "podman kube down"
     podman secret rm stagedoor-backstage >/dev/null
-    : "$hap"
 }
