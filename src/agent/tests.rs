@@ -1,0 +1,239 @@
+//! Unit tests of the agent: arguments, decisions, actions (the ACK's variables).
+use super::*;
+use crate::spop::Arg;
+
+fn msg(args: Vec<Arg<'static>>) -> Message<'static> {
+    Message {
+        name: b"authorize".as_slice().into(),
+        args,
+    }
+}
+
+fn base() -> Vec<Arg<'static>> {
+    vec![
+        Arg::new("method", TypedData::str("GET")),
+        Arg::new("path", TypedData::str("/a")),
+        Arg::new("host", TypedData::str("h")),
+        Arg::new("authorization", TypedData::str("Bearer abc.def.ghi")),
+    ]
+}
+
+#[test]
+fn bearer_scheme_is_case_insensitive_and_strict() {
+    assert_eq!(bearer("Bearer abc"), Some("abc"));
+    assert_eq!(bearer("bEaReR   abc  "), Some("abc"));
+    assert_eq!(bearer("Basic abc"), None);
+    assert_eq!(bearer("Bearer"), None);
+    assert_eq!(bearer("Bearer "), None);
+    assert_eq!(bearer("Bearer a b"), None);
+    assert_eq!(bearer("Bearerabc"), None);
+}
+
+#[test]
+fn arguments_are_typed_and_required() {
+    let m = msg(base());
+    let r = AuthRequest::from_message(&m).unwrap();
+    assert_eq!(
+        (r.method, r.path, r.host, r.token),
+        ("GET", "/a", "h", Some("abc.def.ghi"))
+    );
+
+    let mut a = base();
+    a.remove(0);
+    assert_eq!(
+        AuthRequest::from_message(&msg(a)),
+        Err(ArgError::Missing("method"))
+    );
+    let mut a = base();
+    a[1] = Arg::new("path", TypedData::Int64(1));
+    assert_eq!(
+        AuthRequest::from_message(&msg(a)),
+        Err(ArgError::WrongType("path"))
+    );
+    let mut a = base();
+    a[1] = Arg::new("path", TypedData::Null);
+    assert_eq!(
+        AuthRequest::from_message(&msg(a)),
+        Err(ArgError::WrongType("path"))
+    );
+    let mut a = base();
+    a.remove(3);
+    assert_eq!(
+        AuthRequest::from_message(&msg(a)),
+        Err(ArgError::Missing("authorization"))
+    );
+    // NULL host and authorization are absent headers, not errors.
+    let mut a = base();
+    a[2] = Arg::new("host", TypedData::Null);
+    a[3] = Arg::new("authorization", TypedData::Null);
+    a.push(Arg::new("token", TypedData::str("from.cookie.x")));
+    let m = msg(a);
+    let r = AuthRequest::from_message(&m).unwrap();
+    assert_eq!((r.host, r.token), ("", Some("from.cookie.x")));
+    // The header wins over the `token` argument; another scheme is no token.
+    let mut a = base();
+    a[3] = Arg::new("authorization", TypedData::str("Basic dXNlcg=="));
+    a.push(Arg::new("token", TypedData::str("from.cookie.x")));
+    let m = msg(a);
+    assert_eq!(AuthRequest::from_message(&m).unwrap().token, None);
+    let mut a = base();
+    a.push(Arg::new("authorization_count", TypedData::Int64(2)));
+    assert_eq!(
+        AuthRequest::from_message(&msg(a)),
+        Err(ArgError::MultipleAuthorization(2))
+    );
+}
+
+#[test]
+fn unsafe_identity_values_never_become_variables() {
+    let id = Identity {
+        issuer: "i".into(),
+        sub: Some("alice\r\nX-Auth-Entity: admin".into()),
+        client_id: Some("c".repeat(300)),
+        scopes: vec!["read".into(), "wr\tite".into()],
+        ..Identity::default()
+    };
+    let out = Outcome {
+        decision: Decision::bare(Reason::Ok),
+        identity: Some(Arc::new(id)),
+        credential_error: None,
+        shadow: false,
+        token_fp: None,
+        browser: Default::default(),
+    };
+    let acts = actions_for(&out, "r");
+    for name in ["sub", "client_id", "scopes"] {
+        assert!(
+            !acts.iter().any(
+                |a| matches!(a, Action::SetVar { name: n, .. } if n.as_ref() == name.as_bytes())
+            ),
+            "{name} must be left out"
+        );
+    }
+    assert!(header_safe("00u1abc", 256, false));
+    assert!(header_safe("read write", 256, true));
+    assert!(!header_safe("read write", 256, false));
+    assert!(!header_safe("", 256, false));
+}
+
+#[test]
+fn outages_are_errors_not_verdicts() {
+    for r in [
+        Reason::KeysUnavailable,
+        Reason::PolicyUnavailable,
+        Reason::InternalError,
+    ] {
+        let acts = actions_for(
+            &Outcome {
+                decision: Decision::bare(r),
+                identity: None,
+                credential_error: None,
+                shadow: false,
+                token_fp: None,
+                browser: Default::default(),
+            },
+            "r",
+        );
+        assert!(
+            acts.contains(&Action::set(
+                Scope::Txn,
+                "error",
+                TypedData::str(r.as_str())
+            )),
+            "{r}"
+        );
+        assert!(
+            !acts.iter().any(
+                |a| matches!(a, Action::SetVar { name, .. } if name.as_ref() == b"www_authenticate")
+            ),
+            "{r}"
+        );
+        // Shadow mode lets traffic through even then.
+        let acts = actions_for(
+            &Outcome {
+                decision: Decision::bare(r),
+                identity: None,
+                credential_error: None,
+                shadow: true,
+                token_fp: None,
+                browser: Default::default(),
+            },
+            "r",
+        );
+        assert!(
+            !acts
+                .iter()
+                .any(|a| matches!(a, Action::SetVar { name, .. } if name.as_ref() == b"error")),
+            "{r}"
+        );
+    }
+}
+
+#[test]
+fn actions_carry_identity_only_when_verified() {
+    let d = Decision {
+        reason: Reason::Expired,
+        entity: None,
+        owner: None,
+        route: None,
+        required_scopes: None,
+    };
+    let out = Outcome {
+        decision: d,
+        identity: None,
+        credential_error: None,
+        shadow: false,
+        token_fp: None,
+        browser: Default::default(),
+    };
+    let acts = actions_for(&out, "r");
+    let names: Vec<_> = acts
+        .iter()
+        .map(|a| match a {
+            Action::SetVar { name, .. } => String::from_utf8_lossy(name).into_owned(),
+            Action::UnsetVar { .. } => unreachable!(),
+        })
+        .collect();
+    assert_eq!(names, ["allow", "status", "reason", "www_authenticate"]);
+    assert!(acts.contains(&Action::set(Scope::Txn, "allow", TypedData::Bool(false))));
+    assert!(acts.contains(&Action::set(
+        Scope::Txn,
+        "www_authenticate",
+        TypedData::string(
+            "Bearer realm=\"r\", error=\"invalid_token\", error_description=\"expired\"".into()
+        )
+    )));
+    // Every variable name fits HAProxy's limits with the default prefix.
+    for n in &names {
+        assert!(
+            n.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
+        );
+        assert!(format!("txn.stagedoor.{n}").len() <= 63);
+    }
+    // Shadow: allow is true, the real outcome stays visible.
+    let d = Decision::bare(Reason::NoRoute);
+    let acts = actions_for(
+        &Outcome {
+            decision: d,
+            identity: None,
+            credential_error: None,
+            shadow: true,
+            token_fp: None,
+            browser: Default::default(),
+        },
+        "r",
+    );
+    assert!(acts.contains(&Action::set(Scope::Txn, "allow", TypedData::Bool(true))));
+    assert!(acts.contains(&Action::set(
+        Scope::Txn,
+        "shadow_deny",
+        TypedData::Bool(true)
+    )));
+    assert!(acts.contains(&Action::set(Scope::Txn, "status", TypedData::Int64(403))));
+    assert!(acts.contains(&Action::set(
+        Scope::Txn,
+        "reason",
+        TypedData::str("no_route")
+    )));
+}
