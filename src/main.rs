@@ -239,15 +239,9 @@ fn replay(
         Ok(c) => c,
         Err(code) => return code,
     };
-    let loaded = match run_once(stagedoor::offline::load_policy(
-        &cfg,
-        Duration::from_secs(30),
-    )) {
+    let loaded = match load_policy(&cfg) {
         Ok(p) => p,
-        Err(e) => {
-            eprintln!("stagedoor: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let input: Box<dyn std::io::BufRead> = if log.as_os_str() == "-" {
         Box::new(std::io::stdin().lock())
@@ -280,6 +274,18 @@ fn replay(
     ExitCode::SUCCESS
 }
 
+/// The catalog loaded once and its policy built, within 30 s (exit 1 otherwise).
+fn load_policy(cfg: &Config) -> Result<stagedoor::offline::LoadedPolicy, ExitCode> {
+    run_once(stagedoor::offline::load_policy(
+        cfg,
+        Duration::from_secs(30),
+    ))
+    .map_err(|e| {
+        eprintln!("stagedoor: {e}");
+        ExitCode::FAILURE
+    })
+}
+
 /// The configuration a `test` or `replay` decides under: `--config`, or one that
 /// only reads `--catalog` files.
 fn policy_config(config: Option<PathBuf>, catalog: Vec<String>) -> Result<Config, ExitCode> {
@@ -296,15 +302,9 @@ fn policy_test(files: &[PathBuf], config: Option<PathBuf>, catalog: Vec<String>)
         Ok(c) => c,
         Err(code) => return code,
     };
-    let loaded = match run_once(stagedoor::offline::load_policy(
-        &cfg,
-        Duration::from_secs(30),
-    )) {
+    let loaded = match load_policy(&cfg) {
         Ok(p) => p,
-        Err(e) => {
-            eprintln!("stagedoor: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let issuers = with_issuers.then_some(&cfg);
     match stagedoor::offline::cases::run(files, &loaded.policy, issuers) {
@@ -367,15 +367,9 @@ fn policy_show(config: &Path, format: Format, strict: bool) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let loaded = match run_once(stagedoor::offline::load_policy(
-        &cfg,
-        Duration::from_secs(30),
-    )) {
+    let loaded = match load_policy(&cfg) {
         Ok(p) => p,
-        Err(e) => {
-            eprintln!("stagedoor: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     match format {
         Format::Table => {
