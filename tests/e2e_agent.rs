@@ -11,6 +11,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use common::haproxy::{Haproxy, repo, require_bin, require_haproxy3, require_haproxy30};
 use common::http::{Response, get, request};
+use common::metric_sum;
 use common::peers::{Agent, Op, Ports, fixture, require_peer};
 
 fn write_config(dir: &std::path::Path, p: &Ports, mode: &str) -> std::path::PathBuf {
@@ -107,14 +108,6 @@ async fn wait_ready(p: &Ports, agent: &Agent) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("agent not ready:\n{}", agent.log_text());
-}
-
-fn metric_sum(text: &str, name: &str, filter: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
-        .filter(|l| l.contains(filter))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 /// The decision log of this run, replayed against the same configuration (issue

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use common::haproxy::{Haproxy, free_port, repo, require_bin, require_haproxy3};
 use common::http::request;
 use common::load::Load;
+use common::metric_sum;
 use common::peers::{Agent, Backstage, Op, require_peer};
 
 const TOKEN: &str = "test-read-only-token";
@@ -21,14 +22,6 @@ const OP_KEYS: &str = "flap-rs:RS256,flap-es:ES256";
 #[test]
 fn peer_tests_run_under_ci() {
     common::haproxy::assert_peer_tests_run_under_ci();
-}
-
-fn metric(text: &str, name: &str, filter: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
-        .filter(|l| l.contains(filter))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 async fn metrics(admin: u16) -> String {
@@ -99,7 +92,7 @@ async fn provider_and_catalog_flapping_under_load_fail_no_request() {
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let m = metrics(admin).await;
-        if metric(&m, "stagedoor_catalog_entities", "") == 3.0
+        if metric_sum(&m, "stagedoor_catalog_entities", "") == 3.0
             && request(&format!("127.0.0.1:{admin}"), "GET", "/readyz", &[])
                 .await
                 .status
@@ -187,14 +180,14 @@ async fn provider_and_catalog_flapping_under_load_fail_no_request() {
     println!("flapping: {cycles} cycles, {sent} requests, {failed} failed: {summaries:#?}");
 
     // The agent saw the peers go away, so the test did test something.
-    let key_errors = metric(&after, "stagedoor_jwks_refreshes_total", "result=\"error\"")
-        - metric(
+    let key_errors = metric_sum(&after, "stagedoor_jwks_refreshes_total", "result=\"error\"")
+        - metric_sum(
             &before,
             "stagedoor_jwks_refreshes_total",
             "result=\"error\"",
         );
-    let sync_failures = metric(&after, "stagedoor_catalog_syncs_total", "result=\"failed\"")
-        - metric(
+    let sync_failures = metric_sum(&after, "stagedoor_catalog_syncs_total", "result=\"failed\"")
+        - metric_sum(
             &before,
             "stagedoor_catalog_syncs_total",
             "result=\"failed\"",
@@ -210,7 +203,7 @@ async fn provider_and_catalog_flapping_under_load_fail_no_request() {
         agent.log_text()
     );
     assert_eq!(
-        metric(&after, "stagedoor_catalog_entities", ""),
+        metric_sum(&after, "stagedoor_catalog_entities", ""),
         3.0,
         "{after}"
     );

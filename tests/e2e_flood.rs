@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use common::haproxy::{Haproxy, repo, require_bin};
 use common::hello_26;
 use common::http::{Response, request};
+use common::metric_sum;
 use common::peers::{Agent, Ports};
 use stagedoor::spop::Frame;
 use stagedoor::spop::frame::read_frame;
@@ -106,14 +107,6 @@ static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(())
 
 async fn metrics(p: &Ports) -> Response {
     request(&format!("127.0.0.1:{}", p.admin), "GET", "/metrics", &[]).await
-}
-
-fn metric(text: &str, name: &str, filter: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
-        .filter(|l| l.contains(filter))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 async fn start_agent(dir: &Path, p: &Ports, budget: u64) -> Agent {
@@ -270,7 +263,7 @@ fn sample(pid: u32, admin: u16) -> (Arc<AtomicBool>, tokio::task::JoinHandle<(f6
         while !s.load(Ordering::Relaxed) {
             let m = request(&format!("127.0.0.1:{admin}"), "GET", "/metrics", &[]).await;
             assert_eq!(m.status, 200, "/metrics during the flood");
-            max_buf = max_buf.max(metric(&m.body, "stagedoor_spop_buffer_bytes", ""));
+            max_buf = max_buf.max(metric_sum(&m.body, "stagedoor_spop_buffer_bytes", ""));
             max_rss = max_rss.max(rss(pid));
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -292,7 +285,7 @@ async fn flood(p: &Ports, n: usize, node: &mut tokio::process::ChildStdin) -> Ve
     let addr = format!("127.0.0.1:{}", p.agent);
     let accepted = async || {
         let m = metrics(p).await.body;
-        metric(&m, "stagedoor_spop_connections_total", "") as usize
+        metric_sum(&m, "stagedoor_spop_connections_total", "") as usize
     };
     let base = accepted().await;
     let mut all = Vec::with_capacity(n);
@@ -360,7 +353,7 @@ async fn a_flood_of_unfinished_handshakes_stays_in_budget_and_decisions_flow() {
     }
     let rss_before = rss(pid);
     let m = metrics(&p).await.body;
-    let open_before = metric(&m, "stagedoor_spop_connections_open", "");
+    let open_before = metric_sum(&m, "stagedoor_spop_connections_open", "");
     let ok_before = ok.load(Ordering::Relaxed);
 
     // The flood: 10 000 silent connections from here, 10 000 half HELLOs from Node.
@@ -403,7 +396,7 @@ async fn a_flood_of_unfinished_handshakes_stays_in_budget_and_decisions_flow() {
     let count = |s: Result<Option<i64>, ()>| ended.iter().filter(|&&e| e == s).count();
     let half: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
     let m = metrics(&p).await.body;
-    let refused = metric(
+    let refused = metric_sum(
         &m,
         "stagedoor_spop_connections_rejected_total",
         "buffer_budget",
@@ -449,7 +442,7 @@ async fn a_flood_of_unfinished_handshakes_stays_in_budget_and_decisions_flow() {
     // The flood leaves nothing behind.
     for _ in 0..100 {
         let m = metrics(&p).await.body;
-        if metric(&m, "stagedoor_spop_connections_open", "") <= open_before {
+        if metric_sum(&m, "stagedoor_spop_connections_open", "") <= open_before {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -493,8 +486,8 @@ async fn churn(addr: &str, cycles: usize, workers: usize) {
 async fn settled(p: &Ports) -> String {
     for _ in 0..200 {
         let m = metrics(p).await.body;
-        if metric(&m, "stagedoor_spop_connections_open", "") == 0.0
-            && metric(&m, "stagedoor_spop_buffer_bytes", "") == 0.0
+        if metric_sum(&m, "stagedoor_spop_connections_open", "") == 0.0
+            && metric_sum(&m, "stagedoor_spop_buffer_bytes", "") == 0.0
         {
             return m;
         }
@@ -522,7 +515,7 @@ async fn rst_churn_leaves_files_and_memory_at_baseline() {
     let took = started.elapsed();
     let m = settled(&p).await;
     let (fds_after, rss_after) = (open_fds(pid).await, rss(pid));
-    let hellos = metric(&m, "stagedoor_spop_frames_total", "haproxy_hello");
+    let hellos = metric_sum(&m, "stagedoor_spop_frames_total", "haproxy_hello");
     eprintln!(
         "churn: 100 000 cycles in {took:?}; fds {fds_before} -> {fds_after}; RSS {} -> {} KiB; \
          HELLOs {hellos}",

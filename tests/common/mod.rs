@@ -249,3 +249,13 @@ pub fn ack_var<'a>(f: &'a Frame<'_>, name: &str) -> Option<&'a TypedData<'a>> {
         _ => None,
     }
 }
+
+/// The sum of the samples of metric `name` whose labels contain `filter`, in a
+/// Prometheus text exposition (0 when there is none).
+pub fn metric_sum(text: &str, name: &str, filter: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .filter(|l| l.contains(filter))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
