@@ -46,10 +46,17 @@ impl Handler for Echo {
 async fn start_agent(port: u16) -> CancellationToken {
     let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
     let shutdown = CancellationToken::new();
+    // A stopping agent keeps answering on its open connections until HAProxy has
+    // left them quiet for `drain_quiet` (issue 14): short here, so that the test's
+    // "agent down" comes soon after the stop.
+    let cfg = EngineConfig {
+        drain_quiet: Duration::from_millis(200),
+        ..EngineConfig::default()
+    };
     tokio::spawn(stagedoor::server::run(
         listener,
         Arc::new(Echo),
-        EngineConfig::default(),
+        cfg,
         1000,
         Arc::new(EngineStats::default()),
         shutdown.clone(),
@@ -182,9 +189,10 @@ async fn variables_reach_haproxy(bin: &Path) {
         r.unwrap();
     }
 
-    // Agent stopped: HAProxy gets no decision, and the request fails closed (503).
+    // Agent stopped: once its connections have gone quiet and closed, HAProxy gets no
+    // decision, and the request fails closed (503).
     agent.cancel();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
     let r = http.get(hap.url("/after-stop")).send().await.unwrap();
     assert_eq!(r.status(), 503);
     assert!(

@@ -26,11 +26,15 @@ const DRAIN_EVERY: Duration = Duration::from_millis(10);
 struct Shared {
     queue: Mutex<Queue>,
     out: Mutex<Box<dyn Write + Send>>,
+    /// Held for a whole drain (swap, format, write): a flush that finds the queue
+    /// empty because the writer thread just took it waits for that write.
+    draining: Mutex<()>,
 }
 
 impl Shared {
     /// Swaps the queue with `spare` (keeping both allocations), formats, writes.
     fn drain_with(&self, spare: &mut Queue, text: &mut Vec<u8>) {
+        let _draining = self.draining.lock().unwrap_or_else(|e| e.into_inner());
         spare.clear();
         std::mem::swap(
             &mut *self.queue.lock().unwrap_or_else(|e| e.into_inner()),
@@ -78,6 +82,7 @@ impl DecisionLog {
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue::default()),
             out: Mutex::new(out),
+            draining: Mutex::new(()),
         });
         if mode != DecisionLogs::Off {
             let weak = Arc::downgrade(&shared);
