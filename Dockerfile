@@ -31,7 +31,10 @@ RUN cargo build --release --locked --bin stagedoor
 # distroless/cc: glibc and CA certificates, no shell; runs as uid 65532.
 FROM ${RUNTIME_IMAGE}
 COPY --from=build /src/target/release/stagedoor /usr/local/bin/stagedoor
-USER nonroot:nonroot
+# Numeric (distroless's nonroot): a kubelet refuses to start a container with
+# `runAsNonRoot: true` (examples/kubernetes) whose image user is a name it cannot
+# check ("image has non-numeric user (nonroot), cannot verify user is non-root").
+USER 65532:65532
 EXPOSE 12345 9901
 # Liveness from the binary itself (the image has no shell or curl).
 HEALTHCHECK --interval=10s --timeout=3s --retries=3 \

@@ -69,7 +69,8 @@ pub struct EngineConfig {
     pub max_frame_size: u32,
     /// NOTIFYs handled at once per connection; further frames wait (backpressure).
     pub max_in_flight: usize,
-    /// Close a connection with no traffic and nothing in flight for this long.
+    /// Close a connection with no whole frame read and nothing in flight for this
+    /// long (bytes of a frame that never finishes do not count).
     pub idle_timeout: Duration,
     /// Time allowed between accept and a complete HAPROXY-HELLO.
     pub hello_timeout: Duration,
@@ -314,6 +315,10 @@ async fn read_loop<H: Handler>(
                     return session.over_budget();
                 };
                 notify.hold(charge);
+                // The idle timer restarts on a whole frame, not on any byte: a peer
+                // trickling one byte at a time into a frame it never finishes would
+                // otherwise hold that frame's buffer for as long as it likes.
+                idle.as_mut().reset(last_read + cfg.idle_timeout);
                 work.start(notify).await;
                 // A NOTIFY answered in place may have found itself malformed.
                 if work.invalid.is_cancelled() {
@@ -333,6 +338,9 @@ async fn read_loop<H: Handler>(
         if let Some(d) = &drain {
             match d.step(Instant::now(), !work.tasks.is_empty(), last_read) {
                 DrainStep::Until(at) => wake.as_mut().reset(at),
+                // Past the hard stop nothing more is read: a peer that always has
+                // bytes waiting would otherwise keep the connection open forever.
+                DrainStep::Stop => return session.shutdown(),
                 // A frame already in the socket is read first: closing on it would
                 // fail its request.
                 DrainStep::Close => match fill(&rd, session, held, cfg.buffer_budget) {
@@ -353,10 +361,7 @@ async fn read_loop<H: Handler>(
         release_if_empty(session, held);
         tokio::select! {
             r = rd.readable() => match r.map(|()| fill(&rd, session, held, cfg.buffer_budget)) {
-                Ok(Filled::Bytes) => {
-                    last_read = Instant::now();
-                    idle.as_mut().reset(last_read + cfg.idle_timeout);
-                }
+                Ok(Filled::Bytes) => last_read = Instant::now(),
                 Ok(Filled::NotYet) => {}
                 Ok(Filled::Eof) => return session.peer_closed(),
                 Ok(Filled::OverBudget) => return session.over_budget(),

@@ -28,10 +28,13 @@ pub struct Drain {
 /// What the reader does next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DrainStep {
-    /// Close now: AGENT-DISCONNECT 0 once in-flight ACKs are out.
+    /// Close now, once what already waits in the socket is read and answered:
+    /// AGENT-DISCONNECT 0 once in-flight ACKs are out.
     Close,
     /// Keep reading and answering; ask again at this instant at the latest.
     Until(Instant),
+    /// Past the hard stop: close without reading what waits in the socket.
+    Stop,
 }
 
 impl Drain {
@@ -48,7 +51,7 @@ impl Drain {
     pub fn step(&self, now: Instant, in_flight: bool, last_read: Instant) -> DrainStep {
         let hard = self.deadline + HARD_STOP;
         if now >= hard {
-            return DrainStep::Close;
+            return DrainStep::Stop;
         }
         if in_flight {
             // A finished NOTIFY asks again; until then only the hard stop can end it.
@@ -74,7 +77,7 @@ mod tests {
     }
 
     /// (what, ms since the stop, in flight, ms since the stop of the last read
-    /// (negative: before it), the step: None = close, Some(ms since the stop)).
+    /// (negative: before it), the step: None = close, Some(u64::MAX) = stop (hard), Some(ms since the stop)).
     #[rustfmt::skip]
     const CASES: &[(&str, u64, bool, i64, Option<u64>)] = &[
         ("idle before the stop: closes at once",        0,      false, -5_000, None),
@@ -85,7 +88,7 @@ mod tests {
         ("the quiet wait never passes the deadline",     9_500,  false, 9_400,  Some(10_000)),
         ("past the deadline, nothing in flight: closes", 10_000, false, 9_999,  None),
         ("past the deadline, busy: waits for the gap",   10_500, true,  10_499, Some(11_000)),
-        ("past the hard stop: closes, busy or not",      11_000, true,  10_999, None),
+        ("past the hard stop: stops, busy or not",       11_000, true,  10_999, Some(u64::MAX)),
     ];
 
     #[test]
@@ -100,6 +103,7 @@ mod tests {
             };
             let want = match want {
                 None => DrainStep::Close,
+                Some(u64::MAX) => DrainStep::Stop,
                 Some(at) => DrainStep::Until(start + ms(at)),
             };
             assert_eq!(
