@@ -27,10 +27,16 @@ COPY examples ./examples
 ARG CARGO_BUILD_JOBS
 ENV CARGO_PROFILE_RELEASE_DEBUG=0 CARGO_PROFILE_RELEASE_STRIP=symbols
 RUN cargo build --release --locked --bin stagedoor
+# The catalog snapshot's directory, empty, for the runtime image (which has no shell
+# to make it).
+RUN mkdir -p /state
 
 # distroless/cc: glibc and CA certificates, no shell; runs as uid 65532.
 FROM ${RUNTIME_IMAGE}
 COPY --from=build /src/target/release/stagedoor /usr/local/bin/stagedoor
+# Owned by the runtime user: a named volume mounted here (docker-compose.yml) starts
+# as a copy of it, so the snapshot can be written under Docker as under podman.
+COPY --from=build --chown=65532:65532 /state /var/lib/stagedoor
 # Numeric (distroless's nonroot): a kubelet refuses to start a container with
 # `runAsNonRoot: true` (examples/kubernetes) whose image user is a name it cannot
 # check ("image has non-numeric user (nonroot), cannot verify user is non-root").
