@@ -84,11 +84,10 @@ fn compose_stack_is_consistent() {
     assert_eq!(port, host_port(&env("echo", "STAGEDOOR_BACKEND")).1);
     // HAProxy publishes the port it binds.
     let bind = host_port(&env("haproxy", "STAGEDOOR_FRONTEND")).1;
-    assert!(
-        services["haproxy"]["ports"][0]
-            .as_str()
-            .unwrap()
-            .ends_with(&format!(":{bind}"))
+    // On the host's loopback only: the demo provider signs anyone in (review B).
+    assert_eq!(
+        services["haproxy"]["ports"][0].as_str().unwrap(),
+        format!("127.0.0.1:{bind}:{bind}")
     );
     // stagedoor → provider and Backstage.
     // The provider is reached by the same name from stagedoor and from a browser on
@@ -107,8 +106,8 @@ fn compose_stack_is_consistent() {
     assert!(
         services["oidc"]["ports"]
             .to_string()
-            .contains(&format!("\"{iss_port}:{iss_port}\"")),
-        "provider port not published as is"
+            .contains(&format!("\"127.0.0.1:{iss_port}:{iss_port}\"")),
+        "provider port not published as is, on the host's loopback only"
     );
     // HAProxy → the sign-in listener; the provider knows its callback.
     let sso = cfg.sso.as_ref().expect("[sso] in the compose config");
