@@ -136,16 +136,16 @@ agent_port[noop]=$(port)
 agent_pid[noop]=$!
 pids+=($!)
 
-# The baseline: the same file without the filter and the decision rules; native: the
+# The baseline: the same file without the filter, its retry and the decision rules; native: the
 # baseline with jwt_verify where the filter was (the key path is literal: loaded at init).
-grep -v -e "filter spoe" -e "http-request return status" haproxy/haproxy.cfg >"$work/baseline.cfg"
+grep -v -e "filter spoe" -e "send-spoe-group" -e "http-request return status" haproxy/haproxy.cfg >"$work/baseline.cfg"
 awk -v key="$work/rs.pub.pem" '
     /filter spoe/ {
         print "    http-request set-var(txn.bearer) http_auth_bearer"
         print "    http-request deny deny_status 401 unless { var(txn.bearer),jwt_verify(\"RS256\",\"" key "\") -m int 1 }"
         next
     }
-    /http-request return status/ { next }
+    /http-request return status/ || /send-spoe-group/ { next }
     { print }' haproxy/haproxy.cfg >"$work/native.cfg"
 # Pinned HAProxy runs one thread (a second global section adds to the first).
 printf 'global\n' >"$work/threads.cfg"
