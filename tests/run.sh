@@ -47,6 +47,10 @@ for lock in tests/peers/*/package-lock.json; do
     echo "$want" >"$stamp"
 done
 
+# One build, then many runs: the incremental cache (~2 GB) would only cost disk.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+echo "== disk: $(df -h . | awk 'NR == 2 { print $4 " free on " $6 }')"
+
 echo "== cargo fmt --check"
 cargo fmt --check
 echo "== cargo clippy"
@@ -67,6 +71,7 @@ sleeping=(admin_limits)
 waiting=(deploy e2e_agent e2e_browser e2e_desync e2e_large_token e2e_spoe_retry e2e_haproxy_spop sso_flow token_oidc browser_smoke browser_sso)
 alone=(policy_attacks token_keysets token_attacks token_props catalog_backstage token_backstage_e2e e2e_ops e2e_restart e2e_flapping e2e_flood)
 cargo test --locked --no-run
+echo "== disk after the test build: target $(du -sh target 2>/dev/null | cut -f1), $(df -h . | awk 'NR == 2 { print $4 }') free"
 logs=$(mktemp -d)
 trap 'rm -rf "$logs"' EXIT
 flags() { for t in "$@"; do [ ! -e "tests/$t.rs" ] || echo "--test=$t"; done; }
