@@ -43,6 +43,24 @@ pub enum ArgError {
     MultipleAuthorization(i64),
 }
 
+/// The arguments [`AuthRequest::from_message`] reads, as found.
+#[derive(Default)]
+struct Args<'s, 'a> {
+    method: Option<&'s TypedData<'a>>,
+    path: Option<&'s TypedData<'a>>,
+    host: Option<&'s TypedData<'a>>,
+    authorization: Option<&'s TypedData<'a>>,
+    authorization_count: Option<&'s TypedData<'a>>,
+    token: Option<&'s TypedData<'a>>,
+    src: Option<&'s TypedData<'a>>,
+    request_id: Option<&'s TypedData<'a>>,
+    cookie: Option<&'s TypedData<'a>>,
+    cookie_count: Option<&'s TypedData<'a>>,
+    accept: Option<&'s TypedData<'a>>,
+    fetch_mode: Option<&'s TypedData<'a>>,
+    query: Option<&'s TypedData<'a>>,
+}
+
 impl<'a> AuthRequest<'a> {
     /// Reads the arguments. `method` and `path` must be strings; `host`,
     /// `authorization`, `token`, `src` and `request_id` may be NULL (HAProxy sends
@@ -51,49 +69,65 @@ impl<'a> AuthRequest<'a> {
     /// # Errors
     /// A missing or mistyped argument.
     pub fn from_message(msg: &'a Message<'a>) -> Result<AuthRequest<'a>, ArgError> {
-        let required_str = |name: &'static str| match msg.arg(name) {
+        // One pass over the arguments (the first of each name counts), then the checks:
+        // a lookup per name walked the list a dozen times per request.
+        let mut a = Args::default();
+        for arg in &msg.args {
+            let slot = match arg.name.as_ref() {
+                b"method" => &mut a.method,
+                b"path" => &mut a.path,
+                b"host" => &mut a.host,
+                b"authorization" => &mut a.authorization,
+                b"authorization_count" => &mut a.authorization_count,
+                b"token" => &mut a.token,
+                b"src" => &mut a.src,
+                b"request_id" => &mut a.request_id,
+                b"cookie" => &mut a.cookie,
+                b"cookie_count" => &mut a.cookie_count,
+                b"accept" => &mut a.accept,
+                b"fetch_mode" => &mut a.fetch_mode,
+                b"query" => &mut a.query,
+                _ => continue,
+            };
+            slot.get_or_insert(&arg.value);
+        }
+        let required_str = |name: &'static str, v: Option<&'a TypedData<'a>>| match v {
             None => Err(ArgError::Missing(name)),
-            Some(TypedData::Str(_)) => msg
-                .arg(name)
-                .and_then(TypedData::as_str)
-                .ok_or(ArgError::WrongType(name)),
-            Some(_) => Err(ArgError::WrongType(name)),
+            Some(v) => v.as_str().ok_or(ArgError::WrongType(name)),
         };
-        let nullable_str = |name: &'static str, required: bool| match msg.arg(name) {
-            None if required => Err(ArgError::Missing(name)),
-            None | Some(TypedData::Null) => Ok(None),
-            Some(TypedData::Str(_)) => msg
-                .arg(name)
-                .and_then(TypedData::as_str)
-                .map(Some)
-                .ok_or(ArgError::WrongType(name)),
-            Some(_) => Err(ArgError::WrongType(name)),
-        };
+        let nullable_str =
+            |name: &'static str, v: Option<&'a TypedData<'a>>, required: bool| match v {
+                None if required => Err(ArgError::Missing(name)),
+                None | Some(TypedData::Null) => Ok(None),
+                Some(v) => v.as_str().map(Some).ok_or(ArgError::WrongType(name)),
+            };
         // `authorization_count` (optional, `req.hdr_cnt(authorization)`): HAProxy
         // sends only one occurrence in `authorization`, so a second header would
         // otherwise go unseen.
-        if let Some(n) = msg.arg("authorization_count").and_then(TypedData::as_i64)
+        if let Some(n) = a.authorization_count.and_then(TypedData::as_i64)
             && n > 1
         {
             return Err(ArgError::MultipleAuthorization(n));
         }
-        let method = required_str("method")?;
-        let path = required_str("path")?;
-        let host = nullable_str("host", true)?.unwrap_or("");
-        let authorization = nullable_str("authorization", true)?;
-        let raw_token = nullable_str("token", false)?;
-        let src = match msg.arg("src") {
+        let method = required_str("method", a.method)?;
+        let path = required_str("path", a.path)?;
+        let host = nullable_str("host", a.host, true)?.unwrap_or("");
+        let authorization = nullable_str("authorization", a.authorization, true)?;
+        let raw_token = nullable_str("token", a.token, false)?;
+        let src = match a.src {
             Some(TypedData::Ipv4(a)) => Some((*a).into()),
             Some(TypedData::Ipv6(a)) => Some((*a).into()),
             _ => None,
         };
-        let request_id = nullable_str("request_id", false).ok().flatten();
+        let request_id = nullable_str("request_id", a.request_id, false)
+            .ok()
+            .flatten();
         let browser = BrowserArgs {
-            cookie: nullable_str("cookie", false)?,
-            cookie_count: msg.arg("cookie_count").and_then(TypedData::as_i64),
-            accept: nullable_str("accept", false)?,
-            fetch_mode: nullable_str("fetch_mode", false)?,
-            query: nullable_str("query", false)?,
+            cookie: nullable_str("cookie", a.cookie, false)?,
+            cookie_count: a.cookie_count.and_then(TypedData::as_i64),
+            accept: nullable_str("accept", a.accept, false)?,
+            fetch_mode: nullable_str("fetch_mode", a.fetch_mode, false)?,
+            query: nullable_str("query", a.query, false)?,
         };
         let token = match authorization {
             Some(h) => bearer(h),
@@ -182,20 +216,22 @@ impl Agent {
             // over? (HTTP/2 cookie fields arrive merged into one.)
             return self.bare_outcome(Reason::BadRequest);
         }
-        // One SHA-256 per token: the cache key and the log fingerprint.
-        let digest = req.token.map(crate::token::token_digest);
-        let token = match (req.token, &digest, sso, req.browser.cookie) {
-            (Some(t), Some(d), _, _) => self.verifier.verify_digested(t, d, now_unix).await,
+        let (token, token_fp) = match (req.token, sso, req.browser.cookie) {
+            (Some(t), _, _) => {
+                let (verified, fp) = self.verifier.verify_fingerprinted(t, now_unix).await;
+                (verified, Some(fp))
+            }
             // No bearer token: a session cookie decides like a token with its identity.
-            (None, _, Some(sso), Some(cookie)) => {
+            (None, Some(sso), Some(cookie)) => (
                 match sso.session_from_cookie_header(cookie, now_unix) {
                     SessionLookup::Valid(identity) => Ok(identity),
                     SessionLookup::Invalid(InvalidSession::Expired) => Err(Reason::SessionExpired),
                     SessionLookup::Invalid(_) => Err(Reason::SessionInvalid),
                     SessionLookup::None => Err(Reason::MissingToken),
-                }
-            }
-            _ => Err(Reason::MissingToken),
+                },
+                None,
+            ),
+            _ => (Err(Reason::MissingToken), None),
         };
         let policy_req = Request {
             method: req.method,
@@ -234,7 +270,7 @@ impl Agent {
             credential_error: token.as_ref().err().copied(),
             identity: token.ok(),
             shadow: self.settings.mode == Mode::Shadow,
-            token_fp: digest.map(|d| [d[0], d[1], d[2], d[3], d[4], d[5]]),
+            token_fp,
             browser,
         }
     }
