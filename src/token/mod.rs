@@ -23,6 +23,7 @@ pub mod issuer;
 pub mod jose;
 pub mod jwk;
 pub mod modulus;
+mod recent;
 pub mod verifier;
 pub mod verify;
 

@@ -14,6 +14,7 @@ use super::fetch;
 use super::issuer::{IssuerState, IssuerStatus, run, sha256};
 use super::jose::{RawClaims, parse_jws};
 use super::jwk::KeySet;
+use super::recent::Recent;
 use super::verify::{
     IdToken, IdTokenError, check_issuer_claims, check_signature, unverified_issuer, verify_id_token,
 };
@@ -29,6 +30,8 @@ pub struct Verifier {
 struct Inner {
     issuers: Vec<Arc<IssuerState>>,
     cache: Option<Cache<[u8; 32], Arc<Cached>>>,
+    /// The last tokens verified, in front of `cache` (there only when it is).
+    recent: Option<Recent<Arc<Cached>>>,
     settings: TokenConfig,
     groups_claims: Vec<String>,
     _stop: Option<DropGuard>,
@@ -40,6 +43,8 @@ struct Cached {
     issuer: usize,
     key_fingerprint: u64,
     exp: i64,
+    /// The first bytes of the token's SHA-256, for the decision log.
+    token_fp: [u8; 6],
     /// `exp - now` at insert: the entry's lifetime in the cache.
     ttl: Duration,
     /// The entry's estimated bytes (identity, this struct, key, moka's own).
@@ -161,6 +166,7 @@ impl Verifier {
         Verifier {
             inner: Arc::new(Inner {
                 issuers,
+                recent: cache.as_ref().map(|_| Recent::new()),
                 cache,
                 settings,
                 groups_claims,
@@ -192,16 +198,33 @@ impl Verifier {
     /// # Errors
     /// The [`Reason`] the token was rejected with.
     pub async fn verify(&self, token: &str, now_unix: i64) -> Result<Arc<Identity>, Reason> {
-        self.verify_digested(token, &token_digest(token), now_unix)
-            .await
+        self.verify_fingerprinted(token, now_unix).await.0
     }
 
-    /// [`Verifier::verify`] for a caller that already holds `token_digest(token)`
-    /// (the agent reuses it for the decision log's token fingerprint).
-    ///
-    /// # Errors
-    /// The [`Reason`] the token was rejected with.
-    pub async fn verify_digested(
+    /// [`Verifier::verify`], with the first bytes of the token's SHA-256 (the decision
+    /// log's fingerprint), which a recent token's entry already holds.
+    pub async fn verify_fingerprinted(
+        &self,
+        token: &str,
+        now_unix: i64,
+    ) -> (Result<Arc<Identity>, Reason>, [u8; 6]) {
+        let inner = &*self.inner;
+        if let Some(recent) = &inner.recent
+            && let Some(hit) = recent.get(token)
+        {
+            if let Some(identity) = inner.still_good(&hit, now_unix) {
+                return (Ok(identity), hit.token_fp);
+            }
+            recent.remove(token);
+        }
+        let digest = token_digest(token);
+        let fp = [
+            digest[0], digest[1], digest[2], digest[3], digest[4], digest[5],
+        ];
+        (self.verify_digested(token, &digest, now_unix).await, fp)
+    }
+
+    async fn verify_digested(
         &self,
         token: &str,
         token_digest: &[u8; 32],
@@ -218,12 +241,11 @@ impl Verifier {
         if let (Some(cache), Some(key)) = (&inner.cache, &cache_key)
             && let Some(hit) = cache.get(key)
         {
-            let st = &inner.issuers[hit.issuer];
-            // Never past `exp`, never past the key it was verified with.
-            let key_still_trusted = st.usable().is_some_and(|k| k.contains(hit.key_fingerprint));
-            if now_unix < hit.exp && key_still_trusted {
-                st.hits.fetch_add(1, Ordering::Relaxed);
-                return Ok(hit.identity.clone());
+            if let Some(identity) = inner.still_good(&hit, now_unix) {
+                if let Some(recent) = &inner.recent {
+                    recent.put(token, hit);
+                }
+                return Ok(identity);
             }
             cache.invalidate(key);
         }
@@ -253,22 +275,37 @@ impl Verifier {
         if let (Some(cache), Some(key)) = (&inner.cache, cache_key)
             && claims.exp > now_unix
         {
-            cache.insert(
-                key,
-                Arc::new(Cached {
-                    identity: identity.clone(),
-                    issuer: idx,
-                    key_fingerprint: fp,
-                    exp: claims.exp,
-                    ttl: Duration::from_secs((claims.exp - now_unix).clamp(0, 86_400) as u64),
-                    bytes: u32::try_from(
-                        identity.approx_bytes() + std::mem::size_of::<Cached>() + ENTRY_OVERHEAD,
-                    )
-                    .unwrap_or(u32::MAX),
-                }),
-            );
+            let entry = Arc::new(Cached {
+                identity: identity.clone(),
+                issuer: idx,
+                key_fingerprint: fp,
+                exp: claims.exp,
+                token_fp: [key[0], key[1], key[2], key[3], key[4], key[5]],
+                ttl: Duration::from_secs((claims.exp - now_unix).clamp(0, 86_400) as u64),
+                bytes: u32::try_from(
+                    identity.approx_bytes() + std::mem::size_of::<Cached>() + ENTRY_OVERHEAD,
+                )
+                .unwrap_or(u32::MAX),
+            });
+            if let Some(recent) = &inner.recent {
+                recent.put(token, entry.clone());
+            }
+            cache.insert(key, entry);
         }
         Ok(identity)
+    }
+}
+
+impl Inner {
+    /// A remembered verification's identity, if it still holds at `now_unix`: never
+    /// past `exp`, never past the key it was verified with.
+    fn still_good(&self, hit: &Cached, now_unix: i64) -> Option<Arc<Identity>> {
+        let st = &self.issuers[hit.issuer];
+        let key_still_trusted = st.usable().is_some_and(|k| k.contains(hit.key_fingerprint));
+        (now_unix < hit.exp && key_still_trusted).then(|| {
+            st.hits.fetch_add(1, Ordering::Relaxed);
+            hit.identity.clone()
+        })
     }
 }
 

@@ -1,0 +1,122 @@
+//! Token stage, in front of the verified-token cache: the tokens seen last, compared
+//! byte for byte, so that a client repeating its token skips the SHA-256 of the
+//! token and the cache lookup (together 8% of the agent's CPU on a warm decision;
+//! BENCHMARKS.md, "Issue 14: the recent-token slots").
+//!
+//! A fixed table of slots, each holding the last verified token that landed in it
+//! and its cache entry. A token lands in the slot its last bytes pick (signature
+//! bytes: spread out for real tokens; a client that picks them can only evict its
+//! own slot's token, which then takes the cache's path). A hit is an exact match of
+//! the whole token, so it can never answer for another token; the caller still
+//! checks `exp` and the signing key on every hit, as for the cache.
+
+use std::sync::Mutex;
+
+/// Slots in the table; a power of two.
+const SLOTS: usize = 256;
+/// Longer tokens take the cache's path only: the table holds at most 1 MiB of tokens.
+pub(super) const MAX_RECENT_TOKEN_BYTES: usize = 4096;
+
+/// The recent-token table of one verifier.
+pub(super) struct Recent<V> {
+    slots: Box<[Mutex<Option<Slot<V>>>]>,
+}
+
+struct Slot<V> {
+    token: Box<str>,
+    value: V,
+}
+
+impl<V: Clone> Recent<V> {
+    pub(super) fn new() -> Self {
+        Recent {
+            slots: (0..SLOTS).map(|_| Mutex::new(None)).collect(),
+        }
+    }
+
+    /// The slot of `token`: its last eight bytes, mixed by a multiplication.
+    fn slot(&self, token: &str) -> &Mutex<Option<Slot<V>>> {
+        let b = token.as_bytes();
+        let tail = &b[b.len().saturating_sub(8)..];
+        let mut word = [0u8; 8];
+        word[..tail.len()].copy_from_slice(tail);
+        let mixed = u64::from_le_bytes(word).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        &self.slots[(mixed >> 56) as usize % SLOTS]
+    }
+
+    /// The value stored with exactly this token, if it is still in its slot.
+    pub(super) fn get(&self, token: &str) -> Option<V> {
+        let slot = self.slot(token).lock().unwrap_or_else(|e| e.into_inner());
+        slot.as_ref()
+            .filter(|s| *s.token == *token)
+            .map(|s| s.value.clone())
+    }
+
+    /// Remembers `token` with `value`, replacing what its slot held.
+    pub(super) fn put(&self, token: &str, value: V) {
+        if token.len() > MAX_RECENT_TOKEN_BYTES {
+            return;
+        }
+        let mut slot = self.slot(token).lock().unwrap_or_else(|e| e.into_inner());
+        match slot.as_mut() {
+            Some(s) if *s.token == *token => s.value = value,
+            _ => {
+                *slot = Some(Slot {
+                    token: token.into(),
+                    value,
+                })
+            }
+        }
+    }
+
+    /// Forgets `token` (its entry failed the checks of a hit).
+    pub(super) fn remove(&self, token: &str) {
+        let mut slot = self.slot(token).lock().unwrap_or_else(|e| e.into_inner());
+        if slot.as_ref().is_some_and(|s| *s.token == *token) {
+            *slot = None;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hit_is_the_exact_token_only() {
+        let r = Recent::new();
+        r.put("aaa.bbb.ccc", 1);
+        assert_eq!(r.get("aaa.bbb.ccc"), Some(1));
+        // Same last bytes, same slot, another token: no hit.
+        assert_eq!(r.get("xxx.bbb.ccc"), None);
+        assert_eq!(r.get("aaa.bbb.cc"), None);
+        assert_eq!(r.get(""), None);
+        // It replaces the slot's token.
+        r.put("xxx.bbb.ccc", 2);
+        assert_eq!(r.get("aaa.bbb.ccc"), None);
+        assert_eq!(r.get("xxx.bbb.ccc"), Some(2));
+        r.remove("aaa.bbb.ccc");
+        assert_eq!(r.get("xxx.bbb.ccc"), Some(2));
+        r.remove("xxx.bbb.ccc");
+        assert_eq!(r.get("xxx.bbb.ccc"), None);
+    }
+
+    #[test]
+    fn long_tokens_are_not_kept() {
+        let r = Recent::new();
+        let long = "a".repeat(MAX_RECENT_TOKEN_BYTES + 1);
+        r.put(&long, 1);
+        assert_eq!(r.get(&long), None);
+        let edge = "a".repeat(MAX_RECENT_TOKEN_BYTES);
+        r.put(&edge, 2);
+        assert_eq!(r.get(&edge), Some(2));
+    }
+
+    #[test]
+    fn short_tokens_have_a_slot_too() {
+        let r = Recent::new();
+        r.put("a", 1);
+        r.put("", 2);
+        assert_eq!((r.get("a"), r.get("")), (Some(1), Some(2)));
+    }
+}
