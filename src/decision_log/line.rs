@@ -4,11 +4,11 @@
 //! decision, nothing for another thread to free); the writer thread turns each entry
 //! into a [`Line`], a borrowed view that serde_json writes as one JSON object.
 
-use std::io;
+use std::io::{self, Write};
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
-use serde::{Serialize, Serializer};
+use serde::Serializer;
 use serde_json::ser::{CharEscape, Formatter};
 
 use std::sync::Arc;
@@ -137,62 +137,130 @@ impl Queue {
         self.entries.push(entry);
     }
 
-    fn line<'b>(&'b self, e: &'b Entry, time: Time<'b>) -> Line<'b> {
-        Line {
-            time,
-            event: "decision",
-            request_id: self.str(e.request_id),
-            src: e.src,
-            method: self.str(e.method).unwrap_or_default(),
-            host: self.str(e.host).unwrap_or_default(),
-            path: self.str(e.path).unwrap_or_default(),
-            decision: if e.allow { "allow" } else { "deny" },
-            enforced: e.enforced,
-            status: e.status,
-            reason: e.reason,
-            sub: self.str(e.sub),
-            client_id: self.str(e.client_id),
-            entity: self.str(e.entity),
-            owner: self.str(e.owner),
-            route: self.str(e.route),
-            issuer: self.str(e.issuer),
-            latency_us: u64::try_from(e.latency.as_micros()).unwrap_or(u64::MAX),
-            token_fp: e.token_fp,
-            caller: match (e.credential_error, self.str(e.issuer)) {
-                (Some(r), _) => Some(r.as_str()),
-                (None, Some(_)) => Some(CALLER_VERIFIED),
-                (None, None) => None,
-            },
-            id: e.identity.as_deref().map(|i| IdentityFields {
-                email: i.email.as_deref(),
-                groups: &i.groups,
-                scopes: &i.scopes,
-                user: i.backstage_user.as_deref(),
-            }),
-        }
-    }
-
     /// Appends every queued entry to `out`, one JSON line each (writer thread).
     pub(super) fn format(&self, out: &mut Vec<u8>) {
         let mut second = SecondCache::default();
         for e in &self.entries {
-            let mut json = serde_json::Serializer::with_formatter(&mut *out, LineFormatter);
             let mut buf = [0u8; 24];
+            let slow;
             let time = match second.format(e.time, &mut buf) {
-                Some(text) => Time::Text(text),
-                None => Time::Slow(e.time),
+                Some(text) => text,
+                None => {
+                    slow = crate::clock::rfc3339_millis(e.time).to_string();
+                    &slow
+                }
             };
-            // Writing to a Vec cannot fail, nor can serializing these fields.
-            let _ = self.line(e, time).serialize(&mut json);
+            self.write_line(e, time, out);
             out.push(b'\n');
         }
     }
+
+    /// One entry as a JSON object. The keys, their order and the literals are written
+    /// as they are; every string value goes through serde_json's escaper (with
+    /// [`LineFormatter`]'s three extra escapes). By hand rather than a derived
+    /// `Serialize`: serde_json escaped each key and went through its map machinery
+    /// for every field, 9% of the agent's CPU per logged decision (BENCHMARKS.md,
+    /// "Issue 14: the warm path, second pass").
+    fn write_line(&self, e: &Entry, time: &str, out: &mut Vec<u8>) {
+        let opt = |out: &mut Vec<u8>, v: Option<&str>| match v {
+            Some(v) => string(out, v),
+            None => out.extend_from_slice(b"null"),
+        };
+        out.extend_from_slice(b"{\"time\":");
+        string(out, time);
+        out.extend_from_slice(b",\"event\":\"decision\",\"request_id\":");
+        opt(out, self.str(e.request_id));
+        out.extend_from_slice(b",\"src\":");
+        match e.src {
+            // An address's text needs no escape.
+            Some(ip) => {
+                let _ = write!(out, "\"{ip}\"");
+            }
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\"method\":");
+        string(out, self.str(e.method).unwrap_or_default());
+        out.extend_from_slice(b",\"host\":");
+        string(out, self.str(e.host).unwrap_or_default());
+        out.extend_from_slice(b",\"path\":");
+        string(out, self.str(e.path).unwrap_or_default());
+        out.extend_from_slice(if e.allow {
+            b",\"decision\":\"allow\",\"enforced\":"
+        } else {
+            b",\"decision\":\"deny\",\"enforced\":"
+        });
+        out.extend_from_slice(if e.enforced { b"true" } else { b"false" });
+        out.extend_from_slice(b",\"status\":");
+        out.extend_from_slice(itoa::Buffer::new().format(e.status).as_bytes());
+        out.extend_from_slice(b",\"reason\":");
+        string(out, e.reason.as_str());
+        for (key, slot) in [
+            (&b",\"sub\":"[..], e.sub),
+            (b",\"client_id\":", e.client_id),
+            (b",\"entity\":", e.entity),
+            (b",\"owner\":", e.owner),
+            (b",\"route\":", e.route),
+            (b",\"issuer\":", e.issuer),
+        ] {
+            out.extend_from_slice(key);
+            opt(out, self.str(slot));
+        }
+        out.extend_from_slice(b",\"latency_us\":");
+        let latency = u64::try_from(e.latency.as_micros()).unwrap_or(u64::MAX);
+        out.extend_from_slice(itoa::Buffer::new().format(latency).as_bytes());
+        out.extend_from_slice(b",\"token_fp\":");
+        match e.token_fp {
+            Some(fp) => {
+                const DIGITS: &[u8; 16] = b"0123456789abcdef";
+                out.push(b'"');
+                for b in fp {
+                    out.push(DIGITS[usize::from(b >> 4)]);
+                    out.push(DIGITS[usize::from(b & 15)]);
+                }
+                out.push(b'"');
+            }
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\"caller\":");
+        // `verified`, or why the credentials gave no identity (`missing_token`,
+        // `expired`, ...); `null` when the decision came before they were read.
+        opt(
+            out,
+            match (e.credential_error, e.issuer.start != u32::MAX) {
+                (Some(r), _) => Some(r.as_str()),
+                (None, true) => Some(CALLER_VERIFIED),
+                (None, false) => None,
+            },
+        );
+        // The rest of the decision's inputs, with `[log] identity = "full"`.
+        if let Some(i) = e.identity.as_deref() {
+            out.extend_from_slice(b",\"email\":");
+            opt(out, i.email.as_deref());
+            for (key, list) in [
+                (&b",\"groups\":["[..], &i.groups),
+                (b",\"scopes\":[", &i.scopes),
+            ] {
+                out.extend_from_slice(key);
+                for (n, v) in list.iter().enumerate() {
+                    if n > 0 {
+                        out.push(b',');
+                    }
+                    string(out, v);
+                }
+                out.push(b']');
+            }
+            out.extend_from_slice(b",\"user\":");
+            opt(out, i.backstage_user.as_deref());
+        }
+        out.push(b'}');
+    }
 }
 
-/// A line's time: formatted here (the usual case), or by the clock's formatter.
-enum Time<'a> {
-    Text(&'a str),
-    Slow(SystemTime),
+/// A JSON string, quoted and escaped by serde_json with [`LineFormatter`].
+fn string(out: &mut Vec<u8>, v: &str) {
+    // Writing to a Vec cannot fail.
+    let _ =
+        (&mut serde_json::Serializer::with_formatter(&mut *out, LineFormatter)).serialize_str(v);
 }
 
 /// The `YYYY-MM-DDTHH:MM:SS.` of the last whole second formatted: the lines of one
@@ -228,77 +296,8 @@ impl SecondCache {
     }
 }
 
-/// One decision line. Field order is fixed: it is the order of the JSON keys.
-#[derive(Serialize)]
-struct Line<'a> {
-    #[serde(serialize_with = "rfc3339")]
-    time: Time<'a>,
-    event: &'static str,
-    request_id: Option<&'a str>,
-    src: Option<IpAddr>,
-    method: &'a str,
-    host: &'a str,
-    path: &'a str,
-    decision: &'static str,
-    enforced: bool,
-    status: u16,
-    #[serde(serialize_with = "reason")]
-    reason: Reason,
-    sub: Option<&'a str>,
-    client_id: Option<&'a str>,
-    entity: Option<&'a str>,
-    owner: Option<&'a str>,
-    route: Option<&'a str>,
-    issuer: Option<&'a str>,
-    latency_us: u64,
-    #[serde(serialize_with = "hex")]
-    token_fp: Option<[u8; 6]>,
-    /// `verified`, or why the credentials gave no identity (`missing_token`,
-    /// `expired`, ...); `null` when the decision came before they were read.
-    caller: Option<&'static str>,
-    /// The rest of the decision's inputs, with `[log] identity = "full"`.
-    #[serde(flatten, skip_serializing_if = "Option::is_none")]
-    id: Option<IdentityFields<'a>>,
-}
-
 /// `caller` of a line whose credentials were verified.
 pub const CALLER_VERIFIED: &str = "verified";
-
-/// What the policy reads of a verified caller besides issuer, subject and client id.
-#[derive(Serialize)]
-struct IdentityFields<'a> {
-    email: Option<&'a str>,
-    groups: &'a [String],
-    scopes: &'a [String],
-    user: Option<&'a str>,
-}
-
-fn rfc3339<S: Serializer>(t: &Time<'_>, s: S) -> Result<S::Ok, S::Error> {
-    match t {
-        Time::Text(text) => s.serialize_str(text),
-        Time::Slow(t) => s.collect_str(&crate::clock::rfc3339_millis(*t)),
-    }
-}
-
-fn reason<S: Serializer>(r: &Reason, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(r.as_str())
-}
-
-fn hex<S: Serializer>(fp: &Option<[u8; 6]>, s: S) -> Result<S::Ok, S::Error> {
-    match fp {
-        Some(fp) => {
-            // By hand: `Hex` through `collect_str` formats each byte with `write!`.
-            const DIGITS: &[u8; 16] = b"0123456789abcdef";
-            let mut text = [0u8; 12];
-            for (i, b) in fp.iter().enumerate() {
-                text[2 * i] = DIGITS[usize::from(b >> 4)];
-                text[2 * i + 1] = DIGITS[usize::from(b & 15)];
-            }
-            s.serialize_str(std::str::from_utf8(&text).unwrap_or_default())
-        }
-        None => s.serialize_none(),
-    }
-}
 
 /// Bytes as lowercase hex digits.
 pub(super) struct Hex<'a>(pub(super) &'a [u8]);
