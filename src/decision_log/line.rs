@@ -258,6 +258,19 @@ impl Queue {
 
 /// A JSON string, quoted and escaped by serde_json with [`LineFormatter`].
 fn string(out: &mut Vec<u8>, v: &str) {
+    // Most values are printable ASCII without `"` or `\`, which JSON takes as they
+    // are: checked with a fold the compiler vectorizes, copied in one go. Anything
+    // else goes through serde_json's escaper.
+    let plain = v.bytes().fold(true, |ok, b| {
+        ok & (0x20..0x7f).contains(&b) & (b != b'"') & (b != b'\\')
+    });
+    if plain {
+        out.reserve(v.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(v.as_bytes());
+        out.push(b'"');
+        return;
+    }
     // Writing to a Vec cannot fail.
     let _ =
         (&mut serde_json::Serializer::with_formatter(&mut *out, LineFormatter)).serialize_str(v);
