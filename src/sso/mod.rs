@@ -84,7 +84,7 @@ impl Sso {
             key: "sso.keys_env".into(),
             reason: e.to_string(),
         })?;
-        let opened = session::OpenedCache::new(cfg.max_session_seconds);
+        let opened = session::OpenedCache::new();
         Ok(Sso {
             cfg,
             sealer,

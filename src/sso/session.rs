@@ -12,7 +12,7 @@ use super::cookie;
 use super::seal::{MAX_COOKIE_VALUE, PURPOSE_SESSION, SealError};
 use crate::identity::Identity;
 use aws_lc_rs::digest;
-use moka::sync::Cache;
+use quick_cache::sync::Cache;
 
 /// What a sign-in proved, as sealed in the session cookie (short keys keep it small).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -132,22 +132,19 @@ pub(crate) struct Opened {
 }
 
 /// Sessions kept at most (each under 4 KB of identity).
-const OPENED_ENTRIES: u64 = 10_000;
+const OPENED_ENTRIES: usize = 10_000;
 
 impl OpenedCache {
-    pub(crate) fn new(max_session_seconds: u64) -> OpenedCache {
-        OpenedCache(
-            Cache::builder()
-                .max_capacity(OPENED_ENTRIES)
-                .time_to_live(std::time::Duration::from_secs(max_session_seconds.max(1)))
-                .build(),
-        )
+    /// Every hit checks the session's end, so entries need no timer of their own: one
+    /// past its end answers `expired` until it is evicted.
+    pub(crate) fn new() -> OpenedCache {
+        OpenedCache(Cache::new(OPENED_ENTRIES))
     }
 }
 
 impl std::fmt::Debug for OpenedCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "OpenedCache({} entries)", self.0.entry_count())
+        write!(f, "OpenedCache({} entries)", self.0.len())
     }
 }
 

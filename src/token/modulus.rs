@@ -141,8 +141,8 @@ pub fn check_cost(bytes: usize) -> u64 {
     bits.saturating_pow(3).div_ceil(2048u64.pow(3))
 }
 
-static CHECKED: LazyLock<moka::sync::Cache<[u8; 32], Result<(), ModulusFlaw>>> =
-    LazyLock::new(|| moka::sync::Cache::new(CACHE_ENTRIES));
+static CHECKED: LazyLock<quick_cache::sync::Cache<[u8; 32], Result<(), ModulusFlaw>>> =
+    LazyLock::new(|| quick_cache::sync::Cache::new(CACHE_ENTRIES as usize));
 
 /// [`check_modulus`], with the Miller–Rabin result kept per modulus (so a modulus seen
 /// before costs nothing), and paid from `budget` for a modulus not seen before. The
