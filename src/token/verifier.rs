@@ -225,7 +225,13 @@ impl Verifier {
         let fp = [
             digest[0], digest[1], digest[2], digest[3], digest[4], digest[5],
         ];
-        (self.verify_digested(token, &digest, now_unix).await, fp)
+        // Boxed: its state (the parsed token, claims and key set, held across the
+        // unknown-kid refetch) was ~2 KB of every request's future, moved and
+        // initialised on each NOTIFY even when the recent slots answered.
+        (
+            Box::pin(self.verify_digested(token, &digest, now_unix)).await,
+            fp,
+        )
     }
 
     async fn verify_digested(
