@@ -147,30 +147,7 @@ impl Verifier {
                 groups_claims.push(extra.to_owned());
             }
         }
-        // One capacity bounds both: an entry weighs its bytes, but at least
-        // `cache_bytes / cache_entries`, so no more than `cache_entries` entries and no
-        // more than `cache_bytes` bytes fit (tokens with hundreds of groups weigh more).
-        let cache = (settings.cache_entries > 0).then(|| {
-            let floor = (settings.cache_bytes / settings.cache_entries).max(1);
-            // Entries are never kept past their token's `exp`: every hit checks it (an
-            // expired entry is removed then, or evicted unused as any cold entry).
-            let options = quick_cache::OptionsBuilder::new()
-                .estimated_items_capacity(
-                    usize::try_from(settings.cache_entries).unwrap_or(usize::MAX),
-                )
-                .weight_capacity(settings.cache_bytes)
-                // Each shard holds its share of the bytes: few enough that a shard still
-                // holds dozens of the heaviest identities.
-                .shards(16)
-                .build()
-                .expect("estimated_items_capacity and weight_capacity are set");
-            Cache::with_options(
-                options,
-                Weight { floor },
-                std::hash::RandomState::default(),
-                Default::default(),
-            )
-        });
+        let cache = token_cache(&settings);
         Verifier {
             inner: Arc::new(Inner {
                 issuers,
@@ -305,6 +282,42 @@ impl Verifier {
     }
 }
 
+/// The verified-token cache of `settings`; `None` when `cache_entries` is 0.
+///
+/// One capacity bounds both: an entry weighs its bytes, but at least
+/// `cache_bytes / cache_entries`, so no more than `cache_entries` entries and no
+/// more than `cache_bytes` bytes fit (tokens with hundreds of groups weigh more).
+fn token_cache(settings: &TokenConfig) -> Option<Cache<[u8; 32], Arc<Cached>, Weight>> {
+    (settings.cache_entries > 0).then(|| {
+        let floor = (settings.cache_bytes / settings.cache_entries).max(1);
+        // No more entries fit than `cache_bytes` over the lightest entry's weight. The
+        // estimate also bounds the evicted keys quick_cache remembers (half of it): from
+        // `cache_entries` alone, which is not range-checked, a huge value let them grow
+        // far past `cache_bytes` (one per token ever evicted).
+        let lightest = (std::mem::size_of::<Cached>() + ENTRY_OVERHEAD) as u64;
+        let items = settings
+            .cache_entries
+            .min(settings.cache_bytes / floor.max(lightest))
+            .max(1);
+        // Entries are never kept past their token's `exp`: every hit checks it (an
+        // expired entry is removed then, or evicted unused as any cold entry).
+        let options = quick_cache::OptionsBuilder::new()
+            .estimated_items_capacity(usize::try_from(items).unwrap_or(usize::MAX))
+            .weight_capacity(settings.cache_bytes)
+            // Each shard holds its share of the bytes: few enough that a shard still
+            // holds dozens of the heaviest identities.
+            .shards(16)
+            .build()
+            .expect("estimated_items_capacity and weight_capacity are set");
+        Cache::with_options(
+            options,
+            Weight { floor },
+            std::hash::RandomState::default(),
+            Default::default(),
+        )
+    })
+}
+
 impl Inner {
     /// A remembered verification's identity, if it still holds at `now_unix`: never
     /// past `exp`, never past the key it was verified with.
@@ -378,6 +391,49 @@ mod tests {
         assert_eq!(
             Verifier::start(vec![cfg], TokenConfig::default()).err(),
             Some(VerifierError::NoRuntime)
+        );
+    }
+    /// What the cache holds beside its weighed entries stays within a fraction of
+    /// `cache_bytes`, whatever `cache_entries` says (it is not range-checked): quick_cache
+    /// keeps a "ghost" (the key's hash, in a slab and a map) for evicted keys, up to
+    /// half of `estimated_items_capacity`, which is `cache_entries`. With a huge
+    /// `cache_entries` (to bound by bytes only) every evicted token left a ghost: a
+    /// client minting fresh tokens grew memory far past `cache_bytes` (found by review).
+    #[test]
+    fn cache_bookkeeping_stays_within_the_byte_bound_whatever_cache_entries_says() {
+        let budget: u64 = 1 << 20;
+        let settings = TokenConfig {
+            cache_entries: 1 << 40,
+            cache_bytes: budget,
+            ..TokenConfig::default()
+        };
+        let cache = token_cache(&settings).unwrap();
+        let identity = Arc::new(Identity {
+            issuer: "https://id.example".into(),
+            sub: Some("client".into()),
+            ..Identity::default()
+        });
+        let entry = Arc::new(Cached {
+            bytes: (identity.approx_bytes() + std::mem::size_of::<Cached>() + ENTRY_OVERHEAD)
+                as u32,
+            identity,
+            issuer: 0,
+            key_fingerprint: 0,
+            exp: i64::MAX,
+            token_fp: [0; 6],
+        });
+        // Distinct tokens, each verified once (a client asking for a new token per call).
+        for i in 0u64..200_000 {
+            let mut key = [0u8; 32];
+            key[..8].copy_from_slice(&i.to_le_bytes());
+            cache.insert(key, entry.clone());
+        }
+        assert!(cache.weight() <= budget);
+        let used = cache.memory_used().total() as u64;
+        assert!(
+            used <= budget,
+            "{used} bytes of bookkeeping for a {budget}-byte cache of {} entries",
+            cache.len()
         );
     }
 }
