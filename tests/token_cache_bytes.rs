@@ -86,3 +86,37 @@ fn the_byte_bound_is_checked() {
     assert!(t((1 << 20) - 1).validate().is_err());
     assert!(t((1 << 34) + 1).validate().is_err());
 }
+
+/// A token near `max_token_bytes` with thousands of short groups (an identity of
+/// ~150 KB by the estimate; too long for the recent-token slots) is still cached at the
+/// smallest `cache_bytes`: the cache's shards are sized so it fits in one (review: at
+/// 1 MiB over 16 shards it never was, and every request verified it again).
+#[tokio::test]
+async fn a_heavy_token_is_cached_even_at_the_smallest_byte_bound() {
+    let key = TestKey::ec();
+    let v = verifier(
+        &key,
+        TokenConfig {
+            max_token_bytes: 65_536,
+            cache_entries: 10_000,
+            cache_bytes: 1 << 20,
+        },
+    );
+    let mut c = claims(now());
+    c["groups"] = json!((0..5000).map(|g| format!("g{g}")).collect::<Vec<_>>());
+    let heavy = mint(&key, "ES256", "ec-1", &c);
+    assert!(
+        heavy.len() > 4096 && heavy.len() < 65_536,
+        "{}",
+        heavy.len()
+    );
+    assert!(v.verify(&heavy, now()).await.is_ok());
+    let hits = v.status().issuers[0].cache_hits;
+    assert!(v.verify(&heavy, now()).await.is_ok());
+    assert_eq!(v.status().issuers[0].cache_hits, hits + 1, "not cached");
+    assert!(
+        v.status().cache_weight > 100_000,
+        "{:?}",
+        v.status().cache_weight
+    );
+}

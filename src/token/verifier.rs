@@ -304,9 +304,12 @@ fn token_cache(settings: &TokenConfig) -> Option<Cache<[u8; 32], Arc<Cached>, We
         let options = quick_cache::OptionsBuilder::new()
             .estimated_items_capacity(usize::try_from(items).unwrap_or(usize::MAX))
             .weight_capacity(settings.cache_bytes)
-            // Each shard holds its share of the bytes: few enough that a shard still
-            // holds dozens of the heaviest identities.
-            .shards(16)
+            // Each shard holds its share of the bytes, and quick_cache refuses an entry
+            // heavier than one shard: one shard per 4 MiB (16 at the default 64 MiB),
+            // so an identity of up to ~1 MiB is still cached at the smallest
+            // `cache_bytes` (review: at 1 MiB over 16 shards, a token near
+            // `max_token_bytes` with thousands of groups was never cached).
+            .shards(usize::try_from((settings.cache_bytes >> 22).clamp(1, 16)).unwrap_or(16))
             .build()
             .expect("estimated_items_capacity and weight_capacity are set");
         Cache::with_options(
