@@ -174,15 +174,29 @@ impl IssuerState {
     /// The current key set, unless it is older than `max_stale_seconds` (fail closed).
     pub(super) fn usable(&self) -> Option<Arc<KeySet>> {
         let keys = self.keys.load_full()?;
-        if self.refreshed() {
-            let last = self.last_good_ms.load(Ordering::Acquire);
-            if last == NEVER
-                || self.now_ms().saturating_sub(last) > self.cfg.max_stale_seconds * 1000
-            {
-                return None;
-            }
+        self.fresh().then_some(keys)
+    }
+
+    /// Whether the key with `fingerprint` is in the current key set and that set is
+    /// usable: the check of every remembered verification, on the request path. It
+    /// reads the set in place (no `Arc` clone: two atomic writes on a count that every
+    /// worker shares, per request).
+    pub(super) fn trusts(&self, fingerprint: u64) -> bool {
+        self.keys
+            .load()
+            .as_ref()
+            .is_some_and(|k| k.contains(fingerprint))
+            && self.fresh()
+    }
+
+    /// Keys that go stale (from a URL or a file) were refreshed within
+    /// `max_stale_seconds`; static sets and secrets are always fresh.
+    fn fresh(&self) -> bool {
+        if !self.refreshed() {
+            return true;
         }
-        Some(keys)
+        let last = self.last_good_ms.load(Ordering::Acquire);
+        last != NEVER && self.now_ms().saturating_sub(last) <= self.cfg.max_stale_seconds * 1000
     }
 
     /// Keys that come from a URL or a file go stale; static sets and secrets do not.

@@ -1,7 +1,7 @@
 //! Token stage, in front of the verified-token cache: the tokens seen last, compared
 //! byte for byte, so that a client repeating its token skips the SHA-256 of the
 //! token and the cache lookup (together 8% of the agent's CPU on a warm decision;
-//! BENCHMARKS.md, "Issue 14: the recent-token slots").
+//! BENCHMARKS.md, "Issue 14: the warm path, second pass").
 //!
 //! A fixed table of slots, each holding the last verified token that landed in it
 //! and its cache entry. A token lands in the slot its last bytes pick (signature
@@ -12,7 +12,7 @@
 
 use std::sync::Mutex;
 
-/// Slots in the table; a power of two.
+/// Slots in the table: one per value of a byte (see `slot`).
 const SLOTS: usize = 256;
 /// Longer tokens take the cache's path only: the table holds at most 1 MiB of tokens.
 pub(super) const MAX_RECENT_TOKEN_BYTES: usize = 4096;
@@ -53,7 +53,8 @@ impl<V: Clone> Recent<V> {
         let mut word = [0u8; 8];
         word[..tail.len()].copy_from_slice(tail);
         let mixed = u64::from_le_bytes(word).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        &self.slots[(mixed >> 56) as usize % SLOTS]
+        // The top 8 bits: 0..=255, one of the `SLOTS`.
+        &self.slots[(mixed >> 56) as usize]
     }
 
     /// The value stored with exactly this token, if it is still in its slot.

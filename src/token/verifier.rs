@@ -326,8 +326,7 @@ impl Inner {
     /// past `exp`, never past the key it was verified with.
     fn still_good(&self, hit: &Cached, now_unix: i64) -> Option<Arc<Identity>> {
         let st = &self.issuers[hit.issuer];
-        let key_still_trusted = st.usable().is_some_and(|k| k.contains(hit.key_fingerprint));
-        (now_unix < hit.exp && key_still_trusted).then(|| {
+        (now_unix < hit.exp && st.trusts(hit.key_fingerprint)).then(|| {
             st.hits.fetch_add(1, Ordering::Relaxed);
             hit.identity.clone()
         })
@@ -396,6 +395,7 @@ mod tests {
             Some(VerifierError::NoRuntime)
         );
     }
+
     /// What the cache holds beside its weighed entries stays within a fraction of
     /// `cache_bytes`, whatever `cache_entries` says (it is not range-checked): quick_cache
     /// keeps a "ghost" (the key's hash, in a slab and a map) for evicted keys, up to
