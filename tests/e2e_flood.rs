@@ -1,6 +1,6 @@
 //! Floods and churn against the stagedoor binary (issue 14, "Bounded memory"):
-//! 20 000 SPOP connections that never finish a HELLO while HAProxy 2.6 keeps asking
-//! for decisions, and 100 000 connect–HELLO–RST cycles. Counts failures, never
+//! 20 000 SPOP connections that never finish a HELLO while HAProxy 2.6 and 3.x keep
+//! asking for decisions, and 100 000 connect–HELLO–RST cycles. Counts failures, never
 //! speed; the agent's buffer gauge, open files (/proc/PID/fd) and RSS
 //! (/proc/PID/status) are read from outside.
 
@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::haproxy::{Haproxy, repo, require_bin};
+use common::haproxy::{Haproxy, free_port, repo, require_bin, require_haproxy3};
 use common::hello_26;
 use common::http::{Response, request};
 use common::metric_sum;
@@ -236,15 +236,16 @@ process.stdin.on('data', d => {
 setTimeout(() => { console.log(JSON.stringify(r)); process.exit(1); }, deadline);
 "#;
 
-/// The shipped haproxy.cfg and the quickstart echo backend, in front of the agent.
-async fn start_haproxy(bin: &Path, p: &Ports) -> Haproxy {
+/// The shipped haproxy.cfg and the quickstart echo backend, in front of the agent,
+/// listening on `frontend`.
+async fn start_haproxy(bin: &Path, p: &Ports, frontend: u16) -> Haproxy {
     Haproxy::start_many(
         bin,
         &[
             repo().join("haproxy/haproxy.cfg"),
             repo().join("examples/quickstart/echo-backend.cfg"),
         ],
-        p.frontend,
+        frontend,
         &[
             ("STAGEDOOR_AGENT", format!("127.0.0.1:{}", p.agent)),
             ("STAGEDOOR_BACKEND", format!("127.0.0.1:{}", p.backend)),
@@ -343,18 +344,23 @@ async fn a_flood_of_unfinished_handshakes_stays_in_budget_and_decisions_flow() {
     let p = Ports::new();
     let agent = start_agent(dir.path(), &p, BUDGET).await;
     let pid = agent.pid().unwrap();
-    let hap = start_haproxy(&hap_bin, &p).await;
+    // Decisions through HAProxy 2.6 and 3.x at once, two clients each.
+    let hap = start_haproxy(&hap_bin, &p, p.frontend).await;
+    let hap3 = start_haproxy(&require_haproxy3(), &p, free_port()).await;
     let stop = Arc::new(AtomicBool::new(false));
-    let (ok, failed, workers) = load(hap.frontend.clone(), 4, stop.clone());
-    // Warm: HAProxy has its SPOE connections, the token is cached.
-    while ok.load(Ordering::Relaxed) < 200 {
+    let (ok, failed, mut workers) = load(hap.frontend.clone(), 2, stop.clone());
+    let (ok3, failed3, workers3) = load(hap3.frontend.clone(), 2, stop.clone());
+    workers.extend(workers3);
+    // Warm: each HAProxy has its SPOE connections, the token is cached.
+    while ok.load(Ordering::Relaxed) < 100 || ok3.load(Ordering::Relaxed) < 100 {
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert_eq!(failed.load(Ordering::Relaxed), 0, "{}", hap.log_text());
+        assert_eq!(failed3.load(Ordering::Relaxed), 0, "{}", hap3.log_text());
     }
     let rss_before = rss(pid);
     let m = metrics(&p).await.body;
     let open_before = metric_sum(&m, "stagedoor_spop_connections_open", "");
-    let ok_before = ok.load(Ordering::Relaxed);
+    let (ok_before, ok3_before) = (ok.load(Ordering::Relaxed), ok3.load(Ordering::Relaxed));
 
     // The flood: 10 000 silent connections from here, 10 000 half HELLOs from Node.
     let mut child = tokio::process::Command::new(&node)
@@ -405,7 +411,7 @@ async fn a_flood_of_unfinished_handshakes_stays_in_budget_and_decisions_flow() {
         "flood: silent connected in {connected:?}, all closed in {flood_done:?}; silent ended \
          2: {}, 13: {}, still open: {}; half frames: {half}; refused (buffer_budget): {refused}; \
          buffer gauge max {max_buf} of {BUDGET}; RSS {} -> max {} MB; decisions during the \
-         flood {} ok, {} failed",
+         flood: HAProxy 2.6 {} ok, {} failed; 3.x {} ok, {} failed",
         count(Ok(Some(2))),
         count(Ok(Some(13))),
         count(Err(())),
@@ -413,6 +419,8 @@ async fn a_flood_of_unfinished_handshakes_stays_in_budget_and_decisions_flow() {
         max_rss >> 20,
         ok.load(Ordering::Relaxed) - ok_before,
         failed.load(Ordering::Relaxed),
+        ok3.load(Ordering::Relaxed) - ok3_before,
+        failed3.load(Ordering::Relaxed),
     );
     assert_eq!(
         count(Ok(Some(2))) + count(Ok(Some(13))),
@@ -435,9 +443,14 @@ async fn a_flood_of_unfinished_handshakes_stays_in_budget_and_decisions_flow() {
     // each connection (12 MB more over the baseline when this was written).
     assert!(max_rss < rss_before + (48 << 20), "RSS {max_rss}");
     assert_eq!(failed.load(Ordering::Relaxed), 0, "{}", hap.log_text());
+    assert_eq!(failed3.load(Ordering::Relaxed), 0, "{}", hap3.log_text());
     assert!(
-        ok.load(Ordering::Relaxed) - ok_before >= 50,
-        "decisions kept flowing"
+        ok.load(Ordering::Relaxed) - ok_before >= 25,
+        "decisions kept flowing through HAProxy 2.6"
+    );
+    assert!(
+        ok3.load(Ordering::Relaxed) - ok3_before >= 25,
+        "decisions kept flowing through HAProxy 3.x"
     );
     // The flood leaves nothing behind.
     for _ in 0..100 {
