@@ -70,7 +70,7 @@ fn agent(mode: DecisionLogs) -> Agent {
             mode: Mode::Enforce,
             sso: None,
         },
-        observer: Box::new(move |req, outcome, latency| log.record(req, outcome, latency)),
+        observer: Box::new(move |req, outcome, latency, at| log.record(req, outcome, latency, at)),
     }
 }
 

@@ -43,7 +43,7 @@ fn agent(sso: Arc<Sso>) -> Agent {
             mode: Mode::Enforce,
             sso: Some(sso),
         },
-        observer: Box::new(|_, _, _| {}),
+        observer: Box::new(|_, _, _, _| {}),
     }
 }
 

@@ -88,7 +88,10 @@ fn decision_actions<'m>(m: &'m Message<'_>) -> Vec<Action<'m>> {
 struct AtOnce;
 
 impl Handler for AtOnce {
-    async fn handle(&self, messages: &[Message<'_>]) -> Result<Vec<Action<'static>>, HandlerError> {
+    async fn handle(
+        &self,
+        messages: &[Message<'_>],
+    ) -> Result<stagedoor::spop::Actions, HandlerError> {
         let owned = |a: Action<'_>| match a {
             Action::SetVar { scope, name, value } => Action::SetVar {
                 scope,

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 use stagedoor::connection::{EngineConfig, EngineStats, Handler, HandlerError};
-use stagedoor::spop::{Action, Message, Scope, TypedData};
+use stagedoor::spop::{Actions, Message, Scope, TypedData};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -35,14 +35,11 @@ struct Args {
 struct Noop;
 
 impl Handler for Noop {
-    async fn handle(
-        &self,
-        _messages: &[Message<'_>],
-    ) -> Result<Vec<Action<'static>>, HandlerError> {
-        Ok(vec![
-            Action::set(Scope::Txn, "allow", TypedData::Bool(true)),
-            Action::set(Scope::Txn, "status", TypedData::Int64(200)),
-        ])
+    async fn handle(&self, _messages: &[Message<'_>]) -> Result<Actions, HandlerError> {
+        let mut actions = Actions::with_capacity(32);
+        actions.set(Scope::Txn, "allow", &TypedData::Bool(true));
+        actions.set(Scope::Txn, "status", &TypedData::Int64(200));
+        Ok(actions)
     }
 }
 

@@ -3,6 +3,7 @@
 //! and turns the decision into HAProxy variables in one place ([`actions_for`]).
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use arc_swap::ArcSwapOption;
 
@@ -11,7 +12,7 @@ use crate::connection::{Handler, HandlerError};
 use crate::identity::Identity;
 use crate::policy::{Decision, Mode, Policy, Request};
 use crate::reason::Reason;
-use crate::spop::{Action, Message, Scope, TypedData};
+use crate::spop::{Action, Actions, Message, Scope, TypedData};
 use crate::sso::{InvalidSession, SessionLookup, Sso};
 use crate::token::Verifier;
 
@@ -195,7 +196,8 @@ pub struct AgentSettings {
 }
 
 /// Called once per decision with the request, the outcome and the time it took.
-pub type Observer = Box<dyn Fn(&AuthRequest<'_>, &Outcome, std::time::Duration) + Send + Sync>;
+pub type Observer =
+    Box<dyn Fn(&AuthRequest<'_>, &Outcome, std::time::Duration, SystemTime) + Send + Sync>;
 
 /// The stagedoor handler: token verifier + current policy snapshot.
 pub struct Agent {
@@ -294,22 +296,26 @@ impl Agent {
 }
 
 impl Handler for Agent {
-    async fn handle(&self, messages: &[Message<'_>]) -> Result<Vec<Action<'static>>, HandlerError> {
+    async fn handle(&self, messages: &[Message<'_>]) -> Result<Actions, HandlerError> {
         let message = self.settings.message.as_bytes();
         // Other messages in the same NOTIFY get no actions.
         let Some(msg) = messages.iter().find(|m| m.name.as_ref() == message) else {
             // Not ours: no decision. One harmless action rather than an empty ACK,
             // which early HAProxy 3.1.x leaves waiting until its processing timeout.
-            return Ok(vec![Action::UnsetVar {
+            let mut none = Actions::with_capacity(8);
+            none.push(&Action::UnsetVar {
                 scope: Scope::Txn,
                 name: b"noop".as_slice().into(),
-            }]);
+            });
+            return Ok(none);
         };
         let started = std::time::Instant::now();
+        // One wall-clock read for the decision (`exp`, `nbf`) and its log line.
+        let at = crate::clock::now();
         let outcome = match AuthRequest::from_message(msg) {
             Ok(req) => {
-                let outcome = self.decide(&req, crate::clock::unix_now()).await;
-                (self.observer)(&req, &outcome, started.elapsed());
+                let outcome = self.decide(&req, crate::clock::unix_seconds(at)).await;
+                (self.observer)(&req, &outcome, started.elapsed(), at);
                 outcome
             }
             Err(_) => {
@@ -323,7 +329,7 @@ impl Handler for Agent {
                     request_id: None,
                     browser: BrowserArgs::default(),
                 };
-                (self.observer)(&req, &outcome, started.elapsed());
+                (self.observer)(&req, &outcome, started.elapsed(), at);
                 outcome
             }
         };
@@ -341,24 +347,17 @@ impl Handler for Agent {
 /// verdicts on the caller: they also set `error`, which the shipped HAProxy config
 /// answers with 503 (never a 401 that would make clients drop good tokens), except
 /// in shadow mode, which lets everything through.
-pub fn actions_for(outcome: &Outcome, realm: &str) -> Vec<Action<'static>> {
+pub fn actions_for(outcome: &Outcome, realm: &str) -> Actions {
     let d = &outcome.decision;
     let real_allow = d.allow();
     let outage = is_outage(d.reason);
-    let mut actions = Vec::with_capacity(14);
-    let str_var = |name: &'static str, v: &str| {
-        Action::set(Scope::Txn, name, TypedData::string(v.to_owned()))
-    };
+    let mut actions = Actions::with_capacity(256);
     if let Some(cookie) = &outcome.browser.cookie {
         // The header minus stagedoor's cookies, set back by HAProxy. Bytes that could
         // not go back into a header (they came in one, so this is a defence only):
         // the whole header goes. First in the ACK: HAProxy stops at an action it
         // cannot apply, and `allow` must never be set without these.
-        actions.push(Action::set(
-            Scope::Txn,
-            "cookie_strip",
-            TypedData::Bool(true),
-        ));
+        actions.set(Scope::Txn, "cookie_strip", &TypedData::Bool(true));
         let empty = cookie.trim_matches([' ', '\t', ';']).is_empty();
         if !empty
             && cookie.len() <= 65_536
@@ -366,75 +365,69 @@ pub fn actions_for(outcome: &Outcome, realm: &str) -> Vec<Action<'static>> {
                 .bytes()
                 .all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f))
         {
-            actions.push(str_var("cookie", cookie));
+            actions.set(Scope::Txn, "cookie", &TypedData::str(cookie));
         }
     }
-    actions.push(Action::set(
+    actions.set(
         Scope::Txn,
         "allow",
-        TypedData::Bool(real_allow || outcome.shadow),
-    ));
+        &TypedData::Bool(real_allow || outcome.shadow),
+    );
     let location = (!real_allow)
         .then_some(outcome.browser.location.as_deref())
         .flatten()
         .filter(|v| header_safe(v, 8192, false));
     let status = if location.is_some() { 302 } else { d.status() };
-    actions.push(Action::set(
-        Scope::Txn,
-        "status",
-        TypedData::Int64(status.into()),
-    ));
-    actions.push(Action::set(
-        Scope::Txn,
-        "reason",
-        TypedData::str(d.reason.as_str()),
-    ));
+    actions.set(Scope::Txn, "status", &TypedData::Int64(status.into()));
+    actions.set(Scope::Txn, "reason", &TypedData::str(d.reason.as_str()));
     if outcome.shadow {
-        actions.push(Action::set(
-            Scope::Txn,
-            "shadow_deny",
-            TypedData::Bool(!real_allow),
-        ));
+        actions.set(Scope::Txn, "shadow_deny", &TypedData::Bool(!real_allow));
     } else if outage {
-        actions.push(Action::set(
+        actions.set(
             Scope::Txn,
             crate::connection::ERROR_VAR,
-            TypedData::str(d.reason.as_str()),
-        ));
+            &TypedData::str(d.reason.as_str()),
+        );
     }
     if let Some(id) = &outcome.identity {
         if let Some(sub) = id.sub.as_deref().filter(|v| header_safe(v, 256, false)) {
-            actions.push(str_var("sub", sub));
+            actions.set(Scope::Txn, "sub", &TypedData::str(sub));
         }
         if let Some(client) = id
             .client_id
             .as_deref()
             .filter(|v| header_safe(v, 256, false))
         {
-            actions.push(str_var("client_id", client));
+            actions.set(Scope::Txn, "client_id", &TypedData::str(client));
         }
-        let scopes = id.scopes.join(" ");
-        if !scopes.is_empty() && header_safe(&scopes, 2048, true) {
-            actions.push(Action::set(Scope::Txn, "scopes", TypedData::string(scopes)));
+        if joined_header_safe(&id.scopes, 2048) {
+            actions.set_joined(Scope::Txn, "scopes", &id.scopes);
         }
     }
     if let Some(entity) = d.entity.as_deref().filter(|v| header_safe(v, 512, false)) {
-        actions.push(str_var("entity", entity));
+        actions.set(Scope::Txn, "entity", &TypedData::str(entity));
     }
     if let Some(owner) = d.owner.as_deref().filter(|v| header_safe(v, 512, false)) {
-        actions.push(str_var("owner", owner));
+        actions.set(Scope::Txn, "owner", &TypedData::str(owner));
     }
     if let Some(location) = location {
-        actions.push(str_var("location", location));
+        actions.set(Scope::Txn, "location", &TypedData::str(location));
     }
     if !outage && let Some(www) = www_authenticate(d, realm) {
-        actions.push(Action::set(
-            Scope::Txn,
-            "www_authenticate",
-            TypedData::string(www),
-        ));
+        actions.set(Scope::Txn, "www_authenticate", &TypedData::str(&www));
     }
     actions
+}
+
+/// [`header_safe`] (spaces allowed) of `words` joined by one space, without joining
+/// them: the ACK writes the joined value straight into the frame.
+fn joined_header_safe(words: &[String], max: usize) -> bool {
+    let len = words.iter().map(String::len).sum::<usize>() + words.len().saturating_sub(1);
+    len > 0
+        && len <= max
+        && words
+            .iter()
+            .all(|w| w.bytes().all(|b| matches!(b, 0x21..=0x7e) || b == b' '))
 }
 
 /// Reasons that say the agent could not decide, not that the caller may not pass.

@@ -40,7 +40,7 @@ use drain::{Drain, DrainStep};
 use crate::budget::{BufferAccount, Charge, admission_limit};
 pub use crate::spop::session::Closed;
 use crate::spop::session::{Close, HELLO_BUFFER, Notify, Session, Step, disconnect_frame};
-use crate::spop::{Action, DecodeError, Frame, Message, Scope, Status, TypedData};
+use crate::spop::{Actions, DecodeError, Message, Scope, Status, TypedData, encode_ack};
 
 /// The engine's one extension point: turn the messages of one NOTIFY into the
 /// actions of its ACK. The real agent verifies tokens and asks the policy; tests
@@ -51,7 +51,7 @@ pub trait Handler: Send + Sync + 'static {
     fn handle(
         &self,
         messages: &[Message<'_>],
-    ) -> impl Future<Output = Result<Vec<Action<'static>>, HandlerError>> + Send;
+    ) -> impl Future<Output = Result<Actions, HandlerError>> + Send;
 }
 
 /// A handler failure; its text goes in the `error` variable.
@@ -506,8 +506,9 @@ async fn handle_notify<H: Handler>(
     let (sid, fid) = (notify.stream_id(), notify.frame_id());
     let error_ack = |why: &'static str| {
         stats.handler_failures.fetch_add(1, Ordering::Relaxed);
-        let actions = vec![Action::set(Scope::Txn, ERROR_VAR, TypedData::str(why))];
-        encode(&Frame::ack(sid, fid, actions), max)
+        let mut actions = Actions::with_capacity(32);
+        actions.set(Scope::Txn, ERROR_VAR, &TypedData::str(why));
+        encode(sid, fid, &actions, max)
     };
     let messages = notify.messages()?;
     let actions = match AssertUnwindSafe(handler.handle(&messages))
@@ -518,12 +519,12 @@ async fn handle_notify<H: Handler>(
         Ok(Err(e)) => return Ok(error_ack(e.0)),
         Err(_panic) => return Ok(error_ack("handler_panic")),
     };
-    Ok(encode(&Frame::ack(sid, fid, actions), max).or_else(|| error_ack("ack_too_large")))
+    Ok(encode(sid, fid, &actions, max).or_else(|| error_ack("ack_too_large")))
 }
 
-fn encode(frame: &Frame<'_>, max: u32) -> Option<Bytes> {
-    let mut out = BytesMut::with_capacity(frame.encoded_len() + 4);
-    frame.encode(&mut out, max).ok()?;
+fn encode(sid: u64, fid: u64, actions: &Actions, max: u32) -> Option<Bytes> {
+    let mut out = BytesMut::with_capacity(actions.as_bytes().len() + 32);
+    encode_ack(sid, fid, actions, &mut out, max).ok()?;
     Some(out.freeze())
 }
 

@@ -29,6 +29,9 @@ pub enum OfflineError {
     Timeout(Duration),
     #[error("cannot render the decision: {0}")]
     Render(#[from] serde_json::Error),
+    /// The ACK's own variables did not read back (a bug, never the input's fault).
+    #[error("the variables did not decode: {0}")]
+    Variables(#[from] crate::spop::DecodeError),
 }
 
 /// A policy loaded once, and what its catalog left out.
@@ -115,7 +118,7 @@ pub async fn decide(
             mode: cfg.policy.mode,
             sso: None,
         },
-        observer: Box::new(|_, _, _| {}),
+        observer: Box::new(|_, _, _, _| {}),
     };
     let auth = AuthRequest {
         method: &req.method,
@@ -128,7 +131,9 @@ pub async fn decide(
     };
     let outcome = agent.decide(&auth, crate::clock::unix_now()).await;
     let mut json = serde_json::to_value(&outcome.decision)?;
-    let vars: serde_json::Map<String, serde_json::Value> = actions_for(&outcome, &cfg.agent.realm)
+    let actions = actions_for(&outcome, &cfg.agent.realm);
+    let vars: serde_json::Map<String, serde_json::Value> = actions
+        .decode()?
         .iter()
         .filter_map(|a| match a {
             crate::spop::Action::SetVar { name, value, .. } => {

@@ -158,13 +158,13 @@ fn agent(
             mode: cfg.policy.mode,
             sso,
         },
-        observer: Box::new(move |req, outcome, latency| {
+        observer: Box::new(move |req, outcome, latency, at| {
             metrics.record_decision(
                 outcome.decision.reason,
                 !outcome.shadow,
                 latency.as_secs_f64(),
             );
-            decision_log.record(req, outcome, latency);
+            decision_log.record(req, outcome, latency, at);
         }),
     })
 }

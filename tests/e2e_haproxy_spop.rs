@@ -19,7 +19,10 @@ use tokio_util::sync::CancellationToken;
 struct Echo;
 
 impl Handler for Echo {
-    async fn handle(&self, messages: &[Message<'_>]) -> Result<Vec<Action<'static>>, HandlerError> {
+    async fn handle(
+        &self,
+        messages: &[Message<'_>],
+    ) -> Result<stagedoor::spop::Actions, HandlerError> {
         let m = messages
             .iter()
             .find(|m| m.name.as_ref() == b"authorize")
@@ -39,7 +42,8 @@ impl Handler for Echo {
             Action::set(Scope::Txn, "sub", TypedData::string(auth)),
             Action::set(Scope::Txn, "echo", TypedData::string(echo)),
             Action::set(Scope::Txn, "neg", TypedData::Int64(-5)),
-        ])
+        ]
+        .into())
     }
 }
 

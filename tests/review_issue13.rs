@@ -73,7 +73,7 @@ fn agent(sso: Option<Arc<Sso>>, mode: Mode) -> Agent {
             mode,
             sso,
         },
-        observer: Box::new(|_, _, _| {}),
+        observer: Box::new(|_, _, _, _| {}),
     }
 }
 
@@ -110,6 +110,8 @@ async fn vars(agent: &Agent, path: &str, cookie: &[u8], count: i64) -> Vec<(Stri
     agent
         .handle(&[msg])
         .await
+        .unwrap()
+        .decode()
         .unwrap()
         .into_iter()
         .filter_map(|a| match a {

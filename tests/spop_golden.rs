@@ -7,7 +7,9 @@ use std::net::Ipv4Addr;
 
 use bytes::BytesMut;
 use stagedoor::spop::frame::{FLAG_FIN, HaproxyHello, read_frame};
-use stagedoor::spop::{Action, Arg, Body, DecodeError, Frame, Message, Scope, Status, TypedData};
+use stagedoor::spop::{
+    Action, Actions, Arg, Body, DecodeError, Frame, Message, Scope, Status, TypedData, encode_ack,
+};
 
 fn hex(s: &str) -> Vec<u8> {
     let s: String = s.chars().filter(|c| !c.is_whitespace()).collect();
@@ -499,6 +501,35 @@ mod prop {
             let total = read_frame(&out, u32::MAX).unwrap().unwrap();
             prop_assert_eq!(total, out.len());
             prop_assert_eq!(Frame::decode(&out[4..]).unwrap(), f);
+        }
+
+        /// An ACK built as it is encoded ([`Actions`], the agent's way) is the same
+        /// bytes as the `Frame` of those actions, within the same size limit.
+        #[test]
+        fn actions_encode_as_the_ack_frame_does(
+            sid: u64,
+            fid: u64,
+            actions in proptest::collection::vec(arb_action(), 0..8),
+            max in 0u32..400,
+        ) {
+            let built: Actions = actions.clone().into();
+            prop_assert_eq!(built.decode().unwrap(), actions.clone());
+            let frame = Frame::ack(sid, fid, actions);
+            let (mut a, mut b) = (BytesMut::new(), BytesMut::new());
+            let ra = encode_ack(sid, fid, &built, &mut a, max).is_ok();
+            let rb = frame.encode(&mut b, max).is_ok();
+            prop_assert_eq!(ra, rb);
+            prop_assert_eq!(&a[..], &b[..]);
+        }
+
+        /// `set_joined` writes the STRING of the words joined by one space.
+        #[test]
+        fn joined_words_are_one_string(words in proptest::collection::vec("[ -~]{0,12}", 0..6)) {
+            let mut joined = Actions::default();
+            joined.set_joined(Scope::Txn, "scopes", &words);
+            let mut whole = Actions::default();
+            whole.set(Scope::Txn, "scopes", &TypedData::string(words.join(" ")));
+            prop_assert_eq!(joined, whole);
         }
 
         #[test]

@@ -67,7 +67,7 @@ fn agent(sso: Option<Arc<Sso>>) -> Agent {
             mode: Mode::Enforce,
             sso,
         },
-        observer: Box::new(|_, _, _| {}),
+        observer: Box::new(|_, _, _, _| {}),
     }
 }
 
@@ -161,6 +161,8 @@ async fn vars(agent: &Agent, req: &Req) -> Vec<(String, String)> {
     };
     let actions = agent.handle(&[msg]).await.unwrap();
     actions
+        .decode()
+        .unwrap()
         .into_iter()
         .filter_map(|a| match a {
             Action::SetVar { name, value, .. } => Some((

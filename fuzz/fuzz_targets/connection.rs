@@ -21,7 +21,7 @@ use tokio::runtime::Runtime;
 struct Echo;
 
 impl Handler for Echo {
-    async fn handle(&self, messages: &[Message<'_>]) -> Result<Vec<Action<'static>>, HandlerError> {
+    async fn handle(&self, messages: &[Message<'_>]) -> Result<stagedoor::spop::Actions, HandlerError> {
         Ok(messages
             .iter()
             .flat_map(|m| m.args.iter())
@@ -29,7 +29,7 @@ impl Handler for Echo {
             .map(|a| Action::SetVar {
                 scope: Scope::Txn,
                 name: a.name.clone().into_owned().into(),
-                value: a.value.clone().into_owned(),
+                value: a.value.clone(),
             })
             .collect())
     }

@@ -101,7 +101,7 @@ fn unsafe_identity_values_never_become_variables() {
         token_fp: None,
         browser: Default::default(),
     };
-    let acts = actions_for(&out, "r");
+    let acts = actions_of(&out, "r");
     for name in ["sub", "client_id", "scopes"] {
         assert!(
             !acts.iter().any(
@@ -123,7 +123,7 @@ fn outages_are_errors_not_verdicts() {
         Reason::PolicyUnavailable,
         Reason::InternalError,
     ] {
-        let acts = actions_for(
+        let acts = actions_of(
             &Outcome {
                 decision: Decision::bare(r),
                 identity: None,
@@ -149,7 +149,7 @@ fn outages_are_errors_not_verdicts() {
             "{r}"
         );
         // Shadow mode lets traffic through even then.
-        let acts = actions_for(
+        let acts = actions_of(
             &Outcome {
                 decision: Decision::bare(r),
                 identity: None,
@@ -186,7 +186,7 @@ fn actions_carry_identity_only_when_verified() {
         token_fp: None,
         browser: Default::default(),
     };
-    let acts = actions_for(&out, "r");
+    let acts = actions_of(&out, "r");
     let names: Vec<_> = acts
         .iter()
         .map(|a| match a {
@@ -213,7 +213,7 @@ fn actions_carry_identity_only_when_verified() {
     }
     // Shadow: allow is true, the real outcome stays visible.
     let d = Decision::bare(Reason::NoRoute);
-    let acts = actions_for(
+    let acts = actions_of(
         &Outcome {
             decision: d,
             identity: None,
@@ -236,4 +236,49 @@ fn actions_carry_identity_only_when_verified() {
         "reason",
         TypedData::str("no_route")
     )));
+}
+
+/// [`actions_for`]'s variables, read back as values.
+fn actions_of(outcome: &Outcome, realm: &str) -> Vec<Action<'static>> {
+    let actions = actions_for(outcome, realm);
+    actions
+        .decode()
+        .unwrap()
+        .into_iter()
+        .map(|a| match a {
+            Action::SetVar { scope, name, value } => Action::SetVar {
+                scope,
+                name: name.into_owned().into(),
+                value: value.into_owned(),
+            },
+            Action::UnsetVar { scope, name } => Action::UnsetVar {
+                scope,
+                name: name.into_owned().into(),
+            },
+        })
+        .collect()
+}
+
+#[test]
+fn joined_scopes_are_checked_as_the_joined_string_would_be() {
+    let long = "s".repeat(2048);
+    let cases: Vec<Vec<String>> = vec![
+        vec![],
+        vec![String::new()],
+        vec![String::new(), String::new()],
+        vec!["read".into(), "write".into()],
+        vec!["re\nad".into()],
+        vec!["caf\u{e9}".into()],
+        vec![long.clone()],
+        vec![long, "x".into()],
+        vec!["a".repeat(1023), "b".repeat(1024)],
+        vec!["a".repeat(1024), "b".repeat(1024)],
+    ];
+    for words in cases {
+        assert_eq!(
+            joined_header_safe(&words, 2048),
+            header_safe(&words.join(" "), 2048, true),
+            "{words:?}"
+        );
+    }
 }

@@ -172,7 +172,18 @@ impl Queue {
         opt(out, self.str(e.request_id));
         out.extend_from_slice(b",\"src\":");
         match e.src {
-            // An address's text needs no escape.
+            // An address's text needs no escape. IPv4 by hand: `Display` went through
+            // the formatting machinery for each octet.
+            Some(IpAddr::V4(ip)) => {
+                out.push(b'"');
+                for (n, octet) in ip.octets().into_iter().enumerate() {
+                    if n > 0 {
+                        out.push(b'.');
+                    }
+                    out.extend_from_slice(itoa::Buffer::new().format(octet).as_bytes());
+                }
+                out.push(b'"');
+            }
             Some(ip) => {
                 let _ = write!(out, "\"{ip}\"");
             }

@@ -9,7 +9,7 @@
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use crate::agent::{AuthRequest, Outcome};
 use crate::config::{DecisionLogs, LogIdentity};
@@ -119,6 +119,9 @@ impl DecisionLog {
         match self.mode {
             DecisionLogs::Off => false,
             DecisionLogs::Deny => !allowed,
+            // Every allow (the default) without the shared counter: one atomic
+            // write per decision that each worker thread took in turn.
+            DecisionLogs::All if allowed && self.allow_every == 1 => true,
             DecisionLogs::All if allowed => {
                 self.allow_every != 0
                     && self
@@ -130,12 +133,17 @@ impl DecisionLog {
         }
     }
 
-    /// Records one decision (cheap when not wanted; never blocks on I/O).
-    pub fn record(&self, req: &AuthRequest<'_>, outcome: &Outcome, latency: Duration) {
+    /// Records one decision made at `at` (cheap when not wanted; never blocks on I/O).
+    pub fn record(
+        &self,
+        req: &AuthRequest<'_>,
+        outcome: &Outcome,
+        latency: Duration,
+        at: SystemTime,
+    ) {
         if !self.wanted(outcome.decision.allow()) {
             return;
         }
-        let now = crate::clock::now();
         let mut queue = self.shared.queue.lock().unwrap_or_else(|e| e.into_inner());
         if queue.bytes() >= MAX_QUEUED {
             drop(queue);
@@ -146,7 +154,7 @@ impl DecisionLog {
             req,
             outcome,
             latency,
-            now,
+            at,
             self.identity == LogIdentity::Full,
         );
     }

@@ -17,7 +17,7 @@ const T_INT64: u8 = 4;
 const T_UINT64: u8 = 5;
 const T_IPV4: u8 = 6;
 const T_IPV6: u8 = 7;
-const T_STR: u8 = 8;
+pub(super) const T_STR: u8 = 8;
 const T_BIN: u8 = 9;
 const FL_TRUE: u8 = 0x10;
 

@@ -394,6 +394,108 @@ impl<'a> Frame<'a> {
     }
 }
 
+/// The actions of one ACK, encoded as they are added: the agent answers without an
+/// [`Action`] value or an owned string per variable (an allowed request's eight
+/// variables cost ~170 ns as `Action`s, one heap string each, before this;
+/// BENCHMARKS.md, "Issue 14: the third pass"). [`encode_ack`] puts them in a frame.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Actions {
+    bytes: Vec<u8>,
+}
+
+impl Actions {
+    /// No actions yet, room for `bytes` of them.
+    pub fn with_capacity(bytes: usize) -> Self {
+        Actions {
+            bytes: Vec::with_capacity(bytes),
+        }
+    }
+
+    /// Adds a set-var.
+    pub fn set(&mut self, scope: Scope, name: &str, value: &TypedData<'_>) {
+        self.head(ACTION_SET_VAR, 3, scope, name);
+        value.encode(&mut self.bytes);
+    }
+
+    /// Adds a set-var of a STRING: `words` joined by one space each.
+    pub fn set_joined(&mut self, scope: Scope, name: &str, words: &[String]) {
+        self.head(ACTION_SET_VAR, 3, scope, name);
+        let len = words.iter().map(String::len).sum::<usize>() + words.len().saturating_sub(1);
+        self.bytes.push(data::T_STR);
+        varint::encode(len as u64, &mut self.bytes);
+        for (n, w) in words.iter().enumerate() {
+            if n > 0 {
+                self.bytes.push(b' ');
+            }
+            self.bytes.extend_from_slice(w.as_bytes());
+        }
+    }
+
+    /// Adds any action.
+    pub fn push(&mut self, action: &Action<'_>) {
+        action.encode(&mut self.bytes);
+    }
+
+    fn head(&mut self, kind: u8, nb_args: u8, scope: Scope, name: &str) {
+        self.bytes.extend_from_slice(&[kind, nb_args, scope as u8]);
+        encode_bytes(name.as_bytes(), &mut self.bytes);
+    }
+
+    /// The encoded list, as it goes in the ACK.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The actions back as values (for tests and tools).
+    ///
+    /// # Errors
+    /// Never for a list built here; kept typed as any decode.
+    pub fn decode(&self) -> Result<Vec<Action<'_>>, DecodeError> {
+        decode_actions(&self.bytes)
+    }
+}
+
+impl<'a> FromIterator<Action<'a>> for Actions {
+    fn from_iter<I: IntoIterator<Item = Action<'a>>>(iter: I) -> Self {
+        let mut out = Actions::default();
+        iter.into_iter().for_each(|a| out.push(&a));
+        out
+    }
+}
+
+impl From<Vec<Action<'_>>> for Actions {
+    fn from(v: Vec<Action<'_>>) -> Self {
+        v.into_iter().collect()
+    }
+}
+
+/// Appends an ACK frame carrying `actions`, length prefix included: the same bytes as
+/// [`Frame::ack`] with those actions, [`Frame::encode`]d.
+///
+/// # Errors
+/// `TooBig` when the frame would exceed `max` (nothing is written then).
+pub fn encode_ack(
+    stream_id: u64,
+    frame_id: u64,
+    actions: &Actions,
+    out: &mut BytesMut,
+    max: u32,
+) -> Result<(), EncodeError> {
+    let len =
+        5 + varint::encoded_len(stream_id) + varint::encoded_len(frame_id) + actions.bytes.len();
+    if len > max as usize {
+        return Err(EncodeError::TooBig { len, max });
+    }
+    out.reserve(4 + len);
+    out.put_u32(len as u32);
+    out.put_u8(FrameType::Ack as u8);
+    out.put_u32(FLAG_FIN);
+    varint::encode(stream_id, out);
+    varint::encode(frame_id, out);
+    out.put_slice(&actions.bytes);
+    Ok(())
+}
+
 /// Decodes a NOTIFY payload (a LIST-OF-MESSAGES).
 // Inlined into both callers (Frame::decode, Notify::messages), as it was into its
 // one caller before the session existed: out of line, decode_notify6 in

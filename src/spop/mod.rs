@@ -19,7 +19,7 @@ pub mod session;
 pub mod varint;
 
 pub use data::{Arg, TypedData};
-pub use frame::{Action, Body, Frame, FrameType, Message, Scope};
+pub use frame::{Action, Actions, Body, Frame, FrameType, Message, Scope, encode_ack};
 
 /// Why bytes from HAProxy could not be decoded. Each maps to the SPOP status code
 /// the agent sends in its AGENT-DISCONNECT.

@@ -75,14 +75,18 @@ pub fn parse_jws(token: &str, max_bytes: usize) -> Result<Jws<'_>, Reason> {
         return Err(Reason::TokenTooLarge);
     }
     let bytes = token.as_bytes();
-    let mut dots = bytes
-        .iter()
-        .enumerate()
-        .filter(|(_, b)| **b == b'.')
-        .map(|(i, _)| i);
-    let (Some(d1), Some(d2), None) = (dots.next(), dots.next(), dots.next()) else {
+    // Exactly two dots, found with memchr (an iterator over every byte was 1% of a
+    // fresh verification's CPU).
+    let dot = |from: usize| token[from..].find('.').map(|i| from + i);
+    let Some(d1) = dot(0) else {
         return Err(Reason::MalformedToken);
     };
+    let Some(d2) = dot(d1 + 1) else {
+        return Err(Reason::MalformedToken);
+    };
+    if dot(d2 + 1).is_some() {
+        return Err(Reason::MalformedToken);
+    }
     let (h64, p64, s64) = (&token[..d1], &token[d1 + 1..d2], &token[d2 + 1..]);
     // An empty payload is a valid JWS (a JWT then fails as a claims set).
     if h64.is_empty() {

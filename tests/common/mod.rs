@@ -38,7 +38,10 @@ impl Drop for DropGuard {
 }
 
 impl Handler for TestHandler {
-    async fn handle(&self, messages: &[Message<'_>]) -> Result<Vec<Action<'static>>, HandlerError> {
+    async fn handle(
+        &self,
+        messages: &[Message<'_>],
+    ) -> Result<stagedoor::spop::Actions, HandlerError> {
         self.started.fetch_add(1, Ordering::SeqCst);
         let mut guard = DropGuard(self.cancelled.clone(), false);
         let mut actions = Vec::new();
@@ -66,7 +69,7 @@ impl Handler for TestHandler {
             actions.push(Action::set(Scope::Txn, "allow", TypedData::Bool(true)));
         }
         guard.1 = true;
-        Ok(actions)
+        Ok(actions.into())
     }
 }
 
