@@ -7,6 +7,7 @@
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use prometheus_client::collector::Collector;
@@ -15,7 +16,6 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
@@ -27,6 +27,9 @@ use crate::policy::Policy;
 use crate::reason::Reason;
 use crate::spop::Status;
 use crate::token::{Verifier, VerifierStatus};
+
+mod latency;
+use latency::Latency;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DecisionLabels {
@@ -50,7 +53,7 @@ pub struct Metrics {
     /// `decisions` for enforced decisions, one handle per reason (indexed by
     /// `Reason as usize`), resolved once: the request path takes no lock for them.
     enforced: Vec<Counter>,
-    latency: Histogram,
+    latency: Arc<Latency>,
 }
 
 fn labels(reason: Reason, enforced: bool) -> DecisionLabels {
@@ -83,19 +86,18 @@ impl Metrics {
         Metrics {
             decisions,
             enforced,
-            // 10 µs .. ~160 ms: cache hits sit in the first buckets, JWKS refetch waits in the last.
-            latency: Histogram::new(exponential_buckets(1e-5, 2.0, 15)),
+            latency: Arc::default(),
         }
     }
 
     /// Counts one decision (request path).
-    pub fn record_decision(&self, reason: Reason, enforced: bool, seconds: f64) {
+    pub fn record_decision(&self, reason: Reason, enforced: bool, latency: Duration) {
         if enforced {
             self.enforced[reason as usize].inc();
         } else {
             self.decisions.get_or_create(&labels(reason, false)).inc();
         }
-        self.latency.observe(seconds);
+        self.latency.observe(latency);
     }
 
     /// Reads the state sources and renders the Prometheus text format. Scrapes may
@@ -124,7 +126,7 @@ impl Metrics {
 /// part of the contract with dashboards and alerts).
 struct Scrape {
     decisions: Family<DecisionLabels, Counter>,
-    latency: Histogram,
+    latency: Arc<Latency>,
     engine: Arc<EngineStats>,
     log_dropped: Arc<AtomicU64>,
     verifier: VerifierStatus,
@@ -488,10 +490,10 @@ mod tests {
             assert_eq!(count(&t, reason.as_str(), "true"), Some(0), "{reason:?}");
             assert_eq!(count(&t, reason.as_str(), "false"), None, "{reason:?}");
         }
-        m.record_decision(Reason::Ok, true, 1e-5);
-        m.record_decision(Reason::Ok, true, 1e-5);
-        m.record_decision(Reason::InternalError, true, 1e-5);
-        m.record_decision(Reason::NotMember, false, 1e-5);
+        m.record_decision(Reason::Ok, true, Duration::from_micros(10));
+        m.record_decision(Reason::Ok, true, Duration::from_micros(10));
+        m.record_decision(Reason::InternalError, true, Duration::from_micros(10));
+        m.record_decision(Reason::NotMember, false, Duration::from_micros(10));
         let t = text(&m);
         assert_eq!(count(&t, "ok", "true"), Some(2));
         assert_eq!(count(&t, "internal_error", "true"), Some(1));
@@ -507,6 +509,34 @@ mod tests {
             t.contains("stagedoor_decision_latency_seconds_count 4"),
             "{t}"
         );
+    }
+
+    /// The histogram's series as prometheus-client's `Histogram` wrote them (the same
+    /// `le` labels), from every worker thread's shard.
+    #[test]
+    fn latency_buckets_keep_their_labels_and_sum_every_thread() {
+        let m = Arc::new(Metrics::new());
+        let threads: Vec<_> = [5u64, 15, 200_000, 1_000_000]
+            .into_iter()
+            .map(|us| {
+                let m = m.clone();
+                std::thread::spawn(move || {
+                    m.record_decision(Reason::Ok, true, Duration::from_micros(us))
+                })
+            })
+            .collect();
+        threads.into_iter().for_each(|t| t.join().unwrap());
+        let t = text(&m);
+        for line in [
+            "stagedoor_decision_latency_seconds_bucket{le=\"1e-05\"} 1",
+            "stagedoor_decision_latency_seconds_bucket{le=\"2e-05\"} 2",
+            "stagedoor_decision_latency_seconds_bucket{le=\"0.16384\"} 2",
+            "stagedoor_decision_latency_seconds_bucket{le=\"+Inf\"} 4",
+            "stagedoor_decision_latency_seconds_count 4",
+            "stagedoor_decision_latency_seconds_sum 1.20002",
+        ] {
+            assert!(t.contains(line), "{line}\n{t}");
+        }
     }
 
     /// Counters are read, not accumulated: two scrapes of the same state say the same,

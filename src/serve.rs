@@ -159,11 +159,7 @@ fn agent(
             sso,
         },
         observer: Box::new(move |req, outcome, latency, at| {
-            metrics.record_decision(
-                outcome.decision.reason,
-                !outcome.shadow,
-                latency.as_secs_f64(),
-            );
+            metrics.record_decision(outcome.decision.reason, !outcome.shadow, latency);
             decision_log.record(req, outcome, latency, at);
         }),
     })
