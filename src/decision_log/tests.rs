@@ -312,3 +312,59 @@ fn ipv4_sources_read_as_display_writes_them() {
         assert_eq!(v["src"], ip.to_string(), "{line}");
     }
 }
+
+/// Sampling at 1.0 (the shortcut without the counter), 0.5 and 0; denies always;
+/// each line carries the time it was given, not the time it was written.
+#[test]
+fn allow_sampling_rates_and_the_given_time() {
+    #[derive(Clone)]
+    struct W(Arc<Mutex<Vec<u8>>>);
+    impl Write for W {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let req = AuthRequest {
+        method: "GET",
+        path: "/",
+        host: "",
+        token: None,
+        src: Some("192.0.2.255".parse().unwrap()),
+        request_id: None,
+        browser: Default::default(),
+    };
+    let outcome = |r| Outcome {
+        decision: Decision::bare(r),
+        identity: None,
+        credential_error: None,
+        shadow: false,
+        token_fp: None,
+        browser: Default::default(),
+    };
+    let (allow, deny) = (outcome(Reason::Public), outcome(Reason::NoRoute));
+    let at = SystemTime::UNIX_EPOCH + Duration::from_millis(1_795_000_000_123);
+    for (rate, allows) in [(1.0, 10), (0.5, 5), (0.0, 0), (-1.0, 0), (0.9, 10)] {
+        let out = W(Arc::new(Mutex::new(Vec::new())));
+        let log = DecisionLog::new(DecisionLogs::All, rate, Box::new(out.clone()));
+        for _ in 0..10 {
+            log.record(&req, &allow, Duration::ZERO, at);
+        }
+        log.record(&req, &deny, Duration::ZERO, at);
+        log.flush();
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let n = |d: &str| lines.iter().filter(|v| v["decision"] == d).count();
+        assert_eq!((n("allow"), n("deny")), (allows, 1), "rate {rate}");
+        for v in &lines {
+            assert_eq!(v["time"], "2026-11-18T11:06:40.123Z");
+            assert_eq!(v["src"], "192.0.2.255");
+        }
+    }
+}
