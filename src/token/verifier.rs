@@ -258,15 +258,16 @@ impl Verifier {
             other => other?,
         };
         let claims = check_issuer_claims(&jws, &raw, &st.cfg, now_unix, fp)?;
-        let identity = Arc::new(claims.to_identity());
+        let exp = claims.exp;
+        let identity = Arc::new(claims.into_identity());
         if let (Some(cache), Some(key)) = (&inner.cache, cache_key)
-            && claims.exp > now_unix
+            && exp > now_unix
         {
             let entry = Arc::new(Cached {
                 identity: identity.clone(),
                 issuer: idx,
                 key_fingerprint: fp,
-                exp: claims.exp,
+                exp,
                 token_fp: [key[0], key[1], key[2], key[3], key[4], key[5]],
                 bytes: u32::try_from(
                     identity.approx_bytes() + std::mem::size_of::<Cached>() + ENTRY_OVERHEAD,
