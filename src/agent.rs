@@ -404,10 +404,10 @@ pub fn actions_for(outcome: &Outcome, realm: &str) -> Actions {
             actions.set_joined(Scope::Txn, "scopes", &id.scopes);
         }
     }
-    if let Some(entity) = d.entity.as_deref().filter(|v| header_safe(v, 512, false)) {
+    if let Some(entity) = d.entity().filter(|v| header_safe(v, 512, false)) {
         actions.set(Scope::Txn, "entity", &TypedData::str(entity));
     }
-    if let Some(owner) = d.owner.as_deref().filter(|v| header_safe(v, 512, false)) {
+    if let Some(owner) = d.owner().filter(|v| header_safe(v, 512, false)) {
         actions.set(Scope::Txn, "owner", &TypedData::str(owner));
     }
     if let Some(location) = location {
@@ -455,7 +455,7 @@ pub fn www_authenticate(d: &Decision, realm: &str) -> Option<String> {
         (401, r) => Some(format!(
             "Bearer realm=\"{realm}\", error=\"invalid_token\", error_description=\"{r}\""
         )),
-        (403, Reason::InsufficientScope) => Some(match &d.required_scopes {
+        (403, Reason::InsufficientScope) => Some(match d.required_scopes() {
             Some(s) => {
                 format!("Bearer realm=\"{realm}\", error=\"insufficient_scope\", scope=\"{s}\"")
             }

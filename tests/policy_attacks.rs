@@ -603,7 +603,7 @@ mod props {
                     path
                 );
                 let a_denied = !before.allow()
-                    && (before.entity.as_deref() == Some("component:default/a")
+                    && (before.entity() == Some("component:default/a")
                         || before.reason == Reason::BadPath);
                 if a_denied {
                     prop_assert!(

@@ -134,10 +134,10 @@ fn decision_carries_entity_owner_route_and_scopes() {
         Ok(&ident(&[], &[])),
     );
     assert_eq!(d.reason, Reason::InsufficientScope);
-    assert_eq!(d.entity.as_deref(), Some("component:default/orders"));
-    assert_eq!(d.owner.as_deref(), Some("group:default/payments"));
-    assert_eq!(d.route.as_deref(), Some("GET,HEAD /api/orders orders:read"));
-    assert_eq!(d.required_scopes.as_deref(), Some("orders:read"));
+    assert_eq!(d.entity(), Some("component:default/orders"));
+    assert_eq!(d.owner(), Some("group:default/payments"));
+    assert_eq!(d.route(), Some("GET,HEAD /api/orders orders:read"));
+    assert_eq!(d.required_scopes(), Some("orders:read"));
     assert_eq!(d.status(), 403);
     let json = serde_json::to_value(&d).unwrap();
     assert_eq!(
@@ -235,10 +235,10 @@ fn matching_precedence() {
     for (m, host, path, who) in cases {
         let d = decide(&p, m, host, path, Ok(&ident(&[], &[])));
         assert_eq!(
-            d.entity.as_deref(),
+            d.entity(),
             Some(format!("component:default/{who}").as_str()),
             "{m} {host} {path}: {:?}",
-            d.route
+            d.route()
         );
     }
     // explicit method beats * on one host: any-api has both `* /api/orders/x` and, by prefix
@@ -248,9 +248,9 @@ fn matching_precedence() {
         Unmatched::Deny,
     );
     let d = decide(&p2, "GET", "h", "/p", Ok(&ident(&["get"], &[])));
-    assert_eq!(d.route.as_deref(), Some("GET /p get"));
+    assert_eq!(d.route(), Some("GET /p get"));
     let d = decide(&p2, "PATCH", "h", "/p", Ok(&ident(&["star"], &[])));
-    assert_eq!(d.route.as_deref(), Some("* /p star"));
+    assert_eq!(d.route(), Some("* /p star"));
 }
 
 #[test]
@@ -316,8 +316,8 @@ fn conflicts_deny_and_are_reported() {
     // even the public claim is denied: the catalog is ambiguous
     let d = decide(&p, "GET", "h", "/shared/1", Err(Reason::MissingToken));
     assert_eq!((d.reason, d.status()), (Reason::PolicyConflict, 403));
-    assert_eq!(d.route.as_deref(), Some("GET * /shared"));
-    assert_eq!(d.entity, None);
+    assert_eq!(d.route(), Some("GET * /shared"));
+    assert_eq!(d.entity(), None);
     // the method only one entity claims still works
     assert_eq!(
         decide(&p, "HEAD", "h", "/shared", Ok(&ok)).reason,
@@ -492,7 +492,7 @@ fn allowed_groups_and_owner_apply_to_non_public_routes_and_at_groups_replace_the
     };
     let d = decide(&p, "GET", "h", "/db", Ok(&carol));
     assert_eq!(
-        (d.reason, d.owner.as_deref()),
+        (d.reason, d.owner()),
         (Reason::Ok, Some("user:default/carol"))
     );
     assert_eq!(
@@ -636,7 +636,7 @@ GET /h admin",
         assert_eq!(d.reason, want, "{method} {path}");
     }
     let d = decide(&p, "HEAD", "h", "/api/orders", Ok(&reader));
-    assert_eq!(d.route.as_deref(), Some("GET /api/orders orders:read"));
+    assert_eq!(d.route(), Some("GET /api/orders orders:read"));
 }
 
 /// An entity whose annotations are in error routes nothing, but its paths are held
@@ -713,7 +713,7 @@ fn a_broken_entity_holds_its_paths_closed() {
     }
     let d = decide(&p, "GET", "h", "/api/billing", Ok(&anyone));
     assert_eq!(d.status(), 403);
-    assert_eq!(d.entity.as_deref(), Some("component:default/billing"));
+    assert_eq!(d.entity(), Some("component:default/billing"));
     // Fixed, the entity routes again.
     let fixed = Policy::build(
         &[

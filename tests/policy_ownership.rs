@@ -456,7 +456,7 @@ proptest! {
             for token in [Ok(&id), Err(Reason::MissingToken)] {
                 let req = Request { method: m, host: h, path };
                 let before = alone.decide(&req, token);
-                if before.entity.as_deref() == Some("component:default/a") && !before.allow() {
+                if before.entity() == Some("component:default/a") && !before.allow() {
                     let after = both.decide(&req, token);
                     prop_assert!(!after.allow(), "{m} {h} {path}: {:?} then {:?}", before, after);
                 }

@@ -66,8 +66,8 @@ fn recorded_entities_build_and_decide() {
 
     let d = p.decide(&req("GET", "/v1/payments/42"), Ok(&alice));
     assert_eq!(d.reason, Reason::Ok);
-    assert_eq!(d.entity.as_deref(), Some("component:default/payments-api"));
-    assert_eq!(d.owner.as_deref(), Some("group:default/payments-team"));
+    assert_eq!(d.entity(), Some("component:default/payments-api"));
+    assert_eq!(d.owner(), Some("group:default/payments-team"));
     assert_eq!(
         p.decide(&req("GET", "/v1/payments/42"), Ok(&stranger))
             .reason,
@@ -92,7 +92,7 @@ fn recorded_entities_build_and_decide() {
         Ok(&alice),
     );
     assert_eq!(
-        (d.reason, d.entity.as_deref()),
+        (d.reason, d.entity()),
         (Reason::Ok, Some("system:default/payments"))
     );
     assert_eq!(

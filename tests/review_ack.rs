@@ -89,10 +89,10 @@ fn old_actions_for(outcome: &Outcome, realm: &str) -> Vec<Action<'static>> {
             actions.push(Action::set(Scope::Txn, "scopes", TypedData::string(scopes)));
         }
     }
-    if let Some(entity) = d.entity.as_deref().filter(|v| header_safe(v, 512, false)) {
+    if let Some(entity) = d.entity().filter(|v| header_safe(v, 512, false)) {
         actions.push(str_var("entity", entity));
     }
-    if let Some(owner) = d.owner.as_deref().filter(|v| header_safe(v, 512, false)) {
+    if let Some(owner) = d.owner().filter(|v| header_safe(v, 512, false)) {
         actions.push(str_var("owner", owner));
     }
     if let Some(location) = location {
@@ -161,12 +161,13 @@ fn outcome() -> impl Strategy<Value = Outcome> {
     )
         .prop_map(
             |(reason, entity, owner, required, identity, shadow, location, cookie)| Outcome {
-                decision: Decision {
-                    entity: entity.map(Arc::from),
-                    owner: owner.map(Arc::from),
-                    required_scopes: required.map(Arc::from),
-                    ..Decision::bare(reason)
-                },
+                decision: Decision::with_names(
+                    reason,
+                    entity.as_deref(),
+                    owner.as_deref(),
+                    None,
+                    required.as_deref(),
+                ),
                 identity: identity.map(Arc::new),
                 credential_error: None,
                 shadow,

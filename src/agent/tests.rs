@@ -171,13 +171,7 @@ fn outages_are_errors_not_verdicts() {
 
 #[test]
 fn actions_carry_identity_only_when_verified() {
-    let d = Decision {
-        reason: Reason::Expired,
-        entity: None,
-        owner: None,
-        route: None,
-        required_scopes: None,
-    };
+    let d = Decision::bare(Reason::Expired);
     let out = Outcome {
         decision: d,
         identity: None,

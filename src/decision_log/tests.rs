@@ -74,12 +74,14 @@ fn lines_are_byte_for_byte_what_they_were() {
         client_id: Some("c".into()),
         ..Default::default()
     });
-    let decision = |reason, owner: Option<&str>| Decision {
-        reason,
-        entity: Some("component:default/x".into()),
-        owner: owner.map(Into::into),
-        route: Some("GET /api x:y".into()),
-        required_scopes: None,
+    let decision = |reason, owner: Option<&str>| {
+        Decision::with_names(
+            reason,
+            Some("component:default/x"),
+            owner,
+            Some("GET /api x:y"),
+            None,
+        )
     };
     let first = AuthRequest {
         method: "GET",

@@ -161,14 +161,11 @@ fn mismatch(want: &Expect, got: &Decision) -> Option<String> {
     let ok = want.allow.is_none_or(|a| a == got.allow())
         && want.status.is_none_or(|s| s == got.status())
         && want.reason.as_deref().is_none_or(|r| r == reason)
-        && want
-            .route
-            .as_deref()
-            .is_none_or(|r| Some(r) == got.route.as_deref())
+        && want.route.as_deref().is_none_or(|r| Some(r) == got.route())
         && want
             .entity
             .as_deref()
-            .is_none_or(|e| Some(e) == got.entity.as_deref());
+            .is_none_or(|e| Some(e) == got.entity());
     if ok {
         return None;
     }
@@ -192,8 +189,8 @@ fn mismatch(want: &Expect, got: &Decision) -> Option<String> {
         "expected{expected}; got allow={} status={} reason={reason} route={:?} entity={}",
         got.allow(),
         got.status(),
-        got.route.as_deref().unwrap_or("-"),
-        got.entity.as_deref().unwrap_or("-"),
+        got.route().unwrap_or("-"),
+        got.entity().unwrap_or("-"),
     ))
 }
 

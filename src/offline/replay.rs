@@ -199,11 +199,8 @@ pub fn replay(mut log: impl BufRead, policy: &Policy) -> std::io::Result<Report>
         match replay_line(&line, policy) {
             Ok((change, decision)) => {
                 report.replayed += 1;
-                let key = match &decision.route {
-                    Some(route) => (
-                        decision.entity.as_deref().map(str::to_owned),
-                        Some(route.to_string()),
-                    ),
+                let key = match decision.route() {
+                    Some(route) => (decision.entity().map(str::to_owned), Some(route.to_owned())),
                     None => (line.entity.clone(), line.route.clone()),
                 };
                 let summary = routes.entry(key.clone()).or_insert_with(|| RouteSummary {

@@ -23,41 +23,124 @@ pub struct Request<'a> {
 }
 
 /// The outcome for one request: allow or deny, why, and which route decided.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// What it names (entity, owner, route line, required scopes) is read through
+/// [`Decision::entity`] and the like, from the policy snapshot's route itself: one
+/// reference count per decision rather than one per string (four atomic writes on
+/// counters every worker thread shares, on every request to a popular route).
+#[derive(Debug, Clone)]
 pub struct Decision {
     pub reason: Reason,
-    /// Ref of the entity whose route matched, or whose broken annotations hold the path
-    /// closed (`policy_error`); `None` on no route or a conflict.
-    pub entity: Option<Arc<str>>,
-    /// Ref of that entity's owner.
-    pub owner: Option<Arc<str>>,
-    /// The matched route line in canonical form, e.g. `GET,HEAD /api/orders orders:read`;
-    /// for a conflict, `METHOD HOST PREFIX`.
-    pub route: Option<Arc<str>>,
-    /// The scope words the route required, space-separated as written
-    /// (`orders:read audit|admin`); `None` for public/authenticated routes.
-    pub required_scopes: Option<Arc<str>>,
+    names: Names,
 }
+
+/// Where a decision's names come from.
+#[derive(Debug, Clone)]
+enum Names {
+    None,
+    /// The matched route.
+    Route(Arc<Route>),
+    /// A `policy_conflict`: its `METHOD HOST PREFIX`.
+    Conflict(Arc<str>),
+    /// A `policy_error`: the entity whose broken annotations hold the path closed.
+    Broken(Arc<str>),
+    /// Given one by one ([`Decision::with_names`]: replays, tests).
+    Given(Box<Given>),
+}
+
+#[derive(Debug, Clone)]
+struct Given {
+    entity: Option<Arc<str>>,
+    owner: Option<Arc<str>>,
+    route: Option<Arc<str>>,
+    required_scopes: Option<Arc<str>>,
+}
+
+impl PartialEq for Decision {
+    fn eq(&self, other: &Self) -> bool {
+        self.reason == other.reason
+            && self.entity() == other.entity()
+            && self.owner() == other.owner()
+            && self.route() == other.route()
+            && self.required_scopes() == other.required_scopes()
+    }
+}
+
+impl Eq for Decision {}
 
 impl Decision {
     /// A decision made before any route was looked at.
     pub fn bare(reason: Reason) -> Self {
         Decision {
             reason,
-            entity: None,
-            owner: None,
-            route: None,
-            required_scopes: None,
+            names: Names::None,
         }
     }
 
-    fn from_route(reason: Reason, r: &Route) -> Self {
+    /// A decision with its names given: entity, owner, route line, required scopes.
+    pub fn with_names(
+        reason: Reason,
+        entity: Option<&str>,
+        owner: Option<&str>,
+        route: Option<&str>,
+        required_scopes: Option<&str>,
+    ) -> Self {
         Decision {
             reason,
-            entity: Some(r.entity.clone()),
-            owner: r.owner.clone(),
-            route: Some(r.display.clone()),
-            required_scopes: r.required_scopes.clone(),
+            names: Names::Given(Box::new(Given {
+                entity: entity.map(Into::into),
+                owner: owner.map(Into::into),
+                route: route.map(Into::into),
+                required_scopes: required_scopes.map(Into::into),
+            })),
+        }
+    }
+
+    fn from_route(reason: Reason, r: &Arc<Route>) -> Self {
+        Decision {
+            reason,
+            names: Names::Route(r.clone()),
+        }
+    }
+
+    /// Ref of the entity whose route matched, or whose broken annotations hold the path
+    /// closed (`policy_error`); `None` on no route or a conflict.
+    pub fn entity(&self) -> Option<&str> {
+        match &self.names {
+            Names::Route(r) => Some(&r.entity),
+            Names::Broken(e) => Some(e),
+            Names::Given(g) => g.entity.as_deref(),
+            Names::None | Names::Conflict(_) => None,
+        }
+    }
+
+    /// Ref of that entity's owner.
+    pub fn owner(&self) -> Option<&str> {
+        match &self.names {
+            Names::Route(r) => r.owner.as_deref(),
+            Names::Given(g) => g.owner.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The matched route line in canonical form, e.g. `GET,HEAD /api/orders orders:read`;
+    /// for a conflict, `METHOD HOST PREFIX`.
+    pub fn route(&self) -> Option<&str> {
+        match &self.names {
+            Names::Route(r) => Some(&r.display),
+            Names::Conflict(text) => Some(text),
+            Names::Given(g) => g.route.as_deref(),
+            Names::None | Names::Broken(_) => None,
+        }
+    }
+
+    /// The scope words the route required, space-separated as written
+    /// (`orders:read audit|admin`); `None` for public/authenticated routes.
+    pub fn required_scopes(&self) -> Option<&str> {
+        match &self.names {
+            Names::Route(r) => r.required_scopes.as_deref(),
+            Names::Given(g) => g.required_scopes.as_deref(),
+            _ => None,
         }
     }
 
@@ -78,10 +161,10 @@ impl Serialize for Decision {
         st.serialize_field("allow", &self.allow())?;
         st.serialize_field("status", &self.status())?;
         st.serialize_field("reason", self.reason.as_str())?;
-        st.serialize_field("entity", &self.entity.as_deref())?;
-        st.serialize_field("owner", &self.owner.as_deref())?;
-        st.serialize_field("route", &self.route.as_deref())?;
-        st.serialize_field("required_scopes", &self.required_scopes.as_deref())?;
+        st.serialize_field("entity", &self.entity())?;
+        st.serialize_field("owner", &self.owner())?;
+        st.serialize_field("route", &self.route())?;
+        st.serialize_field("required_scopes", &self.required_scopes())?;
         st.end()
     }
 }
@@ -167,14 +250,16 @@ impl Policy {
             }
             None => return Decision::bare(Reason::NoRoute),
             Some(Slot::Conflict(clash)) => {
-                let mut d = Decision::bare(Reason::PolicyConflict);
-                d.route = Some(clash.text.clone());
-                return d;
+                return Decision {
+                    reason: Reason::PolicyConflict,
+                    names: Names::Conflict(clash.text.clone()),
+                };
             }
             Some(Slot::Broken(entity)) => {
-                let mut d = Decision::bare(Reason::PolicyError);
-                d.entity = Some(entity.clone());
-                return d;
+                return Decision {
+                    reason: Reason::PolicyError,
+                    names: Names::Broken(entity.clone()),
+                };
             }
             Some(Slot::Route(r)) => r,
         };
