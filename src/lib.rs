@@ -27,6 +27,7 @@ pub mod catalog;
 pub mod clock;
 pub mod config;
 pub mod connection;
+pub mod counter;
 pub mod decision_log;
 pub mod http;
 pub mod identity;

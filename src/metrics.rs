@@ -13,8 +13,7 @@ use arc_swap::ArcSwapOption;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, MetricEncoder};
 use prometheus_client::metrics::MetricType;
-use prometheus_client::metrics::counter::{ConstCounter, Counter};
-use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
@@ -49,11 +48,31 @@ pub struct Sources {
 
 /// The request-path metrics; the rest is read per scrape (see [`Metrics::render`]).
 pub struct Metrics {
-    decisions: Family<DecisionLabels, Counter>,
-    /// `decisions` for enforced decisions, one handle per reason (indexed by
-    /// `Reason as usize`), resolved once: the request path takes no lock for them.
-    enforced: Vec<Counter>,
+    decisions: Arc<Decisions>,
     latency: Arc<Latency>,
+}
+
+/// `decisions_total`, one count per reason (indexed by `Reason as usize`) for
+/// enforced decisions and for shadow ones: no lock, no label lookup, and each worker
+/// thread adds on its own cache line ([`crate::counter`]).
+struct Decisions {
+    enforced: Box<[crate::counter::Counter]>,
+    shadow: Box<[crate::counter::Counter]>,
+}
+
+impl Decisions {
+    /// The series as they are read: every reason enforced (zeros too, so dashboards
+    /// see no gaps), then the shadow reasons seen at least once.
+    fn series(&self) -> Vec<(DecisionLabels, u64)> {
+        let enforced = Reason::ALL
+            .iter()
+            .map(|&r| (labels(r, true), self.enforced[r as usize].get()));
+        let shadow = Reason::ALL
+            .iter()
+            .map(|&r| (labels(r, false), self.shadow[r as usize].get()))
+            .filter(|(_, n)| *n > 0);
+        enforced.chain(shadow).collect()
+    }
 }
 
 fn labels(reason: Reason, enforced: bool) -> DecisionLabels {
@@ -72,31 +91,27 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Metrics {
-        let decisions = Family::<DecisionLabels, Counter>::default();
-        // Pre-create every reason so dashboards see zeros, not gaps; keep the handles
-        // (a clone shares the family's counter).
-        let enforced = Reason::ALL
-            .iter()
-            .enumerate()
-            .map(|(i, &reason)| {
-                assert_eq!(reason as usize, i, "Reason::ALL is in declaration order");
-                decisions.get_or_create(&labels(reason, true)).clone()
-            })
-            .collect();
+        for (i, &reason) in Reason::ALL.iter().enumerate() {
+            assert_eq!(reason as usize, i, "Reason::ALL is in declaration order");
+        }
+        let per_reason = || Reason::ALL.iter().map(|_| Default::default()).collect();
         Metrics {
-            decisions,
-            enforced,
+            decisions: Arc::new(Decisions {
+                enforced: per_reason(),
+                shadow: per_reason(),
+            }),
             latency: Arc::default(),
         }
     }
 
     /// Counts one decision (request path).
     pub fn record_decision(&self, reason: Reason, enforced: bool, latency: Duration) {
-        if enforced {
-            self.enforced[reason as usize].inc();
+        let per_reason = if enforced {
+            &self.decisions.enforced
         } else {
-            self.decisions.get_or_create(&labels(reason, false)).inc();
-        }
+            &self.decisions.shadow
+        };
+        per_reason[reason as usize].inc();
         self.latency.observe(latency);
     }
 
@@ -125,7 +140,7 @@ impl Metrics {
 /// encoded as read, in a fixed order (every name, label, type and help text is
 /// part of the contract with dashboards and alerts).
 struct Scrape {
-    decisions: Family<DecisionLabels, Counter>,
+    decisions: Arc<Decisions>,
     latency: Arc<Latency>,
     engine: Arc<EngineStats>,
     log_dropped: Arc<AtomicU64>,
@@ -145,8 +160,7 @@ impl Collector for Scrape {
     fn encode(&self, mut e: DescriptorEncoder) -> fmt::Result {
         let e = &mut e;
         let help = "Authorization decisions by decision, reason and enforcement";
-        self.decisions
-            .encode(describe(e, "decisions", help, MetricType::Counter)?)?;
+        counters(e, "decisions", help, &self.decisions.series())?;
         let help = "Time from message to decision";
         let name = "decision_latency_seconds";
         self.latency

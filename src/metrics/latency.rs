@@ -4,7 +4,7 @@
 //! `Histogram` takes a mutex per observation, which the worker threads took in turn
 //! on every decision.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use prometheus_client::encoding::{MetricEncoder, NoLabelSet};
@@ -14,7 +14,7 @@ use prometheus_client::metrics::histogram::exponential_buckets;
 /// first buckets, JWKS refetch waits in the last.
 const BOUNDS: usize = 15;
 const FIRST_NS: u64 = 10_000;
-const SHARDS: usize = 8;
+use crate::counter::{SHARDS, shard};
 
 /// One thread's counts, on cache lines of their own.
 #[repr(align(128))]
@@ -37,14 +37,6 @@ impl Default for Latency {
     }
 }
 
-thread_local! {
-    /// This thread's shard, handed out in turn as threads first observe.
-    static SHARD: usize = {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS
-    };
-}
-
 /// The bucket of a latency: the first whose upper bound is at least `ns`.
 fn bucket(ns: u64) -> usize {
     (0..BOUNDS).find(|&i| ns <= FIRST_NS << i).unwrap_or(BOUNDS)
@@ -54,7 +46,7 @@ impl Latency {
     /// Counts one decision's latency.
     pub fn observe(&self, latency: Duration) {
         let ns = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
-        let shard = &self.shards[SHARD.with(|s| *s)];
+        let shard = &self.shards[shard()];
         shard.buckets[bucket(ns)].fetch_add(1, Ordering::Relaxed);
         shard.sum_ns.fetch_add(ns, Ordering::Relaxed);
     }

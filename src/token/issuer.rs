@@ -130,7 +130,7 @@ pub(super) struct IssuerState {
     refetch_results: [AtomicU64; 3],
     suppressed: AtomicU64,
     skipped_total: [AtomicU64; SkipReason::ALL.len()],
-    pub(super) hits: AtomicU64,
+    pub(super) hits: crate::counter::Counter,
     pub(super) misses: AtomicU64,
 }
 
@@ -157,7 +157,7 @@ impl IssuerState {
             refetch_results: Default::default(),
             suppressed: AtomicU64::new(0),
             skipped_total: Default::default(),
-            hits: AtomicU64::new(0),
+            hits: crate::counter::Counter::default(),
             misses: AtomicU64::new(0),
         }
     }
@@ -295,7 +295,7 @@ impl IssuerState {
             refetch_errors: self.refetch_results[FetchResult::Failed as usize]
                 .load(Ordering::Relaxed),
             refetches_suppressed: self.suppressed.load(Ordering::Relaxed),
-            cache_hits: self.hits.load(Ordering::Relaxed),
+            cache_hits: self.hits.get(),
             cache_misses: self.misses.load(Ordering::Relaxed),
         }
     }

@@ -9,8 +9,14 @@
 //! own slot's token, which then takes the cache's path). A hit is an exact match of
 //! the whole token, so it can never answer for another token; the caller still
 //! checks `exp` and the signing key on every hit, as for the cache.
+//!
+//! Slots are read without a lock or a reference count (`ArcSwapOption`: a hit writes
+//! nothing that another worker thread reads; a mutex and a clone of the entry were
+//! four atomic writes on shared lines per decision for a client repeating its token).
 
-use std::sync::Mutex;
+use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
 
 /// Slots in the table: one per value of a byte (see `slot`).
 const SLOTS: usize = 256;
@@ -31,7 +37,7 @@ fn same(stored: &str, given: &str) -> bool {
 
 /// The recent-token table of one verifier.
 pub(super) struct Recent<V> {
-    slots: Box<[Mutex<Option<Slot<V>>>]>,
+    slots: Box<[ArcSwapOption<Slot<V>>]>,
 }
 
 struct Slot<V> {
@@ -39,15 +45,15 @@ struct Slot<V> {
     value: V,
 }
 
-impl<V: Clone> Recent<V> {
+impl<V> Recent<V> {
     pub(super) fn new() -> Self {
         Recent {
-            slots: (0..SLOTS).map(|_| Mutex::new(None)).collect(),
+            slots: (0..SLOTS).map(|_| ArcSwapOption::empty()).collect(),
         }
     }
 
     /// The slot of `token`: its last eight bytes, mixed by a multiplication.
-    fn slot(&self, token: &str) -> &Mutex<Option<Slot<V>>> {
+    fn slot(&self, token: &str) -> &ArcSwapOption<Slot<V>> {
         let b = token.as_bytes();
         let tail = &b[b.len().saturating_sub(8)..];
         let mut word = [0u8; 8];
@@ -57,12 +63,12 @@ impl<V: Clone> Recent<V> {
         &self.slots[(mixed >> 56) as usize]
     }
 
-    /// The value stored with exactly this token, if it is still in its slot.
-    pub(super) fn get(&self, token: &str) -> Option<V> {
-        let slot = self.slot(token).lock().unwrap_or_else(|e| e.into_inner());
-        slot.as_ref()
+    /// `read` of the value stored with exactly this token, if it is still in its slot.
+    pub(super) fn find<R>(&self, token: &str, read: impl FnOnce(&V) -> R) -> Option<R> {
+        let slot = self.slot(token).load();
+        slot.as_deref()
             .filter(|s| same(&s.token, token))
-            .map(|s| s.value.clone())
+            .map(|s| read(&s.value))
     }
 
     /// Remembers `token` with `value`, replacing what its slot held.
@@ -70,23 +76,19 @@ impl<V: Clone> Recent<V> {
         if token.len() > MAX_RECENT_TOKEN_BYTES {
             return;
         }
-        let mut slot = self.slot(token).lock().unwrap_or_else(|e| e.into_inner());
-        match slot.as_mut() {
-            Some(s) if *s.token == *token => s.value = value,
-            _ => {
-                *slot = Some(Slot {
-                    token: token.into(),
-                    value,
-                })
-            }
-        }
+        self.slot(token).store(Some(Arc::new(Slot {
+            token: token.into(),
+            value,
+        })));
     }
 
-    /// Forgets `token` (its entry failed the checks of a hit).
+    /// Forgets `token` (its entry failed the checks of a hit), unless another token
+    /// took its slot meanwhile.
     pub(super) fn remove(&self, token: &str) {
-        let mut slot = self.slot(token).lock().unwrap_or_else(|e| e.into_inner());
-        if slot.as_ref().is_some_and(|s| *s.token == *token) {
-            *slot = None;
+        let slot = self.slot(token);
+        let current = slot.load();
+        if current.as_deref().is_some_and(|s| *s.token == *token) {
+            slot.compare_and_swap(&current, None);
         }
     }
 }
@@ -94,6 +96,12 @@ impl<V: Clone> Recent<V> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl<V: Clone> Recent<V> {
+        fn get(&self, token: &str) -> Option<V> {
+            self.find(token, V::clone)
+        }
+    }
 
     #[test]
     fn a_hit_is_the_exact_token_only() {

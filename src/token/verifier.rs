@@ -191,12 +191,16 @@ impl Verifier {
     ) -> (Result<Arc<Identity>, Reason>, [u8; 6]) {
         let inner = &*self.inner;
         if let Some(recent) = &inner.recent
-            && let Some(hit) = recent.get(token)
+            && let Some(hit) = recent.find(token, |hit| {
+                inner
+                    .still_good(hit, now_unix)
+                    .map(|identity| (identity, hit.token_fp))
+            })
         {
-            if let Some(identity) = inner.still_good(&hit, now_unix) {
-                return (Ok(identity), hit.token_fp);
+            match hit {
+                Some((identity, fp)) => return (Ok(identity), fp),
+                None => recent.remove(token),
             }
-            recent.remove(token);
         }
         let digest = token_digest(token);
         let fp = [
@@ -328,7 +332,7 @@ impl Inner {
     fn still_good(&self, hit: &Cached, now_unix: i64) -> Option<Arc<Identity>> {
         let st = &self.issuers[hit.issuer];
         (now_unix < hit.exp && st.trusts(hit.key_fingerprint)).then(|| {
-            st.hits.fetch_add(1, Ordering::Relaxed);
+            st.hits.inc();
             hit.identity.clone()
         })
     }
