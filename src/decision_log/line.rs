@@ -139,20 +139,7 @@ impl Queue {
 
     /// Appends every queued entry to `out`, one JSON line each (writer thread).
     pub(super) fn format(&self, out: &mut Vec<u8>) {
-        let mut second = SecondCache::default();
-        for e in &self.entries {
-            let mut buf = [0u8; 24];
-            let slow;
-            let time = match second.format(e.time, &mut buf) {
-                Some(text) => text,
-                None => {
-                    slow = crate::clock::rfc3339_millis(e.time).to_string();
-                    &slow
-                }
-            };
-            self.write_line(e, time, out);
-            out.push(b'\n');
-        }
+        format_all(std::slice::from_ref(self), out);
     }
 
     /// One entry as a JSON object. The keys, their order and the literals are written
@@ -264,6 +251,39 @@ impl Queue {
             opt(out, i.backstage_user.as_deref());
         }
         out.push(b'}');
+    }
+}
+
+/// Appends the entries of every queue to `out`, one JSON line each, in the order of
+/// their `time` (each worker thread queues its own: their lines interleave here).
+pub(super) fn format_all(queues: &[Queue], out: &mut Vec<u8>) {
+    let mut order: Vec<(SystemTime, usize, usize)> = queues
+        .iter()
+        .enumerate()
+        .flat_map(|(q, queue)| {
+            queue
+                .entries
+                .iter()
+                .enumerate()
+                .map(move |(i, e)| (e.time, q, i))
+        })
+        .collect();
+    // Stable: one thread's lines keep their order at equal times.
+    order.sort_by_key(|&(time, _, _)| time);
+    let mut second = SecondCache::default();
+    for (_, q, i) in order {
+        let (queue, e) = (&queues[q], &queues[q].entries[i]);
+        let mut buf = [0u8; 24];
+        let slow;
+        let time = match second.format(e.time, &mut buf) {
+            Some(text) => text,
+            None => {
+                slow = crate::clock::rfc3339_millis(e.time).to_string();
+                &slow
+            }
+        };
+        queue.write_line(e, time, out);
+        out.push(b'\n');
     }
 }
 

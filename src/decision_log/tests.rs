@@ -370,3 +370,121 @@ fn allow_sampling_rates_and_the_given_time() {
         }
     }
 }
+
+/// Each worker thread queues its own lines; the writer puts them out together in
+/// time order, none lost, whichever threads queued them.
+#[test]
+fn lines_from_many_threads_come_out_in_time_order() {
+    #[derive(Clone)]
+    struct W(Arc<Mutex<Vec<u8>>>);
+    impl Write for W {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let out = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::new(DecisionLog::new(
+        DecisionLogs::All,
+        1.0,
+        Box::new(W(out.clone())),
+    ));
+    let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_000_000);
+    // Thread k logs times k, k + 12, k + 24, ... (ms): interleaved across threads.
+    let threads: Vec<_> = (0..12u64)
+        .map(|k| {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                let outcome = Outcome {
+                    decision: Decision::bare(Reason::Public),
+                    identity: None,
+                    credential_error: None,
+                    shadow: false,
+                    token_fp: None,
+                    browser: Default::default(),
+                };
+                for n in 0..50u64 {
+                    let ms = k + 12 * n;
+                    let path = format!("/{ms}");
+                    let req = AuthRequest {
+                        method: "GET",
+                        path: &path,
+                        host: "h",
+                        token: None,
+                        src: None,
+                        request_id: None,
+                        browser: Default::default(),
+                    };
+                    let at = t0 + Duration::from_millis(ms);
+                    log.record(&req, &outcome, Duration::ZERO, at);
+                }
+            })
+        })
+        .collect();
+    threads.into_iter().for_each(|t| t.join().unwrap());
+    log.flush();
+    let text = String::from_utf8(out.lock().unwrap().clone()).unwrap();
+    let paths: Vec<u64> = text
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["path"].as_str().unwrap()[1..].parse().unwrap()
+        })
+        .collect();
+    assert_eq!(paths.len(), 600, "every line, once");
+    let mut sorted = paths.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, (0..600).collect::<Vec<_>>());
+}
+
+/// The writer merges the queues by time: lines of several queues, each in its own
+/// order, come out as one sequence in time order (ties keep their queue's order).
+#[test]
+fn queues_are_formatted_as_one_in_time_order() {
+    let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_000_000);
+    let outcome = Outcome {
+        decision: Decision::bare(Reason::Public),
+        identity: None,
+        credential_error: None,
+        shadow: false,
+        token_fp: None,
+        browser: Default::default(),
+    };
+    let mut queues: Vec<Queue> = (0..3).map(|_| Queue::default()).collect();
+    for (q, times) in [(0, [5, 1, 9, 9]), (1, [2, 9, 3, 0]), (2, [7, 4, 6, 8])] {
+        for (n, ms) in times.into_iter().enumerate() {
+            let path = format!("/{ms}-{q}{n}");
+            let req = AuthRequest {
+                method: "GET",
+                path: &path,
+                host: "h",
+                token: None,
+                src: None,
+                request_id: None,
+                browser: Default::default(),
+            };
+            let at = t0 + Duration::from_millis(ms);
+            queues[q].push(&req, &outcome, Duration::ZERO, at, true);
+        }
+    }
+    let mut out = Vec::new();
+    super::line::format_all(&queues, &mut out);
+    let paths: Vec<String> = String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["path"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            "/0-13", "/1-01", "/2-10", "/3-12", "/4-21", "/5-00", "/6-22", "/7-20", "/8-23",
+            "/9-02", "/9-03", "/9-11"
+        ]
+    );
+}
