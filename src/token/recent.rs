@@ -141,3 +141,80 @@ mod tests {
         assert_eq!((r.get("a"), r.get("")), (Some(1), Some(2)));
     }
 }
+
+/// Review of fff918e (the slots read through `ArcSwapOption`): tokens that share a slot,
+/// put, found and removed from many threads at once. A hit answers only for the token
+/// stored with the value, and a remove takes out only its own token.
+#[cfg(test)]
+mod race_tests {
+    use super::*;
+
+    fn get(r: &Recent<u32>, token: &str) -> Option<u32> {
+        r.find(token, |v| *v)
+    }
+
+    /// Twelve tokens with the same last eight bytes: one slot.
+    fn tokens() -> Vec<String> {
+        (0..12)
+            .map(|i| format!("t{i:02}.payload.sig-tail"))
+            .collect()
+    }
+
+    #[test]
+    fn colliding_tokens_never_answer_for_each_other() {
+        let r = Arc::new(Recent::<String>::new());
+        let toks = Arc::new(tokens());
+        assert!(
+            toks.iter()
+                .all(|t| std::ptr::eq(r.slot(t), r.slot(&toks[0]))),
+            "the tokens share one slot"
+        );
+        let threads: Vec<_> = (0..12)
+            .map(|k| {
+                let (r, toks) = (r.clone(), toks.clone());
+                std::thread::spawn(move || {
+                    let mut hits = 0u32;
+                    for n in 0..5_000usize {
+                        let mine = &toks[(k + n) % toks.len()];
+                        match n % 3 {
+                            0 => r.put(mine, mine.clone()),
+                            1 => r.remove(mine),
+                            _ => {}
+                        }
+                        for t in toks.iter() {
+                            if let Some(v) = r.find(t, String::clone) {
+                                assert_eq!(&v, t, "a hit for {t} answered with {v}");
+                                hits += 1;
+                            }
+                        }
+                    }
+                    hits
+                })
+            })
+            .collect();
+        let hits: u32 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+        assert!(hits > 0, "the race was exercised");
+    }
+
+    /// A remove of one token leaves another token's entry in the slot; a removed token
+    /// is not found again, even while other threads keep reading the slot.
+    #[test]
+    fn remove_takes_out_its_own_token_only() {
+        let toks = tokens();
+        let r = Recent::new();
+        r.put(&toks[0], 0);
+        r.remove(&toks[1]);
+        assert_eq!(get(&r, &toks[0]), Some(0));
+        r.put(&toks[0], 1);
+        assert_eq!(get(&r, &toks[0]), Some(1), "put replaces the value");
+        r.remove(&toks[0]);
+        assert_eq!(get(&r, &toks[0]), None);
+        // A reader holding the old entry does not bring it back.
+        r.put(&toks[0], 2);
+        let held = r.slot(&toks[0]).load_full();
+        r.remove(&toks[0]);
+        assert_eq!(get(&r, &toks[0]), None);
+        drop(held);
+        assert_eq!(get(&r, &toks[0]), None);
+    }
+}
