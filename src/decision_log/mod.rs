@@ -185,4 +185,6 @@ pub fn fingerprint(token: &str) -> String {
 }
 
 #[cfg(test)]
+mod review2_tests;
+#[cfg(test)]
 mod tests;
