@@ -82,6 +82,14 @@ impl Queue {
         self.text.clear();
     }
 
+    /// Gives back what a burst made it hold beyond a steady drain's worth (the writer
+    /// keeps a spare per queue).
+    pub(super) fn shrink(&mut self) {
+        self.clear();
+        self.entries.shrink_to(1024);
+        self.text.shrink_to(256 * 1024);
+    }
+
     fn slot(&mut self, s: Option<&str>) -> Slot {
         let Some(s) = s else { return Slot::NONE };
         // The queue is capped far below 4 GiB (`MAX_QUEUED`): the offsets fit.

@@ -21,10 +21,12 @@ mod line;
 pub use line::{CALLER_VERIFIED, format_line};
 use line::{Hex, Queue};
 
-/// Queued bytes of one queue beyond this are dropped (and counted): about 6,000
-/// decisions, 16 MiB at most over all the queues (two busy worker threads: 4 MiB,
-/// some 0.2 s of lines at 50,000 decisions/s before the writer must have caught up).
-const MAX_QUEUED: usize = 2 << 20;
+/// Queued bytes of one queue beyond this are dropped (and counted): about 12,000
+/// decisions. The two worker threads of a 2-CPU sidecar have the 8 MiB that one
+/// shared queue had (~25,000 decisions, half a second at 50,000/s before the writer
+/// must have caught up); 32 MiB at most over the eight queues, plus the writer's
+/// spares, which it shrinks back after a burst (`Queue::shrink`).
+const MAX_QUEUED: usize = 4 << 20;
 const SHARDS: usize = crate::counter::SHARDS;
 const DRAIN_EVERY: Duration = Duration::from_millis(10);
 
@@ -57,6 +59,7 @@ impl Shared {
         }
         text.clear();
         line::format_all(spares, text);
+        spares.iter_mut().for_each(Queue::shrink);
         let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
         let _ = out.write_all(text);
         let _ = out.flush();
