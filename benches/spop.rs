@@ -84,7 +84,8 @@ fn decision_actions<'m>(m: &'m Message<'_>) -> Vec<Action<'m>> {
     ]
 }
 
-/// Answers every NOTIFY at once with the decision variables (owned, as the agent's are).
+/// Answers every NOTIFY at once with the decision variables, encoded as set (as the
+/// agent's are).
 struct AtOnce;
 
 impl Handler for AtOnce {
@@ -92,21 +93,7 @@ impl Handler for AtOnce {
         &self,
         messages: &[Message<'_>],
     ) -> Result<stagedoor::spop::Actions, HandlerError> {
-        let owned = |a: Action<'_>| match a {
-            Action::SetVar { scope, name, value } => Action::SetVar {
-                scope,
-                name: name.into_owned().into(),
-                value: value.into_owned(),
-            },
-            Action::UnsetVar { scope, name } => Action::UnsetVar {
-                scope,
-                name: name.into_owned().into(),
-            },
-        };
-        Ok(decision_actions(&messages[0])
-            .into_iter()
-            .map(owned)
-            .collect())
+        Ok(decision_actions(&messages[0]).into_iter().collect())
     }
 }
 

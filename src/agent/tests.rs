@@ -235,22 +235,8 @@ fn actions_carry_identity_only_when_verified() {
 /// [`actions_for`]'s variables, read back as values.
 fn actions_of(outcome: &Outcome, realm: &str) -> Vec<Action<'static>> {
     let actions = actions_for(outcome, realm);
-    actions
-        .decode()
-        .unwrap()
-        .into_iter()
-        .map(|a| match a {
-            Action::SetVar { scope, name, value } => Action::SetVar {
-                scope,
-                name: name.into_owned().into(),
-                value: value.into_owned(),
-            },
-            Action::UnsetVar { scope, name } => Action::UnsetVar {
-                scope,
-                name: name.into_owned().into(),
-            },
-        })
-        .collect()
+    let decoded = actions.decode().unwrap();
+    decoded.into_iter().map(Action::into_owned).collect()
 }
 
 #[test]

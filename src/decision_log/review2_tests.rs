@@ -2,50 +2,21 @@
 //! per queue, a full queue costs no other thread a line, and nothing is lost or written
 //! twice when the writer is held off and then drains.
 
-use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use super::tests::{Sink, bare, get};
 use super::*;
-use crate::policy::Decision;
 use crate::reason::Reason;
 
-#[derive(Clone)]
-struct W(Arc<Mutex<Vec<u8>>>);
-
-impl Write for W {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 fn outcome() -> Outcome {
-    Outcome {
-        decision: Decision::bare(Reason::NoRoute),
-        identity: None,
-        credential_error: None,
-        shadow: false,
-        token_fp: None,
-        browser: Default::default(),
-    }
+    bare(Reason::NoRoute)
 }
 
 /// Records `/{tag}/{n}/{pad}` at `t0 + n` ms; whether it was taken (not dropped).
 fn record(log: &DecisionLog, tag: &str, n: u64, pad: &str) -> bool {
     let path = format!("/{tag}/{n}/{pad}");
-    let req = AuthRequest {
-        method: "GET",
-        path: &path,
-        host: "h",
-        token: None,
-        src: None,
-        request_id: None,
-        browser: Default::default(),
-    };
+    let req = get(&path);
     let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_000_000);
     let before = log.dropped.load(Ordering::Relaxed);
     log.record(
@@ -63,7 +34,7 @@ fn a_full_queue_drops_and_counts_its_own_lines_only() {
     let log = Arc::new(DecisionLog::new(
         DecisionLogs::All,
         1.0,
-        Box::new(W(out.clone())),
+        Box::new(Sink(out.clone())),
     ));
     let pad = "p".repeat(4000);
     // The writer takes `draining` before it swaps a queue: held, nothing drains.
@@ -89,15 +60,7 @@ fn a_full_queue_drops_and_counts_its_own_lines_only() {
     let line = {
         let mut q = super::line::Queue::default();
         let path = format!("/a/1000/{pad}");
-        let req = AuthRequest {
-            method: "GET",
-            path: &path,
-            host: "h",
-            token: None,
-            src: None,
-            request_id: None,
-            browser: Default::default(),
-        };
+        let req = get(&path);
         q.push(
             &req,
             &outcome(),

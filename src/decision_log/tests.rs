@@ -10,6 +10,45 @@ use crate::identity::Identity;
 use crate::policy::Decision;
 use crate::reason::Reason;
 
+/// A writer into a shared buffer, for the writer thread's output.
+#[derive(Clone)]
+pub(super) struct Sink(pub(super) Arc<Mutex<Vec<u8>>>);
+
+impl Write for Sink {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A `GET` of `path` on host `h`, nothing else known.
+pub(super) fn get(path: &str) -> AuthRequest<'_> {
+    AuthRequest {
+        method: "GET",
+        path,
+        host: "h",
+        token: None,
+        src: None,
+        request_id: None,
+        browser: Default::default(),
+    }
+}
+
+/// An enforced outcome with no caller and no names: only `reason`.
+pub(super) fn bare(reason: Reason) -> Outcome {
+    Outcome {
+        decision: Decision::bare(reason),
+        identity: None,
+        credential_error: None,
+        shadow: false,
+        token_fp: None,
+        browser: Default::default(),
+    }
+}
+
 #[test]
 fn fingerprint_is_short_and_stable() {
     assert_eq!(fingerprint("abc"), "ba7816bf8f01");
@@ -186,16 +225,6 @@ fn queued_entries_format_like_single_lines_and_keep_their_reason() {
 #[test]
 fn modes_and_sampling() {
     let out = Arc::new(Mutex::new(Vec::<u8>::new()));
-    struct W(Arc<Mutex<Vec<u8>>>);
-    impl Write for W {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
     let req = AuthRequest {
         method: "GET",
         path: "/",
@@ -205,23 +234,9 @@ fn modes_and_sampling() {
         request_id: None,
         browser: Default::default(),
     };
-    let allow = Outcome {
-        decision: Decision::bare(Reason::Public),
-        identity: None,
-        credential_error: None,
-        shadow: false,
-        token_fp: None,
-        browser: Default::default(),
-    };
-    let deny = Outcome {
-        decision: Decision::bare(Reason::NoRoute),
-        identity: None,
-        credential_error: None,
-        shadow: false,
-        token_fp: None,
-        browser: Default::default(),
-    };
-    let log = DecisionLog::new(DecisionLogs::All, 0.25, Box::new(W(out.clone())));
+    let allow = bare(Reason::Public);
+    let deny = bare(Reason::NoRoute);
+    let log = DecisionLog::new(DecisionLogs::All, 0.25, Box::new(Sink(out.clone())));
     for _ in 0..8 {
         log.record(&req, &allow, Duration::ZERO, SystemTime::now());
     }
@@ -239,7 +254,7 @@ fn modes_and_sampling() {
         "every deny"
     );
     let out2 = Arc::new(Mutex::new(Vec::<u8>::new()));
-    let log = DecisionLog::new(DecisionLogs::Deny, 1.0, Box::new(W(out2.clone())));
+    let log = DecisionLog::new(DecisionLogs::Deny, 1.0, Box::new(Sink(out2.clone())));
     log.record(&req, &allow, Duration::ZERO, SystemTime::now());
     log.record(&req, &deny, Duration::ZERO, SystemTime::now());
     log.flush();
@@ -264,14 +279,7 @@ fn line_separators_are_escaped_other_text_is_kept() {
         request_id: None,
         browser: Default::default(),
     };
-    let outcome = Outcome {
-        decision: Decision::bare(Reason::NoRoute),
-        identity: None,
-        credential_error: None,
-        shadow: false,
-        token_fp: None,
-        browser: Default::default(),
-    };
+    let outcome = bare(Reason::NoRoute);
     let line = format_line(&req, &outcome, Duration::ZERO, SystemTime::UNIX_EPOCH);
     assert!(
         line.contains("\"host\":\"h\\u2029\",\"path\":\"/\\u2028\\u2029\u{202e}\u{e9}\\u2028\""),
@@ -284,14 +292,7 @@ fn line_separators_are_escaped_other_text_is_kept() {
 /// IPv4 sources are written by hand: the same text as `Display`, every octet width.
 #[test]
 fn ipv4_sources_read_as_display_writes_them() {
-    let outcome = Outcome {
-        decision: Decision::bare(Reason::Ok),
-        identity: None,
-        credential_error: None,
-        shadow: false,
-        token_fp: None,
-        browser: Default::default(),
-    };
+    let outcome = bare(Reason::Ok);
     for ip in [
         "0.0.0.0",
         "255.255.255.255",
@@ -319,17 +320,6 @@ fn ipv4_sources_read_as_display_writes_them() {
 /// each line carries the time it was given, not the time it was written.
 #[test]
 fn allow_sampling_rates_and_the_given_time() {
-    #[derive(Clone)]
-    struct W(Arc<Mutex<Vec<u8>>>);
-    impl Write for W {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
     let req = AuthRequest {
         method: "GET",
         path: "/",
@@ -339,18 +329,11 @@ fn allow_sampling_rates_and_the_given_time() {
         request_id: None,
         browser: Default::default(),
     };
-    let outcome = |r| Outcome {
-        decision: Decision::bare(r),
-        identity: None,
-        credential_error: None,
-        shadow: false,
-        token_fp: None,
-        browser: Default::default(),
-    };
+    let outcome = |r| bare(r);
     let (allow, deny) = (outcome(Reason::Public), outcome(Reason::NoRoute));
     let at = SystemTime::UNIX_EPOCH + Duration::from_millis(1_795_000_000_123);
     for (rate, allows) in [(1.0, 10), (0.5, 5), (0.0, 0), (-1.0, 0), (0.9, 10)] {
-        let out = W(Arc::new(Mutex::new(Vec::new())));
+        let out = Sink(Arc::new(Mutex::new(Vec::new())));
         let log = DecisionLog::new(DecisionLogs::All, rate, Box::new(out.clone()));
         for _ in 0..10 {
             log.record(&req, &allow, Duration::ZERO, at);
@@ -375,22 +358,11 @@ fn allow_sampling_rates_and_the_given_time() {
 /// time order, none lost, whichever threads queued them.
 #[test]
 fn lines_from_many_threads_come_out_in_time_order() {
-    #[derive(Clone)]
-    struct W(Arc<Mutex<Vec<u8>>>);
-    impl Write for W {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
     let out = Arc::new(Mutex::new(Vec::new()));
     let log = Arc::new(DecisionLog::new(
         DecisionLogs::All,
         1.0,
-        Box::new(W(out.clone())),
+        Box::new(Sink(out.clone())),
     ));
     let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_000_000);
     // Thread k logs times k, k + 12, k + 24, ... (ms): interleaved across threads.
@@ -398,26 +370,11 @@ fn lines_from_many_threads_come_out_in_time_order() {
         .map(|k| {
             let log = log.clone();
             std::thread::spawn(move || {
-                let outcome = Outcome {
-                    decision: Decision::bare(Reason::Public),
-                    identity: None,
-                    credential_error: None,
-                    shadow: false,
-                    token_fp: None,
-                    browser: Default::default(),
-                };
+                let outcome = bare(Reason::Public);
                 for n in 0..50u64 {
                     let ms = k + 12 * n;
                     let path = format!("/{ms}");
-                    let req = AuthRequest {
-                        method: "GET",
-                        path: &path,
-                        host: "h",
-                        token: None,
-                        src: None,
-                        request_id: None,
-                        browser: Default::default(),
-                    };
+                    let req = get(&path);
                     let at = t0 + Duration::from_millis(ms);
                     log.record(&req, &outcome, Duration::ZERO, at);
                 }
@@ -445,27 +402,12 @@ fn lines_from_many_threads_come_out_in_time_order() {
 #[test]
 fn queues_are_formatted_as_one_in_time_order() {
     let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_000_000);
-    let outcome = Outcome {
-        decision: Decision::bare(Reason::Public),
-        identity: None,
-        credential_error: None,
-        shadow: false,
-        token_fp: None,
-        browser: Default::default(),
-    };
+    let outcome = bare(Reason::Public);
     let mut queues: Vec<Queue> = (0..3).map(|_| Queue::default()).collect();
     for (q, times) in [(0, [5, 1, 9, 9]), (1, [2, 9, 3, 0]), (2, [7, 4, 6, 8])] {
         for (n, ms) in times.into_iter().enumerate() {
             let path = format!("/{ms}-{q}{n}");
-            let req = AuthRequest {
-                method: "GET",
-                path: &path,
-                host: "h",
-                token: None,
-                src: None,
-                request_id: None,
-                browser: Default::default(),
-            };
+            let req = get(&path);
             let at = t0 + Duration::from_millis(ms);
             queues[q].push(&req, &outcome, Duration::ZERO, at, true);
         }

@@ -130,6 +130,21 @@ impl<'a> Action<'a> {
         }
     }
 
+    /// The same action, owning its name and value.
+    pub fn into_owned(self) -> Action<'static> {
+        match self {
+            Action::SetVar { scope, name, value } => Action::SetVar {
+                scope,
+                name: name.into_owned().into(),
+                value: value.into_owned(),
+            },
+            Action::UnsetVar { scope, name } => Action::UnsetVar {
+                scope,
+                name: name.into_owned().into(),
+            },
+        }
+    }
+
     fn encode(&self, out: &mut impl BufMut) {
         match self {
             Action::SetVar { scope, name, value } => {

@@ -208,21 +208,7 @@ pub fn own(f: Frame<'_>) -> Frame<'static> {
                 })
                 .collect(),
         ),
-        Body::Ack(a) => Body::Ack(
-            a.into_iter()
-                .map(|a| match a {
-                    Action::SetVar { scope, name, value } => Action::SetVar {
-                        scope,
-                        name: name.into_owned().into(),
-                        value: value.into_owned(),
-                    },
-                    Action::UnsetVar { scope, name } => Action::UnsetVar {
-                        scope,
-                        name: name.into_owned().into(),
-                    },
-                })
-                .collect(),
-        ),
+        Body::Ack(a) => Body::Ack(a.into_iter().map(Action::into_owned).collect()),
     };
     Frame {
         flags: f.flags,
