@@ -120,6 +120,14 @@ pub enum Action<'a> {
 const ACTION_SET_VAR: u8 = 1;
 const ACTION_UNSET_VAR: u8 = 2;
 
+/// An action's type, its argument count (set-var: scope, name, value; unset-var:
+/// scope, name), the scope and the name.
+fn encode_action_head(kind: u8, scope: Scope, name: &[u8], out: &mut impl BufMut) {
+    let nb_args = if kind == ACTION_SET_VAR { 3 } else { 2 };
+    out.put_slice(&[kind, nb_args, scope as u8]);
+    encode_bytes(name, out);
+}
+
 impl<'a> Action<'a> {
     /// set-var with a static name.
     pub fn set(scope: Scope, name: &'static str, value: TypedData<'a>) -> Self {
@@ -148,13 +156,11 @@ impl<'a> Action<'a> {
     fn encode(&self, out: &mut impl BufMut) {
         match self {
             Action::SetVar { scope, name, value } => {
-                out.put_slice(&[ACTION_SET_VAR, 3, *scope as u8]);
-                encode_bytes(name, out);
+                encode_action_head(ACTION_SET_VAR, *scope, name, out);
                 value.encode(out);
             }
             Action::UnsetVar { scope, name } => {
-                out.put_slice(&[ACTION_UNSET_VAR, 2, *scope as u8]);
-                encode_bytes(name, out);
+                encode_action_head(ACTION_UNSET_VAR, *scope, name, out);
             }
         }
     }
@@ -412,7 +418,7 @@ impl<'a> Frame<'a> {
 /// The actions of one ACK, encoded as they are added: the agent answers without an
 /// [`Action`] value or an owned string per variable (an allowed request's eight
 /// variables cost ~170 ns as `Action`s, one heap string each, before this;
-/// BENCHMARKS.md, "Issue 14: the third pass"). [`encode_ack`] puts them in a frame.
+/// BENCHMARKS.md, "Issue 14: the warm path, third pass"). [`encode_ack`] puts them in a frame.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Actions {
     bytes: Vec<u8>,
@@ -428,13 +434,13 @@ impl Actions {
 
     /// Adds a set-var.
     pub fn set(&mut self, scope: Scope, name: &str, value: &TypedData<'_>) {
-        self.head(ACTION_SET_VAR, 3, scope, name);
+        encode_action_head(ACTION_SET_VAR, scope, name.as_bytes(), &mut self.bytes);
         value.encode(&mut self.bytes);
     }
 
     /// Adds a set-var of a STRING: `words` joined by one space each.
     pub fn set_joined(&mut self, scope: Scope, name: &str, words: &[String]) {
-        self.head(ACTION_SET_VAR, 3, scope, name);
+        encode_action_head(ACTION_SET_VAR, scope, name.as_bytes(), &mut self.bytes);
         let len = words.iter().map(String::len).sum::<usize>() + words.len().saturating_sub(1);
         self.bytes.push(data::T_STR);
         varint::encode(len as u64, &mut self.bytes);
@@ -449,11 +455,6 @@ impl Actions {
     /// Adds any action.
     pub fn push(&mut self, action: &Action<'_>) {
         action.encode(&mut self.bytes);
-    }
-
-    fn head(&mut self, kind: u8, nb_args: u8, scope: Scope, name: &str) {
-        self.bytes.extend_from_slice(&[kind, nb_args, scope as u8]);
-        encode_bytes(name.as_bytes(), &mut self.bytes);
     }
 
     /// The encoded list, as it goes in the ACK.
