@@ -25,7 +25,7 @@ struct Args {
     /// Address to listen on for SPOP.
     #[arg(long)]
     listen: SocketAddr,
-    /// Runtime worker threads; 0 = one per CPU (stagedoor's `[agent] worker_threads`).
+    /// Runtime worker threads; 0 = half the CPUs (stagedoor's `[agent] worker_threads`).
     #[arg(long, default_value_t = 0)]
     worker_threads: usize,
 }
@@ -45,12 +45,8 @@ impl Handler for Noop {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
-    // The same runtime as `stagedoor serve` (src/main.rs, runtime_with).
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if args.worker_threads > 0 {
-        builder.worker_threads(args.worker_threads);
-    }
-    let rt = builder.enable_all().build()?;
+    // The same runtime as `stagedoor serve`, with the same default thread count.
+    let rt = stagedoor::server::runtime(args.worker_threads)?;
     rt.block_on(async {
         let listener = TcpListener::bind(args.listen).await?;
         let shutdown = CancellationToken::new();

@@ -66,9 +66,8 @@ pub struct AgentConfig {
     pub reuse_port: bool,
     /// `realm` in WWW-Authenticate.
     pub realm: String,
-    /// Runtime worker threads; 0 = one per CPU. Beside an HAProxy that uses every
-    /// core, fewer threads cost less CPU per request (fewer cross-thread wake-ups;
-    /// BENCHMARKS.md, "Through HAProxy").
+    /// Runtime worker threads; 0 = half the CPUs, at least one
+    /// ([`crate::server::runtime`]): HAProxy runs on the same cores.
     pub worker_threads: usize,
     /// Bytes all SPOP read buffers and NOTIFYs in flight may hold together
     /// ([`crate::budget`]); connections beyond it are closed with status 13.

@@ -171,13 +171,9 @@ fn run_once<F: std::future::Future>(future: F) -> F::Output {
     out
 }
 
-/// A multi-thread runtime; `threads` 0 means tokio's default (one per CPU).
+/// The agent's runtime (`stagedoor::server::runtime`); `threads` 0 means half the CPUs.
 fn runtime_with(threads: usize) -> tokio::runtime::Runtime {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if threads > 0 {
-        builder.worker_threads(threads);
-    }
-    builder.enable_all().build().expect("tokio runtime")
+    stagedoor::server::runtime(threads).expect("tokio runtime")
 }
 
 fn main() -> ExitCode {

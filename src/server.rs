@@ -91,3 +91,47 @@ pub async fn run<H: Handler>(
     // the extra seconds cover the hard stop, the last ACKs and the AGENT-DISCONNECT.
     let _ = tokio::time::timeout(cfg.shutdown_grace + Duration::from_secs(3), tracker.wait()).await;
 }
+
+/// The runtime the agent serves on: `worker_threads` workers, or with 0 half the CPUs
+/// this process may use (at least one).
+///
+/// Half, not one per CPU: stagedoor runs beside HAProxy, on the same cores. A decision
+/// is a few microseconds (tens with a full RSA verification), and with a worker per
+/// CPU the agent's threads woke on the core HAProxy was busy on and took its time.
+/// Measured through HAProxy 2.6 on 2 CPUs (BENCHMARKS.md, "Issue 14: one worker
+/// beside HAProxy"), one worker against two: 17% less agent CPU per warm decision and
+/// 5% more requests per second with a full verification on each. An agent with cores
+/// of its own sets `[agent] worker_threads` to them.
+///
+/// # Errors
+/// When the OS refuses the threads or the I/O driver.
+pub fn runtime(worker_threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    let threads = if worker_threads > 0 {
+        worker_threads
+    } else {
+        default_worker_threads()
+    };
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
+}
+
+/// Half the CPUs this process may use (its affinity and cgroup quota), at least one.
+pub fn default_worker_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
+}
+
+#[cfg(test)]
+mod runtime_tests {
+    use super::*;
+
+    #[test]
+    fn the_default_is_half_the_cpus_and_a_set_count_is_kept() {
+        let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        let half = default_worker_threads();
+        assert!(half >= 1 && half <= cpus.div_ceil(2), "{half} of {cpus}");
+        assert_eq!(runtime(0).unwrap().metrics().num_workers(), half);
+        assert_eq!(runtime(3).unwrap().metrics().num_workers(), 3);
+    }
+}
