@@ -99,9 +99,9 @@ pub async fn run<H: Handler>(
 /// is a few microseconds (tens with a full RSA verification), and with a worker per
 /// CPU the agent's threads woke on the core HAProxy was busy on and took its time.
 /// Measured through HAProxy 2.6 on 2 CPUs (BENCHMARKS.md, "Issue 14: one worker
-/// beside HAProxy"), one worker against two: 17% less agent CPU per warm decision and
-/// 5% more requests per second with a full verification on each. An agent with cores
-/// of its own sets `[agent] worker_threads` to them.
+/// beside HAProxy"), one worker against two: 10 to 17% less agent CPU per warm
+/// decision, and up to 11% more requests per second with a full verification on each.
+/// An agent with cores of its own sets `[agent] worker_threads` to them.
 ///
 /// # Errors
 /// When the OS refuses the threads or the I/O driver.
