@@ -66,8 +66,8 @@ pub struct AgentConfig {
     pub reuse_port: bool,
     /// `realm` in WWW-Authenticate.
     pub realm: String,
-    /// Runtime worker threads; 0 = half the CPUs, at least one
-    /// ([`crate::server::runtime`]): HAProxy runs on the same cores.
+    /// Runtime worker threads; 0 = one per CPU ([`crate::server::runtime`] says why
+    /// not fewer by default).
     pub worker_threads: usize,
     /// Bytes all SPOP read buffers and NOTIFYs in flight may hold together
     /// ([`crate::budget`]); connections beyond it are closed with status 13.

@@ -92,34 +92,25 @@ pub async fn run<H: Handler>(
     let _ = tokio::time::timeout(cfg.shutdown_grace + Duration::from_secs(3), tracker.wait()).await;
 }
 
-/// The runtime the agent serves on: `worker_threads` workers, or with 0 half the CPUs
-/// this process may use (at least one).
+/// The runtime the agent serves on, and the do-nothing agent of the benches:
+/// `worker_threads` workers, or with 0 one per CPU this process may use.
 ///
-/// Half, not one per CPU: stagedoor runs beside HAProxy, on the same cores. A decision
-/// is a few microseconds (tens with a full RSA verification), and with a worker per
-/// CPU the agent's threads woke on the core HAProxy was busy on and took its time.
-/// Measured through HAProxy 2.6 on 2 CPUs (BENCHMARKS.md, "Issue 14: one worker
-/// beside HAProxy"), one worker against two: 10 to 17% less agent CPU per warm
-/// decision, and up to 11% more requests per second with a full verification on each.
-/// An agent with cores of its own sets `[agent] worker_threads` to them.
+/// Fewer workers cost less beside a busy HAProxy on the same cores: one worker
+/// instead of two gave 10 to 17% less agent CPU per cached decision through HAProxy
+/// 2.6 on 2 CPUs. But one worker is not the default: the Backstage catalog sync still
+/// copies and compares the applied catalog on a worker at every poll, and every
+/// decision waits for it. That was 25 to 49 ms per poll for 10,000 entities, and up
+/// to 540 ms for a catalog whose entities carry thousands of annotations; with two
+/// workers it was 7 and 55 ms (BENCHMARKS.md, "Issue 14: one worker beside HAProxy").
 ///
 /// # Errors
 /// When the OS refuses the threads or the I/O driver.
 pub fn runtime(worker_threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
-    let threads = if worker_threads > 0 {
-        worker_threads
-    } else {
-        default_worker_threads()
-    };
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
-        .enable_all()
-        .build()
-}
-
-/// Half the CPUs this process may use (its affinity and cgroup quota), at least one.
-pub fn default_worker_threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if worker_threads > 0 {
+        builder.worker_threads(worker_threads);
+    }
+    builder.enable_all().build()
 }
 
 #[cfg(test)]
@@ -127,11 +118,9 @@ mod runtime_tests {
     use super::*;
 
     #[test]
-    fn the_default_is_half_the_cpus_and_a_set_count_is_kept() {
+    fn the_default_is_one_worker_per_cpu_and_a_set_count_is_kept() {
         let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-        let half = default_worker_threads();
-        assert!(half >= 1 && half <= cpus.div_ceil(2), "{half} of {cpus}");
-        assert_eq!(runtime(0).unwrap().metrics().num_workers(), half);
+        assert_eq!(runtime(0).unwrap().metrics().num_workers(), cpus);
         assert_eq!(runtime(3).unwrap().metrics().num_workers(), 3);
     }
 }

@@ -211,26 +211,11 @@ impl Client {
                 query.append_pair("limit", &self.limits.page_size.to_string());
             }
             let body = self.send(self.http.get(url), &endpoint).await?;
-            let page: QueryPage = parse_json(&body, &endpoint)?;
-            for item in page.items {
-                let namespace = item.metadata.namespace.as_deref().unwrap_or("default");
-                if item.kind.is_empty() || item.metadata.name.is_empty() || namespace.is_empty() {
-                    return Err(protocol(
-                        &endpoint,
-                        "an item without kind, namespace or name",
-                    ));
-                }
-                rows.push(EtagRow {
-                    entity_ref: crate::catalog::EntityRef::from_parts(
-                        &item.kind,
-                        namespace,
-                        &item.metadata.name,
-                    )
-                    .into_string(),
-                    etag: item.metadata.etag,
-                });
-            }
-            match page.page_info.next_cursor {
+            let page_endpoint = endpoint.clone();
+            let (page_rows, next_cursor) =
+                off_worker(&endpoint, move || parse_page(&body, &page_endpoint)).await?;
+            rows.extend(page_rows);
+            match next_cursor {
                 None => return Ok(rows),
                 Some(next) => {
                     if !seen_cursors.insert(next.clone()) {
@@ -287,41 +272,11 @@ impl Client {
             .header(CONTENT_TYPE, "application/json")
             .body(body.to_string());
         let bytes = self.send(request, endpoint).await?;
-        let items = split_items(&bytes).map_err(|reason| protocol(endpoint, &reason))?;
-        if items.len() != chunk.len() {
-            return Err(protocol(
-                endpoint,
-                &format!("{} items for {} refs", items.len(), chunk.len()),
-            ));
-        }
-        let mut out = Vec::with_capacity(chunk.len());
-        for (wanted, raw) in chunk.iter().zip(items) {
-            let entity = match serde_json::from_slice::<Option<Entity>>(raw) {
-                Ok(Some(entity)) => entity,
-                Ok(None) => {
-                    out.push(Fetched::Missing);
-                    continue;
-                }
-                Err(e) => {
-                    out.push(Fetched::Skipped(
-                        SkipReason::Unparseable,
-                        excerpt(&e.to_string(), ERROR_MESSAGE_BYTES),
-                    ));
-                    continue;
-                }
-            };
-            if entity.entity_ref() != wanted.to_ascii_lowercase() {
-                return Err(protocol(
-                    endpoint,
-                    &format!(
-                        "asked for {wanted}, got {}",
-                        excerpt(&entity.entity_ref(), 300)
-                    ),
-                ));
-            }
-            out.push(Fetched::Entity(entity));
-        }
-        Ok(out)
+        let (chunk, owned_endpoint) = (chunk.to_vec(), endpoint.clone());
+        off_worker(endpoint, move || {
+            parse_chunk(&bytes, &chunk, &owned_endpoint)
+        })
+        .await
     }
 
     /// Sends `request` with auth, checks the status, reads at most the body cap.
@@ -371,6 +326,102 @@ impl Client {
         http::read_body(response, self.limits.max_body_bytes)
             .await
             .map_err(|e| http_error(&url, e))
+    }
+}
+
+/// A by-refs answer for `chunk`, split and each item parsed on its own (on a blocking
+/// thread: see [`off_worker`]).
+fn parse_chunk(
+    bytes: &[u8],
+    chunk: &[String],
+    endpoint: &reqwest::Url,
+) -> Result<Vec<Fetched>, CatalogError> {
+    #[cfg(test)]
+    tests::note_parse_thread(endpoint);
+    let items = split_items(bytes).map_err(|reason| protocol(endpoint, &reason))?;
+    if items.len() != chunk.len() {
+        return Err(protocol(
+            endpoint,
+            &format!("{} items for {} refs", items.len(), chunk.len()),
+        ));
+    }
+    let mut out = Vec::with_capacity(chunk.len());
+    for (wanted, raw) in chunk.iter().zip(items) {
+        let entity = match serde_json::from_slice::<Option<Entity>>(raw) {
+            Ok(Some(entity)) => entity,
+            Ok(None) => {
+                out.push(Fetched::Missing);
+                continue;
+            }
+            Err(e) => {
+                out.push(Fetched::Skipped(
+                    SkipReason::Unparseable,
+                    excerpt(&e.to_string(), ERROR_MESSAGE_BYTES),
+                ));
+                continue;
+            }
+        };
+        if entity.entity_ref() != wanted.to_ascii_lowercase() {
+            return Err(protocol(
+                endpoint,
+                &format!(
+                    "asked for {wanted}, got {}",
+                    excerpt(&entity.entity_ref(), 300)
+                ),
+            ));
+        }
+        out.push(Fetched::Entity(entity));
+    }
+    Ok(out)
+}
+
+/// One by-query page: its rows and the next cursor (on a blocking thread: see
+/// [`off_worker`]).
+fn parse_page(
+    body: &[u8],
+    endpoint: &reqwest::Url,
+) -> Result<(Vec<EtagRow>, Option<String>), CatalogError> {
+    #[cfg(test)]
+    tests::note_parse_thread(endpoint);
+    let page: QueryPage = parse_json(body, endpoint)?;
+    let mut rows = Vec::with_capacity(page.items.len());
+    for item in page.items {
+        let namespace = item.metadata.namespace.as_deref().unwrap_or("default");
+        if item.kind.is_empty() || item.metadata.name.is_empty() || namespace.is_empty() {
+            return Err(protocol(
+                endpoint,
+                "an item without kind, namespace or name",
+            ));
+        }
+        rows.push(EtagRow {
+            entity_ref: crate::catalog::EntityRef::from_parts(
+                &item.kind,
+                namespace,
+                &item.metadata.name,
+            )
+            .into_string(),
+            etag: item.metadata.etag,
+        });
+    }
+    Ok((rows, page.page_info.next_cursor))
+}
+
+/// Runs a parse off the async workers. A page or a by-refs answer may be up to
+/// `max_body_bytes` (32 MiB): parsing one takes a core for hundreds of milliseconds
+/// (an entity with thousands of annotations), and SPOP decisions on that worker would
+/// wait; with `[agent] worker_threads = 1`, all of them.
+async fn off_worker<T: Send + 'static>(
+    endpoint: &reqwest::Url,
+    parse: impl FnOnce() -> Result<T, CatalogError> + Send + 'static,
+) -> Result<T, CatalogError> {
+    match tokio::task::spawn_blocking(parse).await {
+        Ok(result) => result,
+        // As when the parse ran on the task itself.
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => Err(protocol(
+            endpoint,
+            "the parse was cancelled (runtime shutting down)",
+        )),
     }
 }
 
@@ -452,6 +503,83 @@ pub fn excerpt(text: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::sync::Mutex;
+    use std::thread::ThreadId;
+
+    /// The thread each page or by-refs answer was parsed on, by the server's port.
+    static PARSED_ON: Mutex<Vec<(Option<u16>, ThreadId)>> = Mutex::new(Vec::new());
+
+    pub(super) fn note_parse_thread(endpoint: &reqwest::Url) {
+        let entry = (endpoint.port(), std::thread::current().id());
+        PARSED_ON.lock().unwrap().push(entry);
+    }
+
+    /// Answers `count` requests on `listener` with a one-entity listing, which is also
+    /// a by-refs answer for that entity.
+    fn answer(listener: std::net::TcpListener, count: usize) {
+        for _ in 0..count {
+            let (stream, _) = listener.accept().unwrap();
+            let mut reader = BufReader::new(stream);
+            let (mut line, mut length) = (String::new(), 0);
+            while reader.read_line(&mut line).unwrap() > 2 {
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap();
+                }
+                line.clear();
+            }
+            reader.read_exact(&mut vec![0; length]).unwrap();
+            let metadata = r#"{"name":"a","namespace":"default","etag":"e1"}"#;
+            // The listing and by-refs both answer this one entity.
+            let body = format!(r#"{{"items":[{{"kind":"Component","metadata":{metadata}}}]}}"#);
+            let mut stream = reader.into_inner();
+            write!(
+                stream,
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .unwrap();
+        }
+    }
+
+    /// Pages and by-refs answers (up to 32 MiB each) are parsed on blocking threads,
+    /// never on the runtime's own: with one worker a parse there held every SPOP
+    /// decision for up to 600 ms (found by review).
+    #[test]
+    fn answers_are_parsed_off_the_runtime_thread() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || answer(listener, 2));
+        let client =
+            Client::new(&format!("http://127.0.0.1:{port}"), None, Limits::default()).unwrap();
+        // A current-thread runtime: its one thread is the test's, as an agent's one
+        // worker would be.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let (rows, fetched) = rt.block_on(async {
+            let rows = client.list_etags(&[]).await.unwrap();
+            let refs = vec![rows[0].entity_ref.clone()];
+            (rows, client.fetch_by_refs(&refs).await.unwrap())
+        });
+        server.join().unwrap();
+        assert_eq!(rows[0].entity_ref, "component:default/a");
+        assert!(matches!(&fetched[..], [Fetched::Entity(e)] if e.metadata.name == "a"));
+        let here = std::thread::current().id();
+        let parsed: Vec<ThreadId> = PARSED_ON
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(p, _)| *p == Some(port))
+            .map(|(_, t)| *t)
+            .collect();
+        assert_eq!(parsed.len(), 2, "one page and one by-refs answer");
+        assert!(
+            parsed.iter().all(|t| *t != here),
+            "parsed on the runtime thread"
+        );
+    }
 
     #[test]
     fn debug_output_hides_the_token() {
