@@ -97,11 +97,10 @@ pub async fn run<H: Handler>(
 ///
 /// Fewer workers cost less beside a busy HAProxy on the same cores: one worker
 /// instead of two gave 10 to 17% less agent CPU per cached decision through HAProxy
-/// 2.6 on 2 CPUs. But one worker is not the default: the Backstage catalog sync still
-/// copies and compares the applied catalog on a worker at every poll, and every
-/// decision waits for it. That was 25 to 49 ms per poll for 10,000 entities, and up
-/// to 540 ms for a catalog whose entities carry thousands of annotations; with two
-/// workers it was 7 and 55 ms (BENCHMARKS.md, "Issue 14: one worker beside HAProxy").
+/// 2.6 on 2 CPUs. But one worker is not the default: a Backstage poll that finds a
+/// change copies and compares the whole catalog on a worker before publishing it, and
+/// with one worker every decision waits for that (290 to 755 ms for entities carrying
+/// thousands of annotations; BENCHMARKS.md, "Issue 14: one worker beside HAProxy").
 ///
 /// # Errors
 /// When the OS refuses the threads or the I/O driver.

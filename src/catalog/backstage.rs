@@ -53,6 +53,7 @@
 //! logs or `Debug` output.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
 use super::ROUTES_ANNOTATION;
 use super::entity::Entity;
@@ -134,7 +135,12 @@ pub struct SyncReport {
 pub struct Syncer {
     client: Client,
     kinds: Vec<String>,
-    applied: HashMap<String, Entity>,
+    /// Each entity behind an `Arc`: a poll carries unchanged entities into the next
+    /// copy and compares them by pointer, not by value. This runs on an async worker
+    /// at every poll: copying and comparing 10,000 entities by value held every
+    /// decision 25-49 ms with one worker (BENCHMARKS.md, "Issue 14: one worker beside
+    /// HAProxy").
+    applied: HashMap<String, Arc<Entity>>,
     /// Refs of the applied copy that came from the snapshot file and that Backstage
     /// has not confirmed yet: fetched whatever their etag says (see [`Syncer::seed`]).
     unverified: HashSet<String>,
@@ -160,7 +166,10 @@ impl Syncer {
     /// healthy Backstage. Until then the seed is what the wipe-out guard protects,
     /// and what the runner serves while Backstage is unreachable.
     pub fn seed(&mut self, entities: Vec<Entity>) {
-        self.applied = entities.into_iter().map(|e| (e.entity_ref(), e)).collect();
+        self.applied = entities
+            .into_iter()
+            .map(|e| (e.entity_ref(), Arc::new(e)))
+            .collect();
         self.unverified = self.applied.keys().cloned().collect();
         self.wipes_seen = 0;
     }
@@ -168,7 +177,7 @@ impl Syncer {
     /// The applied copy, sorted by entity ref.
     pub fn entities(&self) -> Vec<Entity> {
         let sorted: BTreeMap<_, _> = self.applied.iter().collect();
-        sorted.into_values().cloned().collect()
+        sorted.into_values().map(|e| Entity::clone(e)).collect()
     }
 
     /// Skipped entities and etag mismatches of the last successful sync.
@@ -191,7 +200,7 @@ impl Syncer {
                         && current.metadata.etag == row.etag
                         && !self.unverified.contains(&row.entity_ref) =>
                 {
-                    next.insert(row.entity_ref.clone(), current.clone());
+                    next.insert(row.entity_ref.clone(), Arc::clone(current));
                 }
                 _ => to_fetch.push(row.entity_ref.clone()),
             }
@@ -215,7 +224,7 @@ impl Syncer {
                             fetched: entity.metadata.etag.clone(),
                         });
                     }
-                    next.insert(entity_ref.clone(), entity);
+                    next.insert(entity_ref.clone(), Arc::new(entity));
                 }
                 // Deleted between listing and fetching; it is gone.
                 Fetched::Missing => {}
@@ -229,7 +238,7 @@ impl Syncer {
                         .get(entity_ref)
                         .filter(|_| !self.unverified.contains(entity_ref));
                     if let Some(kept) = kept {
-                        next.insert(entity_ref.clone(), kept.clone());
+                        next.insert(entity_ref.clone(), Arc::clone(kept));
                     }
                     report.skipped.push(SkippedEntity {
                         entity_ref: entity_ref.clone(),
@@ -241,7 +250,7 @@ impl Syncer {
             }
         }
         self.report = report;
-        if next == self.applied {
+        if same(&next, &self.applied) {
             self.wipes_seen = 0;
             self.unverified = unverified;
             return Ok(SyncOutcome::Unchanged);
@@ -270,8 +279,48 @@ impl Syncer {
     }
 }
 
-fn routable(entities: &HashMap<String, Entity>) -> bool {
+fn routable(entities: &HashMap<String, Arc<Entity>>) -> bool {
     entities
         .values()
         .any(|e| e.annotation(ROUTES_ANNOTATION).is_some())
+}
+
+/// Whether two copies hold the same entities: an entity carried over unchanged is the
+/// same `Arc`, so only fetched ones are compared by value.
+fn same(a: &HashMap<String, Arc<Entity>>, b: &HashMap<String, Arc<Entity>>) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .all(|(k, v)| b.get(k).is_some_and(|w| Arc::ptr_eq(v, w) || v == w))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entity(name: &str, etag: &str) -> Arc<Entity> {
+        let json = serde_json::json!({"kind": "Component",
+            "metadata": {"name": name, "namespace": "default", "etag": etag}});
+        Arc::new(serde_json::from_value(json).unwrap())
+    }
+
+    /// Carried-over entities compare by pointer; fetched ones by value, so a fetch
+    /// that brings back the same entity is still "unchanged", and any difference in
+    /// an entity, a ref or the count is a change.
+    #[test]
+    fn copies_are_the_same_by_pointer_or_by_value() {
+        let a = entity("a", "1");
+        let applied = HashMap::from([("a".to_owned(), a.clone())]);
+        let carried = HashMap::from([("a".to_owned(), a)]);
+        assert!(same(&carried, &applied));
+        let refetched = HashMap::from([("a".to_owned(), entity("a", "1"))]);
+        assert!(same(&refetched, &applied));
+        let edited = HashMap::from([("a".to_owned(), entity("a", "2"))]);
+        assert!(!same(&edited, &applied));
+        let renamed = HashMap::from([("b".to_owned(), entity("a", "1"))]);
+        assert!(!same(&renamed, &applied));
+        let mut more = applied.clone();
+        more.insert("b".to_owned(), entity("b", "1"));
+        assert!(!same(&more, &applied) && !same(&applied, &more));
+        assert!(same(&HashMap::new(), &HashMap::new()));
+    }
 }
