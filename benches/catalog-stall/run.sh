@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# How long SPOP decisions wait while the agent syncs a large Backstage catalog
+# (BENCHMARKS.md, "Issue 14: one worker beside HAProxy", "Why one worker is not the
+# default"). A stand-in Backstage (backstage.py: ENTITIES components, each with a
+# FILL-byte annotation, or with MANY=1 FILL annotations; CHURN=1 changes every etag on
+# each listing, so every poll applies a change) is polled every second by the agent,
+# while probe.py sends one NOTIFY at a time on one SPOP connection for SECONDS and
+# prints the longest waits for an ACK. The stand-in is hand-made on purpose: the real
+# Backstage cannot serve a 38 MB catalog that changes every second.
+# Usage: [MANY=1] [STAGEDOOR_BIN=path] benches/catalog-stall/run.sh THREADS ENTITIES FILL CHURN SECONDS
+#   e.g. benches/catalog-stall/run.sh 1 10000 200 0 10
+#        MANY=1 benches/catalog-stall/run.sh 1 200 8000 1 12
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+threads=$1 entities=$2 fill=$3 churn=$4 secs=$5
+bin=${STAGEDOOR_BIN:-$root/target/release/stagedoor}
+[ -x "$bin" ] || (cd "$root" && cargo build -q --release --bin stagedoor)
+work=$(mktemp -d)
+read -r spop admin bs < <(python3 -c "
+import socket
+ss=[socket.socket() for _ in range(3)]
+[s.bind(('127.0.0.1',0)) for s in ss]; print(' '.join(str(s.getsockname()[1]) for s in ss)); [s.close() for s in ss]")
+cat > "$work/agent.toml" <<C
+[agent]
+listen = "127.0.0.1:$spop"
+worker_threads = $threads
+[admin]
+listen = "127.0.0.1:$admin"
+[log]
+decisions = "off"
+[[issuers]]
+issuer = "https://idp.quickstart.example"
+audiences = ["quickstart-api"]
+jwks_file = "$root/examples/quickstart/demo-jwks.json"
+algorithms = ["ES256"]
+[catalog]
+source = "backstage"
+url = "http://127.0.0.1:$bs"
+poll_seconds = 1
+[policy]
+unmatched = "deny"
+C
+python3 "$here/backstage.py" "$bs" "$entities" "$fill" "$churn" 2>"$work/backstage.log" &
+bs_pid=$!
+"$bin" serve --config "$work/agent.toml" 2>"$work/agent.log" >/dev/null &
+agent_pid=$!
+trap 'kill $agent_pid $bs_pid 2>/dev/null; wait $agent_pid $bs_pid 2>/dev/null; rm -rf "$work"' EXIT
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$admin/readyz" >/dev/null && break; sleep 0.2; done
+curl -s "http://127.0.0.1:$admin/metrics" | grep -E '^stagedoor_catalog_entities ' || true
+python3 "$here/probe.py" "$spop" "$secs"
+echo "by-refs requests: $(grep -c by-refs "$work/backstage.log" || true), syncs applied: $(grep -c 'catalog synced' "$work/agent.log" || true)"
