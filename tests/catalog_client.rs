@@ -388,6 +388,46 @@ async fn an_entity_deleted_between_listing_and_fetching_is_dropped() {
     assert!(!refs(&entities).contains(&"component:default/svc-a".to_owned()));
 }
 
+/// A ref listed twice, once with the applied etag and once with a new one (an entity
+/// edited while the listing was paged), is decided by its fetch alone, in either
+/// order: when by-refs says it is gone, the applied version is not carried over. (It
+/// was: the sync reported `Unchanged` and kept serving the deleted entity.)
+#[tokio::test]
+async fn a_ref_listed_twice_is_decided_by_its_fetch() {
+    for edited_first in [false, true] {
+        let listed = sample_catalog();
+        let live = sample_catalog();
+        let (l, f) = (listed.clone(), live.clone());
+        let server = FaultServer::with_handler(Arc::new(move |req| {
+            if req.method == "POST" {
+                backstage(&f, req)
+            } else {
+                backstage(&l, req)
+            }
+        }))
+        .await;
+        let mut syncer = Syncer::new(client(&server, Limits::default()), kinds());
+        assert!(matches!(
+            syncer.sync_once().await.unwrap(),
+            SyncOutcome::Applied { .. }
+        ));
+        let edited = entity("Component", "svc-a", "a2", Some("GET /a2"));
+        if edited_first {
+            listed.lock().unwrap().insert(0, edited);
+        } else {
+            listed.lock().unwrap().push(edited);
+        }
+        live.lock()
+            .unwrap()
+            .retain(|e| e["metadata"]["name"] != "svc-a");
+        let outcome = syncer.sync_once().await.unwrap();
+        let SyncOutcome::Applied { removed: 1, .. } = outcome else {
+            panic!("edited first: {edited_first}: {outcome:?}")
+        };
+        assert!(!refs(&syncer.entities()).contains(&"component:default/svc-a".to_owned()));
+    }
+}
+
 #[tokio::test]
 async fn the_wipe_out_guard_needs_three_polls_in_a_row() {
     let catalog = sample_catalog();

@@ -208,6 +208,12 @@ impl Syncer {
         }
         to_fetch.sort();
         to_fetch.dedup();
+        // A ref listed twice (edited while the listing was paged) may have been
+        // carried over by one row and sent to fetch by another: the fetch decides, or
+        // a deleted entity would be kept and the sync reported `Unchanged`.
+        for entity_ref in &to_fetch {
+            next.remove(entity_ref);
+        }
         let fetched = self.client.fetch_by_refs(&to_fetch).await?;
         // Nothing below awaits: a cancelled sync changes nothing.
         let mut report = SyncReport::default();
