@@ -54,8 +54,8 @@ fn policy_view(e: &Entity) -> PolicyView {
     (e.entity_ref(), annotations, relations)
 }
 
-fn views(entities: &[Entity]) -> Vec<PolicyView> {
-    let mut v: Vec<_> = entities.iter().map(policy_view).collect();
+fn views<E: std::borrow::Borrow<Entity>>(entities: &[E]) -> Vec<PolicyView> {
+    let mut v: Vec<_> = entities.iter().map(|e| policy_view(e.borrow())).collect();
     v.sort();
     v
 }
@@ -197,7 +197,11 @@ async fn syncs_a_real_backstage_and_follows_its_changes() {
         snapshot::load(&dir.path().join("snapshot.json"))
             .unwrap()
             .entities,
-        first.entities
+        first
+            .entities
+            .iter()
+            .map(|e| Entity::clone(e))
+            .collect::<Vec<_>>()
     );
 
     // 2. An edit to the catalog files reaches stagedoor without a restart: a new

@@ -184,8 +184,13 @@ fn kinds() -> Vec<String> {
     CatalogConfig::default().kinds
 }
 
-fn refs(entities: &[Entity]) -> Vec<String> {
-    entities.iter().map(Entity::entity_ref).collect()
+/// A published catalog's entities, as the snapshot file holds them.
+fn owned(entities: &[Arc<Entity>]) -> Vec<Entity> {
+    entities.iter().map(|e| Entity::clone(e)).collect()
+}
+
+fn refs<E: std::borrow::Borrow<Entity>>(entities: &[E]) -> Vec<String> {
+    entities.iter().map(|e| e.borrow().entity_ref()).collect()
 }
 
 fn sample_catalog() -> Catalog {
@@ -838,6 +843,49 @@ fn runner_backstage(catalog: Catalog) -> Handler {
     Arc::new(move |req| backstage_with_token(&catalog, &token, req))
 }
 
+/// A change publishes a catalog that shares every unchanged entity with the one
+/// before: the sync copies nothing on the runtime's threads, where a copy of a large
+/// catalog held every decision (BENCHMARKS.md, "Issue 14: the catalog sync").
+#[tokio::test]
+async fn a_change_publishes_without_copying_the_unchanged_entities() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = sample_catalog();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let config = backstage_config(
+        format!("http://{addr}"),
+        std::path::Path::new("catalog-snapshot.json"),
+    );
+    let _server = FaultServer::start_on(listener, Some(runner_backstage(catalog.clone())));
+    let (handle, shutdown) = start_runner(&config, dir.path());
+    let mut rx = handle.snapshots();
+    let first = wait_for_snapshot(&mut rx, "live sync", |s| s.origin == Origin::Live).await;
+    {
+        let mut c = catalog.lock().unwrap();
+        let svc_a = c
+            .iter_mut()
+            .find(|e| e["metadata"]["name"] == "svc-a")
+            .unwrap();
+        *svc_a = entity("Component", "svc-a", "a2", Some("GET /a2 public"));
+    }
+    let second = wait_for_snapshot(&mut rx, "the edit", |s| {
+        find(&s.entities, "svc-a").is_some_and(|e| e.metadata.etag.as_deref() == Some("a2"))
+    })
+    .await;
+    assert_eq!(first.entities.len(), second.entities.len());
+    for (before, after) in first.entities.iter().zip(&second.entities) {
+        assert_eq!(before.entity_ref(), after.entity_ref());
+        let shared = Arc::ptr_eq(before, after);
+        assert_eq!(
+            shared,
+            before.metadata.name != "svc-a",
+            "{}",
+            before.entity_ref()
+        );
+    }
+    stop_runner(handle, shutdown).await;
+}
+
 #[tokio::test]
 async fn runner_serves_the_snapshot_while_backstage_is_down_then_goes_live() {
     let dir = tempfile::tempdir().unwrap();
@@ -858,7 +906,7 @@ async fn runner_serves_the_snapshot_while_backstage_is_down_then_goes_live() {
     let live = wait_for_snapshot(&mut rx, "live sync", |s| s.origin == Origin::Live).await;
     assert_eq!(live.entities.len(), 5);
     let saved = snapshot::load(&snapshot_path).unwrap();
-    assert_eq!(saved.entities, live.entities);
+    assert_eq!(saved.entities, owned(&live.entities));
     let status = handle.status().borrow().clone();
     assert_eq!(status.origin, Some(Origin::Live));
     assert_eq!(status.entities, 5);
@@ -911,7 +959,7 @@ async fn runner_serves_the_snapshot_while_backstage_is_down_then_goes_live() {
     assert_eq!(fetched, refs(&live.entities));
     assert_eq!(
         snapshot::load(&snapshot_path).unwrap().entities,
-        back.entities
+        owned(&back.entities)
     );
     let status = handle.status().borrow().clone();
     assert_eq!(
@@ -987,7 +1035,8 @@ async fn runner_serves_the_snapshot_when_backstage_first_answers_empty() {
     );
     let on_disk = snapshot::load(&dir.path().join("snap.json")).unwrap();
     assert_eq!(
-        on_disk.entities, live.entities,
+        on_disk.entities,
+        owned(&live.entities),
         "an empty answer rewrote the file"
     );
 
@@ -1066,7 +1115,8 @@ async fn runner_holds_a_wipe_out_until_the_third_poll() {
         assert!(Arc::ptr_eq(rx.borrow().as_ref().unwrap(), &live));
         let on_disk = snapshot::load(&dir.path().join("snap.json")).unwrap();
         assert_eq!(
-            on_disk.entities, live.entities,
+            on_disk.entities,
+            owned(&live.entities),
             "a held sync rewrote the snapshot"
         );
     }
@@ -1114,7 +1164,7 @@ fn deep_metadata(kind: &str, name: &str, etag: &str, routes: Option<&str>) -> Va
 }
 
 /// How an anonymous `GET path` is decided by the policy built from `entities`.
-fn anonymous(entities: &[Entity], path: &str) -> Reason {
+fn anonymous<E: std::borrow::Borrow<Entity>>(entities: &[E], path: &str) -> Reason {
     Policy::build(entities, Unmatched::Deny)
         .decide(
             &Request {
@@ -1127,8 +1177,11 @@ fn anonymous(entities: &[Entity], path: &str) -> Reason {
         .reason
 }
 
-fn find<'a>(entities: &'a [Entity], name: &str) -> Option<&'a Entity> {
-    entities.iter().find(|e| e.metadata.name == name)
+fn find<'a>(entities: &'a [Arc<Entity>], name: &str) -> Option<&'a Entity> {
+    entities
+        .iter()
+        .map(|e| &**e)
+        .find(|e| e.metadata.name == name)
 }
 
 /// One entity nested deeper than the parser allows must not hold back the rest: a
@@ -1401,7 +1454,7 @@ async fn the_runner_logs_and_counts_skipped_entities() {
     assert_eq!(logged[0]["kept"], true);
     // The file keeps the last good svc-b too.
     let saved = snapshot::load(&dir.path().join("snap.json")).unwrap();
-    assert_eq!(saved.entities, applied.entities);
+    assert_eq!(saved.entities, owned(&applied.entities));
     stop_runner(handle, shutdown).await;
 }
 
@@ -1597,7 +1650,7 @@ async fn a_tampered_snapshot_is_corrected_on_first_contact() {
     );
     let mut status = handle.status();
     tokio::time::timeout(Duration::from_secs(10), async {
-        while snapshot::load(&path).unwrap().entities != live.entities {
+        while snapshot::load(&path).unwrap().entities != owned(&live.entities) {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })

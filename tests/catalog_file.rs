@@ -26,9 +26,10 @@ fn fixture_copy() -> tempfile::TempDir {
     dir
 }
 
-fn find<'a>(entities: &'a [Entity], entity_ref: &str) -> &'a Entity {
+fn find<'a, E: std::borrow::Borrow<Entity>>(entities: &'a [E], entity_ref: &str) -> &'a Entity {
     entities
         .iter()
+        .map(E::borrow)
         .find(|e| e.entity_ref() == entity_ref)
         .unwrap_or_else(|| panic!("{entity_ref} not loaded"))
 }

@@ -52,7 +52,7 @@
 //! The token goes only into a sensitive `Authorization` header and never into errors,
 //! logs or `Debug` output.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use super::ROUTES_ANNOTATION;
@@ -75,7 +75,7 @@ pub const WIPE_CONFIRMATIONS: u32 = 3;
 pub enum SyncOutcome {
     /// The catalog changed; `entities` is the new full set, sorted by entity ref.
     Applied {
-        entities: Vec<Entity>,
+        entities: Vec<Arc<Entity>>,
         /// Entities fetched whole because they were new or their etag changed.
         fetched: usize,
         /// Entities no longer in Backstage.
@@ -165,19 +165,23 @@ impl Syncer {
     /// that reaches Backstage, whatever its etag, so an edited file cannot outlive a
     /// healthy Backstage. Until then the seed is what the wipe-out guard protects,
     /// and what the runner serves while Backstage is unreachable.
-    pub fn seed(&mut self, entities: Vec<Entity>) {
+    pub fn seed<E: Into<Arc<Entity>>>(&mut self, entities: impl IntoIterator<Item = E>) {
         self.applied = entities
             .into_iter()
-            .map(|e| (e.entity_ref(), Arc::new(e)))
+            .map(|e| {
+                let e = e.into();
+                (e.entity_ref(), e)
+            })
             .collect();
         self.unverified = self.applied.keys().cloned().collect();
         self.wipes_seen = 0;
     }
 
-    /// The applied copy, sorted by entity ref.
-    pub fn entities(&self) -> Vec<Entity> {
-        let sorted: BTreeMap<_, _> = self.applied.iter().collect();
-        sorted.into_values().map(|e| Entity::clone(e)).collect()
+    /// The applied copy, sorted by entity ref; the entities are shared, not copied.
+    pub fn entities(&self) -> Vec<Arc<Entity>> {
+        let mut sorted: Vec<(&String, &Arc<Entity>)> = self.applied.iter().collect();
+        sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        sorted.into_iter().map(|(_, e)| Arc::clone(e)).collect()
     }
 
     /// Skipped entities and etag mismatches of the last successful sync.
@@ -296,7 +300,7 @@ fn routable(entities: &HashMap<String, Arc<Entity>>) -> bool {
 fn same(a: &HashMap<String, Arc<Entity>>, b: &HashMap<String, Arc<Entity>>) -> bool {
     a.len() == b.len()
         && a.iter()
-            .all(|(k, v)| b.get(k).is_some_and(|w| Arc::ptr_eq(v, w) || v == w))
+            .all(|(k, v)| b.get(k).is_some_and(|w| Entity::same(v, w)))
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! themselves so both sources feed the policy builder the same model.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -46,6 +47,14 @@ fn default_namespace() -> String {
 }
 
 impl Entity {
+    /// Whether `a` and `b` are the same entity: the same `Arc` (carried over by the
+    /// Backstage sync), or equal with the etags compared first. A changed entity
+    /// differs in its etag, and comparing thousands of annotations before it held a
+    /// worker as long as a copy did.
+    pub fn same(a: &Arc<Entity>, b: &Arc<Entity>) -> bool {
+        Arc::ptr_eq(a, b) || (a.metadata.etag == b.metadata.etag && a == b)
+    }
+
     /// The canonical entity ref, `kind:namespace/name`, lowercased as Backstage
     /// compares refs case-insensitively.
     pub fn entity_ref(&self) -> String {

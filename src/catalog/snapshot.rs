@@ -19,6 +19,7 @@
 //! keyed from the environment): it needs no key to provision or rotate, and costs one
 //! full fetch, which a start without a snapshot pays anyway.
 
+use std::borrow::Borrow;
 use std::io::Write;
 use std::path::Path;
 
@@ -36,16 +37,29 @@ pub struct SavedSnapshot {
     pub entities: Vec<Entity>,
 }
 
-/// Writes `entities` to `path` atomically.
-pub fn save(path: &Path, entities: &[Entity], saved_at_unix: i64) -> Result<(), CatalogError> {
+/// What [`save`] writes: [`SavedSnapshot`]'s format, borrowing the entities.
+#[derive(Serialize)]
+struct Saving<'a> {
+    format: u32,
+    saved_at_unix: i64,
+    entities: Vec<&'a Entity>,
+}
+
+/// Writes `entities` (owned, or the `Arc`s of a published catalog) to `path`
+/// atomically.
+pub fn save<E: Borrow<Entity>>(
+    path: &Path,
+    entities: &[E],
+    saved_at_unix: i64,
+) -> Result<(), CatalogError> {
     let fail = |reason: String| CatalogError::Snapshot {
         path: path.to_owned(),
         reason,
     };
-    let body = serde_json::to_vec(&SavedSnapshot {
+    let body = serde_json::to_vec(&Saving {
         format: FORMAT,
         saved_at_unix,
-        entities: entities.to_vec(),
+        entities: entities.iter().map(Borrow::borrow).collect(),
     })
     .map_err(|e| fail(format!("cannot encode: {e}")))?;
     let dir = match path.parent() {
@@ -163,7 +177,7 @@ mod tests {
         }
         let unwritable = dir.path().join("missing-dir/snap.json");
         assert!(matches!(
-            save(&unwritable, &[], 1),
+            save::<Entity>(&unwritable, &[], 1),
             Err(CatalogError::Snapshot { .. })
         ));
     }

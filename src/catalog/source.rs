@@ -85,8 +85,9 @@ pub enum Origin {
 /// One published, immutable entity set.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CatalogSnapshot {
-    /// Sorted by entity ref.
-    pub entities: Vec<Entity>,
+    /// Sorted by entity ref. Shared with the Backstage syncer's applied copy: a
+    /// published catalog costs no copy of its entities.
+    pub entities: Vec<Arc<Entity>>,
     pub origin: Origin,
     pub loaded_at_unix: i64,
 }
@@ -305,7 +306,7 @@ struct Publisher {
 impl Publisher {
     /// Publishes `entities` unless the same set from the same origin is published;
     /// true if it was published.
-    fn publish(&self, entities: Vec<Entity>, origin: Origin, confirmed_unix: i64) -> bool {
+    fn publish(&self, entities: Vec<Arc<Entity>>, origin: Origin, confirmed_unix: i64) -> bool {
         let count = entities.len();
         // Status first: whoever sees the new snapshot also sees its status.
         self.status.send_modify(|s| {
@@ -315,20 +316,27 @@ impl Publisher {
             s.consecutive_errors = 0;
             s.last_error = None;
         });
-        self.snapshots.send_if_modified(|current| {
+        let mut replaced = None;
+        let published = self.snapshots.send_if_modified(|current| {
             if current
                 .as_ref()
-                .is_some_and(|c| c.origin == origin && c.entities == entities)
+                .is_some_and(|c| c.origin == origin && same_entities(&c.entities, &entities))
             {
                 return false;
             }
-            *current = Some(Arc::new(CatalogSnapshot {
+            replaced = current.replace(Arc::new(CatalogSnapshot {
                 entities,
                 origin,
                 loaded_at_unix: unix_now(),
             }));
             true
-        })
+        });
+        // The replaced catalog usually holds the last reference to every entity that
+        // changed: freeing a large one takes a worker as long as copying it did.
+        if let Some(old) = replaced {
+            tokio::task::spawn_blocking(move || drop(old));
+        }
+        published
     }
 
     fn count(&self, update: impl FnOnce(&mut SyncCounts)) {
@@ -354,6 +362,12 @@ impl Publisher {
     fn origin(&self) -> Option<Origin> {
         self.snapshots.borrow().as_ref().map(|s| s.origin)
     }
+}
+
+/// Whether two entity lists are equal: by pointer first, as entities the syncer carried
+/// over are the same `Arc`s, and only changed ones are compared by value.
+fn same_entities(a: &[Arc<Entity>], b: &[Arc<Entity>]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| Entity::same(x, y))
 }
 
 /// Logs and counts what a successful sync skipped or found inconsistent.
@@ -398,4 +412,30 @@ fn note_report(publisher: &Publisher, report: &SyncReport) {
         s.etag_mismatches += report.etag_mismatches.len() as u64;
         s.skipped = lines;
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entity(name: &str, etag: &str) -> Arc<Entity> {
+        let json = serde_json::json!({"kind": "Component",
+            "metadata": {"name": name, "namespace": "default", "etag": etag}});
+        Arc::new(serde_json::from_value(json).unwrap())
+    }
+
+    /// The published list is replaced only when an entity, its place or the count
+    /// differs; a shared `Arc` and an equal copy are the same entity.
+    #[test]
+    fn entity_lists_are_the_same_by_pointer_or_by_value() {
+        let (a, b) = (entity("a", "1"), entity("b", "1"));
+        let published = vec![a.clone(), b.clone()];
+        assert!(same_entities(&published, &[a.clone(), b.clone()]));
+        assert!(same_entities(&published, &[entity("a", "1"), b.clone()]));
+        assert!(!same_entities(&published, &[entity("a", "2"), b.clone()]));
+        assert!(!same_entities(&published, &[b.clone(), a.clone()]));
+        assert!(!same_entities(&published, std::slice::from_ref(&a)));
+        assert!(!same_entities(&published, &[a, b, entity("c", "1")]));
+        assert!(same_entities(&[], &[]));
+    }
 }

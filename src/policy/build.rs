@@ -4,6 +4,7 @@
 //! This file reads each entity's annotations into route lines; `directory.rs` builds
 //! the caller directory and `place.rs` puts the lines in the route table.
 
+use std::borrow::Borrow;
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -339,9 +340,11 @@ fn unknown_principals(
 }
 
 impl Policy {
-    /// Builds a snapshot from catalog entities. Never fails: see [`Policy::errors`] and
+    /// Builds a snapshot from catalog entities (owned, or the `Arc`s of a
+    /// [`crate::catalog::CatalogSnapshot`]). Never fails: see [`Policy::errors`] and
     /// [`Policy::conflicts`].
-    pub fn build(entities: &[Entity], unmatched: Unmatched) -> Policy {
+    pub fn build<E: Borrow<Entity>>(entities: &[E], unmatched: Unmatched) -> Policy {
+        let entities: Vec<&Entity> = entities.iter().map(Borrow::borrow).collect();
         let mut errors = Vec::new();
         let mut named = Named::default();
         let mut policy = Policy {
@@ -351,7 +354,7 @@ impl Policy {
         };
         let mut pending: Vec<Pending> = Vec::new();
         let mut held: Vec<Held> = Vec::new();
-        for e in entities {
+        for &e in &entities {
             if !ROUTE_KINDS.iter().any(|k| kind_is(e, k)) {
                 check_other_kind(e, &mut errors);
                 continue;
@@ -366,7 +369,7 @@ impl Policy {
         place(&mut policy, &pending, &held);
         // The directory's errors come first, as Groups and Users are read first.
         let route_errors = std::mem::take(&mut errors);
-        let dir = directory::build(entities, &named.interner.ids, &mut errors);
+        let dir = directory::build(&entities, &named.interner.ids, &mut errors);
         errors.extend(route_errors);
         policy.principals = dir.principals;
         policy.conflicts = all_conflicts(&policy);

@@ -155,11 +155,11 @@ type UserNode<'e> = (&'e Entity, String, Vec<usize>);
 
 /// The group graph of Group and User entities, every principal ref a caller can
 /// hold, and the users (in entity order).
-fn read_graph(entities: &[Entity]) -> (Graph, HashSet<String>, Vec<UserNode<'_>>) {
+fn read_graph<'e>(entities: &[&'e Entity]) -> (Graph, HashSet<String>, Vec<UserNode<'e>>) {
     let mut graph = Graph::default();
     let mut existing: HashSet<String> = HashSet::new();
-    let mut users: Vec<UserNode<'_>> = Vec::new();
-    for e in entities {
+    let mut users: Vec<UserNode<'e>> = Vec::new();
+    for &e in entities {
         if kind_is(e, "group") {
             let me_ref = e.entity_ref();
             let me = graph.id(&me_ref);
@@ -189,7 +189,7 @@ fn read_graph(entities: &[Entity]) -> (Graph, HashSet<String>, Vec<UserNode<'_>>
 /// Token groups → principal sets: by IdP group name (`idp-groups`), and by group ref
 /// or default-namespace name for Groups that declare none.
 fn group_keys(
-    entities: &[Entity],
+    entities: &[&Entity],
     set_of: impl Fn(&str) -> Arc<[u32]>,
     errors: &mut Vec<AnnotationError>,
 ) -> (Keys, Keys) {
@@ -311,7 +311,7 @@ fn user_keys(
 /// Builds the directory from Group and User entities. `named` holds every principal
 /// ref a route names, with its id.
 pub(super) fn build(
-    entities: &[Entity],
+    entities: &[&Entity],
     named: &Map<String, u32>,
     errors: &mut Vec<AnnotationError>,
 ) -> Directory {

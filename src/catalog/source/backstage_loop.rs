@@ -4,6 +4,7 @@
 //! after failures.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use super::super::backstage::{SyncOutcome, Syncer};
@@ -30,7 +31,7 @@ pub(super) async fn run_backstage(
         None => None,
     };
     if let Some(saved) = &fallback {
-        syncer.seed(saved.entities.clone());
+        syncer.seed(saved.entities.iter().cloned());
     }
     loop {
         // A sync changes the syncer only after its last await: cancelling is safe.
@@ -74,7 +75,7 @@ async fn apply_sync(
     publisher: &Publisher,
     syncer: &Syncer,
     result: Result<SyncOutcome, CatalogError>,
-    fallback: &mut Option<snapshot::SavedSnapshot>,
+    fallback: &mut Option<Fallback>,
     snapshot_path: Option<&Path>,
 ) -> u32 {
     match result {
@@ -132,7 +133,11 @@ async fn apply_sync(
         }
     }
 }
-async fn publish_live(publisher: &Publisher, entities: Vec<Entity>, snapshot_path: Option<&Path>) {
+async fn publish_live(
+    publisher: &Publisher,
+    entities: Vec<Arc<Entity>>,
+    snapshot_path: Option<&Path>,
+) {
     let now = unix_now();
     if let Some(path) = snapshot_path {
         let (path, copy) = (path.to_owned(), entities.clone());
@@ -148,10 +153,13 @@ async fn publish_live(publisher: &Publisher, entities: Vec<Entity>, snapshot_pat
 
 /// The snapshot file, if there is a usable one (a missing file is normal on a first
 /// start; anything else is logged).
-async fn load_snapshot(path: &Path) -> Option<snapshot::SavedSnapshot> {
+async fn load_snapshot(path: &Path) -> Option<Fallback> {
     let owned = path.to_owned();
     match tokio::task::spawn_blocking(move || snapshot::load(&owned)).await {
-        Ok(Ok(saved)) => Some(saved),
+        Ok(Ok(saved)) => Some(Fallback {
+            entities: saved.entities.into_iter().map(Arc::new).collect(),
+            saved_at_unix: saved.saved_at_unix,
+        }),
         Ok(Err(error)) => {
             if path.exists() {
                 tracing::warn!(%error, "no usable catalog snapshot");
@@ -165,8 +173,14 @@ async fn load_snapshot(path: &Path) -> Option<snapshot::SavedSnapshot> {
     }
 }
 
+/// The snapshot file's catalog; its entities are shared with the syncer's seed.
+struct Fallback {
+    entities: Vec<Arc<Entity>>,
+    saved_at_unix: i64,
+}
+
 /// Serves the snapshot file's catalog (nothing live has been published yet).
-fn serve_snapshot(publisher: &Publisher, saved: snapshot::SavedSnapshot, why: &str) {
+fn serve_snapshot(publisher: &Publisher, saved: Fallback, why: &str) {
     tracing::warn!(
         reason = why,
         entities = saved.entities.len(),

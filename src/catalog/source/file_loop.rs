@@ -3,6 +3,7 @@
 //! a deadline) when they changed or a reload is forced, then publishes the entities.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::super::error::CatalogError;
@@ -93,7 +94,8 @@ fn publish_loaded(publisher: &Publisher, loaded: file::Loaded) {
         s.skipped = skipped;
     });
     let entities = loaded.entities.len();
-    let republished = publisher.publish(loaded.entities, Origin::File, unix_now());
+    let shared = loaded.entities.into_iter().map(Arc::new).collect();
+    let republished = publisher.publish(shared, Origin::File, unix_now());
     publisher.count(|c| {
         if republished {
             c.applied += 1
