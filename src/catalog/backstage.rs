@@ -130,20 +130,21 @@ pub struct SyncReport {
     pub etag_mismatches: Vec<EtagMismatch>,
 }
 
+/// The applied copy: entity ref → entity. Each entity is behind an `Arc`, so a poll
+/// carries unchanged entities into the next copy, and the published catalog shares
+/// them, without copying; the map is behind one so a sync can read it on the blocking
+/// pool.
+type Copy = HashMap<String, Arc<Entity>>;
+
 /// The etag-diffing sync over a [`Client`]; holds the applied copy of the catalog.
 #[derive(Debug)]
 pub struct Syncer {
     client: Client,
     kinds: Vec<String>,
-    /// Each entity behind an `Arc`: a poll carries unchanged entities into the next
-    /// copy and compares them by pointer, not by value. This runs on an async worker
-    /// at every poll: copying and comparing 10,000 entities by value held every
-    /// decision 25-49 ms with one worker (BENCHMARKS.md, "Issue 14: one worker beside
-    /// HAProxy").
-    applied: HashMap<String, Arc<Entity>>,
+    applied: Arc<Copy>,
     /// Refs of the applied copy that came from the snapshot file and that Backstage
     /// has not confirmed yet: fetched whatever their etag says (see [`Syncer::seed`]).
-    unverified: HashSet<String>,
+    unverified: Arc<HashSet<String>>,
     wipes_seen: u32,
     report: SyncReport,
 }
@@ -153,8 +154,8 @@ impl Syncer {
         Self {
             client,
             kinds,
-            applied: HashMap::new(),
-            unverified: HashSet::new(),
+            applied: Arc::default(),
+            unverified: Arc::default(),
             wipes_seen: 0,
             report: SyncReport::default(),
         }
@@ -166,22 +167,21 @@ impl Syncer {
     /// healthy Backstage. Until then the seed is what the wipe-out guard protects,
     /// and what the runner serves while Backstage is unreachable.
     pub fn seed<E: Into<Arc<Entity>>>(&mut self, entities: impl IntoIterator<Item = E>) {
-        self.applied = entities
+        let applied: Copy = entities
             .into_iter()
             .map(|e| {
                 let e = e.into();
                 (e.entity_ref(), e)
             })
             .collect();
-        self.unverified = self.applied.keys().cloned().collect();
+        self.unverified = Arc::new(applied.keys().cloned().collect());
+        self.applied = Arc::new(applied);
         self.wipes_seen = 0;
     }
 
     /// The applied copy, sorted by entity ref; the entities are shared, not copied.
     pub fn entities(&self) -> Vec<Arc<Entity>> {
-        let mut sorted: Vec<(&String, &Arc<Entity>)> = self.applied.iter().collect();
-        sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        sorted.into_iter().map(|(_, e)| Arc::clone(e)).collect()
+        sorted(&self.applied)
     }
 
     /// Skipped entities and etag mismatches of the last successful sync.
@@ -189,12 +189,13 @@ impl Syncer {
         &self.report
     }
 
-    /// One poll of Backstage; see the module docs. Longer than most functions here:
-    /// it reads as the module docs' steps 1-3 in order, and split up, each part would
-    /// take the same maps (listed, fetched, next, report) as arguments.
+    /// One poll of Backstage; see the module docs. Steps 1 and 2 list and fetch here;
+    /// [`settle`] builds the next copy and compares it on the blocking pool, as its
+    /// work grows with the catalog (a worker held by it holds SPOP decisions); step 3
+    /// follows.
     pub async fn sync_once(&mut self) -> Result<SyncOutcome, CatalogError> {
         let rows = self.client.list_etags(&self.kinds).await?;
-        let mut next = HashMap::with_capacity(rows.len());
+        let mut carried = HashMap::with_capacity(rows.len());
         let mut listed: HashMap<String, Option<String>> = HashMap::with_capacity(rows.len());
         let mut to_fetch = Vec::new();
         for row in rows {
@@ -204,7 +205,7 @@ impl Syncer {
                         && current.metadata.etag == row.etag
                         && !self.unverified.contains(&row.entity_ref) =>
                 {
-                    next.insert(row.entity_ref.clone(), Arc::clone(current));
+                    carried.insert(row.entity_ref.clone(), Arc::clone(current));
                 }
                 _ => to_fetch.push(row.entity_ref.clone()),
             }
@@ -212,60 +213,32 @@ impl Syncer {
         }
         to_fetch.sort();
         to_fetch.dedup();
-        // A ref listed twice (edited while the listing was paged) may have been
-        // carried over by one row and sent to fetch by another: the fetch decides, or
-        // a deleted entity would be kept and the sync reported `Unchanged`.
-        for entity_ref in &to_fetch {
-            next.remove(entity_ref);
-        }
         let fetched = self.client.fetch_by_refs(&to_fetch).await?;
-        // Nothing below awaits: a cancelled sync changes nothing.
-        let mut report = SyncReport::default();
-        // After a sync that reached Backstage every entity is confirmed or left out.
-        let unverified: HashSet<String> = HashSet::new();
-        for (entity_ref, item) in to_fetch.iter().zip(fetched) {
-            match item {
-                Fetched::Entity(entity) => {
-                    let listed_etag = listed.get(entity_ref).cloned().flatten();
-                    if entity.metadata.etag != listed_etag {
-                        report.etag_mismatches.push(EtagMismatch {
-                            entity_ref: entity_ref.clone(),
-                            listed: listed_etag,
-                            fetched: entity.metadata.etag.clone(),
-                        });
-                    }
-                    next.insert(entity_ref.clone(), Arc::new(entity));
-                }
-                // Deleted between listing and fetching; it is gone.
-                Fetched::Missing => {}
-                Fetched::Skipped(reason, detail) => {
-                    // Only a version Backstage itself delivered is kept: a copy seeded
-                    // from the snapshot file and never confirmed is left out, like a
-                    // new entity, or an edited file would be served as live (found by
-                    // review).
-                    let kept = self
-                        .applied
-                        .get(entity_ref)
-                        .filter(|_| !self.unverified.contains(entity_ref));
-                    if let Some(kept) = kept {
-                        next.insert(entity_ref.clone(), Arc::clone(kept));
-                    }
-                    report.skipped.push(SkippedEntity {
-                        entity_ref: entity_ref.clone(),
-                        reason,
-                        detail,
-                        kept: kept.is_some(),
-                    });
-                }
+        let fetched_count = to_fetch.len();
+        let (applied, unverified) = (Arc::clone(&self.applied), Arc::clone(&self.unverified));
+        let settled = tokio::task::spawn_blocking(move || {
+            settle(&applied, &unverified, carried, &listed, to_fetch, fetched)
+        })
+        .await;
+        let settled = match settled {
+            Ok(settled) => settled,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => {
+                return Err(CatalogError::Http {
+                    url: "(whole sync)".to_owned(),
+                    reason: "cancelled: the runtime is shutting down".to_owned(),
+                });
             }
-        }
-        self.report = report;
-        if same(&next, &self.applied) {
+        };
+        // Nothing below awaits: a cancelled sync changes nothing.
+        self.report = settled.report;
+        // After a sync that reached Backstage every entity is confirmed or left out.
+        let Some(next) = settled.next else {
             self.wipes_seen = 0;
-            self.unverified = unverified;
+            self.unverified = Arc::default();
             return Ok(SyncOutcome::Unchanged);
-        }
-        if routable(&self.applied) && !routable(&next) {
+        };
+        if settled.routable_before && !settled.routable_after {
             self.wipes_seen += 1;
             if self.wipes_seen < WIPE_CONFIRMATIONS {
                 return Ok(SyncOutcome::Held {
@@ -274,19 +247,118 @@ impl Syncer {
             }
         }
         self.wipes_seen = 0;
-        let removed = self
-            .applied
-            .keys()
-            .filter(|k| !next.contains_key(*k))
-            .count();
-        self.applied = next;
-        self.unverified = unverified;
+        self.applied = Arc::new(next.copy);
+        self.unverified = Arc::default();
         Ok(SyncOutcome::Applied {
-            entities: self.entities(),
-            fetched: to_fetch.len(),
-            removed,
+            entities: next.sorted,
+            fetched: fetched_count,
+            removed: settled.removed,
         })
     }
+}
+
+/// The threads [`settle`] ran on, for the test that it never runs on the runtime's.
+#[cfg(test)]
+static SETTLED_ON: std::sync::Mutex<Vec<std::thread::ThreadId>> = std::sync::Mutex::new(Vec::new());
+
+/// What [`settle`] found.
+struct Settled {
+    /// The next copy, and its entities sorted by ref; `None` when it holds the same
+    /// entities as the applied one.
+    next: Option<Next>,
+    report: SyncReport,
+    removed: usize,
+    routable_before: bool,
+    routable_after: bool,
+}
+
+struct Next {
+    copy: Copy,
+    sorted: Vec<Arc<Entity>>,
+}
+
+/// Step 2's end: the next copy from the entities carried over (`carried`) and those
+/// fetched, compared with the applied one. Pure; it runs on the blocking pool, and a
+/// copy judged the same is freed there too.
+fn settle(
+    applied: &Copy,
+    unverified: &HashSet<String>,
+    mut next: Copy,
+    listed: &HashMap<String, Option<String>>,
+    to_fetch: Vec<String>,
+    fetched: Vec<Fetched>,
+) -> Settled {
+    #[cfg(test)]
+    SETTLED_ON.lock().unwrap().push(std::thread::current().id());
+    // A ref listed twice (edited while the listing was paged) may have been carried
+    // over by one row and sent to fetch by another: the fetch decides, or a deleted
+    // entity would be kept and the sync reported `Unchanged`.
+    for entity_ref in &to_fetch {
+        next.remove(entity_ref);
+    }
+    let mut report = SyncReport::default();
+    for (entity_ref, item) in to_fetch.into_iter().zip(fetched) {
+        match item {
+            Fetched::Entity(entity) => {
+                let listed_etag = listed.get(&entity_ref).cloned().flatten();
+                if entity.metadata.etag != listed_etag {
+                    report.etag_mismatches.push(EtagMismatch {
+                        entity_ref: entity_ref.clone(),
+                        listed: listed_etag,
+                        fetched: entity.metadata.etag.clone(),
+                    });
+                }
+                next.insert(entity_ref, Arc::new(entity));
+            }
+            // Deleted between listing and fetching; it is gone.
+            Fetched::Missing => {}
+            Fetched::Skipped(reason, detail) => {
+                // Only a version Backstage itself delivered is kept: a copy seeded from
+                // the snapshot file and never confirmed is left out, like a new entity,
+                // or an edited file would be served as live (found by review).
+                let kept = applied
+                    .get(&entity_ref)
+                    .filter(|_| !unverified.contains(&entity_ref));
+                if let Some(kept) = kept {
+                    next.insert(entity_ref.clone(), Arc::clone(kept));
+                }
+                report.skipped.push(SkippedEntity {
+                    entity_ref,
+                    reason,
+                    detail,
+                    kept: kept.is_some(),
+                });
+            }
+        }
+    }
+    let routable_before = routable(applied);
+    if same(&next, applied) {
+        return Settled {
+            next: None,
+            report,
+            removed: 0,
+            routable_before,
+            routable_after: routable_before,
+        };
+    }
+    let removed = applied.keys().filter(|k| !next.contains_key(*k)).count();
+    Settled {
+        report,
+        removed,
+        routable_before,
+        routable_after: routable(&next),
+        next: Some(Next {
+            sorted: sorted(&next),
+            copy: next,
+        }),
+    }
+}
+
+/// The entities of `copy` sorted by ref, shared.
+fn sorted(copy: &Copy) -> Vec<Arc<Entity>> {
+    let mut sorted: Vec<(&String, &Arc<Entity>)> = copy.iter().collect();
+    sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    sorted.into_iter().map(|(_, e)| Arc::clone(e)).collect()
 }
 
 fn routable(entities: &HashMap<String, Arc<Entity>>) -> bool {

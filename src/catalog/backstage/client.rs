@@ -544,28 +544,35 @@ mod tests {
 
     /// Pages and by-refs answers (up to 32 MiB each) are parsed on blocking threads,
     /// never on the runtime's own: with one worker a parse there held every SPOP
-    /// decision for up to 600 ms (found by review).
+    /// decision for up to 600 ms (found by review). So is the sync's comparison of the
+    /// next copy with the applied one, which grows with the catalog.
     #[test]
-    fn answers_are_parsed_off_the_runtime_thread() {
+    fn answers_are_parsed_and_settled_off_the_runtime_thread() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        let server = std::thread::spawn(move || answer(listener, 2));
+        let server = std::thread::spawn(move || answer(listener, 4));
         let client =
             Client::new(&format!("http://127.0.0.1:{port}"), None, Limits::default()).unwrap();
+        let mut syncer = super::super::Syncer::new(client.clone(), Vec::new());
         // A current-thread runtime: its one thread is the test's, as an agent's one
         // worker would be.
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
-        let (rows, fetched) = rt.block_on(async {
+        let (rows, fetched, synced) = rt.block_on(async {
             let rows = client.list_etags(&[]).await.unwrap();
             let refs = vec![rows[0].entity_ref.clone()];
-            (rows, client.fetch_by_refs(&refs).await.unwrap())
+            let fetched = client.fetch_by_refs(&refs).await.unwrap();
+            (rows, fetched, syncer.sync_once().await.unwrap())
         });
         server.join().unwrap();
         assert_eq!(rows[0].entity_ref, "component:default/a");
         assert!(matches!(&fetched[..], [Fetched::Entity(e)] if e.metadata.name == "a"));
+        assert!(matches!(
+            synced,
+            super::super::SyncOutcome::Applied { fetched: 1, .. }
+        ));
         let here = std::thread::current().id();
         let parsed: Vec<ThreadId> = PARSED_ON
             .lock()
@@ -574,11 +581,14 @@ mod tests {
             .filter(|(p, _)| *p == Some(port))
             .map(|(_, t)| *t)
             .collect();
-        assert_eq!(parsed.len(), 2, "one page and one by-refs answer");
+        assert_eq!(parsed.len(), 4, "two pages and two by-refs answers");
         assert!(
             parsed.iter().all(|t| *t != here),
             "parsed on the runtime thread"
         );
+        let settled = super::super::SETTLED_ON.lock().unwrap().clone();
+        assert!(!settled.is_empty());
+        assert!(!settled.contains(&here), "settled on the runtime thread");
     }
 
     #[test]
