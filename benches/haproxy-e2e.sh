@@ -110,7 +110,7 @@ start_stagedoor() {
         -e "s|\"catalog/|\"$PWD/examples/quickstart/catalog/|; s|\"demo-jwks.json\"|\"$work/jwks.json\"|" \
         examples/quickstart/stagedoor.toml >"$cfg"
     grep -q "127.0.0.1:$ap" "$cfg" && grep -q '"RS256"' "$cfg" || { echo "could not rewrite $cfg" >&2; exit 1; }
-    # WORKER_THREADS=n sets [agent] worker_threads (default: the config's, one per CPU).
+    # WORKER_THREADS=n sets [agent] worker_threads (default: the config's 0, half the CPUs).
     if [ -n "${WORKER_THREADS:-}" ]; then
         sed -i "/^listen = \"127.0.0.1:$ap\"/a worker_threads = $WORKER_THREADS" "$cfg"
     fi

@@ -25,7 +25,7 @@ struct Args {
     /// Address to listen on for SPOP.
     #[arg(long)]
     listen: SocketAddr,
-    /// Runtime worker threads; 0 = one per CPU (stagedoor's `[agent] worker_threads`).
+    /// Runtime worker threads; 0 = half the CPUs, at least one (stagedoor's `[agent] worker_threads`).
     #[arg(long, default_value_t = 0)]
     worker_threads: usize,
 }

@@ -66,8 +66,8 @@ pub struct AgentConfig {
     pub reuse_port: bool,
     /// `realm` in WWW-Authenticate.
     pub realm: String,
-    /// Runtime worker threads; 0 = one per CPU ([`crate::server::runtime`] says why
-    /// not fewer by default).
+    /// Runtime worker threads; 0 = half the CPUs, at least one
+    /// ([`crate::server::runtime`] says why: HAProxy runs on the same cores).
     pub worker_threads: usize,
     /// Bytes all SPOP read buffers and NOTIFYs in flight may hold together
     /// ([`crate::budget`]); connections beyond it are closed with status 13.
@@ -162,7 +162,7 @@ impl AgentConfig {
         if self.worker_threads > 256 {
             errors.push(invalid(
                 "agent.worker_threads",
-                "must be at most 256 (0: one per CPU)",
+                "must be at most 256 (0: half the CPUs, at least one)",
             ));
         }
         if self.realm.contains(['"', '\\']) || self.realm.chars().any(char::is_control) {

@@ -171,7 +171,7 @@ fn run_once<F: std::future::Future>(future: F) -> F::Output {
     out
 }
 
-/// The agent's runtime (`stagedoor::server::runtime`); `threads` 0 means one per CPU.
+/// The agent's runtime (`stagedoor::server::runtime`); `threads` 0 means half the CPUs, at least one.
 fn runtime_with(threads: usize) -> tokio::runtime::Runtime {
     stagedoor::server::runtime(threads).expect("tokio runtime")
 }

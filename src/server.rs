@@ -93,24 +93,41 @@ pub async fn run<H: Handler>(
 }
 
 /// The runtime the agent serves on, and the do-nothing agent of the benches:
-/// `worker_threads` workers, or with 0 tokio's default: `TOKIO_WORKER_THREADS` if it is
-/// set, else one per CPU this process may use.
+/// `worker_threads` workers, or with 0 `TOKIO_WORKER_THREADS` if it is set, else half
+/// the CPUs this process may use (its affinity and cgroup quota), at least one.
 ///
-/// Fewer workers cost less beside a busy HAProxy on the same cores: one worker
-/// instead of two gave 10 to 17% less agent CPU per cached decision through HAProxy
-/// 2.6 on 2 CPUs. But one worker is not the default: a Backstage poll that finds a
-/// change copies and compares the whole catalog on a worker before publishing it, and
-/// with one worker every decision waits for that (290 to 755 ms for entities carrying
-/// thousands of annotations; BENCHMARKS.md, "Issue 14: one worker beside HAProxy").
+/// Half, not one per CPU: stagedoor runs beside HAProxy, on the same cores, and a
+/// decision is a few microseconds (tens with a full RSA verification). Through HAProxy
+/// 2.6 on 2 CPUs, one worker instead of two gave 10 to 17% less agent CPU per cached
+/// decision and 5 to 11% more requests per second with a full verification on each
+/// (BENCHMARKS.md, "Issue 14: one worker beside HAProxy"). What would make one worker
+/// wait runs off the workers: catalog pages are parsed, policies built, key sets
+/// imported and replaced catalogs freed on the blocking pool, and a catalog change is
+/// published without copying it ("Issue 14: the catalog sync, off the workers").
+/// An agent with cores of its own sets `[agent] worker_threads` to them.
 ///
 /// # Errors
 /// When the OS refuses the threads or the I/O driver.
 pub fn runtime(worker_threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if worker_threads > 0 {
-        builder.worker_threads(worker_threads);
-    }
-    builder.enable_all().build()
+    let threads = if worker_threads > 0 {
+        worker_threads
+    } else {
+        default_worker_threads()
+    };
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
+}
+
+/// `TOKIO_WORKER_THREADS` if set to a count (tokio's own override), else half the CPUs
+/// this process may use, at least one.
+pub fn default_worker_threads() -> usize {
+    let set = std::env::var("TOKIO_WORKER_THREADS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|&n| n > 0);
+    set.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)))
 }
 
 #[cfg(test)]
@@ -118,13 +135,14 @@ mod runtime_tests {
     use super::*;
 
     #[test]
-    fn the_default_is_one_worker_per_cpu_and_a_set_count_is_kept() {
+    fn the_default_is_half_the_cpus_and_a_set_count_is_kept() {
         let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-        // tokio's default follows TOKIO_WORKER_THREADS when it is set.
+        // TOKIO_WORKER_THREADS, tokio's own override, is followed when it is set.
         let default = std::env::var("TOKIO_WORKER_THREADS")
             .ok()
             .and_then(|v| v.parse().ok())
-            .unwrap_or(cpus);
+            .unwrap_or((cpus / 2).max(1));
+        assert_eq!(default_worker_threads(), default);
         assert_eq!(runtime(0).unwrap().metrics().num_workers(), default);
         assert_eq!(runtime(3).unwrap().metrics().num_workers(), 3);
     }
