@@ -56,7 +56,8 @@ pub(super) async fn run_backstage(
         )
         .await;
         if publisher.has_snapshot() {
-            fallback = None;
+            // It may hold the last reference to every seeded entity Backstage changed.
+            crate::offload::drop_off_worker(fallback.take());
         }
         let delay = if errors == 0 {
             poll
