@@ -17,7 +17,8 @@
 //! - [`config`], [`lifecycle`], [`serve`], [`offline`]: the process around it all
 //!   ([`lifecycle`] starts what they share and owns the signals);
 //!   [`admin`], [`metrics`], [`decision_log`]: what operators see;
-//!   [`clock`], [`http`]: the wall clock and the outbound HTTP client, shared.
+//!   [`clock`], [`http`]: the wall clock and the outbound HTTP client, shared;
+//!   [`offload`]: replaced catalogs and policies freed off the async workers.
 
 pub mod admin;
 pub mod agent;
@@ -34,6 +35,7 @@ pub mod identity;
 pub mod lifecycle;
 pub mod metrics;
 pub mod offline;
+pub mod offload;
 pub mod policy;
 pub mod reason;
 pub mod serve;

@@ -101,9 +101,10 @@ pub async fn run<H: Handler>(
 /// 2.6 on 2 CPUs, one worker instead of two gave 10 to 17% less agent CPU per cached
 /// decision and 5 to 11% more requests per second with a full verification on each
 /// (BENCHMARKS.md, "Issue 14: one worker beside HAProxy"). What would make one worker
-/// wait runs off the workers: catalog pages are parsed, policies built, key sets
-/// imported and replaced catalogs freed on the blocking pool, and a catalog change is
-/// published without copying it ("Issue 14: the catalog sync, off the workers").
+/// wait runs off the workers: catalog pages are parsed, catalogs compared, policies
+/// built, key sets imported and replaced catalogs and policies freed on the blocking
+/// pool, and a catalog change is published without copying it ("Issue 14: the
+/// catalog sync, off the workers").
 /// An agent with cores of its own sets `[agent] worker_threads` to them.
 ///
 /// # Errors

@@ -1661,3 +1661,82 @@ async fn a_tampered_snapshot_is_corrected_on_first_contact() {
     assert_eq!(st.origin, Some(Origin::Live));
     stop_runner(handle, shutdown).await;
 }
+
+/// Backstage's catalog, and a copy of it as an edited snapshot file would seed it:
+/// svc-a's route made public, its etag left as Backstage has it.
+async fn live_and_tampered(server: &FaultServer) -> (Vec<Arc<Entity>>, Vec<Entity>) {
+    let mut first = Syncer::new(client(server, Limits::default()), kinds());
+    first.sync_once().await.unwrap();
+    let live = first.entities();
+    let mut tampered = owned(&live);
+    for e in &mut tampered {
+        if e.metadata.name == "svc-a" {
+            e.metadata
+                .annotations
+                .insert("stagedoor.io/routes".to_owned(), "GET /a public".to_owned());
+        }
+    }
+    assert_eq!(anonymous(&tampered, "/a"), Reason::Public);
+    (live, tampered)
+}
+
+/// A sync cancelled while it waits for by-refs (the runner's shutdown or deadline)
+/// changes nothing: the seeded entities are still unconfirmed, so the next sync
+/// fetches them whatever their etag, and the edited seed does not survive.
+#[tokio::test]
+async fn a_cancelled_first_contact_leaves_the_seed_unconfirmed() {
+    let catalog = sample_catalog();
+    let hang = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (c, h) = (catalog.clone(), hang.clone());
+    let server = FaultServer::with_handler(Arc::new(move |req| {
+        if req.method == "POST" && h.load(std::sync::atomic::Ordering::SeqCst) {
+            Reply::Hang
+        } else {
+            backstage(&c, req)
+        }
+    }))
+    .await;
+    let (live, tampered) = live_and_tampered(&server).await;
+    let mut syncer = Syncer::new(client(&server, Limits::default()), kinds());
+    syncer.seed(tampered.clone());
+    hang.store(true, std::sync::atomic::Ordering::SeqCst);
+    let cancelled = tokio::time::timeout(Duration::from_millis(300), syncer.sync_once()).await;
+    assert!(cancelled.is_err(), "by-refs should hang: {cancelled:?}");
+    assert_eq!(owned(&syncer.entities()), tampered);
+    hang.store(false, std::sync::atomic::Ordering::SeqCst);
+    let outcome = syncer.sync_once().await.unwrap();
+    assert!(
+        matches!(outcome, SyncOutcome::Applied { .. }),
+        "{outcome:?}"
+    );
+    assert_eq!(owned(&syncer.entities()), owned(&live));
+    assert_ne!(anonymous(&syncer.entities(), "/a"), Reason::Public);
+}
+
+/// A first contact held back by the wipe-out guard confirms nothing either: when the
+/// routes come back with the seed's etags, the seeded entities are still fetched.
+#[tokio::test]
+async fn a_held_first_contact_leaves_the_seed_unconfirmed() {
+    let catalog = sample_catalog();
+    let server = fake_backstage(catalog.clone()).await;
+    let (live, tampered) = live_and_tampered(&server).await;
+    let mut syncer = Syncer::new(client(&server, Limits::default()), kinds());
+    syncer.seed(tampered.clone());
+    let saved = catalog.lock().unwrap().clone();
+    catalog
+        .lock()
+        .unwrap()
+        .retain(|e| e["metadata"]["annotations"]["stagedoor.io/routes"].is_null());
+    assert_eq!(
+        syncer.sync_once().await.unwrap(),
+        SyncOutcome::Held { consecutive: 1 }
+    );
+    assert_eq!(owned(&syncer.entities()), tampered);
+    *catalog.lock().unwrap() = saved;
+    let outcome = syncer.sync_once().await.unwrap();
+    assert!(
+        matches!(outcome, SyncOutcome::Applied { .. }),
+        "{outcome:?}"
+    );
+    assert_eq!(owned(&syncer.entities()), owned(&live));
+}

@@ -5,13 +5,22 @@ N = int(sys.argv[2]); FILL = int(sys.argv[3]); CHURN = int(sys.argv[4])
 gen = [0]
 import os, random
 MANY = os.environ.get("MANY")
+# ROUTES=n: each entity's routes annotation holds n route lines (a large policy);
+# NOROUTES_AFTER=s: from s seconds after start, entities carry no routes (the wipe-out guard holds).
+ROUTES = int(os.environ.get("ROUTES", "1"))
+NOROUTES_AFTER = float(os.environ.get("NOROUTES_AFTER", "inf"))
+import time
+T0 = time.monotonic()
+def routes(i):
+    if time.monotonic() - T0 > NOROUTES_AFTER: return {}
+    return {"stagedoor.io/routes": "\n".join(f"GET /s{i}/r{j} public" for j in range(ROUTES)) if ROUTES > 1 else f"GET /s{i} public"}
 keys = [f"a.io/k{random.randrange(10**9)}" for _ in range(FILL)] if MANY else None
 filler = "x" * FILL
 def entity(i):
     return {"apiVersion": "backstage.io/v1alpha1", "kind": "Component",
             "metadata": {"name": f"svc-{i}", "namespace": "default", "etag": f"e{gen[0]}-{i}",
-                         "annotations": {"stagedoor.io/routes": f"GET /s{i} public",
-                                         "example.com/filler": filler} if not MANY else {"stagedoor.io/routes": f"GET /s{i} public", **{k: "" for k in keys}}},
+                         "annotations": {**routes(i),
+                                         "example.com/filler": filler} if not MANY else {**routes(i), **{k: "" for k in keys}}},
             "spec": {"owner": "team-a"}, "relations": []}
 class H(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"

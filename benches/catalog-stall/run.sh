@@ -49,4 +49,5 @@ trap 'kill $agent_pid $bs_pid 2>/dev/null; wait $agent_pid $bs_pid 2>/dev/null; 
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$admin/readyz" >/dev/null && break; sleep 0.2; done
 curl -s "http://127.0.0.1:$admin/metrics" | grep -E '^stagedoor_catalog_entities ' || true
 python3 "$here/probe.py" "$spop" "$secs"
+[ -n "${KEEP_LOG:-}" ] && cp "$work/agent.log" "$KEEP_LOG"
 echo "by-refs requests: $(grep -c by-refs "$work/backstage.log" || true), syncs applied: $(grep -c 'catalog synced' "$work/agent.log" || true)"

@@ -241,13 +241,16 @@ impl Syncer {
         if settled.routable_before && !settled.routable_after {
             self.wipes_seen += 1;
             if self.wipes_seen < WIPE_CONFIRMATIONS {
+                // The copy held back owns every entity fetched: free it off the workers.
+                crate::offload::drop_off_worker(next);
                 return Ok(SyncOutcome::Held {
                     consecutive: self.wipes_seen,
                 });
             }
         }
         self.wipes_seen = 0;
-        self.applied = Arc::new(next.copy);
+        let replaced = std::mem::replace(&mut self.applied, Arc::new(next.copy));
+        crate::offload::drop_off_worker(replaced);
         self.unverified = Arc::default();
         Ok(SyncOutcome::Applied {
             entities: next.sorted,

@@ -56,7 +56,8 @@ pub(super) async fn run_backstage(
         )
         .await;
         if publisher.has_snapshot() {
-            fallback = None;
+            // It may hold the last reference to every seeded entity Backstage changed.
+            crate::offload::drop_off_worker(fallback.take());
         }
         let delay = if errors == 0 {
             poll
@@ -116,7 +117,7 @@ async fn apply_sync(
             );
             publisher.count(|c| c.held += 1);
             if let Some(saved) = fallback.take() {
-                serve_snapshot(publisher, saved, "Backstage has no routable entity yet");
+                serve_snapshot(publisher, saved, "Backstage has no routable entity yet").await;
             }
             publisher.status.send_modify(|s| {
                 s.consecutive_errors = 0;
@@ -127,7 +128,7 @@ async fn apply_sync(
         Err(error) => {
             // The snapshot first: whoever sees the failure sees what is served.
             if let Some(saved) = fallback.take() {
-                serve_snapshot(publisher, saved, "Backstage unreachable");
+                serve_snapshot(publisher, saved, "Backstage unreachable").await;
             }
             publisher.failed(&error)
         }
@@ -148,7 +149,7 @@ async fn publish_live(
             Err(error) => tracing::warn!(%error, "cannot write the catalog snapshot"),
         }
     }
-    publisher.publish(entities, Origin::Live, now);
+    publisher.publish(entities, Origin::Live, now).await;
 }
 
 /// The snapshot file, if there is a usable one (a missing file is normal on a first
@@ -180,7 +181,7 @@ struct Fallback {
 }
 
 /// Serves the snapshot file's catalog (nothing live has been published yet).
-fn serve_snapshot(publisher: &Publisher, saved: Fallback, why: &str) {
+async fn serve_snapshot(publisher: &Publisher, saved: Fallback, why: &str) {
     tracing::warn!(
         reason = why,
         entities = saved.entities.len(),
@@ -189,7 +190,9 @@ fn serve_snapshot(publisher: &Publisher, saved: Fallback, why: &str) {
     );
     let errors = publisher.status.borrow().consecutive_errors;
     let last_error = publisher.status.borrow().last_error.clone();
-    publisher.publish(saved.entities, Origin::Snapshot, saved.saved_at_unix);
+    publisher
+        .publish(saved.entities, Origin::Snapshot, saved.saved_at_unix)
+        .await;
     // Serving a snapshot does not make Backstage reachable.
     publisher.status.send_modify(|s| {
         s.consecutive_errors = errors;

@@ -66,7 +66,7 @@ pub(super) async fn run_file(
             }
             Ok(FileAttempt::StillRefused) => {}
             Ok(FileAttempt::Loaded(fingerprint, loaded)) => {
-                publish_loaded(&publisher, loaded);
+                publish_loaded(&publisher, loaded).await;
                 loaded_fingerprint = Some(fingerprint);
             }
             Err(error) => {
@@ -82,7 +82,7 @@ pub(super) async fn run_file(
 }
 
 /// Publishes a load (unless it is what is published), with what it left out.
-fn publish_loaded(publisher: &Publisher, loaded: file::Loaded) {
+async fn publish_loaded(publisher: &Publisher, loaded: file::Loaded) {
     for problem in &loaded.skipped {
         tracing::warn!(error = %problem, "catalog document skipped");
     }
@@ -95,7 +95,7 @@ fn publish_loaded(publisher: &Publisher, loaded: file::Loaded) {
     });
     let entities = loaded.entities.len();
     let shared = loaded.entities.into_iter().map(Arc::new).collect();
-    let republished = publisher.publish(shared, Origin::File, unix_now());
+    let republished = publisher.publish(shared, Origin::File, unix_now()).await;
     publisher.count(|c| {
         if republished {
             c.applied += 1
