@@ -172,8 +172,13 @@ fn run_once<F: std::future::Future>(future: F) -> F::Output {
 }
 
 /// The agent's runtime (`stagedoor::server::runtime`); `threads` 0 means half the CPUs, at least one.
+/// A runtime that cannot start (a bad `TOKIO_WORKER_THREADS`, no threads) ends the
+/// process with the reason and the exit code of a bad configuration.
 fn runtime_with(threads: usize) -> tokio::runtime::Runtime {
-    stagedoor::server::runtime(threads).expect("tokio runtime")
+    stagedoor::server::runtime(threads).unwrap_or_else(|e| {
+        eprintln!("stagedoor: cannot start the runtime: {e}");
+        std::process::exit(i32::from(EXIT_CONFIG))
+    })
 }
 
 fn main() -> ExitCode {

@@ -113,7 +113,7 @@ pub fn runtime(worker_threads: usize) -> std::io::Result<tokio::runtime::Runtime
     let threads = if worker_threads > 0 {
         worker_threads
     } else {
-        default_worker_threads()
+        default_worker_threads()?
     };
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads)
@@ -121,19 +121,44 @@ pub fn runtime(worker_threads: usize) -> std::io::Result<tokio::runtime::Runtime
         .build()
 }
 
-/// `TOKIO_WORKER_THREADS` if set to a count (tokio's own override), else half the CPUs
-/// this process may use, at least one.
-pub fn default_worker_threads() -> usize {
-    let set = std::env::var("TOKIO_WORKER_THREADS")
-        .ok()
-        .and_then(|v| v.trim().parse::<usize>().ok())
-        .filter(|&n| n > 0);
-    set.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)))
+/// `TOKIO_WORKER_THREADS` if set (tokio's own override; a count from 1 to 256, as
+/// `[agent] worker_threads`), else half the CPUs this process may use, at least one.
+///
+/// # Errors
+/// `TOKIO_WORKER_THREADS` set to anything else: an `InvalidInput` naming it (tokio
+/// itself panics on a bad value; this refuses to start with a clear message).
+pub fn default_worker_threads() -> std::io::Result<usize> {
+    match std::env::var("TOKIO_WORKER_THREADS") {
+        Err(std::env::VarError::NotPresent) => {
+            Ok(std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)))
+        }
+        Ok(v) if matches!(v.trim().parse::<usize>(), Ok(1..=256)) => {
+            Ok(v.trim().parse().unwrap_or(1))
+        }
+        Ok(v) => Err(bad_worker_threads(&v)),
+        Err(std::env::VarError::NotUnicode(v)) => Err(bad_worker_threads(&v.to_string_lossy())),
+    }
+}
+
+fn bad_worker_threads(value: &str) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::InvalidInput,
+        format!("TOKIO_WORKER_THREADS is {value:?}: unset it, or set a count from 1 to 256"),
+    )
 }
 
 #[cfg(test)]
 mod runtime_tests {
     use super::*;
+
+    #[test]
+    fn bad_overrides_are_refused_by_name() {
+        for v in ["0", "257", "two", "-1", ""] {
+            let e = bad_worker_threads(v);
+            assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput);
+            assert!(e.to_string().contains("TOKIO_WORKER_THREADS"), "{e}");
+        }
+    }
 
     #[test]
     fn the_default_is_half_the_cpus_and_a_set_count_is_kept() {
@@ -143,7 +168,7 @@ mod runtime_tests {
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or((cpus / 2).max(1));
-        assert_eq!(default_worker_threads(), default);
+        assert_eq!(default_worker_threads().unwrap(), default);
         assert_eq!(runtime(0).unwrap().metrics().num_workers(), default);
         assert_eq!(runtime(3).unwrap().metrics().num_workers(), 3);
     }

@@ -324,3 +324,21 @@ fn check_config_refuses_a_token_limit_the_frame_cannot_carry() {
     let (code, out, err) = stagedoor(&["check-config", "--config", large.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}{err}");
 }
+
+/// A bad `TOKIO_WORKER_THREADS` (tokio's override of the worker count, which
+/// `[agent] worker_threads = 0` follows) stops `serve` with its name and exit code 64;
+/// tokio alone would panic, and an ignored value would run another count silently.
+#[test]
+fn serve_refuses_a_bad_worker_thread_override_by_name() {
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/quickstart/stagedoor.toml");
+    for bad in ["two", "0", "257"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_stagedoor"))
+            .args(["serve", "--config", config.to_str().unwrap()])
+            .env("TOKIO_WORKER_THREADS", bad)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{bad}: {err}");
+        assert!(err.contains("TOKIO_WORKER_THREADS"), "{bad}: {err}");
+    }
+}
