@@ -7,7 +7,11 @@
 # while probe.py sends one NOTIFY at a time on one SPOP connection for SECONDS and
 # prints the longest waits for an ACK. The stand-in is hand-made on purpose: the real
 # Backstage cannot serve a 38 MB catalog that changes every second.
-# Usage: [MANY=1] [STAGEDOOR_BIN=path] benches/catalog-stall/run.sh THREADS ENTITIES FILL CHURN SECONDS
+# ROUTES=n gives each entity n route lines (a large policy); NOROUTES_AFTER=s drops every
+# route s seconds after the start (the wipe-out guard then holds polls back); KEEP_LOG=path
+# keeps the agent's log. file.sh is the same probe for a file catalog under SIGHUP.
+# Usage: [MANY=1] [ROUTES=n] [NOROUTES_AFTER=s] [KEEP_LOG=path] [STAGEDOOR_BIN=path]
+#        benches/catalog-stall/run.sh THREADS ENTITIES FILL CHURN SECONDS
 #   e.g. benches/catalog-stall/run.sh 1 10000 200 0 10
 #        MANY=1 benches/catalog-stall/run.sh 1 200 8000 1 12
 set -euo pipefail
