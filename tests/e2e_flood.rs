@@ -12,10 +12,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::haproxy::{Haproxy, free_port, repo, require_bin, require_haproxy3};
-use common::hello_26;
 use common::http::{Response, request};
 use common::metric_sum;
 use common::peers::{Agent, Ports};
+use common::{hello_26, hello_32};
 use stagedoor::spop::Frame;
 use stagedoor::spop::frame::read_frame;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -477,12 +477,16 @@ async fn hello_then_rst(addr: &str, hello: &[u8]) {
     s.set_zero_linger().unwrap();
 }
 
+/// `cycles` connect–HELLO–RST cycles over `workers` tasks; half the tasks send HAProxy
+/// 2.6's HELLO, half 3.2's.
 async fn churn(addr: &str, cycles: usize, workers: usize) {
-    let hello = Arc::new(hello_26());
+    let hellos = [Arc::new(hello_26()), Arc::new(hello_32())];
+    // The sizes HAProxy 2.6.12 and 3.2.0 send (reference/spop-protocol.md).
+    assert_eq!((hellos[0].len(), hellos[1].len()), (133, 127));
     let per = cycles / workers;
     let tasks: Vec<_> = (0..workers)
-        .map(|_| {
-            let (addr, hello) = (addr.to_owned(), hello.clone());
+        .map(|w| {
+            let (addr, hello) = (addr.to_owned(), hellos[w % 2].clone());
             tokio::spawn(async move {
                 for _ in 0..per {
                     hello_then_rst(&addr, &hello).await;

@@ -121,6 +121,25 @@ pub fn hello_26() -> Vec<u8> {
     })
 }
 
+/// HAProxy 3.2's HELLO: the same as 2.6's but for `capabilities`, which 3.x sends as
+/// `pipelining` alone (reference/spop-protocol.md, the 127-byte 3.2.0 frame).
+pub fn hello_32() -> Vec<u8> {
+    frame_bytes(&Frame {
+        flags: FLAG_FIN,
+        stream_id: 0,
+        frame_id: 0,
+        body: Body::HaproxyHello(vec![
+            Arg::new("supported-versions", TypedData::str("2.0")),
+            Arg::new("max-frame-size", TypedData::Uint32(16380)),
+            Arg::new("capabilities", TypedData::str("pipelining")),
+            Arg::new(
+                "engine-id",
+                TypedData::str("d8a3bc4c-6e1b-4b06-9a05-4ebab2d0a7f2"),
+            ),
+        ]),
+    })
+}
+
 pub fn frame_bytes(f: &Frame<'_>) -> Vec<u8> {
     let mut out = BytesMut::new();
     f.encode(&mut out, u32::MAX).unwrap();
