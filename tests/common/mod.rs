@@ -104,26 +104,18 @@ pub async fn start(cfg: EngineConfig, max_connections: usize) -> TestServer {
     }
 }
 
+/// HAProxy 2.6's HELLO.
 pub fn hello_26() -> Vec<u8> {
-    frame_bytes(&Frame {
-        flags: FLAG_FIN,
-        stream_id: 0,
-        frame_id: 0,
-        body: Body::HaproxyHello(vec![
-            Arg::new("supported-versions", TypedData::str("2.0")),
-            Arg::new("max-frame-size", TypedData::Uint32(16380)),
-            Arg::new("capabilities", TypedData::str("pipelining,async")),
-            Arg::new(
-                "engine-id",
-                TypedData::str("d8a3bc4c-6e1b-4b06-9a05-4ebab2d0a7f2"),
-            ),
-        ]),
-    })
+    haproxy_hello("pipelining,async")
 }
 
 /// HAProxy 3.2's HELLO: the same as 2.6's but for `capabilities`, which 3.x sends as
 /// `pipelining` alone (reference/spop-protocol.md, the 127-byte 3.2.0 frame).
 pub fn hello_32() -> Vec<u8> {
+    haproxy_hello("pipelining")
+}
+
+fn haproxy_hello(capabilities: &'static str) -> Vec<u8> {
     frame_bytes(&Frame {
         flags: FLAG_FIN,
         stream_id: 0,
@@ -131,7 +123,7 @@ pub fn hello_32() -> Vec<u8> {
         body: Body::HaproxyHello(vec![
             Arg::new("supported-versions", TypedData::str("2.0")),
             Arg::new("max-frame-size", TypedData::Uint32(16380)),
-            Arg::new("capabilities", TypedData::str("pipelining")),
+            Arg::new("capabilities", TypedData::str(capabilities)),
             Arg::new(
                 "engine-id",
                 TypedData::str("d8a3bc4c-6e1b-4b06-9a05-4ebab2d0a7f2"),
