@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use crate::agent::{AuthRequest, Outcome};
 use crate::identity::Identity;
+use crate::policy::Decision;
 use crate::reason::Reason;
 
 /// Where one string field sits in [`Queue::text`]; `start == u32::MAX` is `None`.
@@ -31,30 +32,31 @@ impl Slot {
     };
 }
 
-/// One decision as queued: the fixed-size fields as they are, the strings as slots.
+/// One decision as queued: the fixed-size fields as they are, the request's strings
+/// as slots, and the decision's and caller's names by reference. The matched route
+/// and the verified identity are shared (`Arc`), not copied: copying their six
+/// strings made each entry twice the cache lines the writer thread, on another core,
+/// must pull over (BENCHMARKS.md, "What the decision log costs through HAProxy").
 struct Entry {
     time: SystemTime,
     latency: Duration,
     status: u16,
-    reason: Reason,
     allow: bool,
     enforced: bool,
+    /// Whether the line records the caller's whole identity (`[log] identity`).
+    full_identity: bool,
     src: Option<IpAddr>,
     token_fp: Option<[u8; 6]>,
     method: Slot,
     host: Slot,
     path: Slot,
     request_id: Slot,
-    sub: Slot,
-    client_id: Slot,
-    entity: Slot,
-    owner: Slot,
-    route: Slot,
-    issuer: Slot,
+    /// Its reason, and entity, owner and route.
+    decision: Decision,
     /// How the credentials went: `None` verified (or not read), else the reason.
     credential_error: Option<Reason>,
-    /// The verified caller, kept whole (one reference count, no copy) when lines
-    /// record the full identity; the writer formats its lists.
+    /// The verified caller: sub, client_id and issuer, and with a full identity the
+    /// rest of its fields.
     identity: Option<Arc<Identity>>,
 }
 
@@ -119,28 +121,22 @@ impl Queue {
         full_identity: bool,
     ) {
         let d = &outcome.decision;
-        let id = outcome.identity.as_deref();
         let entry = Entry {
             time,
             latency,
             status: d.status(),
-            reason: d.reason,
             allow: d.allow(),
             enforced: !outcome.shadow,
+            full_identity,
             src: req.src,
             token_fp: outcome.token_fp,
             method: self.slot(Some(req.method)),
             host: self.slot(Some(req.host)),
             path: self.slot(Some(req.path)),
             request_id: self.slot(req.request_id),
-            sub: self.slot(id.and_then(|i| i.sub.as_deref())),
-            client_id: self.slot(id.and_then(|i| i.client_id.as_deref())),
-            entity: self.slot(d.entity()),
-            owner: self.slot(d.owner()),
-            route: self.slot(d.route()),
-            issuer: self.slot(id.map(|i| i.issuer.as_str())),
+            decision: d.clone(),
             credential_error: outcome.credential_error,
-            identity: outcome.identity.clone().filter(|_| full_identity),
+            identity: outcome.identity.clone(),
         };
         self.entries.push(entry);
     }
@@ -199,17 +195,18 @@ impl Queue {
         out.extend_from_slice(b",\"status\":");
         out.extend_from_slice(itoa::Buffer::new().format(e.status).as_bytes());
         out.extend_from_slice(b",\"reason\":");
-        string(out, e.reason.as_str());
-        for (key, slot) in [
-            (&b",\"sub\":"[..], e.sub),
-            (b",\"client_id\":", e.client_id),
-            (b",\"entity\":", e.entity),
-            (b",\"owner\":", e.owner),
-            (b",\"route\":", e.route),
-            (b",\"issuer\":", e.issuer),
+        string(out, e.decision.reason.as_str());
+        let (d, id) = (&e.decision, e.identity.as_deref());
+        for (key, value) in [
+            (&b",\"sub\":"[..], id.and_then(|i| i.sub.as_deref())),
+            (b",\"client_id\":", id.and_then(|i| i.client_id.as_deref())),
+            (b",\"entity\":", d.entity()),
+            (b",\"owner\":", d.owner()),
+            (b",\"route\":", d.route()),
+            (b",\"issuer\":", id.map(|i| i.issuer.as_str())),
         ] {
             out.extend_from_slice(key);
-            opt(out, self.str(slot));
+            opt(out, value);
         }
         out.extend_from_slice(b",\"latency_us\":");
         let latency = u64::try_from(e.latency.as_micros()).unwrap_or(u64::MAX);
@@ -232,14 +229,14 @@ impl Queue {
         // `expired`, ...); `null` when the decision came before they were read.
         opt(
             out,
-            match (e.credential_error, e.issuer.start != u32::MAX) {
+            match (e.credential_error, e.identity.is_some()) {
                 (Some(r), _) => Some(r.as_str()),
                 (None, true) => Some(CALLER_VERIFIED),
                 (None, false) => None,
             },
         );
         // The rest of the decision's inputs, with `[log] identity = "full"`.
-        if let Some(i) = e.identity.as_deref() {
+        if let Some(i) = e.identity.as_deref().filter(|_| e.full_identity) {
             out.extend_from_slice(b",\"email\":");
             opt(out, i.email.as_deref());
             for (key, list) in [
