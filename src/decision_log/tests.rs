@@ -430,3 +430,49 @@ fn queues_are_formatted_as_one_in_time_order() {
         ]
     );
 }
+
+/// With `[log] identity = "minimal"` a verified caller's line names it (sub,
+/// client_id, issuer) and leaves out the rest of its identity; the entry holds the
+/// identity by reference either way, and the writer decides what it prints.
+#[test]
+fn a_minimal_identity_line_names_the_caller_and_nothing_more() {
+    let id = Arc::new(Identity {
+        issuer: "https://i".into(),
+        sub: Some("alice".into()),
+        client_id: Some("c".into()),
+        email: Some("alice@example.com".into()),
+        groups: vec!["g".into()],
+        scopes: vec!["s".into()],
+        ..Default::default()
+    });
+    let outcome = Outcome {
+        decision: Decision::bare(Reason::Ok),
+        identity: Some(id),
+        credential_error: None,
+        shadow: false,
+        token_fp: None,
+        browser: Default::default(),
+    };
+    let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_000_000);
+    let line = |full: bool| {
+        let mut q = Queue::default();
+        q.push(&get("/x"), &outcome, Duration::ZERO, now, full);
+        let mut out = Vec::new();
+        q.format(&mut out);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        v
+    };
+    let (minimal, full) = (line(false), line(true));
+    for v in [&minimal, &full] {
+        assert_eq!(v["sub"], "alice", "{v}");
+        assert_eq!(v["client_id"], "c", "{v}");
+        assert_eq!(v["issuer"], "https://i", "{v}");
+        assert_eq!(v["caller"], CALLER_VERIFIED, "{v}");
+    }
+    for key in ["email", "groups", "scopes", "user"] {
+        assert!(minimal.get(key).is_none(), "{key}: {minimal}");
+        assert!(full.get(key).is_some(), "{key}: {full}");
+    }
+    assert_eq!(full["email"], "alice@example.com");
+    assert_eq!(full["groups"], serde_json::json!(["g"]));
+}
