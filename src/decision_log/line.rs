@@ -66,12 +66,16 @@ pub(super) struct Queue {
     entries: Vec<Entry>,
     /// Every entry's strings, back to back.
     text: String,
+    /// The identities the entries keep alive, each counted once per run of entries
+    /// that share it: a queue the writer cannot empty (stdout blocked) must not hold
+    /// thousands of large identities the token cache has let go beyond the cap.
+    identity_bytes: usize,
 }
 
 impl Queue {
     /// Memory held by the queued entries (for the cap).
     pub(super) fn bytes(&self) -> usize {
-        self.entries.len() * std::mem::size_of::<Entry>() + self.text.len()
+        self.entries.len() * std::mem::size_of::<Entry>() + self.text.len() + self.identity_bytes
     }
 
     pub(super) fn is_empty(&self) -> bool {
@@ -82,6 +86,7 @@ impl Queue {
     pub(super) fn clear(&mut self) {
         self.entries.clear();
         self.text.clear();
+        self.identity_bytes = 0;
     }
 
     /// Gives back what a burst made it hold beyond a steady drain's worth (the writer
@@ -121,6 +126,12 @@ impl Queue {
         full_identity: bool,
     ) {
         let d = &outcome.decision;
+        if let Some(id) = &outcome.identity {
+            let last = self.entries.last().and_then(|e| e.identity.as_ref());
+            if !last.is_some_and(|last| Arc::ptr_eq(last, id)) {
+                self.identity_bytes += id.approx_bytes();
+            }
+        }
         let entry = Entry {
             time,
             latency,

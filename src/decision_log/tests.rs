@@ -476,3 +476,38 @@ fn a_minimal_identity_line_names_the_caller_and_nothing_more() {
     assert_eq!(full["email"], "alice@example.com");
     assert_eq!(full["groups"], serde_json::json!(["g"]));
 }
+
+/// The queue's size for the cap counts the identities its entries keep alive: once
+/// for a run of entries sharing one, once each for distinct ones.
+#[test]
+fn queued_identities_count_toward_the_cap() {
+    let big = || {
+        Arc::new(Identity {
+            issuer: "https://i".into(),
+            groups: (0..500).map(|n| format!("group-{n:04}")).collect(),
+            ..Default::default()
+        })
+    };
+    let outcome = |id: &Arc<Identity>| Outcome {
+        decision: Decision::bare(Reason::Ok),
+        identity: Some(id.clone()),
+        credential_error: None,
+        shadow: false,
+        token_fp: None,
+        browser: Default::default(),
+    };
+    let now = SystemTime::UNIX_EPOCH;
+    let (shared, size) = (big(), big().approx_bytes());
+    assert!(size > 500 * 10);
+    let mut same = Queue::default();
+    let mut distinct = Queue::default();
+    for _ in 0..10 {
+        same.push(&get("/x"), &outcome(&shared), Duration::ZERO, now, true);
+        distinct.push(&get("/x"), &outcome(&big()), Duration::ZERO, now, true);
+    }
+    let extra = distinct.bytes() - same.bytes();
+    assert_eq!(extra, 9 * size, "distinct identities each counted");
+    assert!(same.bytes() >= size && same.bytes() < 2 * size);
+    distinct.clear();
+    assert_eq!(distinct.bytes(), 0);
+}
