@@ -273,6 +273,20 @@ impl Queue {
 /// Appends the entries of every queue to `out`, one JSON line each, in the order of
 /// their `time` (each worker thread queues its own: their lines interleave here).
 pub(super) fn format_all(queues: &[Queue], out: &mut Vec<u8>) {
+    format_all_in_chunks(queues, out, usize::MAX, |_| {});
+}
+
+/// [`format_all`], handing `out` to `write` (which empties it) each time it holds
+/// `chunk` bytes or more, at the end of a line. A queue's cap counts an identity once
+/// for a run of entries sharing it, but with `[log] identity = "full"` each of their
+/// lines prints its groups and scopes again: 4 MiB of entries could format to
+/// gigabytes, which the writer's buffer would then keep (review of 8ccb8e4).
+pub(super) fn format_all_in_chunks(
+    queues: &[Queue],
+    out: &mut Vec<u8>,
+    chunk: usize,
+    mut write: impl FnMut(&mut Vec<u8>),
+) {
     let mut order: Vec<(SystemTime, usize, usize)> = queues
         .iter()
         .enumerate()
@@ -300,6 +314,9 @@ pub(super) fn format_all(queues: &[Queue], out: &mut Vec<u8>) {
         };
         queue.write_line(e, time, out);
         out.push(b'\n');
+        if out.len() >= chunk {
+            write(out);
+        }
     }
 }
 

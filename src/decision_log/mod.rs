@@ -29,6 +29,8 @@ use line::{Hex, Queue};
 const MAX_QUEUED: usize = 4 << 20;
 const SHARDS: usize = crate::counter::SHARDS;
 const DRAIN_EVERY: Duration = Duration::from_millis(10);
+/// The writer writes its text out whenever it holds this much (the size it starts with).
+const WRITE_CHUNK: usize = 256 * 1024;
 
 /// One worker thread's queue, on cache lines of its own.
 #[repr(align(128))]
@@ -58,11 +60,21 @@ impl Shared {
             return;
         }
         text.clear();
-        line::format_all(spares, text);
+        // Written as it is formatted, a chunk at a time: the text of a full queue is
+        // not bounded by its cap (`line::format_all_in_chunks`).
+        let write = |text: &mut Vec<u8>| {
+            let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
+            let _ = out.write_all(text);
+            text.clear();
+        };
+        line::format_all_in_chunks(spares, text, WRITE_CHUNK, write);
         spares.iter_mut().for_each(Queue::shrink);
         let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
         let _ = out.write_all(text);
         let _ = out.flush();
+        text.clear();
+        // A line longer than a chunk (a long path, a full identity) grew it.
+        text.shrink_to(2 * WRITE_CHUNK);
     }
 
     fn drain(&self) {
@@ -105,7 +117,7 @@ impl DecisionLog {
                 .name("decision-log".into())
                 .spawn(move || {
                     let (mut spare, mut text) =
-                        (Default::default(), Vec::with_capacity(256 * 1024));
+                        (Default::default(), Vec::with_capacity(WRITE_CHUNK));
                     while let Some(shared) = weak.upgrade() {
                         shared.drain_with(&mut spare, &mut text);
                         drop(shared);
@@ -189,5 +201,7 @@ pub fn fingerprint(token: &str) -> String {
 
 #[cfg(test)]
 mod review2_tests;
+#[cfg(test)]
+mod review_log_tests;
 #[cfg(test)]
 mod tests;
