@@ -402,3 +402,21 @@ async fn shutdown_finishes_in_flight_then_disconnects_normally() {
         "no longer accepting"
     );
 }
+
+/// The HELLOs the tests send (the RST churn alternates them) are the bytes HAProxy
+/// 2.6.12 and 3.2.0 send (reference/spop-protocol.md §1.13, example engine-id).
+#[test]
+fn the_test_hellos_are_haproxys_bytes() {
+    let hex = |s: &str| -> Vec<u8> {
+        s.split_whitespace()
+            .map(|b| u8::from_str_radix(b, 16).unwrap())
+            .collect()
+    };
+    let head = "01 00 00 00 01 00 00 12 73 75 70 70 6F 72 74 65 64 2D 76 65 72 73 69 6F 6E 73 08 03 32 2E 30 0E 6D 61 78 2D 66 72 61 6D 65 2D 73 69 7A 65 03 FC F0 06 0C 63 61 70 61 62 69 6C 69 74 69 65 73 08";
+    let engine = "09 65 6E 67 69 6E 65 2D 69 64 08 24 64 38 61 33 62 63 34 63 2D 36 65 31 62 2D 34 62 30 36 2D 39 61 30 35 2D 34 65 62 61 62 32 64 30 61 37 66 32";
+    let pipelining = "70 69 70 65 6C 69 6E 69 6E 67";
+    let v26 = format!("00 00 00 81 {head} 10 {pipelining} 2C 61 73 79 6E 63 {engine}");
+    let v32 = format!("00 00 00 7B {head} 0A {pipelining} {engine}");
+    assert_eq!(hello_26(), hex(&v26));
+    assert_eq!(hello_32(), hex(&v32));
+}
