@@ -110,10 +110,14 @@ pub async fn run<H: Handler>(
 /// # Errors
 /// When the OS refuses the threads or the I/O driver.
 pub fn runtime(worker_threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    // Checked even when the count is given: a bad value in the environment stops
+    // every command alike, not only those that would have used it (`probe` beside a
+    // `serve` whose config sets a count; found by review).
+    let default = default_worker_threads()?;
     let threads = if worker_threads > 0 {
         worker_threads
     } else {
-        default_worker_threads()?
+        default
     };
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads)

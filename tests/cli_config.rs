@@ -331,12 +331,45 @@ fn check_config_refuses_a_token_limit_the_frame_cannot_carry() {
 #[test]
 fn serve_refuses_a_bad_worker_thread_override_by_name() {
     let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/quickstart/stagedoor.toml");
-    for bad in ["two", "0", "257"] {
-        let out = Command::new(env!("CARGO_BIN_EXE_stagedoor"))
+    // Also when the config sets its own count, which the variable would not change:
+    // a bad value stops `serve` as it stops the one-shot commands.
+    let dir = tempfile::tempdir().unwrap();
+    let counted = dir.path().join("stagedoor.toml");
+    let here = config.parent().unwrap().display().to_string();
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("[agent]\n", "[agent]\nworker_threads = 2\n")
+        .replace("\"demo-jwks.json\"", &format!("\"{here}/demo-jwks.json\""))
+        .replace("\"catalog/", &format!("\"{here}/catalog/"))
+        // Were it to start, it would take ports of the OS's choosing.
+        .replace("127.0.0.1:12345", "127.0.0.1:0")
+        .replace("127.0.0.1:9901", "127.0.0.1:0");
+    assert!(text.contains("worker_threads = 2") && text.contains(&here));
+    std::fs::write(&counted, text).unwrap();
+    let (code, _, err) = stagedoor(&["check-config", "--config", counted.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    for (bad, config) in [
+        ("two", &config),
+        ("0", &config),
+        ("257", &config),
+        ("x", &counted),
+    ] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_stagedoor"))
             .args(["serve", "--config", config.to_str().unwrap()])
             .env("TOKIO_WORKER_THREADS", bad)
-            .output()
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
             .unwrap();
+        // An agent that started anyway is stopped, and the test fails, not hangs.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while child.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap();
+        }
+        let out = child.wait_with_output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(64), "{bad}: {err}");
         assert!(err.contains("TOKIO_WORKER_THREADS"), "{bad}: {err}");
