@@ -69,6 +69,8 @@ pub(super) struct Queue {
     /// The identities the entries keep alive, each counted once per run of entries
     /// that share it: a queue the writer cannot empty (stdout blocked) must not hold
     /// thousands of large identities the token cache has let go beyond the cap.
+    /// Routes are not counted: they belong to a policy, and a blocked writer keeps
+    /// those of replaced policies alive only as long as the catalog keeps changing.
     identity_bytes: usize,
 }
 
