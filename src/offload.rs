@@ -1,13 +1,25 @@
-//! Beside the request flow: large values the catalog and policy side replace (a
-//! catalog copy, a policy) are freed on tokio's blocking pool, so the async workers
-//! that run SPOP decisions never wait for it; with one worker (the default on two
-//! CPUs) every decision would.
+//! Beside the request flow: work that grows with the catalog (parsing, comparing) runs,
+//! and large values the catalog and policy side replace (a catalog copy, a policy) are
+//! freed, on tokio's blocking pool, so the async workers that run SPOP decisions never
+//! wait for it; with one worker (the default on two CPUs) every decision would.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 /// How long [`release_off_worker`] waits for other holders to let go.
 pub const LAST_REFERENCE_WAIT: Duration = Duration::from_millis(500);
+
+/// Runs `f` on the blocking pool and waits for it; `None` if the runtime is shutting
+/// down. A panic in `f` goes on in the caller, as if `f` had run there.
+pub async fn run_off_worker<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(value) => Some(value),
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => None,
+    }
+}
 
 /// Drops `value` on the blocking pool when called within a runtime, else here.
 pub fn drop_off_worker<T: Send + 'static>(value: T) {

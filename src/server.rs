@@ -136,10 +136,10 @@ pub fn default_worker_threads() -> std::io::Result<usize> {
         Err(std::env::VarError::NotPresent) => {
             Ok(std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)))
         }
-        Ok(v) if matches!(v.trim().parse::<usize>(), Ok(1..=256)) => {
-            Ok(v.trim().parse().unwrap_or(1))
-        }
-        Ok(v) => Err(bad_worker_threads(&v)),
+        Ok(v) => match v.trim().parse::<usize>() {
+            Ok(n @ 1..=256) => Ok(n),
+            _ => Err(bad_worker_threads(&v)),
+        },
         Err(std::env::VarError::NotUnicode(v)) => Err(bad_worker_threads(&v.to_string_lossy())),
     }
 }

@@ -6,16 +6,10 @@
 # Usage: [STAGEDOOR_BIN=path] benches/catalog-stall/file.sh THREADS FILES ENTITIES FILL SECONDS
 #   e.g. benches/catalog-stall/file.sh 1 5 40 8000 12
 set -euo pipefail
-here=$(cd "$(dirname "$0")" && pwd)
-root=$(cd "$here/../.." && pwd)
 threads=$1 files=$2 entities=$3 fill=$4 secs=$5
-bin=${STAGEDOOR_BIN:-$root/target/release/stagedoor}
-[ -x "$bin" ] || (cd "$root" && cargo build -q --release --bin stagedoor)
-work=$(mktemp -d)
-read -r spop admin < <(python3 -c "
-import socket
-ss=[socket.socket() for _ in range(2)]
-[s.bind(('127.0.0.1',0)) for s in ss]; print(' '.join(str(s.getsockname()[1]) for s in ss)); [s.close() for s in ss]")
+. "$(dirname "$0")/common.sh"
+agent_pid= hup_pid=
+trap 'kill $agent_pid $hup_pid 2>/dev/null; wait $agent_pid 2>/dev/null; rm -rf "$work"' EXIT
 mkdir "$work/catalog"
 python3 - "$work/catalog" "$files" "$entities" "$fill" <<'P'
 import sys, random
@@ -29,31 +23,9 @@ for f in range(files):
             out.writelines(f"    {k}: ''\n" for k in keys)
             out.write("spec:\n  owner: team-a\n")
 P
-cat > "$work/agent.toml" <<C
-[agent]
-listen = "127.0.0.1:$spop"
-worker_threads = $threads
-[admin]
-listen = "127.0.0.1:$admin"
-[log]
-decisions = "off"
-[[issuers]]
-issuer = "https://idp.quickstart.example"
-audiences = ["quickstart-api"]
-jwks_file = "$root/examples/quickstart/demo-jwks.json"
-algorithms = ["ES256"]
-[catalog]
-source = "file"
-files = ["$work/catalog/*.yaml"]
-reload_seconds = 1
-[policy]
-unmatched = "deny"
-C
-"$bin" serve --config "$work/agent.toml" 2>"$work/agent.log" >/dev/null &
-agent_pid=$!
-trap 'kill $agent_pid $hup_pid 2>/dev/null; wait $agent_pid 2>/dev/null; rm -rf "$work"' EXIT
-for _ in $(seq 150); do curl -sf "http://127.0.0.1:$admin/readyz" >/dev/null && break; sleep 0.2; done
-curl -s "http://127.0.0.1:$admin/metrics" | grep -E '^stagedoor_catalog_entities ' || true
+start_agent "$threads" "source = \"file\"
+files = [\"$work/catalog/*.yaml\"]
+reload_seconds = 1"
 (while sleep 1; do kill -HUP $agent_pid; done) &
 hup_pid=$!
 python3 "$here/probe.py" "$spop" "$secs"

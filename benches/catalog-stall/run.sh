@@ -15,43 +15,16 @@
 #   e.g. benches/catalog-stall/run.sh 1 10000 200 0 10
 #        MANY=1 benches/catalog-stall/run.sh 1 200 8000 1 12
 set -euo pipefail
-here=$(cd "$(dirname "$0")" && pwd)
-root=$(cd "$here/../.." && pwd)
 threads=$1 entities=$2 fill=$3 churn=$4 secs=$5
-bin=${STAGEDOOR_BIN:-$root/target/release/stagedoor}
-[ -x "$bin" ] || (cd "$root" && cargo build -q --release --bin stagedoor)
-work=$(mktemp -d)
-read -r spop admin bs < <(python3 -c "
-import socket
-ss=[socket.socket() for _ in range(3)]
-[s.bind(('127.0.0.1',0)) for s in ss]; print(' '.join(str(s.getsockname()[1]) for s in ss)); [s.close() for s in ss]")
-cat > "$work/agent.toml" <<C
-[agent]
-listen = "127.0.0.1:$spop"
-worker_threads = $threads
-[admin]
-listen = "127.0.0.1:$admin"
-[log]
-decisions = "off"
-[[issuers]]
-issuer = "https://idp.quickstart.example"
-audiences = ["quickstart-api"]
-jwks_file = "$root/examples/quickstart/demo-jwks.json"
-algorithms = ["ES256"]
-[catalog]
-source = "backstage"
-url = "http://127.0.0.1:$bs"
-poll_seconds = 1
-[policy]
-unmatched = "deny"
-C
+. "$(dirname "$0")/common.sh"
+bs=$spare
 python3 "$here/backstage.py" "$bs" "$entities" "$fill" "$churn" 2>"$work/backstage.log" &
 bs_pid=$!
-"$bin" serve --config "$work/agent.toml" 2>"$work/agent.log" >/dev/null &
-agent_pid=$!
+agent_pid=
 trap 'kill $agent_pid $bs_pid 2>/dev/null; wait $agent_pid $bs_pid 2>/dev/null; rm -rf "$work"' EXIT
-for _ in $(seq 100); do curl -sf "http://127.0.0.1:$admin/readyz" >/dev/null && break; sleep 0.2; done
-curl -s "http://127.0.0.1:$admin/metrics" | grep -E '^stagedoor_catalog_entities ' || true
+start_agent "$threads" "source = \"backstage\"
+url = \"http://127.0.0.1:$bs\"
+poll_seconds = 1"
 python3 "$here/probe.py" "$spop" "$secs"
 [ -n "${KEEP_LOG:-}" ] && cp "$work/agent.log" "$KEEP_LOG"
 echo "by-refs requests: $(grep -c by-refs "$work/backstage.log" || true), syncs applied: $(grep -c 'catalog synced' "$work/agent.log" || true)"

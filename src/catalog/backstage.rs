@@ -216,20 +216,14 @@ impl Syncer {
         let fetched = self.client.fetch_by_refs(&to_fetch).await?;
         let fetched_count = to_fetch.len();
         let (applied, unverified) = (Arc::clone(&self.applied), Arc::clone(&self.unverified));
-        let settled = tokio::task::spawn_blocking(move || {
+        let settled = crate::offload::run_off_worker(move || {
             settle(&applied, &unverified, carried, &listed, to_fetch, fetched)
         })
-        .await;
-        let settled = match settled {
-            Ok(settled) => settled,
-            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            Err(_) => {
-                return Err(CatalogError::Http {
-                    url: "(whole sync)".to_owned(),
-                    reason: "cancelled: the runtime is shutting down".to_owned(),
-                });
-            }
-        };
+        .await
+        .ok_or_else(|| CatalogError::Http {
+            url: "(whole sync)".to_owned(),
+            reason: "cancelled: the runtime is shutting down".to_owned(),
+        })?;
         // Nothing below awaits: a cancelled sync changes nothing.
         self.report = settled.report;
         // After a sync that reached Backstage every entity is confirmed or left out.
@@ -382,11 +376,7 @@ fn same(a: &HashMap<String, Arc<Entity>>, b: &HashMap<String, Arc<Entity>>) -> b
 mod tests {
     use super::*;
 
-    fn entity(name: &str, etag: &str) -> Arc<Entity> {
-        let json = serde_json::json!({"kind": "Component",
-            "metadata": {"name": name, "namespace": "default", "etag": etag}});
-        Arc::new(serde_json::from_value(json).unwrap())
-    }
+    use crate::catalog::entity::component as entity;
 
     /// Carried-over entities compare by pointer; fetched ones by value, so a fetch
     /// that brings back the same entity is still "unchanged", and any difference in

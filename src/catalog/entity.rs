@@ -76,6 +76,14 @@ impl Entity {
     }
 }
 
+/// A Component `name` at `etag`, for tests of entity comparisons.
+#[cfg(test)]
+pub(crate) fn component(name: &str, etag: &str) -> Arc<Entity> {
+    let json = serde_json::json!({"kind": "Component",
+        "metadata": {"name": name, "namespace": "default", "etag": etag}});
+    Arc::new(serde_json::from_value(json).unwrap())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

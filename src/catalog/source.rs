@@ -153,6 +153,25 @@ pub struct CatalogStatus {
     pub syncs: SyncCounts,
 }
 
+impl CatalogStatus {
+    /// Before the first load or sync.
+    fn new(source: SourceKind) -> Self {
+        CatalogStatus {
+            source,
+            origin: None,
+            entities: 0,
+            last_good_sync_unix: None,
+            consecutive_errors: 0,
+            last_error: None,
+            skipped_documents: 0,
+            skipped: Vec::new(),
+            entities_skipped: SkipCounts::default(),
+            etag_mismatches: 0,
+            syncs: SyncCounts::default(),
+        }
+    }
+}
+
 /// What [`CatalogSource::start`] returns: the published snapshots and the status.
 #[derive(Debug)]
 pub struct CatalogHandle {
@@ -221,19 +240,7 @@ impl CatalogSource {
         limits: RunnerLimits,
     ) -> Result<CatalogHandle, CatalogError> {
         let (snapshot_tx, snapshots) = watch::channel(None);
-        let (status_tx, status) = watch::channel(CatalogStatus {
-            source: config.source,
-            origin: None,
-            entities: 0,
-            last_good_sync_unix: None,
-            consecutive_errors: 0,
-            last_error: None,
-            skipped_documents: 0,
-            skipped: Vec::new(),
-            entities_skipped: SkipCounts::default(),
-            etag_mismatches: 0,
-            syncs: SyncCounts::default(),
-        });
+        let (status_tx, status) = watch::channel(CatalogStatus::new(config.source));
         let publisher = Publisher {
             snapshots: snapshot_tx,
             status: status_tx,
@@ -326,14 +333,14 @@ impl Publisher {
         });
         // The runner is the only publisher: what is published cannot change meanwhile.
         let current = self.snapshots.borrow().clone();
-        let compared = tokio::task::spawn_blocking(move || {
+        let compared = crate::offload::run_off_worker(move || {
             let same = current
                 .is_some_and(|c| c.origin == origin && same_entities(&c.entities, &entities));
             (!same).then_some(entities)
         })
         .await;
-        // A panic here, or the runtime shutting down: nothing is published.
-        let Ok(Some(entities)) = compared else {
+        // The same set, or the runtime shutting down: nothing is published.
+        let Some(Some(entities)) = compared else {
             return false;
         };
         let replaced = self.snapshots.send_replace(Some(Arc::new(CatalogSnapshot {
@@ -436,11 +443,7 @@ fn note_report(publisher: &Publisher, report: &SyncReport) {
 mod tests {
     use super::*;
 
-    fn entity(name: &str, etag: &str) -> Arc<Entity> {
-        let json = serde_json::json!({"kind": "Component",
-            "metadata": {"name": name, "namespace": "default", "etag": etag}});
-        Arc::new(serde_json::from_value(json).unwrap())
-    }
+    use crate::catalog::entity::component as entity;
 
     /// A catalog reloaded unchanged (a file catalog on SIGHUP) is compared by value,
     /// entity by entity: that runs on the blocking pool, never on the only worker.
@@ -448,19 +451,7 @@ mod tests {
     fn the_published_catalog_is_compared_off_the_workers() {
         let rt = crate::server::runtime(1).unwrap();
         let (snapshots, _rx) = watch::channel(None);
-        let (status, _status_rx) = watch::channel(CatalogStatus {
-            source: SourceKind::File,
-            origin: None,
-            entities: 0,
-            last_good_sync_unix: None,
-            consecutive_errors: 0,
-            last_error: None,
-            skipped_documents: 0,
-            skipped: Vec::new(),
-            entities_skipped: SkipCounts::default(),
-            etag_mismatches: 0,
-            syncs: SyncCounts::default(),
-        });
+        let (status, _status_rx) = watch::channel(CatalogStatus::new(SourceKind::File));
         let publisher = Publisher { snapshots, status };
         let copy = || vec![entity("a", "1"), entity("b", "1")];
         // On a worker, as the runner is (block_on would run it on this thread).

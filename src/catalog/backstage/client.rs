@@ -414,15 +414,14 @@ async fn off_worker<T: Send + 'static>(
     endpoint: &reqwest::Url,
     parse: impl FnOnce() -> Result<T, CatalogError> + Send + 'static,
 ) -> Result<T, CatalogError> {
-    match tokio::task::spawn_blocking(parse).await {
-        Ok(result) => result,
-        // As when the parse ran on the task itself.
-        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-        Err(_) => Err(protocol(
-            endpoint,
-            "the parse was cancelled (runtime shutting down)",
-        )),
-    }
+    crate::offload::run_off_worker(parse)
+        .await
+        .unwrap_or_else(|| {
+            Err(protocol(
+                endpoint,
+                "the parse was cancelled (runtime shutting down)",
+            ))
+        })
 }
 
 /// A failed request or body read as the catalog reports it; the cap keeps its own
