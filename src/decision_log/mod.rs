@@ -3,7 +3,7 @@
 //! queue entry (strings into a shared buffer, under a short lock: no allocation per
 //! decision, no syscall; see `line.rs`); each worker thread has a queue of its own
 //! ([`crate::counter::shard`]: the lock and the buffer's tail stay on its core). A
-//! writer thread swaps the queues out every few milliseconds, formats their entries
+//! writer thread swaps the queues out every [`DRAIN_EVERY`], formats their entries
 //! in time order and writes. When the queue is full the
 //! entry is dropped and counted, so logging never blocks a decision. Never the
 //! token, never its signature: only a short SHA-256 fingerprint of it.
@@ -28,7 +28,14 @@ use line::{Hex, Queue};
 /// spares, which it shrinks back after a burst (`Queue::shrink`).
 const MAX_QUEUED: usize = 4 << 20;
 const SHARDS: usize = crate::counter::SHARDS;
-const DRAIN_EVERY: Duration = Duration::from_millis(10);
+/// How often the writer drains the queues while decisions come. Each wake of the
+/// writer costs ~20–80 µs of CPU on these machines (virtual); every 10 ms that was
+/// 0.1 µs per decision at 25,000 a second, and 2.7 ms of CPU a second with no
+/// traffic at all (BENCHMARKS.md, "Issue 14: the log writer's wakes").
+const DRAIN_EVERY: Duration = Duration::from_millis(25);
+/// With nothing to write, the writer waits twice as long each time, up to this: a line
+/// waits at most this long after a quiet spell (`flush` writes everything at shutdown).
+const IDLE_DRAIN_EVERY: Duration = Duration::from_millis(400);
 /// The writer writes its text out whenever it holds this much (the size it starts with).
 const WRITE_CHUNK: usize = 256 * 1024;
 
@@ -43,11 +50,14 @@ struct Shared {
     /// Held for a whole drain (swap, format, write): a flush that finds the queue
     /// empty because the writer thread just took it waits for that write.
     draining: Mutex<()>,
+    /// Times the writer thread looked at the queues.
+    wakes: AtomicU64,
 }
 
 impl Shared {
-    /// Swaps the queues with `spares` (keeping the allocations), formats, writes.
-    fn drain_with(&self, spares: &mut [Queue; SHARDS], text: &mut Vec<u8>) {
+    /// Swaps the queues with `spares` (keeping the allocations), formats, writes;
+    /// whether there was anything to write.
+    fn drain_with(&self, spares: &mut [Queue; SHARDS], text: &mut Vec<u8>) -> bool {
         let _draining = self.draining.lock().unwrap_or_else(|e| e.into_inner());
         for (shard, spare) in self.queues.iter().zip(spares.iter_mut()) {
             spare.clear();
@@ -57,7 +67,7 @@ impl Shared {
             );
         }
         if spares.iter().all(Queue::is_empty) {
-            return;
+            return false;
         }
         text.clear();
         // Written as it is formatted, a chunk at a time: the text of a full queue is
@@ -75,6 +85,7 @@ impl Shared {
         text.clear();
         // A line longer than a chunk (a long path, a full identity) grew it.
         text.shrink_to(2 * WRITE_CHUNK);
+        true
     }
 
     fn drain(&self) {
@@ -110,6 +121,7 @@ impl DecisionLog {
             queues: Default::default(),
             out: Mutex::new(out),
             draining: Mutex::new(()),
+            wakes: AtomicU64::new(0),
         });
         if mode != DecisionLogs::Off {
             let weak = Arc::downgrade(&shared);
@@ -118,10 +130,16 @@ impl DecisionLog {
                 .spawn(move || {
                     let (mut spare, mut text) =
                         (Default::default(), Vec::with_capacity(WRITE_CHUNK));
+                    let mut pause = DRAIN_EVERY;
                     while let Some(shared) = weak.upgrade() {
-                        shared.drain_with(&mut spare, &mut text);
+                        shared.wakes.fetch_add(1, Ordering::Relaxed);
+                        pause = if shared.drain_with(&mut spare, &mut text) {
+                            DRAIN_EVERY
+                        } else {
+                            (pause * 2).min(IDLE_DRAIN_EVERY)
+                        };
                         drop(shared);
-                        std::thread::sleep(DRAIN_EVERY);
+                        std::thread::sleep(pause);
                     }
                 })
                 .expect("spawn decision log writer");
