@@ -195,24 +195,16 @@ impl Syncer {
     /// follows.
     pub async fn sync_once(&mut self) -> Result<SyncOutcome, CatalogError> {
         let rows = self.client.list_etags(&self.kinds).await?;
-        let mut carried = HashMap::with_capacity(rows.len());
-        let mut listed: HashMap<String, Option<String>> = HashMap::with_capacity(rows.len());
-        let mut to_fetch = Vec::new();
-        for row in rows {
-            match self.applied.get(&row.entity_ref) {
-                Some(current)
-                    if row.etag.is_some()
-                        && current.metadata.etag == row.etag
-                        && !self.unverified.contains(&row.entity_ref) =>
-                {
-                    carried.insert(row.entity_ref.clone(), Arc::clone(current));
-                }
-                _ => to_fetch.push(row.entity_ref.clone()),
-            }
-            listed.insert(row.entity_ref, row.etag);
-        }
-        to_fetch.sort();
-        to_fetch.dedup();
+        // Walking the listing grows with the catalog (a few ms for 10,000 entities):
+        // off the workers too.
+        let (applied, unverified) = (Arc::clone(&self.applied), Arc::clone(&self.unverified));
+        let Plan {
+            carried,
+            listed,
+            to_fetch,
+        } = crate::offload::run_off_worker(move || plan(&applied, &unverified, rows))
+            .await
+            .ok_or_else(shutting_down)?;
         let fetched = self.client.fetch_by_refs(&to_fetch).await?;
         let fetched_count = to_fetch.len();
         let (applied, unverified) = (Arc::clone(&self.applied), Arc::clone(&self.unverified));
@@ -220,10 +212,7 @@ impl Syncer {
             settle(&applied, &unverified, carried, &listed, to_fetch, fetched)
         })
         .await
-        .ok_or_else(|| CatalogError::Http {
-            url: "(whole sync)".to_owned(),
-            reason: "cancelled: the runtime is shutting down".to_owned(),
-        })?;
+        .ok_or_else(shutting_down)?;
         // Nothing below awaits: a cancelled sync changes nothing.
         self.report = settled.report;
         // After a sync that reached Backstage every entity is confirmed or left out.
@@ -254,7 +243,57 @@ impl Syncer {
     }
 }
 
-/// The threads [`settle`] ran on, for the test that it never runs on the runtime's.
+/// A sync cut short because the runtime is shutting down.
+fn shutting_down() -> CatalogError {
+    CatalogError::Http {
+        url: "(whole sync)".to_owned(),
+        reason: "cancelled: the runtime is shutting down".to_owned(),
+    }
+}
+
+/// Step 1's end: which listed entities are carried over as they are, and which are
+/// fetched.
+struct Plan {
+    /// Entities whose listed etag is the applied one's (and not unverified).
+    carried: Copy,
+    /// Every listed ref and its etag.
+    listed: HashMap<String, Option<String>>,
+    /// The rest, sorted, each once.
+    to_fetch: Vec<String>,
+}
+
+/// Sorts the listing into entities carried over and entities to fetch. Pure; it runs
+/// on the blocking pool.
+fn plan(applied: &Copy, unverified: &HashSet<String>, rows: Vec<EtagRow>) -> Plan {
+    #[cfg(test)]
+    SETTLED_ON.lock().unwrap().push(std::thread::current().id());
+    let mut carried = HashMap::with_capacity(rows.len());
+    let mut listed: HashMap<String, Option<String>> = HashMap::with_capacity(rows.len());
+    let mut to_fetch = Vec::new();
+    for row in rows {
+        match applied.get(&row.entity_ref) {
+            Some(current)
+                if row.etag.is_some()
+                    && current.metadata.etag == row.etag
+                    && !unverified.contains(&row.entity_ref) =>
+            {
+                carried.insert(row.entity_ref.clone(), Arc::clone(current));
+            }
+            _ => to_fetch.push(row.entity_ref.clone()),
+        }
+        listed.insert(row.entity_ref, row.etag);
+    }
+    to_fetch.sort();
+    to_fetch.dedup();
+    Plan {
+        carried,
+        listed,
+        to_fetch,
+    }
+}
+
+/// The threads [`plan`] and [`settle`] ran on, for the test that they never run on the
+/// runtime's.
 #[cfg(test)]
 static SETTLED_ON: std::sync::Mutex<Vec<std::thread::ThreadId>> = std::sync::Mutex::new(Vec::new());
 

@@ -587,7 +587,10 @@ mod tests {
         );
         let settled = super::super::SETTLED_ON.lock().unwrap().clone();
         assert!(!settled.is_empty());
-        assert!(!settled.contains(&here), "settled on the runtime thread");
+        assert!(
+            !settled.contains(&here),
+            "listing walked or settled on the runtime thread"
+        );
     }
 
     #[test]
