@@ -36,6 +36,10 @@ const DRAIN_EVERY: Duration = Duration::from_millis(25);
 /// With nothing to write, the writer waits twice as long each time, up to this: a line
 /// waits at most this long after a quiet spell (`flush` writes everything at shutdown).
 const IDLE_DRAIN_EVERY: Duration = Duration::from_millis(400);
+/// A queue that grows past this wakes the writer at once: a burst after a quiet spell
+/// (the writer asleep for up to [`IDLE_DRAIN_EVERY`]) must not reach the cap. A steady
+/// 25 ms drain holds far less (~600 lines at 25,000 decisions a second).
+const WAKE_AT: usize = MAX_QUEUED / 4;
 /// The writer writes its text out whenever it holds this much (the size it starts with).
 const WRITE_CHUNK: usize = 256 * 1024;
 
@@ -52,6 +56,10 @@ struct Shared {
     draining: Mutex<()>,
     /// Times the writer thread looked at the queues.
     wakes: AtomicU64,
+    /// The writer thread, which a filling queue unparks ([`WAKE_AT`]).
+    writer: std::sync::OnceLock<std::thread::Thread>,
+    /// Times a filling queue woke the writer early.
+    nudges: AtomicU64,
 }
 
 impl Shared {
@@ -122,10 +130,12 @@ impl DecisionLog {
             out: Mutex::new(out),
             draining: Mutex::new(()),
             wakes: AtomicU64::new(0),
+            writer: std::sync::OnceLock::new(),
+            nudges: AtomicU64::new(0),
         });
         if mode != DecisionLogs::Off {
             let weak = Arc::downgrade(&shared);
-            std::thread::Builder::new()
+            let writer = std::thread::Builder::new()
                 .name("decision-log".into())
                 .spawn(move || {
                     let (mut spare, mut text) =
@@ -139,10 +149,12 @@ impl DecisionLog {
                             (pause * 2).min(IDLE_DRAIN_EVERY)
                         };
                         drop(shared);
-                        std::thread::sleep(pause);
+                        // Woken early by a filling queue (`record`).
+                        std::thread::park_timeout(pause);
                     }
                 })
                 .expect("spawn decision log writer");
+            let _ = shared.writer.set(writer.thread().clone());
         }
         DecisionLog {
             mode,
@@ -197,6 +209,7 @@ impl DecisionLog {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
+        let before = queue.bytes();
         queue.push(
             req,
             outcome,
@@ -204,6 +217,13 @@ impl DecisionLog {
             at,
             self.identity == LogIdentity::Full,
         );
+        if before < WAKE_AT && queue.bytes() >= WAKE_AT {
+            drop(queue);
+            self.shared.nudges.fetch_add(1, Ordering::Relaxed);
+            if let Some(writer) = self.shared.writer.get() {
+                writer.unpark();
+            }
+        }
     }
 
     /// Writes out everything buffered (at shutdown).

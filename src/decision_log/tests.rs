@@ -541,3 +541,68 @@ fn an_idle_writer_backs_off_and_still_writes() {
     // Written by the writer thread, not by a flush.
     assert!(log.shared.wakes.load(Ordering::Relaxed) > wakes);
 }
+
+/// A queue that fills past `WAKE_AT` unparks the writer once (not on every line past
+/// it): a burst after a quiet spell is drained before the writer's idle pause ends,
+/// instead of meeting the cap.
+#[test]
+fn a_filling_queue_wakes_the_writer_once() {
+    let out = Arc::new(Mutex::new(Vec::<u8>::new()));
+    let log = DecisionLog::new(DecisionLogs::All, 1.0, Box::new(Sink(out.clone())));
+    let pad = "p".repeat(1000);
+    let path = format!("/{pad}");
+    let burst = |log: &DecisionLog| {
+        let before = log.shared.nudges.load(Ordering::Relaxed);
+        let mut n = 0;
+        while log.shared.nudges.load(Ordering::Relaxed) == before {
+            log.record(
+                &get(&path),
+                &bare(Reason::NoRoute),
+                Duration::ZERO,
+                SystemTime::now(),
+            );
+            n += 1;
+            assert!(n * 1000 < MAX_QUEUED, "no nudge below the cap");
+        }
+        n
+    };
+    // Held: the writer cannot drain, so the queue only grows.
+    let hold = log.shared.draining.lock().unwrap();
+    let n = burst(&log);
+    assert!(n * 1000 >= WAKE_AT / 2, "{n} lines");
+    for _ in 0..n {
+        log.record(
+            &get(&path),
+            &bare(Reason::NoRoute),
+            Duration::ZERO,
+            SystemTime::now(),
+        );
+    }
+    assert_eq!(
+        log.shared.nudges.load(Ordering::Relaxed),
+        1,
+        "once per crossing"
+    );
+    drop(hold);
+    log.flush();
+    assert_eq!(log.dropped.load(Ordering::Relaxed), 0);
+    // After a quiet spell (the writer's pause at its longest), right after one of its
+    // wakes: the burst wakes it long before the next one was due.
+    std::thread::sleep(Duration::from_millis(1500));
+    let wakes = log.shared.wakes.load(Ordering::Relaxed);
+    while log.shared.wakes.load(Ordering::Relaxed) == wakes {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let woke = std::time::Instant::now();
+    let seen = log.shared.wakes.load(Ordering::Relaxed);
+    burst(&log);
+    while log.shared.wakes.load(Ordering::Relaxed) == seen {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let waited = woke.elapsed();
+    assert!(
+        waited < IDLE_DRAIN_EVERY * 3 / 4,
+        "the writer slept {waited:?} through a filling queue"
+    );
+    assert_eq!(log.dropped.load(Ordering::Relaxed), 0);
+}
