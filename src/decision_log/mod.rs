@@ -9,7 +9,7 @@
 //! token, never its signature: only a short SHA-256 fingerprint of it.
 
 use std::io::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -60,6 +60,8 @@ struct Shared {
     writer: std::sync::OnceLock<std::thread::Thread>,
     /// Times a filling queue woke the writer early.
     nudges: AtomicU64,
+    /// Set when the log is dropped: the writer thread stops at once.
+    stopping: AtomicBool,
 }
 
 impl Shared {
@@ -132,6 +134,7 @@ impl DecisionLog {
             wakes: AtomicU64::new(0),
             writer: std::sync::OnceLock::new(),
             nudges: AtomicU64::new(0),
+            stopping: AtomicBool::new(false),
         });
         if mode != DecisionLogs::Off {
             let weak = Arc::downgrade(&shared);
@@ -142,6 +145,9 @@ impl DecisionLog {
                         (Default::default(), Vec::with_capacity(WRITE_CHUNK));
                     let mut pause = DRAIN_EVERY;
                     while let Some(shared) = weak.upgrade() {
+                        if shared.stopping.load(Ordering::Acquire) {
+                            break;
+                        }
                         shared.wakes.fetch_add(1, Ordering::Relaxed);
                         pause = if shared.drain_with(&mut spare, &mut text) {
                             DRAIN_EVERY
@@ -232,6 +238,19 @@ impl DecisionLog {
     }
 }
 
+impl Drop for DecisionLog {
+    /// Writes out what is still queued: the writer, asleep for up to
+    /// [`IDLE_DRAIN_EVERY`], would find the log gone and drop it (found by review). Then
+    /// stops the writer thread now rather than at its next wake.
+    fn drop(&mut self) {
+        self.flush();
+        self.shared.stopping.store(true, Ordering::Release);
+        if let Some(writer) = self.shared.writer.get() {
+            writer.unpark();
+        }
+    }
+}
+
 /// The first 12 hex digits of SHA-256(token): enough to correlate, useless to replay.
 pub fn fingerprint(token: &str) -> String {
     Hex(&crate::token::token_digest(token)[..6]).to_string()
@@ -239,6 +258,8 @@ pub fn fingerprint(token: &str) -> String {
 
 #[cfg(test)]
 mod review2_tests;
+#[cfg(test)]
+mod review3_tests;
 #[cfg(test)]
 mod review_log_tests;
 #[cfg(test)]
