@@ -190,9 +190,9 @@ impl Syncer {
     }
 
     /// One poll of Backstage; see the module docs. Steps 1 and 2 list and fetch here;
-    /// [`settle`] builds the next copy and compares it on the blocking pool, as its
-    /// work grows with the catalog (a worker held by it holds SPOP decisions); step 3
-    /// follows.
+    /// [`plan`] walks the listing and [`settle`] builds the next copy and compares it
+    /// on the blocking pool, as their work grows with the catalog (a worker held by
+    /// it holds SPOP decisions); step 3 follows.
     pub async fn sync_once(&mut self) -> Result<SyncOutcome, CatalogError> {
         let rows = self.client.list_etags(&self.kinds).await?;
         // Walking the listing grows with the catalog (a few ms for 10,000 entities):
