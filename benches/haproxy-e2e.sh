@@ -23,7 +23,8 @@
 # scope orders:read, the quickstart's iss and aud) is signed with openssl.
 # Rounds are interleaved: a-b-c-... then ...-c-b-a (ROUNDS of them, default 2), each
 # run WARMUP seconds of wrk (default 2) and then the measured run; the table is the
-# median of the rounds. "agent CPU" is the agent's utime + stime (/proc) over the run
+# median of the rounds, and the goals' ratios are also given round by round with their
+# median (the rows of one round ran side by side). "agent CPU" is the agent's utime + stime (/proc) over the run
 # divided by the requests wrk completed (health checks and the decision log included).
 # Pinning (default on 2+ CPUs): HAProxy on HAPROXY_CPU (default 0) with nbthread 1,
 # wrk on WRK_CPU (default 1, one wrk thread); the agents unpinned unless AGENT_CPU is
@@ -216,6 +217,19 @@ median() { sort -g <(awk -v c="$2" '{print $c}' "$1") | awk '
     { a[NR] = $1 } END { if (a[1] == "-") { print "-"; exit }
       print (NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2) }'; }
 
+# Round by round, row a's column c over row b's (each res file has a line a round, in
+# order: req/s p50 p99 non-2xx cpu), and the median of those ratios: the rows of one
+# round ran next to each other, so this is less moved by drift between rounds.
+per_round() { # version a b column label
+    [ -f "$work/res.$1.$2" ] && [ -f "$work/res.$1.$3" ] || return 0
+    paste "$work/res.$1.$2" "$work/res.$1.$3" | awk -v c="$4" -v label="$5" '
+        $c + 0 > 0 && $(c + 5) + 0 > 0 { r[++n] = $c / $(c + 5); list = list sprintf(" %.2f", r[n]) }
+        END { if (!n) exit
+              for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (r[j] < r[i]) { t = r[i]; r[i] = r[j]; r[j] = t }
+              printf "%s, per round:%s; median %.2f\n", label, list,
+                  (n % 2 ? r[(n + 1) / 2] : (r[n / 2] + r[n / 2 + 1]) / 2) }'
+}
+
 # The median table of one version, in issue 14's layout (ratios to native jwt_verify).
 table() { # version
     local v=$1 r native
@@ -235,6 +249,12 @@ table() { # version
         if (n > 0 && w > 0) printf "warm / do-nothing req/s: %.2f (goal >= 0.95)\n", w / n
         if (cn > 0 && cw > 0) printf "agent CPU warm / do-nothing: %.2f (goal <= 1.5)\n", cw / cn
         if (nat > 0 && f > 0) printf "fresh / native jwt_verify req/s: %.2f (goal >= 1.25 on 2.6)\n", f / nat }'
+    per_round "$v" warm noop 1 "warm / do-nothing req/s"
+    per_round "$v" warm noop 5 "agent CPU warm / do-nothing"
+    per_round "$v" fresh native 1 "fresh / native req/s"
+    per_round "$v" warm0 noop 1 "before (warm0) / do-nothing req/s"
+    per_round "$v" warm0 noop 5 "before (warm0): agent CPU / do-nothing"
+    per_round "$v" fresh0 native 1 "before (fresh0) / native req/s"
     [ -f "$work/res.$v.warm0" ] || [ -f "$work/res.$v.fresh0" ] || return 0
     awk -v n="$(median "$work/res.$v.noop" 1 2>/dev/null)" -v w="$(median "$work/res.$v.warm0" 1 2>/dev/null)" \
         -v f="$(median "$work/res.$v.fresh0" 1 2>/dev/null)" -v nat="$native" \
