@@ -24,8 +24,9 @@
 # Rounds are interleaved: a-b-c-... then ...-c-b-a (ROUNDS of them, default 2), each
 # run WARMUP seconds of wrk (default 2) and then the measured run; the table is the
 # median of the rounds, and the goals' ratios are also given round by round with their
-# median (the rows of one round ran side by side). "agent CPU" is the agent's utime + stime (/proc) over the run
-# divided by the requests wrk completed (health checks and the decision log included).
+# median (the rows of one round ran side by side). "agent CPU" is the agent's utime +
+# stime (/proc) over the run divided by the requests wrk completed (health checks and
+# the decision log included).
 # Pinning (default on 2+ CPUs): HAProxy on HAPROXY_CPU (default 0) with nbthread 1,
 # wrk on WRK_CPU (default 1, one wrk thread); the agents unpinned unless AGENT_CPU is
 # set (a taskset list, e.g. 1 or 0,1). HAPROXY_CPU= WRK_CPU= (empty) unpins both.
