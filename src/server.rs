@@ -136,11 +136,16 @@ pub fn default_worker_threads() -> std::io::Result<usize> {
         Err(std::env::VarError::NotPresent) => {
             Ok(std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)))
         }
-        Ok(v) => match v.trim().parse::<usize>() {
-            Ok(n @ 1..=256) => Ok(n),
-            _ => Err(bad_worker_threads(&v)),
-        },
+        Ok(v) => worker_threads_override(&v),
         Err(std::env::VarError::NotUnicode(v)) => Err(bad_worker_threads(&v.to_string_lossy())),
+    }
+}
+
+/// A `TOKIO_WORKER_THREADS` value: a count from 1 to 256.
+fn worker_threads_override(value: &str) -> std::io::Result<usize> {
+    match value.trim().parse::<usize>() {
+        Ok(n @ 1..=256) => Ok(n),
+        _ => Err(bad_worker_threads(value)),
     }
 }
 
@@ -157,10 +162,13 @@ mod runtime_tests {
 
     #[test]
     fn bad_overrides_are_refused_by_name() {
-        for v in ["0", "257", "two", "-1", ""] {
-            let e = bad_worker_threads(v);
+        for v in ["0", "257", "two", "-1", "", "1.5"] {
+            let e = worker_threads_override(v).unwrap_err();
             assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput);
             assert!(e.to_string().contains("TOKIO_WORKER_THREADS"), "{e}");
+        }
+        for (v, n) in [("1", 1), (" 4 ", 4), ("256", 256)] {
+            assert_eq!(worker_threads_override(v).unwrap(), n);
         }
     }
 

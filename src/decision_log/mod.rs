@@ -82,17 +82,15 @@ impl Shared {
         text.clear();
         // Written as it is formatted, a chunk at a time: the text of a full queue is
         // not bounded by its cap (`line::format_all_in_chunks`).
-        let write = |text: &mut Vec<u8>| {
+        let mut write = |text: &mut Vec<u8>| {
             let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
             let _ = out.write_all(text);
             text.clear();
         };
-        line::format_all_in_chunks(spares, text, WRITE_CHUNK, write);
+        line::format_all_in_chunks(spares, text, WRITE_CHUNK, &mut write);
+        write(text);
         spares.iter_mut().for_each(Queue::shrink);
-        let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
-        let _ = out.write_all(text);
-        let _ = out.flush();
-        text.clear();
+        let _ = self.out.lock().unwrap_or_else(|e| e.into_inner()).flush();
         // A line longer than a chunk (a long path, a full identity) grew it.
         text.shrink_to(2 * WRITE_CHUNK);
         true
@@ -210,12 +208,12 @@ impl DecisionLog {
         }
         let shard = &self.shared.queues[crate::counter::shard()];
         let mut queue = shard.0.lock().unwrap_or_else(|e| e.into_inner());
-        if queue.bytes() >= MAX_QUEUED {
+        let before = queue.bytes();
+        if before >= MAX_QUEUED {
             drop(queue);
             self.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let before = queue.bytes();
         queue.push(
             req,
             outcome,
