@@ -474,8 +474,17 @@ async fn refused_cookies(s: &Story, first: &str) {
         seen,
         "a refused cookie reached the backend"
     );
-    let reasons = s.reasons();
-    for want in ["session_invalid", "session_expired"] {
+    // The decision log is written off the request path: wait for the lines.
+    let wanted = ["session_invalid", "session_expired"];
+    let mut reasons = s.reasons();
+    for _ in 0..500 {
+        if wanted.iter().all(|w| reasons.iter().any(|r| r == w)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        reasons = s.reasons();
+    }
+    for want in wanted {
         assert!(
             reasons.iter().any(|r| r == want),
             "{want} not in {reasons:?}"

@@ -404,8 +404,7 @@ async fn end_to_end(hap_bin: &std::path::Path) {
     }
 
     // Let the decision log catch up, then check it against what was sent.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let decisions = agent.decisions();
+    let decisions = agent.decisions_when(|d| d.len() >= sent as usize).await;
     let reasons: Vec<String> = decisions
         .iter()
         .map(|d| d["reason"].as_str().unwrap_or("").to_owned())
@@ -491,8 +490,15 @@ async fn end_to_end(hap_bin: &std::path::Path) {
     assert_eq!(metric_sum(&m, "stagedoor_catalog_entities", ""), 3.0);
     assert!(metric_sum(&m, "stagedoor_spop_connections_open", "") >= 1.0);
 
-    // HAProxy's own log names the subject and the reason.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // HAProxy's own log names the subject and the reason (written once each response
+    // is sent: give it a moment).
+    for _ in 0..250 {
+        let hlog = hap.log_text();
+        if hlog.contains("reason=ok") && hlog.contains("reason=missing_token") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let hlog = hap.log_text();
     assert!(
         hlog.contains("sub=\"svc\"") && hlog.contains("reason=ok"),
@@ -537,11 +543,22 @@ async fn end_to_end(hap_bin: &std::path::Path) {
     }
     let r = recovered.expect("traffic recovers after the agent restarts, HAProxy untouched");
     assert_status(&r, 200, "shadow mode lets a would-deny through");
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let d = agent.decisions().last().cloned().unwrap();
+    let d = agent
+        .decisions_when(|d| !d.is_empty())
+        .await
+        .last()
+        .cloned()
+        .unwrap();
     assert_eq!(d["enforced"], false, "{d}");
     assert_eq!(d["reason"], "missing_token");
     assert_eq!(d["decision"], "deny");
+    // HAProxy logs a request once its response is sent: give it a moment.
+    for _ in 0..250 {
+        if hap.log_text().contains("shadow_deny=1") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert!(
         hap.log_text().contains("shadow_deny=1"),
         "{}",

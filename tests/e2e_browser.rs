@@ -311,13 +311,15 @@ async fn browser_path(hap_bin: &Path) {
     );
 
     // The decision log names the session's caller and the refusals' reasons.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let decisions = agent.decisions();
+    let wanted = ["missing_token", "ok", "not_member", "session_invalid"];
+    let decisions = agent
+        .decisions_when(|d| wanted.iter().all(|w| d.iter().any(|d| d["reason"] == *w)))
+        .await;
     let reasons: Vec<&str> = decisions
         .iter()
         .filter_map(|d| d["reason"].as_str())
         .collect();
-    for want in ["missing_token", "ok", "not_member", "session_invalid"] {
+    for want in wanted {
         assert!(reasons.contains(&want), "{want} not in {reasons:?}");
     }
     assert!(

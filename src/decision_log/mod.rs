@@ -33,8 +33,11 @@ const SHARDS: usize = crate::counter::SHARDS;
 /// 0.1 µs per decision at 25,000 a second, and 2.7 ms of CPU a second with no
 /// traffic at all (BENCHMARKS.md, "Issue 14: the log writer's wakes").
 const DRAIN_EVERY: Duration = Duration::from_millis(25);
-/// With nothing to write, the writer waits twice as long each time, up to this: a line
-/// waits at most this long after a quiet spell (`flush` writes everything at shutdown).
+/// With nothing to write, the writer waits twice as long each time, up to this. It is
+/// then "dozing", and the first line recorded after the quiet spell wakes it
+/// (`record`): a line is not held back by the writer's idle pause (CI found a test
+/// reading the log right after a lone request, the line still queued). Only a line
+/// landing in the instant between the first empty drain and its flag waits, ≤ 50 ms.
 const IDLE_DRAIN_EVERY: Duration = Duration::from_millis(400);
 /// A queue that grows past this wakes the writer at once: a burst after a quiet spell
 /// (the writer asleep for up to [`IDLE_DRAIN_EVERY`]) must not reach the cap. A steady
@@ -60,6 +63,11 @@ struct Shared {
     writer: std::sync::OnceLock<std::thread::Thread>,
     /// Times a filling queue woke the writer early.
     nudges: AtomicU64,
+    /// Set by the writer while it backs off (its last drain found nothing); the first
+    /// line recorded into an empty queue takes it and wakes the writer.
+    dozing: AtomicBool,
+    /// Times a line woke a dozing writer.
+    rousings: AtomicU64,
     /// Set when the log is dropped: the writer thread stops at once.
     stopping: AtomicBool,
 }
@@ -132,6 +140,8 @@ impl DecisionLog {
             wakes: AtomicU64::new(0),
             writer: std::sync::OnceLock::new(),
             nudges: AtomicU64::new(0),
+            dozing: AtomicBool::new(false),
+            rousings: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
         });
         if mode != DecisionLogs::Off {
@@ -148,12 +158,19 @@ impl DecisionLog {
                         }
                         shared.wakes.fetch_add(1, Ordering::Relaxed);
                         pause = if shared.drain_with(&mut spare, &mut text) {
+                            shared.dozing.store(false, Ordering::Relaxed);
                             DRAIN_EVERY
                         } else {
+                            // Nothing: doze. From the second empty drain the flag is
+                            // already up when the queues are taken, so a line is in
+                            // them or, pushed after under the same lock, sees it.
+                            shared.dozing.store(true, Ordering::Relaxed);
                             (pause * 2).min(IDLE_DRAIN_EVERY)
                         };
                         drop(shared);
-                        // Woken early by a filling queue (`record`).
+                        // Woken early by a filling queue or by the first line after
+                        // a quiet spell (`record`); the park token is kept, so a wake
+                        // between the drain and here is not lost.
                         std::thread::park_timeout(pause);
                     }
                 })
@@ -221,12 +238,27 @@ impl DecisionLog {
             at,
             self.identity == LogIdentity::Full,
         );
-        if before < WAKE_AT && queue.bytes() >= WAKE_AT {
+        if before == 0 {
+            // The first line since the writer took this queue: if the writer found
+            // nothing last time it is dozing, so wake it (once: one line takes the
+            // flag). Under load the drains always find lines and this is one load.
+            drop(queue);
+            if self.shared.dozing.load(Ordering::Relaxed)
+                && self.shared.dozing.swap(false, Ordering::Relaxed)
+            {
+                self.shared.rousings.fetch_add(1, Ordering::Relaxed);
+                self.wake_writer();
+            }
+        } else if before < WAKE_AT && queue.bytes() >= WAKE_AT {
             drop(queue);
             self.shared.nudges.fetch_add(1, Ordering::Relaxed);
-            if let Some(writer) = self.shared.writer.get() {
-                writer.unpark();
-            }
+            self.wake_writer();
+        }
+    }
+
+    fn wake_writer(&self) {
+        if let Some(writer) = self.shared.writer.get() {
+            writer.unpark();
         }
     }
 
@@ -243,9 +275,7 @@ impl Drop for DecisionLog {
     fn drop(&mut self) {
         self.flush();
         self.shared.stopping.store(true, Ordering::Release);
-        if let Some(writer) = self.shared.writer.get() {
-            writer.unpark();
-        }
+        self.wake_writer();
     }
 }
 

@@ -606,3 +606,50 @@ fn a_filling_queue_wakes_the_writer_once() {
     );
     assert_eq!(log.dropped.load(Ordering::Relaxed), 0);
 }
+
+/// A writer dozing after a quiet spell is woken by the first line, not at the end of
+/// its pause (up to `IDLE_DRAIN_EVERY`): CI read the log right after a lone request
+/// and missed its line. One wake for the spell, however many lines follow it.
+#[test]
+fn the_first_line_after_a_quiet_spell_wakes_the_writer_once() {
+    let out = Arc::new(Mutex::new(Vec::<u8>::new()));
+    let log = DecisionLog::new(DecisionLogs::All, 1.0, Box::new(Sink(out.clone())));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !log.shared.dozing.load(Ordering::Relaxed) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the writer never dozed"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Longer than the first pauses: the writer is in a long one (≥ 100 ms) now.
+    std::thread::sleep(Duration::from_millis(200));
+    let wakes = log.shared.wakes.load(Ordering::Relaxed);
+    for path in ["/first-after-quiet", "/second-after-quiet"] {
+        log.record(
+            &get(path),
+            &bare(Reason::NoRoute),
+            Duration::ZERO,
+            SystemTime::now(),
+        );
+    }
+    assert_eq!(log.shared.rousings.load(Ordering::Relaxed), 1);
+    while !String::from_utf8_lossy(&out.lock().unwrap()).contains("/second-after-quiet") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lines were not written"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // Written by a wake of the writer (not a flush), and the flag is back to the
+    // writer: it dozes again once the queues stay empty.
+    assert!(log.shared.wakes.load(Ordering::Relaxed) > wakes);
+    while !log.shared.dozing.load(Ordering::Relaxed) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the writer never dozed"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(log.shared.rousings.load(Ordering::Relaxed), 1);
+}

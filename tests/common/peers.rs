@@ -204,6 +204,23 @@ impl Agent {
             .collect()
     }
 
+    /// The decision lines once `done` holds for them, or after 10 s whatever there is
+    /// (the caller's assertions then say what is missing). The log writer is off the
+    /// request path: a line lands up to a drain period after the response.
+    pub async fn decisions_when(
+        &self,
+        done: impl Fn(&[serde_json::Value]) -> bool,
+    ) -> Vec<serde_json::Value> {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let decisions = self.decisions();
+            if done(&decisions) || tokio::time::Instant::now() >= deadline {
+                return decisions;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     /// SIGTERM, then wait for exit; returns whether it exited 0.
     pub async fn terminate(&mut self) -> bool {
         if let Some(pid) = self.child.id() {
