@@ -155,13 +155,11 @@ pub fn bearer(header: &str) -> Option<&str> {
         return None;
     }
     let token = rest.trim();
-    // A branch-free byte scan the compiler vectorizes: `contains([' ', '\t'])` walks a
-    // ~1 KiB token char by char, 4% of the agent's CPU on a warm decision, and a
-    // byte loop that stops early still was (BENCHMARKS.md, "Issue 14: the warm path").
+    // A byte scan: `contains([' ', '\t'])` walks a ~1 KiB token char by char, 4% of the
+    // agent's CPU on a warm decision (BENCHMARKS.md, "Issue 14: the warm path"); memchr's
+    // SIMD scan is ~5x cheaper than the folded loop that replaced it ("fourth pass").
     // The same answer: in UTF-8 no byte of a multi-byte char is ASCII.
-    let blank = token
-        .bytes()
-        .fold(false, |seen, b| seen | (b == b' ') | (b == b'\t'));
+    let blank = memchr::memchr2(b' ', b'\t', token.as_bytes()).is_some();
     (!token.is_empty() && !blank).then_some(token)
 }
 

@@ -27,6 +27,26 @@ fn bearer_scheme_is_case_insensitive_and_strict() {
     assert_eq!(bearer("Bearer "), None);
     assert_eq!(bearer("Bearer a b"), None);
     assert_eq!(bearer("Bearerabc"), None);
+    assert_eq!(bearer("Bearer a\tb"), None);
+    // A blank anywhere in a long token (the scan's vector loop and its tail), and
+    // multi-byte characters, which hold no ASCII byte.
+    let long = "x".repeat(1000);
+    assert_eq!(bearer(&format!("Bearer {long}")), Some(long.as_str()));
+    for at in [0, 1, 15, 16, 31, 32, 63, 64, 500, 998, 999] {
+        for blank in [' ', '\t'] {
+            let mut t = long.clone().into_bytes();
+            t[at] = blank as u8;
+            let t = String::from_utf8(t).unwrap();
+            let header = format!("Bearer {t}");
+            let got = bearer(&header);
+            // At either end the blank is trimmed away with the header's own.
+            let trimmed = t.trim();
+            let want = (!trimmed.contains([' ', '\t'])).then_some(trimmed);
+            assert_eq!(got, want, "blank at {at}");
+        }
+    }
+    let wide = format!("{}é€y", "y".repeat(100));
+    assert_eq!(bearer(&format!("Bearer {wide}")), Some(wide.as_str()));
 }
 
 #[test]

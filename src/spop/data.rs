@@ -58,7 +58,7 @@ impl<'a> TypedData<'a> {
     /// The text of a STRING value, when it is UTF-8.
     pub fn as_str(&self) -> Option<&str> {
         match self {
-            TypedData::Str(b) => std::str::from_utf8(b).ok(),
+            TypedData::Str(b) => simdutf8::basic::from_utf8(b).ok(),
             _ => None,
         }
     }
@@ -291,6 +291,47 @@ mod tests {
         s.split_whitespace()
             .map(|b| u8::from_str_radix(b, 16).unwrap())
             .collect()
+    }
+
+    /// `as_str` answers as `std::str::from_utf8` (SIMD check): valid text, and each
+    /// kind of invalid sequence, alone, at the end of a long run of ASCII and at its
+    /// start, refused.
+    #[test]
+    fn as_str_takes_utf8_and_refuses_the_rest() {
+        let long = "a".repeat(300);
+        let bad: [&[u8]; 8] = [
+            b"\xff",
+            b"\xc0\xaf",         // overlong '/'
+            b"\xed\xa0\x80",     // a surrogate
+            b"\xf4\x90\x80\x80", // beyond U+10FFFF
+            b"\xe2\x82",         // truncated
+            b"\x80",
+            b"\xf0\x9f\x98", // truncated 4-byte
+            b"\xc2",
+        ];
+        for b in bad {
+            for text in [
+                b.to_vec(),
+                [long.as_bytes(), b].concat(),
+                [b, long.as_bytes()].concat(),
+            ] {
+                assert_eq!(std::str::from_utf8(&text).ok(), None);
+                assert_eq!(
+                    TypedData::Str(Cow::Borrowed(&text)).as_str(),
+                    None,
+                    "{text:?}"
+                );
+            }
+        }
+        let good = format!("{long}é€😀\u{2028}{long}");
+        assert_eq!(
+            TypedData::Str(Cow::Borrowed(good.as_bytes())).as_str(),
+            Some(good.as_str())
+        );
+        assert_eq!(
+            TypedData::Bin(Cow::Borrowed(good.as_bytes())).as_str(),
+            None
+        );
     }
 
     #[test]
