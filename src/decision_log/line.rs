@@ -165,11 +165,7 @@ impl Queue {
     /// `Serialize`: serde_json escaped each key and went through its map machinery
     /// for every field, 9% of the agent's CPU per logged decision (BENCHMARKS.md,
     /// "Issue 14: the warm path, second pass").
-    fn write_line(&self, e: &Entry, time: &str, out: &mut Vec<u8>) {
-        let opt = |out: &mut Vec<u8>, v: Option<&str>| match v {
-            Some(v) => string(out, v),
-            None => out.extend_from_slice(b"null"),
-        };
+    fn write_line(&self, e: &Entry, time: &str, memo: &mut Fragments, out: &mut Vec<u8>) {
         out.extend_from_slice(b"{\"time\":");
         string(out, time);
         out.extend_from_slice(b",\"event\":\"decision\",\"request_id\":");
@@ -207,20 +203,8 @@ impl Queue {
         out.extend_from_slice(if e.enforced { b"true" } else { b"false" });
         out.extend_from_slice(b",\"status\":");
         out.extend_from_slice(itoa::Buffer::new().format(e.status).as_bytes());
-        out.extend_from_slice(b",\"reason\":");
-        string(out, e.decision.reason.as_str());
-        let (d, id) = (&e.decision, e.identity.as_deref());
-        for (key, value) in [
-            (&b",\"sub\":"[..], id.and_then(|i| i.sub.as_deref())),
-            (b",\"client_id\":", id.and_then(|i| i.client_id.as_deref())),
-            (b",\"entity\":", d.entity()),
-            (b",\"owner\":", d.owner()),
-            (b",\"route\":", d.route()),
-            (b",\"issuer\":", id.map(|i| i.issuer.as_str())),
-        ] {
-            out.extend_from_slice(key);
-            opt(out, value);
-        }
+        let fragment = memo.get(e);
+        out.extend_from_slice(&fragment.names);
         out.extend_from_slice(b",\"latency_us\":");
         let latency = u64::try_from(e.latency.as_micros()).unwrap_or(u64::MAX);
         out.extend_from_slice(itoa::Buffer::new().format(latency).as_bytes());
@@ -237,38 +221,126 @@ impl Queue {
             }
             None => out.extend_from_slice(b"null"),
         }
-        out.extend_from_slice(b",\"caller\":");
-        // `verified`, or why the credentials gave no identity (`missing_token`,
-        // `expired`, ...); `null` when the decision came before they were read.
-        opt(
-            out,
-            match (e.credential_error, e.identity.is_some()) {
-                (Some(r), _) => Some(r.as_str()),
-                (None, true) => Some(CALLER_VERIFIED),
-                (None, false) => None,
-            },
-        );
-        // The rest of the decision's inputs, with `[log] identity = "full"`.
-        if let Some(i) = e.identity.as_deref().filter(|_| e.full_identity) {
-            out.extend_from_slice(b",\"email\":");
-            opt(out, i.email.as_deref());
-            for (key, list) in [
-                (&b",\"groups\":["[..], &i.groups),
-                (b",\"scopes\":[", &i.scopes),
-            ] {
-                out.extend_from_slice(key);
-                for (n, v) in list.iter().enumerate() {
-                    if n > 0 {
-                        out.push(b',');
-                    }
-                    string(out, v);
-                }
-                out.push(b']');
-            }
-            out.extend_from_slice(b",\"user\":");
-            opt(out, i.backstage_user.as_deref());
-        }
+        out.extend_from_slice(&fragment.caller);
         out.push(b'}');
+    }
+}
+
+/// The two parts of a line that depend only on the decision's names and the caller:
+/// `,"reason":…,"issuer":…` and `,"caller":…` with the full identity's fields. A run
+/// of lines for the same caller on the same route (a client's calls, a burst) formats
+/// them once: they were half the writer's escaping work per line (BENCHMARKS.md,
+/// "Issue 14: the warm path, fourth pass"). Lives for one drain, while the queued
+/// entries keep every route and identity it is keyed by alive: their addresses cannot
+/// be reused for another.
+#[derive(Default)]
+pub(super) struct Fragments {
+    slots: [Option<Fragment>; 16],
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct FragmentKey {
+    reason: Reason,
+    names: (u8, usize),
+    identity: usize,
+    credential_error: Option<Reason>,
+    full_identity: bool,
+}
+
+struct Fragment {
+    key: FragmentKey,
+    names: Vec<u8>,
+    caller: Vec<u8>,
+}
+
+impl Fragments {
+    fn get(&mut self, e: &Entry) -> &Fragment {
+        let key = FragmentKey {
+            reason: e.decision.reason,
+            names: e.decision.names_id(),
+            identity: e.identity.as_ref().map_or(0, |i| Arc::as_ptr(i) as usize),
+            credential_error: e.credential_error,
+            full_identity: e.full_identity,
+        };
+        let small = (key.reason as usize)
+            | (key.credential_error.map_or(0, |r| r as usize + 1) << 8)
+            | (usize::from(key.full_identity) << 16)
+            | (usize::from(key.names.0) << 20);
+        let mix = (key.names.1 ^ key.identity.rotate_left(29) ^ small.rotate_left(40)) as u64;
+        let slot = &mut self.slots[(mix.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 60) as usize];
+        if slot.as_ref().is_none_or(|f| f.key != key) {
+            let fragment = slot.get_or_insert_with(|| Fragment {
+                key,
+                names: Vec::with_capacity(256),
+                caller: Vec::with_capacity(64),
+            });
+            fragment.key = key;
+            fragment.names.clear();
+            fragment.caller.clear();
+            write_names(e, &mut fragment.names);
+            write_caller(e, &mut fragment.caller);
+        }
+        slot.as_ref().expect("filled above")
+    }
+}
+
+fn opt(out: &mut Vec<u8>, v: Option<&str>) {
+    match v {
+        Some(v) => string(out, v),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+/// `,"reason":…` to `,"issuer":…`.
+fn write_names(e: &Entry, out: &mut Vec<u8>) {
+    out.extend_from_slice(b",\"reason\":");
+    string(out, e.decision.reason.as_str());
+    let (d, id) = (&e.decision, e.identity.as_deref());
+    for (key, value) in [
+        (&b",\"sub\":"[..], id.and_then(|i| i.sub.as_deref())),
+        (b",\"client_id\":", id.and_then(|i| i.client_id.as_deref())),
+        (b",\"entity\":", d.entity()),
+        (b",\"owner\":", d.owner()),
+        (b",\"route\":", d.route()),
+        (b",\"issuer\":", id.map(|i| i.issuer.as_str())),
+    ] {
+        out.extend_from_slice(key);
+        opt(out, value);
+    }
+}
+
+/// `,"caller":…` and, with a full identity, its other fields.
+fn write_caller(e: &Entry, out: &mut Vec<u8>) {
+    out.extend_from_slice(b",\"caller\":");
+    // `verified`, or why the credentials gave no identity (`missing_token`,
+    // `expired`, ...); `null` when the decision came before they were read.
+    opt(
+        out,
+        match (e.credential_error, e.identity.is_some()) {
+            (Some(r), _) => Some(r.as_str()),
+            (None, true) => Some(CALLER_VERIFIED),
+            (None, false) => None,
+        },
+    );
+    // The rest of the decision's inputs, with `[log] identity = "full"`.
+    if let Some(i) = e.identity.as_deref().filter(|_| e.full_identity) {
+        out.extend_from_slice(b",\"email\":");
+        opt(out, i.email.as_deref());
+        for (key, list) in [
+            (&b",\"groups\":["[..], &i.groups),
+            (b",\"scopes\":[", &i.scopes),
+        ] {
+            out.extend_from_slice(key);
+            for (n, v) in list.iter().enumerate() {
+                if n > 0 {
+                    out.push(b',');
+                }
+                string(out, v);
+            }
+            out.push(b']');
+        }
+        out.extend_from_slice(b",\"user\":");
+        opt(out, i.backstage_user.as_deref());
     }
 }
 
@@ -303,6 +375,7 @@ pub(super) fn format_all_in_chunks(
     // Stable: one thread's lines keep their order at equal times.
     order.sort_by_key(|&(time, _, _)| time);
     let mut second = SecondCache::default();
+    let mut memo = Fragments::default();
     for (_, q, i) in order {
         let (queue, e) = (&queues[q], &queues[q].entries[i]);
         let mut buf = [0u8; 24];
@@ -314,7 +387,7 @@ pub(super) fn format_all_in_chunks(
                 &slow
             }
         };
-        queue.write_line(e, time, out);
+        queue.write_line(e, time, &mut memo, out);
         out.push(b'\n');
         if out.len() >= chunk {
             write(out);

@@ -653,3 +653,100 @@ fn the_first_line_after_a_quiet_spell_wakes_the_writer_once() {
     }
     assert_eq!(log.shared.rousings.load(Ordering::Relaxed), 1);
 }
+
+/// The writer formats a caller's and a route's part of a line once per run of lines
+/// sharing them (`line::Fragments`): many lines, interleaved callers, names, reasons
+/// and identity settings, more kinds than the memo has slots, come out byte for byte
+/// as each line formatted alone.
+#[test]
+fn shared_parts_of_lines_format_as_each_line_alone() {
+    let full = Arc::new(Identity {
+        issuer: "https://idp.example/\"q\"".into(),
+        sub: Some("al\u{2028}ice".into()),
+        client_id: Some("cli".into()),
+        email: Some("a@example.com".into()),
+        groups: vec!["team-a".into(), "b\\c".into()],
+        scopes: vec!["orders:read".into()],
+        backstage_user: Some("user:default/alice".into()),
+        ..Default::default()
+    });
+    let plain = Arc::new(Identity {
+        issuer: "iss".into(),
+        sub: Some("bob".into()),
+        ..Default::default()
+    });
+    let other = Arc::new(Identity {
+        issuer: "iss".into(),
+        sub: Some("bob".into()),
+        ..Default::default()
+    });
+    let identities = [None, Some(full), Some(plain), Some(other)];
+    let given = Decision::with_names(
+        Reason::Ok,
+        Some("component:default/a"),
+        Some("group:default/t\"eam"),
+        Some("GET /api orders:read"),
+        None,
+    );
+    let decisions = [
+        Decision::bare(Reason::NoRoute),
+        Decision::bare(Reason::Ok),
+        given.clone(),
+        given,
+        Decision::with_names(
+            Reason::NotMember,
+            Some("component:default/b"),
+            None,
+            None,
+            None,
+        ),
+    ];
+    let mut outcomes = Vec::new();
+    for identity in &identities {
+        for decision in &decisions {
+            for credential_error in [None, Some(Reason::Expired)] {
+                for full_identity in [true, false] {
+                    outcomes.push((
+                        Outcome {
+                            decision: decision.clone(),
+                            identity: identity.clone(),
+                            credential_error,
+                            shadow: false,
+                            token_fp: None,
+                            browser: Default::default(),
+                        },
+                        full_identity,
+                    ));
+                }
+            }
+        }
+    }
+    // Three passes in different orders: runs, interleavings and slot collisions.
+    let n = outcomes.len();
+    let order: Vec<usize> = (0..n)
+        .chain((0..n).rev())
+        .chain((0..n).map(|i| (i * 7) % n))
+        .collect();
+    let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    let (mut queue, mut expected) = (Queue::default(), Vec::new());
+    for (k, &i) in order.iter().enumerate() {
+        let (outcome, full_identity) = &outcomes[i];
+        let at = t0 + Duration::from_millis(k as u64);
+        let req = get("/p");
+        queue.push(&req, outcome, Duration::ZERO, at, *full_identity);
+        let mut alone = Queue::default();
+        alone.push(&req, outcome, Duration::ZERO, at, *full_identity);
+        alone.format(&mut expected);
+    }
+    let mut out = Vec::new();
+    queue.format(&mut out);
+    assert_eq!(out.iter().filter(|&&b| b == b'\n').count(), order.len());
+    let (out, expected) = (
+        String::from_utf8(out).unwrap(),
+        String::from_utf8(expected).unwrap(),
+    );
+    for (n, (got, want)) in out.lines().zip(expected.lines()).enumerate() {
+        assert_eq!(got, want, "line {n}");
+    }
+    assert_eq!(out, expected);
+}

@@ -103,6 +103,19 @@ impl Decision {
         }
     }
 
+    /// What the decision names, by identity: equal for two decisions that share their
+    /// names (the same route, conflict, entity or given names), while both live. The
+    /// decision log's writer formats a route's names once for a run of lines with it.
+    pub fn names_id(&self) -> (u8, usize) {
+        match &self.names {
+            Names::None => (0, 0),
+            Names::Route(r) => (1, Arc::as_ptr(r) as usize),
+            Names::Conflict(t) => (2, Arc::as_ptr(t) as *const u8 as usize),
+            Names::Broken(e) => (3, Arc::as_ptr(e) as *const u8 as usize),
+            Names::Given(g) => (4, &**g as *const Given as usize),
+        }
+    }
+
     /// Ref of the entity whose route matched, or whose broken annotations hold the path
     /// closed (`policy_error`); `None` on no route or a conflict.
     pub fn entity(&self) -> Option<&str> {
