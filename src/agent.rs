@@ -210,6 +210,18 @@ pub struct Agent {
 impl Agent {
     /// Decides one request (the whole flow, minus the wire).
     pub async fn decide(&self, req: &AuthRequest<'_>, now_unix: i64) -> Outcome {
+        self.decide_at(req, now_unix, tokio::time::Instant::now())
+            .await
+    }
+
+    /// [`Agent::decide`] for a request that started at `started` (monotonic; the
+    /// handler's one read of it serves the latency and the key set's freshness).
+    pub async fn decide_at(
+        &self,
+        req: &AuthRequest<'_>,
+        now_unix: i64,
+        started: tokio::time::Instant,
+    ) -> Outcome {
         let sso = self.settings.sso.as_deref();
         if sso.is_some() && req.browser.cookie_count.is_some_and(|n| n > 1) {
             // Which Cookie line would the backend read, and which would HAProxy hand
@@ -218,7 +230,10 @@ impl Agent {
         }
         let (token, token_fp) = match (req.token, sso, req.browser.cookie) {
             (Some(t), _, _) => {
-                let (verified, fp) = self.verifier.verify_fingerprinted(t, now_unix).await;
+                let (verified, fp) = self
+                    .verifier
+                    .verify_fingerprinted(t, now_unix, started)
+                    .await;
                 (verified, Some(fp))
             }
             // No bearer token: a session cookie decides like a token with its identity.
@@ -307,12 +322,15 @@ impl Handler for Agent {
             });
             return Ok(none);
         };
-        let started = std::time::Instant::now();
-        // One wall-clock read for the decision (`exp`, `nbf`) and its log line.
+        // One monotonic read for the latency and the key set's freshness, one
+        // wall-clock read for the decision (`exp`, `nbf`) and its log line.
+        let started = tokio::time::Instant::now();
         let at = crate::clock::now();
         let outcome = match AuthRequest::from_message(msg) {
             Ok(req) => {
-                let outcome = self.decide(&req, crate::clock::unix_seconds(at)).await;
+                let outcome = self
+                    .decide_at(&req, crate::clock::unix_seconds(at), started)
+                    .await;
                 (self.observer)(&req, &outcome, started.elapsed(), at);
                 outcome
             }

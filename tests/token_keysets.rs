@@ -90,8 +90,16 @@ async fn provider_down_serves_the_last_good_set_then_fails_closed() {
     srv.set("/jwks", Reply::Hangup);
     assert!(eventually(5, || v.status().issuers[0].refresh_errors >= 1).await);
     assert_eq!(verify(&v, &t).await, Reason::Ok, "last good set still used");
+    let started_while_fresh = tokio::time::Instant::now();
     // Past max_stale_seconds (3 s) the issuer fails closed, cached tokens included.
     assert!(eventually(8, || !v.ready()).await);
+    // A remembered verification's key freshness is judged at the request's start
+    // (the handler reads the clock once): one started while the set was fresh still
+    // passes, one started now is refused (and forgotten).
+    let at = |started| v.verify_fingerprinted(&t, now(), started);
+    assert!(at(started_while_fresh).await.0.is_ok());
+    let refused = at(tokio::time::Instant::now()).await.0;
+    assert_eq!(refused.err(), Some(Reason::KeysUnavailable));
     assert_eq!(verify(&v, &t).await, Reason::KeysUnavailable);
     let fresh = mint(&k1, "RS256", "k1", &claims(now()));
     assert_eq!(verify(&v, &fresh).await, Reason::KeysUnavailable);

@@ -179,21 +179,25 @@ impl Verifier {
     /// # Errors
     /// The [`Reason`] the token was rejected with.
     pub async fn verify(&self, token: &str, now_unix: i64) -> Result<Arc<Identity>, Reason> {
-        self.verify_fingerprinted(token, now_unix).await.0
+        self.verify_fingerprinted(token, now_unix, tokio::time::Instant::now())
+            .await
+            .0
     }
 
     /// [`Verifier::verify`], with the first bytes of the token's SHA-256 (the decision
-    /// log's fingerprint), which a recent token's entry already holds.
+    /// log's fingerprint), which a recent token's entry already holds. `started` is
+    /// the monotonic time of the request's start, for the key set's freshness.
     pub async fn verify_fingerprinted(
         &self,
         token: &str,
         now_unix: i64,
+        started: tokio::time::Instant,
     ) -> (Result<Arc<Identity>, Reason>, [u8; 6]) {
         let inner = &*self.inner;
         if let Some(recent) = &inner.recent
             && let Some(hit) = recent.find(token, |hit| {
                 inner
-                    .still_good(hit, now_unix)
+                    .still_good(hit, now_unix, started)
                     .map(|identity| (identity, hit.token_fp))
             })
         {
@@ -210,7 +214,7 @@ impl Verifier {
         // unknown-kid refetch) was ~2 KB of every request's future, moved and
         // initialised on each NOTIFY even when the recent slots answered.
         (
-            Box::pin(self.verify_digested(token, &digest, now_unix)).await,
+            Box::pin(self.verify_digested(token, &digest, now_unix, started)).await,
             fp,
         )
     }
@@ -220,6 +224,7 @@ impl Verifier {
         token: &str,
         token_digest: &[u8; 32],
         now_unix: i64,
+        started: tokio::time::Instant,
     ) -> Result<Arc<Identity>, Reason> {
         let inner = &*self.inner;
         if token.is_empty() {
@@ -232,7 +237,7 @@ impl Verifier {
         if let (Some(cache), Some(key)) = (&inner.cache, &cache_key)
             && let Some(hit) = cache.get(key)
         {
-            if let Some(identity) = inner.still_good(&hit, now_unix) {
+            if let Some(identity) = inner.still_good(&hit, now_unix, started) {
                 if let Some(recent) = &inner.recent {
                     recent.put(token, hit);
                 }
@@ -327,11 +332,17 @@ fn token_cache(settings: &TokenConfig) -> Option<Cache<[u8; 32], Arc<Cached>, We
 }
 
 impl Inner {
-    /// A remembered verification's identity, if it still holds at `now_unix`: never
-    /// past `exp`, never past the key it was verified with.
-    fn still_good(&self, hit: &Cached, now_unix: i64) -> Option<Arc<Identity>> {
+    /// A remembered verification's identity, if it still holds at `now_unix` (and the
+    /// request's monotonic start `started`): never past `exp`, never past the key it
+    /// was verified with.
+    fn still_good(
+        &self,
+        hit: &Cached,
+        now_unix: i64,
+        started: tokio::time::Instant,
+    ) -> Option<Arc<Identity>> {
         let st = &self.issuers[hit.issuer];
-        (now_unix < hit.exp && st.trusts(hit.key_fingerprint)).then(|| {
+        (now_unix < hit.exp && st.trusts(hit.key_fingerprint, started)).then(|| {
             st.hits.inc();
             hit.identity.clone()
         })
