@@ -282,3 +282,45 @@ fn joined_scopes_are_checked_as_the_joined_string_would_be() {
         );
     }
 }
+
+/// memchr2's blank check against the fold it replaced, on random headers of blanks,
+/// letters, multi-byte chars and controls, at every length up to 200.
+#[test]
+fn bearer_answers_as_the_fold_it_replaced() {
+    fn old(header: &str) -> Option<&str> {
+        let header = header.trim();
+        let (scheme, rest) = header.split_once([' ', '\t'])?;
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return None;
+        }
+        let token = rest.trim();
+        let blank = token
+            .bytes()
+            .fold(false, |seen, b| seen | (b == b' ') | (b == b'\t'));
+        (!token.is_empty() && !blank).then_some(token)
+    }
+    let alphabet = [
+        " ", "\t", "x", "é", "€", "😀", "\u{a0}", "\u{2028}", "\r", "\n", "\u{b}", "\u{c}",
+        "\u{3000}",
+    ];
+    let mut s = 0x9e37_79b9_7f4a_7c15u64;
+    for _ in 0..50_000 {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        let n = (s % 200) as usize;
+        let mut h = String::from(if s & 1 == 0 {
+            "Bearer "
+        } else {
+            "\u{2028}bEaReR\t "
+        });
+        let mut t = s;
+        for _ in 0..n {
+            t ^= t << 13;
+            t ^= t >> 7;
+            t ^= t << 17;
+            h.push_str(alphabet[(t % alphabet.len() as u64) as usize]);
+        }
+        assert_eq!(bearer(&h), old(&h), "{h:?}");
+    }
+}

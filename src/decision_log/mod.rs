@@ -289,6 +289,8 @@ mod review2_tests;
 #[cfg(test)]
 mod review3_tests;
 #[cfg(test)]
+mod review4_tests;
+#[cfg(test)]
 mod review_log_tests;
 #[cfg(test)]
 mod tests;

@@ -624,7 +624,6 @@ fn the_first_line_after_a_quiet_spell_wakes_the_writer_once() {
     }
     // Longer than the first pauses: the writer is in a long one (≥ 100 ms) now.
     std::thread::sleep(Duration::from_millis(200));
-    let wakes = log.shared.wakes.load(Ordering::Relaxed);
     for path in ["/first-after-quiet", "/second-after-quiet"] {
         log.record(
             &get(path),
@@ -633,7 +632,11 @@ fn the_first_line_after_a_quiet_spell_wakes_the_writer_once() {
             SystemTime::now(),
         );
     }
-    assert_eq!(log.shared.rousings.load(Ordering::Relaxed), 1);
+    // One, or two when the writer's own timed drain took the empty queue just before
+    // the first line and the second landed after the drain that wrote the first (an
+    // extra unpark; found by review).
+    let rousings = log.shared.rousings.load(Ordering::Relaxed);
+    assert!((1..=2).contains(&rousings), "{rousings}");
     while !String::from_utf8_lossy(&out.lock().unwrap()).contains("/second-after-quiet") {
         assert!(
             std::time::Instant::now() < deadline,
@@ -641,9 +644,9 @@ fn the_first_line_after_a_quiet_spell_wakes_the_writer_once() {
         );
         std::thread::sleep(Duration::from_millis(1));
     }
-    // Written by a wake of the writer (not a flush), and the flag is back to the
-    // writer: it dozes again once the queues stay empty.
-    assert!(log.shared.wakes.load(Ordering::Relaxed) > wakes);
+    // The flag is back with the writer: it dozes again once the queues stay empty,
+    // and no more lines came to take it. (That the wake comes before the writer's
+    // own timer: `review4_tests`.)
     while !log.shared.dozing.load(Ordering::Relaxed) {
         assert!(
             std::time::Instant::now() < deadline,
@@ -651,7 +654,7 @@ fn the_first_line_after_a_quiet_spell_wakes_the_writer_once() {
         );
         std::thread::sleep(Duration::from_millis(5));
     }
-    assert_eq!(log.shared.rousings.load(Ordering::Relaxed), 1);
+    assert_eq!(log.shared.rousings.load(Ordering::Relaxed), rousings);
 }
 
 /// The writer formats a caller's and a route's part of a line once per run of lines
