@@ -128,6 +128,12 @@ impl Queue {
         full_identity: bool,
     ) {
         let d = &outcome.decision;
+        // The reference counts first: a locked increment waits for every store before
+        // it, and the queue's buffers were last touched by the writer thread on another
+        // core (their stores miss). Taken after them, the first increment stalled on
+        // those misses: 76% of this function's samples (BENCHMARKS.md, "Issue 14: the
+        // warm path, fourth pass").
+        let (decision, identity) = (d.clone(), outcome.identity.clone());
         if let Some(id) = &outcome.identity {
             let last = self.entries.last().and_then(|e| e.identity.as_ref());
             if !last.is_some_and(|last| Arc::ptr_eq(last, id)) {
@@ -147,9 +153,9 @@ impl Queue {
             host: self.slot(Some(req.host)),
             path: self.slot(Some(req.path)),
             request_id: self.slot(req.request_id),
-            decision: d.clone(),
+            decision,
             credential_error: outcome.credential_error,
-            identity: outcome.identity.clone(),
+            identity,
         };
         self.entries.push(entry);
     }
