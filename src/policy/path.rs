@@ -397,3 +397,31 @@ mod tests {
         assert_eq!(prefixes("/").collect::<Vec<_>>(), ["/"]);
     }
 }
+
+#[cfg(test)]
+mod review_dot_segment_tests {
+    use super::*;
+
+    /// Whatever `normalize` accepts has no `.` or `..` segment: every raw path of up to
+    /// 6 tokens over `/`, `.`, `a`, `%2e`, `%2E`, `%2f`, `%25`, `?` after a leading `/`.
+    #[test]
+    fn normalized_paths_never_hold_dot_segments() {
+        let toks = ["/", ".", "a", "%2e", "%2E", "%2f", "%25", "?"];
+        let mut words = vec![String::from("/")];
+        for _ in 0..6 {
+            let next: Vec<String> = words
+                .iter()
+                .flat_map(|w| toks.iter().map(move |t| format!("{w}{t}")))
+                .collect();
+            for w in &next {
+                if let Ok(n) = normalize(w) {
+                    assert!(
+                        !n.split('/').any(|s| s == "." || s == ".."),
+                        "{w:?} -> {n:?}"
+                    );
+                }
+            }
+            words = next;
+        }
+    }
+}

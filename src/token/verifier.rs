@@ -186,7 +186,9 @@ impl Verifier {
 
     /// [`Verifier::verify`], with the first bytes of the token's SHA-256 (the decision
     /// log's fingerprint), which a recent token's entry already holds. `started` is
-    /// the monotonic time of the request's start, for the key set's freshness.
+    /// the monotonic time of the request's start, read just before this call: a
+    /// remembered token's key set is judged fresh as of then, so an older instant
+    /// would judge it in the past (the handler reads it once per decision; review).
     pub async fn verify_fingerprinted(
         &self,
         token: &str,
