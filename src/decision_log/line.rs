@@ -45,25 +45,43 @@ struct Entry {
     enforced: bool,
     /// Whether the line records the caller's whole identity (`[log] identity`).
     full_identity: bool,
+    /// Why it was decided so; the names come from `held`.
+    reason: Reason,
+    /// How the credentials went: `None` verified (or not read), else the reason.
+    credential_error: Option<Reason>,
     src: Option<IpAddr>,
     token_fp: Option<[u8; 6]>,
     method: Slot,
     host: Slot,
     path: Slot,
     request_id: Slot,
-    /// Its reason, and entity, owner and route.
+    /// Index in [`Queue::held`] of this entry's route and caller.
+    held: u32,
+}
+
+/// What a run of entries for the same caller on the same route shares, referenced
+/// once: an `Arc` clone per entry was a locked increment on the request path and a
+/// locked decrement on the writer's core, on lines both worker threads also count on
+/// (BENCHMARKS.md, "Issue 14: the warm path, fifth pass").
+struct Held {
+    /// The decision's entity, owner and route (its reason is the first entry's).
     decision: Decision,
-    /// How the credentials went: `None` verified (or not read), else the reason.
-    credential_error: Option<Reason>,
     /// The verified caller: sub, client_id and issuer, and with a full identity the
     /// rest of its fields.
     identity: Option<Arc<Identity>>,
 }
 
+/// Memory of one [`Held`], for the tests of the cap.
+#[cfg(test)]
+pub(super) const HELD_BYTES: usize = std::mem::size_of::<Held>();
+
 /// Entries waiting for the writer, which swaps the whole queue with an empty one.
 #[derive(Default)]
 pub(super) struct Queue {
     entries: Vec<Entry>,
+    /// The routes and callers the entries name, one per run of entries that share
+    /// them.
+    held: Vec<Held>,
     /// Every entry's strings, back to back.
     text: String,
     /// The identities the entries keep alive, each counted once per run of entries
@@ -77,7 +95,16 @@ pub(super) struct Queue {
 impl Queue {
     /// Memory held by the queued entries (for the cap).
     pub(super) fn bytes(&self) -> usize {
-        self.entries.len() * std::mem::size_of::<Entry>() + self.text.len() + self.identity_bytes
+        self.entries.len() * std::mem::size_of::<Entry>()
+            + self.held.len() * std::mem::size_of::<Held>()
+            + self.text.len()
+            + self.identity_bytes
+    }
+
+    /// How many runs of shared route and caller the queue holds (tests).
+    #[cfg(test)]
+    pub(super) fn runs(&self) -> usize {
+        self.held.len()
     }
 
     pub(super) fn is_empty(&self) -> bool {
@@ -87,6 +114,7 @@ impl Queue {
     /// Empties the queue, keeping its allocations.
     pub(super) fn clear(&mut self) {
         self.entries.clear();
+        self.held.clear();
         self.text.clear();
         self.identity_bytes = 0;
     }
@@ -96,6 +124,7 @@ impl Queue {
     pub(super) fn shrink(&mut self) {
         self.clear();
         self.entries.shrink_to(1024);
+        self.held.shrink_to(1024);
         self.text.shrink_to(256 * 1024);
     }
 
@@ -128,18 +157,39 @@ impl Queue {
         full_identity: bool,
     ) {
         let d = &outcome.decision;
-        // The reference counts first: a locked increment waits for every store before
-        // it, and the queue's buffers were last touched by the writer thread on another
-        // core (their stores miss). Taken after them, the first increment stalled on
-        // those misses: 76% of this function's samples (BENCHMARKS.md, "Issue 14: the
-        // warm path, fourth pass").
-        let (decision, identity) = (d.clone(), outcome.identity.clone());
-        if let Some(id) = &outcome.identity {
-            let last = self.entries.last().and_then(|e| e.identity.as_ref());
-            if !last.is_some_and(|last| Arc::ptr_eq(last, id)) {
-                self.identity_bytes += id.approx_bytes();
+        // The run goes on while the route and the caller are the very same (compared
+        // by address: both the held ones and the outcome's are alive here).
+        let same_caller = |held: &Held| match (&held.identity, &outcome.identity) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        };
+        let held = match self.held.last() {
+            Some(last) if last.decision.names_id() == d.names_id() && same_caller(last) => {
+                self.held.len() - 1
             }
-        }
+            last => {
+                // A new caller is counted once per run, as before runs shared.
+                if let Some(id) = &outcome.identity
+                    && !last
+                        .and_then(|l| l.identity.as_ref())
+                        .is_some_and(|l| Arc::ptr_eq(l, id))
+                {
+                    self.identity_bytes += id.approx_bytes();
+                }
+                // The reference counts before the copies below: a locked increment
+                // waits for every store before it, and the queue's buffers were last
+                // touched by the writer thread on another core (their stores miss).
+                // Taken after them, the first increment stalled on those misses: 76%
+                // of this function's samples (BENCHMARKS.md, "Issue 14: the warm
+                // path, fourth pass").
+                self.held.push(Held {
+                    decision: d.clone(),
+                    identity: outcome.identity.clone(),
+                });
+                self.held.len() - 1
+            }
+        };
         let entry = Entry {
             time,
             latency,
@@ -147,15 +197,16 @@ impl Queue {
             allow: d.allow(),
             enforced: !outcome.shadow,
             full_identity,
+            reason: d.reason,
+            credential_error: outcome.credential_error,
             src: req.src,
             token_fp: outcome.token_fp,
             method: self.slot(Some(req.method)),
             host: self.slot(Some(req.host)),
             path: self.slot(Some(req.path)),
             request_id: self.slot(req.request_id),
-            decision,
-            credential_error: outcome.credential_error,
-            identity,
+            // The queue is capped far below 4 G entries (`MAX_QUEUED`).
+            held: held as u32,
         };
         self.entries.push(entry);
     }
@@ -209,7 +260,7 @@ impl Queue {
         out.extend_from_slice(if e.enforced { b"true" } else { b"false" });
         out.extend_from_slice(b",\"status\":");
         out.extend_from_slice(itoa::Buffer::new().format(e.status).as_bytes());
-        let fragment = memo.get(e);
+        let fragment = memo.get(e, &self.held[e.held as usize]);
         out.extend_from_slice(&fragment.names);
         out.extend_from_slice(b",\"latency_us\":");
         let latency = u64::try_from(e.latency.as_micros()).unwrap_or(u64::MAX);
@@ -260,11 +311,14 @@ struct Fragment {
 }
 
 impl Fragments {
-    fn get(&mut self, e: &Entry) -> &Fragment {
+    fn get(&mut self, e: &Entry, held: &Held) -> &Fragment {
         let key = FragmentKey {
-            reason: e.decision.reason,
-            names: e.decision.names_id(),
-            identity: e.identity.as_ref().map_or(0, |i| Arc::as_ptr(i) as usize),
+            reason: e.reason,
+            names: held.decision.names_id(),
+            identity: held
+                .identity
+                .as_ref()
+                .map_or(0, |i| Arc::as_ptr(i) as usize),
             credential_error: e.credential_error,
             full_identity: e.full_identity,
         };
@@ -283,8 +337,8 @@ impl Fragments {
             fragment.key = key;
             fragment.names.clear();
             fragment.caller.clear();
-            write_names(e, &mut fragment.names);
-            write_caller(e, &mut fragment.caller);
+            write_names(e, held, &mut fragment.names);
+            write_caller(e, held, &mut fragment.caller);
         }
         slot.as_ref().expect("filled above")
     }
@@ -298,10 +352,10 @@ fn opt(out: &mut Vec<u8>, v: Option<&str>) {
 }
 
 /// `,"reason":…` to `,"issuer":…`.
-fn write_names(e: &Entry, out: &mut Vec<u8>) {
+fn write_names(e: &Entry, held: &Held, out: &mut Vec<u8>) {
     out.extend_from_slice(b",\"reason\":");
-    string(out, e.decision.reason.as_str());
-    let (d, id) = (&e.decision, e.identity.as_deref());
+    string(out, e.reason.as_str());
+    let (d, id) = (&held.decision, held.identity.as_deref());
     for (key, value) in [
         (&b",\"sub\":"[..], id.and_then(|i| i.sub.as_deref())),
         (b",\"client_id\":", id.and_then(|i| i.client_id.as_deref())),
@@ -316,20 +370,20 @@ fn write_names(e: &Entry, out: &mut Vec<u8>) {
 }
 
 /// `,"caller":…` and, with a full identity, its other fields.
-fn write_caller(e: &Entry, out: &mut Vec<u8>) {
+fn write_caller(e: &Entry, held: &Held, out: &mut Vec<u8>) {
     out.extend_from_slice(b",\"caller\":");
     // `verified`, or why the credentials gave no identity (`missing_token`,
     // `expired`, ...); `null` when the decision came before they were read.
     opt(
         out,
-        match (e.credential_error, e.identity.is_some()) {
+        match (e.credential_error, held.identity.is_some()) {
             (Some(r), _) => Some(r.as_str()),
             (None, true) => Some(CALLER_VERIFIED),
             (None, false) => None,
         },
     );
     // The rest of the decision's inputs, with `[log] identity = "full"`.
-    if let Some(i) = e.identity.as_deref().filter(|_| e.full_identity) {
+    if let Some(i) = held.identity.as_deref().filter(|_| e.full_identity) {
         out.extend_from_slice(b",\"email\":");
         opt(out, i.email.as_deref());
         for (key, list) in [

@@ -506,10 +506,86 @@ fn queued_identities_count_toward_the_cap() {
         distinct.push(&get("/x"), &outcome(&big()), Duration::ZERO, now, true);
     }
     let extra = distinct.bytes() - same.bytes();
-    assert_eq!(extra, 9 * size, "distinct identities each counted");
+    // Each distinct caller also starts a run, with its own held references.
+    assert_eq!(
+        extra,
+        9 * (size + super::line::HELD_BYTES),
+        "distinct identities each counted"
+    );
     assert!(same.bytes() >= size && same.bytes() < 2 * size);
     distinct.clear();
     assert_eq!(distinct.bytes(), 0);
+}
+
+/// A run of lines for the same caller on the same route takes one reference to each,
+/// whatever their reasons; a change of either starts a new run.
+#[test]
+fn a_run_of_lines_holds_its_route_and_caller_once() {
+    let (alice, bob) = (
+        Arc::new(Identity {
+            sub: Some("alice".into()),
+            ..Default::default()
+        }),
+        Arc::new(Identity {
+            sub: Some("bob".into()),
+            ..Default::default()
+        }),
+    );
+    let route = Decision::with_names(Reason::Ok, Some("component:default/a"), None, None, None);
+    let outcome = |id: &Arc<Identity>, d: &Decision| Outcome {
+        decision: d.clone(),
+        identity: Some(id.clone()),
+        credential_error: None,
+        shadow: false,
+        token_fp: None,
+        browser: Default::default(),
+    };
+    let now = SystemTime::UNIX_EPOCH;
+    let mut q = Queue::default();
+    let alices = outcome(&alice, &route);
+    for _ in 0..10 {
+        q.push(&get("/x"), &alices, Duration::ZERO, now, true);
+    }
+    assert_eq!(q.runs(), 1);
+    let bare = [Decision::bare(Reason::Ok), Decision::bare(Reason::NoRoute)];
+    for d in &bare {
+        q.push(&get("/x"), &outcome(&alice, d), Duration::ZERO, now, true);
+    }
+    assert_eq!(
+        q.runs(),
+        2,
+        "another route, then the same names with another reason"
+    );
+    for n in 0..10 {
+        let id = if n % 2 == 0 { &alice } else { &bob };
+        q.push(
+            &get("/x"),
+            &outcome(id, &bare[0]),
+            Duration::ZERO,
+            now,
+            true,
+        );
+    }
+    assert_eq!(q.runs(), 11, "alternating callers: a run each");
+    let mut out = Vec::new();
+    q.format(&mut out);
+    let lines: Vec<serde_json::Value> = String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 22);
+    assert_eq!(lines[9]["entity"], "component:default/a");
+    assert_eq!(
+        (&lines[10]["reason"], &lines[11]["reason"]),
+        (&"ok".into(), &"no_route".into())
+    );
+    assert!(lines[10]["entity"].is_null());
+    let subs: Vec<&str> = lines[12..]
+        .iter()
+        .map(|l| l["sub"].as_str().unwrap())
+        .collect();
+    assert_eq!(subs, ["alice", "bob"].repeat(5));
 }
 
 /// With nothing to write the writer thread backs off to a wake every

@@ -45,7 +45,7 @@ enum Names {
     /// A `policy_error`: the entity whose broken annotations hold the path closed.
     Broken(Arc<str>),
     /// Given one by one ([`Decision::with_names`]: replays, tests).
-    Given(Box<Given>),
+    Given(Arc<Given>),
 }
 
 #[derive(Debug, Clone)]
@@ -87,7 +87,7 @@ impl Decision {
     ) -> Self {
         Decision {
             reason,
-            names: Names::Given(Box::new(Given {
+            names: Names::Given(Arc::new(Given {
                 entity: entity.map(Into::into),
                 owner: owner.map(Into::into),
                 route: route.map(Into::into),
@@ -112,7 +112,7 @@ impl Decision {
             Names::Route(r) => (1, Arc::as_ptr(r) as usize),
             Names::Conflict(t) => (2, Arc::as_ptr(t) as *const u8 as usize),
             Names::Broken(e) => (3, Arc::as_ptr(e) as *const u8 as usize),
-            Names::Given(g) => (4, &**g as *const Given as usize),
+            Names::Given(g) => (4, Arc::as_ptr(g) as usize),
         }
     }
 
