@@ -223,11 +223,27 @@ impl Agent {
         now_unix: i64,
         started: tokio::time::Instant,
     ) -> Outcome {
+        self.decide_remembering(req, now_unix, started, false)
+            .await
+            .0
+    }
+
+    /// [`Agent::decide_at`], and with `remember` the ACK's actions too, for a bearer
+    /// request whose outcome nothing but the token, the policy and the method, host
+    /// and path decide: remembered per worker thread ([`memo`]), `None` for the
+    /// others (the caller makes them with [`actions_for`]).
+    async fn decide_remembering(
+        &self,
+        req: &AuthRequest<'_>,
+        now_unix: i64,
+        started: tokio::time::Instant,
+        remember: bool,
+    ) -> (Outcome, Option<Actions>) {
         let sso = self.settings.sso.as_deref();
         if sso.is_some() && req.browser.cookie_count.is_some_and(|n| n > 1) {
             // Which Cookie line would the backend read, and which would HAProxy hand
             // over? (HTTP/2 cookie fields arrive merged into one.)
-            return self.bare_outcome(Reason::BadRequest);
+            return (self.bare_outcome(Reason::BadRequest), None);
         }
         let (token, token_fp) = match (req.token, sso, req.browser.cookie) {
             (Some(t), _, _) => {
@@ -254,10 +270,43 @@ impl Agent {
             host: req.host,
             path: req.path,
         };
-        let decision = match self.policy.load().as_deref() {
-            Some(policy) => policy.decide(&policy_req, token.as_deref().map_err(|r| *r)),
-            None => Decision::bare(Reason::PolicyUnavailable),
+        let shadow = self.settings.mode == Mode::Shadow;
+        // The outcome is the token's, the policy's and the request line's alone: no
+        // sign-in redirect (a bearer token is there) and no cookie of ours to strip
+        // (no `[sso]`, or no Cookie header).
+        let remember =
+            remember && req.token.is_some() && (sso.is_none() || req.browser.cookie.is_none());
+        let snapshot = self.policy.load();
+        let key = memo::Key {
+            req: &policy_req,
+            shadow,
+            realm: &self.settings.realm,
         };
+        let (decision, actions) = match (snapshot.as_ref(), &token) {
+            (Some(policy), Ok(identity)) if remember => match memo::find(policy, identity, &key) {
+                Some((decision, actions)) => (decision, Some(actions)),
+                None => {
+                    let decision = policy.decide(&policy_req, Ok(identity));
+                    let outcome = Outcome {
+                        decision,
+                        identity: Some(identity.clone()),
+                        credential_error: None,
+                        shadow,
+                        token_fp,
+                        browser: BrowserOutcome::default(),
+                    };
+                    let actions = actions_for(&outcome, &self.settings.realm);
+                    memo::keep(policy, identity, &key, &outcome.decision, &actions);
+                    return (outcome, Some(actions));
+                }
+            },
+            (Some(policy), _) => (
+                policy.decide(&policy_req, token.as_deref().map_err(|r| *r)),
+                None,
+            ),
+            (None, _) => (Decision::bare(Reason::PolicyUnavailable), None),
+        };
+        drop(snapshot);
         let browser = match sso {
             Some(sso) => BrowserOutcome {
                 // Only a caller without a bearer token is sent to sign in: an API
@@ -281,14 +330,15 @@ impl Agent {
             },
             None => BrowserOutcome::default(),
         };
-        Outcome {
+        let outcome = Outcome {
             decision,
             credential_error: token.as_ref().err().copied(),
             identity: token.ok(),
-            shadow: self.settings.mode == Mode::Shadow,
+            shadow,
             token_fp,
             browser,
-        }
+        };
+        (outcome, actions)
     }
 
     /// An outcome decided before any credential was looked at. With `[sso]`, the
@@ -329,10 +379,13 @@ impl Handler for Agent {
         let at = crate::clock::now();
         let outcome = match AuthRequest::from_message(msg) {
             Ok(req) => {
-                let outcome = self
-                    .decide_at(&req, crate::clock::unix_seconds(at), started)
+                let (outcome, actions) = self
+                    .decide_remembering(&req, crate::clock::unix_seconds(at), started, true)
                     .await;
                 (self.observer)(&req, &outcome, started.elapsed(), at);
+                if let Some(actions) = actions {
+                    return Ok(actions);
+                }
                 outcome
             }
             Err(_) => {
@@ -482,5 +535,6 @@ pub fn www_authenticate(d: &Decision, realm: &str) -> Option<String> {
     }
 }
 
+mod memo;
 #[cfg(test)]
 mod tests;

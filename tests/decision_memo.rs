@@ -1,0 +1,247 @@
+//! The handler's remembered decisions (`agent::memo`) answer exactly as deciding
+//! again would: the same variables and the same logged decision for every request,
+//! whatever was asked before it on the thread; and never for a policy snapshot that
+//! has been replaced, even one allocated where the old one was.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwapOption;
+use stagedoor::agent::{Agent, AgentSettings, AuthRequest, Outcome, actions_for};
+use stagedoor::connection::Handler;
+use stagedoor::policy::{Decision, Mode, Policy, Unmatched};
+use stagedoor::spop::{Actions, Arg, Message, TypedData};
+use stagedoor::sso::{Sso, SsoConfig};
+use stagedoor::token::{Alg, IssuerConfig, KeySet, KeySource, TokenConfig, Verifier};
+
+const ISSUER: &str = "https://idp.quickstart.example";
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn policy() -> Policy {
+    let entities = stagedoor::catalog::file::load(
+        &["catalog/*.yaml".into()],
+        &root().join("examples/quickstart"),
+    )
+    .unwrap();
+    Policy::build(&entities, Unmatched::Deny)
+}
+
+type Seen = Arc<Mutex<Vec<(Decision, Option<String>)>>>;
+
+fn agent(mode: Mode, sso: Option<Arc<Sso>>, policy: Arc<ArcSwapOption<Policy>>) -> (Agent, Seen) {
+    let jwks = std::fs::read(root().join("examples/quickstart/demo-jwks.json")).unwrap();
+    let (keys, _) = KeySet::from_jwks(&jwks, &[Alg::ES256]).unwrap();
+    let cfg = IssuerConfig::new(
+        ISSUER,
+        &["quickstart-api"],
+        KeySource::JwksFile("demo-jwks.json".into()),
+    );
+    let verifier = Verifier::with_key_sets(vec![(cfg, keys)], TokenConfig::default());
+    let seen: Seen = Arc::default();
+    let log = seen.clone();
+    let agent = Agent {
+        verifier,
+        policy,
+        settings: AgentSettings {
+            message: "authorize".into(),
+            realm: "stagedoor".into(),
+            mode,
+            sso,
+        },
+        observer: Box::new(move |_, outcome, _, _| {
+            let sub = outcome.identity.as_ref().and_then(|i| i.sub.clone());
+            log.lock().unwrap().push((outcome.decision.clone(), sub));
+        }),
+    };
+    (agent, seen)
+}
+
+fn sso() -> Arc<Sso> {
+    let cfg: SsoConfig = toml::from_str(&format!(
+        r#"
+        listen = "127.0.0.1:0"
+        issuer = "{ISSUER}"
+        client_id = "stagedoor"
+        client_secret_env = "UNUSED"
+        keys_env = "UNUSED"
+        "#
+    ))
+    .unwrap();
+    Arc::new(Sso::from_parts(cfg, &[[7; 32]], stagedoor::sso::Secret::new("s".into())).unwrap())
+}
+
+fn token(sub: &str, scope: &str, groups: &[&str], exp_in: i64) -> String {
+    let pem = std::fs::read(root().join("examples/quickstart/demo-signing-key.pem")).unwrap();
+    let now = stagedoor::clock::unix_now();
+    let claims = serde_json::json!({"iss": ISSUER, "sub": sub, "aud": "quickstart-api",
+        "iat": now - 5, "exp": now + exp_in, "scope": scope, "groups": groups});
+    let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+    h.kid = Some("demo-2026".into());
+    jsonwebtoken::encode(
+        &h,
+        &claims,
+        &jsonwebtoken::EncodingKey::from_ec_pem(&pem).unwrap(),
+    )
+    .unwrap()
+}
+
+fn message(
+    method: &str,
+    host: &str,
+    path: &str,
+    auth: &str,
+    cookie: Option<&str>,
+) -> Message<'static> {
+    let mut args = vec![
+        Arg::new("method", TypedData::string(method.to_owned())),
+        Arg::new("path", TypedData::string(path.to_owned())),
+        Arg::new("host", TypedData::string(host.to_owned())),
+        Arg::new("authorization", TypedData::string(auth.to_owned())),
+    ];
+    if let Some(c) = cookie {
+        args.push(Arg::new("cookie", TypedData::string(c.to_owned())));
+        args.push(Arg::new("cookie_count", TypedData::Int64(1)));
+    }
+    Message {
+        name: b"authorize".as_slice().into(),
+        args,
+    }
+}
+
+/// The handler's variables for `msg`, and what deciding it afresh gives.
+async fn both(agent: &Agent, msg: Message<'static>) -> (Actions, Actions, Outcome) {
+    let now = stagedoor::clock::unix_now();
+    let handled = agent.handle(std::slice::from_ref(&msg)).await.unwrap();
+    let req = AuthRequest::from_message(&msg).unwrap();
+    let outcome = agent.decide(&req, now).await;
+    (handled, actions_for(&outcome, "stagedoor"), outcome)
+}
+
+#[tokio::test]
+async fn remembered_decisions_are_the_decisions() {
+    let shared = Arc::new(ArcSwapOption::new(Some(Arc::new(policy()))));
+    let agents = [
+        agent(Mode::Enforce, None, shared.clone()),
+        agent(Mode::Shadow, None, shared.clone()),
+        agent(Mode::Enforce, Some(sso()), shared.clone()),
+    ];
+    let tokens = [
+        token(
+            "alice",
+            "orders:read orders:write",
+            &["payments-engineers"],
+            3600,
+        ),
+        token("bob", "orders:read", &[], 3600),
+        token("carol", "orders:read orders:admin", &["sre-oncall"], 3600),
+        token("alice", "billing:read", &["payments-engineers"], 3600),
+        token("dave", "orders:read", &["payments-engineers"], -60),
+    ];
+    let mut auths: Vec<String> = tokens.iter().map(|t| format!("Bearer {t}")).collect();
+    auths.push(format!("Bearer {}x", tokens[0]));
+    auths.push("Basic YTpi".into());
+    let methods = ["GET", "HEAD", "POST", "DELETE", "get"];
+    let hosts = [
+        "orders.example.com",
+        "billing.localhost",
+        "BILLING.localhost:8080",
+        "",
+        "a b",
+    ];
+    let paths = [
+        "/api/orders",
+        "/api/orders/",
+        "/api/orders/admin",
+        "/api/orders/health",
+        "/api/orders/me",
+        "/api/invoices",
+        "/api/orders?x=1",
+        "/api//orders",
+        "/api/%2e%2e/orders",
+        "/API/orders",
+        "/nope",
+        "*",
+    ];
+    let cookies = [
+        None,
+        Some("theme=dark"),
+        Some("__Host-stagedoor=abc; theme=dark"),
+    ];
+    let mut cases = Vec::new();
+    for auth in &auths {
+        for m in methods {
+            for h in hosts {
+                for p in paths {
+                    for c in cookies {
+                        cases.push((auth.as_str(), m, h, p, c));
+                    }
+                }
+            }
+        }
+    }
+    // Runs, reversed runs and a stride: repeats, interleavings and slot collisions.
+    let n = cases.len();
+    let order: Vec<usize> = (0..n)
+        .chain((0..n).rev())
+        .chain((0..n).map(|i| (i * 37) % n))
+        .collect();
+    let mut remembered_allows = 0;
+    for (k, &i) in order.iter().enumerate() {
+        let (auth, m, h, p, c) = cases[i];
+        let (agent, seen) = &agents[k % agents.len()];
+        let (handled, fresh, outcome) = both(agent, message(m, h, p, auth, c)).await;
+        assert_eq!(handled, fresh, "{m} {h} {p} {c:?} {}", &auth[..12]);
+        let by_handler = seen.lock().unwrap().pop().unwrap();
+        let sub = outcome.identity.as_ref().and_then(|i| i.sub.clone());
+        assert_eq!(by_handler, (outcome.decision, sub), "{m} {h} {p}");
+        if k >= n && by_handler.0.allow() {
+            remembered_allows += 1;
+        }
+    }
+    // Not vacuous: the allowed requests were asked again after the first pass.
+    assert!(remembered_allows > 100, "{remembered_allows}");
+}
+
+/// A replaced snapshot's remembered decisions are gone, even when the new snapshot
+/// is allocated where the old one was (the allocator hands a freed block of the same
+/// size straight back): the memo keeps the old one's block until it lets it go.
+#[tokio::test]
+async fn a_replaced_policy_is_never_answered_for() {
+    let shared = Arc::new(ArcSwapOption::new(None));
+    let (a, _) = agent(Mode::Enforce, None, shared.clone());
+    let auth = format!(
+        "Bearer {}",
+        token("alice", "orders:read", &["payments-engineers"], 3600)
+    );
+    let reason = |actions: &Actions| {
+        actions
+            .decode()
+            .unwrap()
+            .into_iter()
+            .find_map(|a| match a {
+                stagedoor::spop::Action::SetVar { name, value, .. } if &*name == b"reason" => {
+                    value.as_str().map(str::to_owned)
+                }
+                _ => None,
+            })
+            .unwrap()
+    };
+    for round in 0..50 {
+        shared.store(None);
+        shared.store(Some(Arc::new(policy())));
+        let (got, _, _) = both(&a, message("GET", "h", "/api/orders", &auth, None)).await;
+        assert_eq!(reason(&got), "ok", "round {round}");
+        let (got, _, _) = both(&a, message("GET", "h", "/api/orders", &auth, None)).await;
+        assert_eq!(reason(&got), "ok", "round {round}, remembered");
+        shared.store(None);
+        shared.store(Some(Arc::new(Policy::build::<stagedoor::catalog::Entity>(
+            &[],
+            Unmatched::Deny,
+        ))));
+        let (got, _, _) = both(&a, message("GET", "h", "/api/orders", &auth, None)).await;
+        assert_eq!(reason(&got), "no_route", "round {round}");
+    }
+}
