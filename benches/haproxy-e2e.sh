@@ -8,6 +8,9 @@
 #             (signature only: no claim, no policy), same echo backend
 #   noop      the shipped haproxy.cfg + examples/noop_agent: stagedoor's SPOP codec and
 #             engine ACKing allow=true, status=200 and nothing else (the SPOE ceiling)
+#   noopvars  noop also setting the five variables stagedoor sets for this request
+#             (reason, sub, scopes, entity, owner; canned): HAProxy's own work on
+#             stagedoor's answer (identity headers to the backend) inside the ceiling
 #   warm      the shipped haproxy.cfg + stagedoor (quickstart config, decision log on),
 #             one repeated RS256 token on a scoped, group-restricted route: 200, token
 #             cache hits
@@ -137,6 +140,13 @@ agent_port[noop]=$(port)
     --worker-threads "${WORKER_THREADS:-0}" 2>"$work/noop.log" &
 agent_pid[noop]=$!
 pids+=($!)
+if [[ " $rows " == *" noopvars "* ]]; then
+    agent_port[noopvars]=$(port)
+    "${agent_pin[@]}" "$noop_bin" --listen "127.0.0.1:${agent_port[noopvars]}" --stagedoor-vars \
+        --worker-threads "${WORKER_THREADS:-0}" 2>"$work/noopvars.log" &
+    agent_pid[noopvars]=$!
+    pids+=($!)
+fi
 
 # The baseline: the same file without the filter, its retry and the decision rules; native: the
 # baseline with jwt_verify where the filter was (the key path is literal: loaded at init).
@@ -204,7 +214,7 @@ row() { # version row haproxy-binary
     case $r in
     baseline) run "$v" "$r" "$bin" "$work/baseline.cfg" none 200 ;;
     native) run "$v" "$r" "$bin" "$work/native.cfg" none 200 "$bearer" ;;
-    noop) run "$v" "$r" "$bin" haproxy/haproxy.cfg noop 200 "$bearer" ;;
+    noop | noopvars) run "$v" "$r" "$bin" haproxy/haproxy.cfg "$r" 200 "$bearer" ;;
     warm | fresh | warm0 | fresh0) run "$v" "$r" "$bin" haproxy/haproxy.cfg "$r" 200 "$bearer" ;;
     session) run "$v" "$r" "$bin" haproxy/haproxy.cfg warm 200 "Cookie: theme=dark; $session" \
         "Accept: text/html,application/xhtml+xml,*/*;q=0.8" ;;
@@ -252,6 +262,11 @@ table() { # version
         if (nat > 0 && f > 0) printf "fresh / native jwt_verify req/s: %.2f (goal >= 1.25 on 2.6)\n", f / nat }'
     per_round "$v" warm noop 1 "warm / do-nothing req/s"
     per_round "$v" warm noop 5 "agent CPU warm / do-nothing"
+    if [ -s "$work/res.$v.noopvars" ]; then
+        per_round "$v" warm noopvars 1 "warm / do-nothing with stagedoor's variables req/s"
+        per_round "$v" warm noopvars 5 "agent CPU warm / do-nothing with stagedoor's variables"
+        per_round "$v" noopvars noop 1 "do-nothing with / without stagedoor's variables req/s"
+    fi
     per_round "$v" fresh native 1 "fresh / native req/s"
     per_round "$v" warm0 noop 1 "before (warm0) / do-nothing req/s"
     per_round "$v" warm0 noop 5 "before (warm0): agent CPU / do-nothing"

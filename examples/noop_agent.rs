@@ -28,17 +28,40 @@ struct Args {
     /// Runtime worker threads; 0 = half the CPUs, at least one (stagedoor's `[agent] worker_threads`).
     #[arg(long, default_value_t = 0)]
     worker_threads: usize,
+    /// Also set the five variables stagedoor sets for the bench's allowed request
+    /// (reason, sub, scopes, entity, owner; canned): HAProxy's own work on them is
+    /// then part of this ceiling too (benches/haproxy-e2e.sh, the `noopvars` row).
+    #[arg(long)]
+    stagedoor_vars: bool,
 }
 
 /// ACKs every NOTIFY with the two variables HAProxy's shipped rules need to pass a
-/// request, as stagedoor does (the same types: a bool and an int64).
-struct Noop;
+/// request, as stagedoor does (the same types: a bool and an int64); with
+/// `--stagedoor-vars`, with every variable stagedoor sets for the bench's request.
+struct Noop {
+    stagedoor_vars: bool,
+}
 
 impl Handler for Noop {
     async fn handle(&self, _messages: &[Message<'_>]) -> Result<Actions, HandlerError> {
-        let mut actions = Actions::with_capacity(32);
+        if !self.stagedoor_vars {
+            let mut actions = Actions::with_capacity(32);
+            actions.set(Scope::Txn, "allow", &TypedData::Bool(true));
+            actions.set(Scope::Txn, "status", &TypedData::Int64(200));
+            return Ok(actions);
+        }
+        let mut actions = Actions::with_capacity(256);
         actions.set(Scope::Txn, "allow", &TypedData::Bool(true));
         actions.set(Scope::Txn, "status", &TypedData::Int64(200));
+        for (name, value) in [
+            ("reason", "ok"),
+            ("sub", "alice"),
+            ("scopes", "orders:read"),
+            ("entity", "component:default/orders-api"),
+            ("owner", "group:default/payments"),
+        ] {
+            actions.set(Scope::Txn, name, &TypedData::str(value));
+        }
         Ok(actions)
     }
 }
@@ -57,7 +80,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         });
         stagedoor::server::run(
             listener,
-            Arc::new(Noop),
+            Arc::new(Noop {
+                stagedoor_vars: args.stagedoor_vars,
+            }),
             EngineConfig::default(),
             10_000,
             Arc::new(EngineStats::default()),
