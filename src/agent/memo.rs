@@ -125,21 +125,47 @@ pub(super) fn keep(
         let Ok(mut t) = t.try_borrow_mut() else {
             return;
         };
-        let mut text = String::with_capacity(key.len());
-        text.push_str(key.req.method);
-        text.push_str(key.req.host);
-        text.push_str(key.req.path);
-        t[i] = Some(Entry {
-            policy: Arc::downgrade(policy),
-            identity: identity.clone(),
-            shadow: key.shadow,
-            realm: key.realm.into(),
-            text,
-            method_len: key.req.method.len(),
-            host_len: key.req.host.len(),
-            decision: decision.clone(),
-            actions: actions.clone(),
-        });
+        match &mut t[i] {
+            // A caller asking for many paths replaces entries often: the slot's
+            // buffers are reused, and its references kept when they are the same.
+            Some(e) => {
+                if !std::ptr::eq(e.policy.as_ptr(), Arc::as_ptr(policy)) {
+                    e.policy = Arc::downgrade(policy);
+                }
+                if !Arc::ptr_eq(&e.identity, identity) {
+                    e.identity = identity.clone();
+                }
+                e.shadow = key.shadow;
+                if *e.realm != *key.realm {
+                    e.realm = key.realm.into();
+                }
+                e.text.clear();
+                e.text.push_str(key.req.method);
+                e.text.push_str(key.req.host);
+                e.text.push_str(key.req.path);
+                e.method_len = key.req.method.len();
+                e.host_len = key.req.host.len();
+                e.decision = decision.clone();
+                e.actions.clone_from(actions);
+            }
+            empty => {
+                let mut text = String::with_capacity(key.len());
+                text.push_str(key.req.method);
+                text.push_str(key.req.host);
+                text.push_str(key.req.path);
+                *empty = Some(Entry {
+                    policy: Arc::downgrade(policy),
+                    identity: identity.clone(),
+                    shadow: key.shadow,
+                    realm: key.realm.into(),
+                    text,
+                    method_len: key.req.method.len(),
+                    host_len: key.req.host.len(),
+                    decision: decision.clone(),
+                    actions: actions.clone(),
+                });
+            }
+        }
     });
 }
 
@@ -203,6 +229,34 @@ mod tests {
         for (p, id, req, shadow, realm) in cases {
             assert!(find(p, id, &key(&req, shadow, realm)).is_none());
         }
+        // A slot taken over (same identity and path: same slot) answers for its new
+        // inputs only, whichever of them changed.
+        let other = Request {
+            host: "other",
+            ..req
+        };
+        let mut denied = Actions::with_capacity(8);
+        denied.set(
+            crate::spop::Scope::Txn,
+            "x",
+            &crate::spop::TypedData::Bool(false),
+        );
+        let no = Decision::bare(Reason::NoRoute);
+        keep(
+            &other_policy,
+            &alice,
+            &key(&other, true, "realm"),
+            &no,
+            &denied,
+        );
+        assert!(find(&policy, &alice, &key(&req, false, "r")).is_none());
+        assert!(find(&policy, &alice, &key(&other, true, "realm")).is_none());
+        assert!(find(&other_policy, &alice, &key(&other, false, "realm")).is_none());
+        assert!(find(&other_policy, &alice, &key(&other, true, "r")).is_none());
+        let got = find(&other_policy, &alice, &key(&other, true, "realm"));
+        assert_eq!(got, Some((no.clone(), denied.clone())));
+        keep(&policy, &bob, &key(&other, true, "realm"), &no, &denied);
+        assert!(find(&other_policy, &alice, &key(&other, true, "realm")).is_none());
         // Beyond the bound nothing is kept.
         let long = format!("/{}", "a".repeat(MAX_KEY_BYTES));
         let req = Request { path: &long, ..req };

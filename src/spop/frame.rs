@@ -419,9 +419,22 @@ impl<'a> Frame<'a> {
 /// [`Action`] value or an owned string per variable (an allowed request's eight
 /// variables cost ~170 ns as `Action`s, one heap string each, before this;
 /// BENCHMARKS.md, "Issue 14: the warm path, third pass"). [`encode_ack`] puts them in a frame.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Default, PartialEq, Eq)]
 pub struct Actions {
     bytes: Vec<u8>,
+}
+
+impl Clone for Actions {
+    fn clone(&self) -> Self {
+        Actions {
+            bytes: self.bytes.clone(),
+        }
+    }
+
+    /// Into the allocation already there (the agent's remembered decisions).
+    fn clone_from(&mut self, source: &Self) {
+        self.bytes.clone_from(&source.bytes);
+    }
 }
 
 impl Actions {
