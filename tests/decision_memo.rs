@@ -32,13 +32,25 @@ fn policy() -> Policy {
 type Seen = Arc<Mutex<Vec<(Decision, Option<String>)>>>;
 
 fn agent(mode: Mode, sso: Option<Arc<Sso>>, policy: Arc<ArcSwapOption<Policy>>) -> (Agent, Seen) {
+    agent_with_leeway(mode, sso, policy, None)
+}
+
+fn agent_with_leeway(
+    mode: Mode,
+    sso: Option<Arc<Sso>>,
+    policy: Arc<ArcSwapOption<Policy>>,
+    leeway: Option<u64>,
+) -> (Agent, Seen) {
     let jwks = std::fs::read(root().join("examples/quickstart/demo-jwks.json")).unwrap();
     let (keys, _) = KeySet::from_jwks(&jwks, &[Alg::ES256]).unwrap();
-    let cfg = IssuerConfig::new(
+    let mut cfg = IssuerConfig::new(
         ISSUER,
         &["quickstart-api"],
         KeySource::JwksFile("demo-jwks.json".into()),
     );
+    if let Some(leeway) = leeway {
+        cfg.leeway_seconds = leeway;
+    }
     let verifier = Verifier::with_key_sets(vec![(cfg, keys)], TokenConfig::default());
     let seen: Seen = Arc::default();
     let log = seen.clone();
@@ -168,7 +180,7 @@ async fn remembered_decisions_are_the_decisions() {
     let cookies = [
         None,
         Some("theme=dark"),
-        Some("__Host-stagedoor=abc; theme=dark"),
+        Some("__Host-stagedoor_session=abc; theme=dark"),
     ];
     let mut cases = Vec::new();
     for auth in &auths {
@@ -216,19 +228,6 @@ async fn a_replaced_policy_is_never_answered_for() {
         "Bearer {}",
         token("alice", "orders:read", &["payments-engineers"], 3600)
     );
-    let reason = |actions: &Actions| {
-        actions
-            .decode()
-            .unwrap()
-            .into_iter()
-            .find_map(|a| match a {
-                stagedoor::spop::Action::SetVar { name, value, .. } if &*name == b"reason" => {
-                    value.as_str().map(str::to_owned)
-                }
-                _ => None,
-            })
-            .unwrap()
-    };
     for round in 0..50 {
         shared.store(None);
         shared.store(Some(Arc::new(policy())));
@@ -243,5 +242,93 @@ async fn a_replaced_policy_is_never_answered_for() {
         ))));
         let (got, _, _) = both(&a, message("GET", "h", "/api/orders", &auth, None)).await;
         assert_eq!(reason(&got), "no_route", "round {round}");
+    }
+}
+
+fn reason(actions: &Actions) -> String {
+    actions
+        .decode()
+        .unwrap()
+        .into_iter()
+        .find_map(|a| match a {
+            stagedoor::spop::Action::SetVar { name, value, .. } if &*name == b"reason" => {
+                value.as_str().map(str::to_owned)
+            }
+            _ => None,
+        })
+        .unwrap()
+}
+
+/// From the attack review of 5d291e9:
+/// a remembered allow never outlives its token: after `exp` the same request is denied.
+#[tokio::test]
+async fn an_expired_token_is_not_answered_from_the_memo() {
+    let shared = Arc::new(ArcSwapOption::new(Some(Arc::new(policy()))));
+    let (a, _) = agent_with_leeway(Mode::Enforce, None, shared, Some(0));
+    let auth = format!(
+        "Bearer {}",
+        token("alice", "orders:read", &["payments-engineers"], 2)
+    );
+    for _ in 0..3 {
+        let (got, _, _) = both(&a, message("GET", "h", "/api/orders", &auth, None)).await;
+        assert_eq!(reason(&got), "ok");
+    }
+    std::thread::sleep(std::time::Duration::from_millis(3100));
+    let (got, fresh, _) = both(&a, message("GET", "h", "/api/orders", &auth, None)).await;
+    assert_eq!(got, fresh);
+    assert_ne!(reason(&got), "ok");
+}
+
+/// A bearer request with stagedoor's session cookie under [sso] is never memoized:
+/// the cookie strip must be in every answer, even after the same request without it.
+#[tokio::test]
+async fn cookie_strip_follows_a_remembered_bearer_request() {
+    let shared = Arc::new(ArcSwapOption::new(Some(Arc::new(policy()))));
+    let (a, _) = agent(Mode::Enforce, Some(sso()), shared);
+    let auth = format!(
+        "Bearer {}",
+        token("alice", "orders:read", &["payments-engineers"], 3600)
+    );
+    for c in [
+        None,
+        None,
+        Some("__Host-stagedoor_session=abc; theme=dark"),
+        None,
+        Some("__Host-stagedoor_session=abc"),
+    ] {
+        let (got, fresh, _) = both(&a, message("GET", "h", "/api/orders", &auth, c)).await;
+        assert_eq!(got, fresh, "{c:?}");
+        let strips = got.decode().unwrap().into_iter().any(|a| {
+            matches!(a,
+            stagedoor::spop::Action::SetVar { name, .. } if &*name == b"cookie_strip")
+        });
+        assert_eq!(strips, c.is_some(), "{c:?}");
+    }
+}
+
+/// Method, host and path split differently but concatenating the same never share.
+#[tokio::test]
+async fn split_points_of_the_key_do_not_collide() {
+    let shared = Arc::new(ArcSwapOption::new(Some(Arc::new(policy()))));
+    let (a, _) = agent(Mode::Enforce, None, shared);
+    let auth = format!(
+        "Bearer {}",
+        token("alice", "orders:read", &["payments-engineers"], 3600)
+    );
+    let cases = [
+        ("GET", "orders.example.com", "/api/orders"),
+        ("GETo", "rders.example.com", "/api/orders"),
+        ("GET", "orders.example.com/api", "/orders"),
+        ("GET", "orders.example.co", "m/api/orders"),
+        ("HEAD", "orders.example.com", "/api/orders"),
+        ("GET", "orders.example.com", "/api/orders?"),
+        ("GET", "orders.example.com", "/api/orders#"),
+        ("GET", "orders.example.com", "/api/orders\0"),
+    ];
+    for round in 0..3 {
+        for (m, h, p) in cases {
+            let (got, fresh, _) = both(&a, message(m, h, p, &auth, None)).await;
+            assert_eq!(got, fresh, "round {round}: {m:?} {h:?} {p:?}");
+        }
     }
 }

@@ -829,3 +829,64 @@ fn shared_parts_of_lines_format_as_each_line_alone() {
     }
     assert_eq!(out, expected);
 }
+
+/// Helper attack review: lines of two queues interleaved by time, each queue with its
+/// own runs, and a run of caller-less lines with different credential errors: every
+/// line shows its own caller, route, reason and caller state, as formatted alone.
+#[test]
+fn interleaved_queues_and_mixed_runs_keep_each_lines_own_parts() {
+    let ids: Vec<Arc<Identity>> = ["alice", "bob", "carol"]
+        .iter()
+        .map(|s| {
+            Arc::new(Identity {
+                sub: Some((*s).into()),
+                email: Some(format!("{s}@x")),
+                ..Default::default()
+            })
+        })
+        .collect();
+    let routes: Vec<Decision> = ["component:default/a", "component:default/b"]
+        .iter()
+        .map(|e| Decision::with_names(Reason::Ok, Some(e), None, Some(e), None))
+        .collect();
+    let base = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    let mut queues = [Queue::default(), Queue::default()];
+    let mut alone = Vec::new();
+    for n in 0..40u64 {
+        let q = (n % 3 == 0) as usize;
+        let id = if n % 5 == 4 {
+            None
+        } else {
+            Some(&ids[(n as usize / 2) % 3])
+        };
+        let d = &routes[(n as usize / 4) % 2];
+        let cred = match (id, n % 2) {
+            (Some(_), _) => None,
+            (None, 0) => Some(Reason::Expired),
+            (None, _) => Some(Reason::MissingToken),
+        };
+        let outcome = Outcome {
+            decision: d.clone(),
+            identity: id.cloned(),
+            credential_error: cred,
+            shadow: n % 7 == 0,
+            token_fp: None,
+            browser: Default::default(),
+        };
+        let path = format!("/p{n}");
+        let at = base + Duration::from_millis(n * 10);
+        queues[q].push(&get(&path), &outcome, Duration::ZERO, at, n % 2 == 0);
+        let mut single = Queue::default();
+        single.push(&get(&path), &outcome, Duration::ZERO, at, n % 2 == 0);
+        let mut out = Vec::new();
+        single.format(&mut out);
+        alone.push(out);
+    }
+    let mut out = Vec::new();
+    super::line::format_all(&queues, &mut out);
+    let together: Vec<&[u8]> = out.split_inclusive(|&b| b == b'\n').collect();
+    assert_eq!(together.len(), 40);
+    for (n, line) in together.iter().enumerate() {
+        assert_eq!(*line, &alone[n][..], "line {n}");
+    }
+}
