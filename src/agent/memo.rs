@@ -255,8 +255,11 @@ mod tests {
         assert!(find(&other_policy, &alice, &key(&other, true, "r")).is_none());
         let got = find(&other_policy, &alice, &key(&other, true, "realm"));
         assert_eq!(got, Some((no.clone(), denied.clone())));
+        // Another caller's entry (in its own slot, or in this one) never answers for
+        // alice, and answers for its own caller.
         keep(&policy, &bob, &key(&other, true, "realm"), &no, &denied);
-        assert!(find(&other_policy, &alice, &key(&other, true, "realm")).is_none());
+        assert!(find(&policy, &alice, &key(&other, true, "realm")).is_none());
+        assert!(find(&policy, &bob, &key(&other, true, "realm")).is_some());
         // Beyond the bound nothing is kept.
         let long = format!("/{}", "a".repeat(MAX_KEY_BYTES));
         let req = Request { path: &long, ..req };
