@@ -15,6 +15,7 @@
 #             one repeated RS256 token on a scoped, group-restricted route: 200, token
 #             cache hits
 #   fresh     the same with [token] cache_entries = 0: a full verification per request
+#   quiet     warm with [log] decisions = "off": what the decision log costs
 #   session   the warm agent, the caller as a browser: no token, a session cookie ([sso]
 #             on, the cookie sealed by examples/mint_session with the agent's key),
 #             Accept text/html: 200, stagedoor's cookie taken out before the backend
@@ -107,7 +108,7 @@ declare -A agent_pid agent_port admin_port
 
 # A stagedoor on the quickstart config, RS256 allowed, [sso] on: name [extra toml] [binary].
 start_stagedoor() {
-    local name=$1 extra=${2:-} bin=${3:-$agent_bin} cfg=$work/$1.toml ap adm sp
+    local name=$1 extra=${2:-} bin=${3:-$agent_bin} edit=${4:-} cfg=$work/$1.toml ap adm sp
     ap=$(port); adm=$(port); sp=$(port)
     sed -e "s|^listen = \"127.0.0.1:12345\"|listen = \"127.0.0.1:$ap\"|" \
         -e "s|^listen = \"127.0.0.1:9901\"|listen = \"127.0.0.1:$adm\"|" \
@@ -115,6 +116,9 @@ start_stagedoor() {
         -e "s|\"catalog/|\"$PWD/examples/quickstart/catalog/|; s|\"demo-jwks.json\"|\"$work/jwks.json\"|" \
         examples/quickstart/stagedoor.toml >"$cfg"
     grep -q "127.0.0.1:$ap" "$cfg" && grep -q '"RS256"' "$cfg" || { echo "could not rewrite $cfg" >&2; exit 1; }
+    if [ -n "$edit" ]; then
+        sed -i "$edit" "$cfg"
+    fi
     # WORKER_THREADS=n sets [agent] worker_threads (default: the config's 0, half the CPUs).
     if [ -n "${WORKER_THREADS:-}" ]; then
         sed -i "/^listen = \"127.0.0.1:$ap\"/a worker_threads = $WORKER_THREADS" "$cfg"
@@ -131,6 +135,10 @@ start_stagedoor() {
 }
 start_stagedoor warm
 start_stagedoor fresh $'\n[token]\ncache_entries = 0\n'
+if [[ " $rows " == *" quiet "* ]]; then
+    start_stagedoor quiet "" "" 's/^decisions = "all"/decisions = "off"/'
+    grep -q '^decisions = "off"' "$work/quiet.toml" || { echo "could not turn the log off" >&2; exit 1; }
+fi
 if [ -n "$before_bin" ]; then
     start_stagedoor warm0 "" "$before_bin"
     start_stagedoor fresh0 $'\n[token]\ncache_entries = 0\n' "$before_bin"
@@ -215,7 +223,7 @@ row() { # version row haproxy-binary
     baseline) run "$v" "$r" "$bin" "$work/baseline.cfg" none 200 ;;
     native) run "$v" "$r" "$bin" "$work/native.cfg" none 200 "$bearer" ;;
     noop | noopvars) run "$v" "$r" "$bin" haproxy/haproxy.cfg "$r" 200 "$bearer" ;;
-    warm | fresh | warm0 | fresh0) run "$v" "$r" "$bin" haproxy/haproxy.cfg "$r" 200 "$bearer" ;;
+    warm | fresh | warm0 | fresh0 | quiet) run "$v" "$r" "$bin" haproxy/haproxy.cfg "$r" 200 "$bearer" ;;
     session) run "$v" "$r" "$bin" haproxy/haproxy.cfg warm 200 "Cookie: theme=dark; $session" \
         "Accept: text/html,application/xhtml+xml,*/*;q=0.8" ;;
     deny) run "$v" "$r" "$bin" haproxy/haproxy.cfg warm 401 ;;
@@ -262,6 +270,8 @@ table() { # version
         if (nat > 0 && f > 0) printf "fresh / native jwt_verify req/s: %.2f (goal >= 1.25 on 2.6)\n", f / nat }'
     per_round "$v" warm noop 1 "warm / do-nothing req/s"
     per_round "$v" warm noop 5 "agent CPU warm / do-nothing"
+    per_round "$v" quiet noop 1 "warm, decision log off / do-nothing req/s"
+    per_round "$v" quiet noop 5 "agent CPU warm, decision log off / do-nothing"
     if [ -s "$work/res.$v.noopvars" ]; then
         per_round "$v" warm noopvars 1 "warm / do-nothing with stagedoor's variables req/s"
         per_round "$v" warm noopvars 5 "agent CPU warm / do-nothing with stagedoor's variables"
