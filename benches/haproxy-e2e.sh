@@ -16,6 +16,10 @@
 #             cache hits
 #   fresh     the same with [token] cache_entries = 0: a full verification per request
 #   quiet     warm with [log] decisions = "off": what the decision log costs
+#   paths, paths0  the warm agent (paths0: BEFORE_BIN's), the same token on 1,000
+#             paths of the same route in turn (/api/orders/item-N, a wrk script):
+#             a caller that never repeats its request line, so each decision is
+#             made afresh after the token (the remembered decisions always miss)
 #   session   the warm agent, the caller as a browser: no token, a session cookie ([sso]
 #             on, the cookie sealed by examples/mint_session with the agent's key),
 #             Accept text/html: 200, stagedoor's cookie taken out before the backend
@@ -167,6 +171,14 @@ awk -v key="$work/rs.pub.pem" '
     }
     /http-request return status/ || /send-spoe-group/ { next }
     { print }' haproxy/haproxy.cfg >"$work/native.cfg"
+# The paths rows: 1,000 paths under /api/orders in turn (wrk keeps the -H headers).
+cat >"$work/paths.lua" <<'LUA'
+local n = 0
+request = function()
+    n = (n + 1) % 1000
+    return wrk.format(nil, "/api/orders/item-" .. n)
+end
+LUA
 # Pinned HAProxy runs one thread (a second global section adds to the first).
 printf 'global\n' >"$work/threads.cfg"
 [ -n "$hap_cpu" ] && printf '    nbthread 1\n' >>"$work/threads.cfg"
@@ -191,7 +203,9 @@ run() { # version row haproxy-binary config agent expected-status [header ...]
         sleep 0.1
     done
     [ "$code" = "$want" ] || { echo "$name: got $code, want $want" >&2; kill $hap; exit 1; }
-    local -a load=("${wrk_pin[@]}" wrk -t"$wrk_threads" -c"$conns" --latency "${hdrs[@]}" "http://127.0.0.1:$fe/api/orders")
+    local -a script=()
+    [ -z "${WRK_SCRIPT:-}" ] || script=(-s "$WRK_SCRIPT")
+    local -a load=("${wrk_pin[@]}" wrk -t"$wrk_threads" -c"$conns" --latency "${script[@]}" "${hdrs[@]}" "http://127.0.0.1:$fe/api/orders")
     [ "$warmup" -gt 0 ] && timeout $((warmup + 15)) "${load[@]}" -d"${warmup}s" >/dev/null
     local out before=0 after=0 pid=${agent_pid[$agent]:-}
     local perf=
@@ -223,6 +237,8 @@ row() { # version row haproxy-binary
     baseline) run "$v" "$r" "$bin" "$work/baseline.cfg" none 200 ;;
     native) run "$v" "$r" "$bin" "$work/native.cfg" none 200 "$bearer" ;;
     noop | noopvars) run "$v" "$r" "$bin" haproxy/haproxy.cfg "$r" 200 "$bearer" ;;
+    paths) WRK_SCRIPT=$work/paths.lua run "$v" "$r" "$bin" haproxy/haproxy.cfg warm 200 "$bearer" ;;
+    paths0) WRK_SCRIPT=$work/paths.lua run "$v" "$r" "$bin" haproxy/haproxy.cfg warm0 200 "$bearer" ;;
     warm | fresh | warm0 | fresh0 | quiet) run "$v" "$r" "$bin" haproxy/haproxy.cfg "$r" 200 "$bearer" ;;
     session) run "$v" "$r" "$bin" haproxy/haproxy.cfg warm 200 "Cookie: theme=dark; $session" \
         "Accept: text/html,application/xhtml+xml,*/*;q=0.8" ;;
@@ -270,6 +286,8 @@ table() { # version
         if (nat > 0 && f > 0) printf "fresh / native jwt_verify req/s: %.2f (goal >= 1.25 on 2.6)\n", f / nat }'
     per_round "$v" warm noop 1 "warm / do-nothing req/s"
     per_round "$v" warm noop 5 "agent CPU warm / do-nothing"
+    per_round "$v" paths paths0 5 "agent CPU, 1,000 paths: this build / BEFORE_BIN's"
+    per_round "$v" paths warm 5 "agent CPU, 1,000 paths / one path"
     per_round "$v" quiet noop 1 "warm, decision log off / do-nothing req/s"
     per_round "$v" quiet noop 5 "agent CPU warm, decision log off / do-nothing"
     if [ -s "$work/res.$v.noopvars" ]; then
