@@ -3,31 +3,17 @@
 //! whatever was asked before it on the thread; and never for a policy snapshot that
 //! has been replaced, even one allocated where the old one was.
 
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwapOption;
-use stagedoor::agent::{Agent, AgentSettings, AuthRequest, Outcome, actions_for};
+use stagedoor::agent::{Agent, AuthRequest, Outcome, actions_for};
 use stagedoor::connection::Handler;
 use stagedoor::policy::{Decision, Mode, Policy, Unmatched};
 use stagedoor::spop::{Actions, Arg, Message, TypedData};
-use stagedoor::sso::{Sso, SsoConfig};
-use stagedoor::token::{Alg, IssuerConfig, KeySet, KeySource, TokenConfig, Verifier};
+use stagedoor::sso::Sso;
 
-const ISSUER: &str = "https://idp.quickstart.example";
-
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn policy() -> Policy {
-    let entities = stagedoor::catalog::file::load(
-        &["catalog/*.yaml".into()],
-        &root().join("examples/quickstart"),
-    )
-    .unwrap();
-    Policy::build(&entities, Unmatched::Deny)
-}
+mod common;
+use common::quickstart::{policy, sso, token, verifier};
 
 type Seen = Arc<Mutex<Vec<(Decision, Option<String>)>>>;
 
@@ -35,69 +21,21 @@ fn agent(mode: Mode, sso: Option<Arc<Sso>>, policy: Arc<ArcSwapOption<Policy>>) 
     agent_with_leeway(mode, sso, policy, None)
 }
 
+/// An agent whose observer keeps each logged decision and caller.
 fn agent_with_leeway(
     mode: Mode,
     sso: Option<Arc<Sso>>,
     policy: Arc<ArcSwapOption<Policy>>,
     leeway: Option<u64>,
 ) -> (Agent, Seen) {
-    let jwks = std::fs::read(root().join("examples/quickstart/demo-jwks.json")).unwrap();
-    let (keys, _) = KeySet::from_jwks(&jwks, &[Alg::ES256]).unwrap();
-    let mut cfg = IssuerConfig::new(
-        ISSUER,
-        &["quickstart-api"],
-        KeySource::JwksFile("demo-jwks.json".into()),
-    );
-    if let Some(leeway) = leeway {
-        cfg.leeway_seconds = leeway;
-    }
-    let verifier = Verifier::with_key_sets(vec![(cfg, keys)], TokenConfig::default());
     let seen: Seen = Arc::default();
     let log = seen.clone();
-    let agent = Agent {
-        verifier,
-        policy,
-        settings: AgentSettings {
-            message: "authorize".into(),
-            realm: "stagedoor".into(),
-            mode,
-            sso,
-        },
-        observer: Box::new(move |_, outcome, _, _| {
-            let sub = outcome.identity.as_ref().and_then(|i| i.sub.clone());
-            log.lock().unwrap().push((outcome.decision.clone(), sub));
-        }),
-    };
+    let observer = Box::new(move |_: &AuthRequest<'_>, outcome: &Outcome, _, _| {
+        let sub = outcome.identity.as_ref().and_then(|i| i.sub.clone());
+        log.lock().unwrap().push((outcome.decision.clone(), sub));
+    });
+    let agent = common::quickstart::agent(verifier(leeway), policy, mode, sso, observer);
     (agent, seen)
-}
-
-fn sso() -> Arc<Sso> {
-    let cfg: SsoConfig = toml::from_str(&format!(
-        r#"
-        listen = "127.0.0.1:0"
-        issuer = "{ISSUER}"
-        client_id = "stagedoor"
-        client_secret_env = "UNUSED"
-        keys_env = "UNUSED"
-        "#
-    ))
-    .unwrap();
-    Arc::new(Sso::from_parts(cfg, &[[7; 32]], stagedoor::sso::Secret::new("s".into())).unwrap())
-}
-
-fn token(sub: &str, scope: &str, groups: &[&str], exp_in: i64) -> String {
-    let pem = std::fs::read(root().join("examples/quickstart/demo-signing-key.pem")).unwrap();
-    let now = stagedoor::clock::unix_now();
-    let claims = serde_json::json!({"iss": ISSUER, "sub": sub, "aud": "quickstart-api",
-        "iat": now - 5, "exp": now + exp_in, "scope": scope, "groups": groups});
-    let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
-    h.kid = Some("demo-2026".into());
-    jsonwebtoken::encode(
-        &h,
-        &claims,
-        &jsonwebtoken::EncodingKey::from_ec_pem(&pem).unwrap(),
-    )
-    .unwrap()
 }
 
 fn message(
@@ -138,7 +76,7 @@ async fn remembered_decisions_are_the_decisions() {
     let agents = [
         agent(Mode::Enforce, None, shared.clone()),
         agent(Mode::Shadow, None, shared.clone()),
-        agent(Mode::Enforce, Some(sso()), shared.clone()),
+        agent(Mode::Enforce, Some(sso(&[[7; 32]])), shared.clone()),
     ];
     let tokens = [
         token(
@@ -284,7 +222,7 @@ async fn an_expired_token_is_not_answered_from_the_memo() {
 #[tokio::test]
 async fn cookie_strip_follows_a_remembered_bearer_request() {
     let shared = Arc::new(ArcSwapOption::new(Some(Arc::new(policy()))));
-    let (a, _) = agent(Mode::Enforce, Some(sso()), shared);
+    let (a, _) = agent(Mode::Enforce, Some(sso(&[[7; 32]])), shared);
     let auth = format!(
         "Bearer {}",
         token("alice", "orders:read", &["payments-engineers"], 3600)

@@ -11,86 +11,31 @@
 //! - R3: the callback compares `state` only with the FIRST state cookie that opens, so
 //!   a tossed (or stale, other-Domain) state cookie makes the right one invisible.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
-use stagedoor::agent::{Agent, AgentSettings};
+use stagedoor::agent::Agent;
 use stagedoor::connection::Handler;
-use stagedoor::policy::{Mode, Policy, Unmatched};
+use stagedoor::policy::Mode;
 use stagedoor::spop::{Action, Arg, Message, TypedData};
-use stagedoor::sso::{Session, Sso, SsoConfig};
-use stagedoor::token::{Alg, IssuerConfig, KeySet, KeySource, TokenConfig, Verifier};
+use stagedoor::sso::Sso;
+use stagedoor::token::{TokenConfig, Verifier};
 
-const ISSUER: &str = "https://idp.quickstart.example";
-
-fn now() -> i64 {
-    stagedoor::clock::unix_now()
-}
-
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The default: no `cookie_domain`, `cookie_secure = true` → host-only `__Host-` cookie.
-fn sso(keys: &[[u8; 32]]) -> Arc<Sso> {
-    let cfg: SsoConfig = toml::from_str(&format!(
-        r#"
-        listen = "127.0.0.1:0"
-        issuer = "{ISSUER}"
-        client_id = "stagedoor"
-        client_secret_env = "UNUSED"
-        keys_env = "UNUSED"
-        "#
-    ))
-    .unwrap();
-    Arc::new(Sso::from_parts(cfg, keys, stagedoor::sso::Secret::new("s".into())).unwrap())
-}
+mod common;
+use common::quickstart::{ISSUER, now, policy, root, sso, verifier};
 
 fn agent(sso: Option<Arc<Sso>>, mode: Mode) -> Agent {
-    let jwks = std::fs::read(root().join("examples/quickstart/demo-jwks.json")).unwrap();
-    let (keys, _) = KeySet::from_jwks(&jwks, &[Alg::ES256]).unwrap();
-    let cfg = IssuerConfig::new(
-        ISSUER,
-        &["quickstart-api"],
-        KeySource::JwksFile("demo-jwks.json".into()),
-    );
-    let verifier = Verifier::with_key_sets(vec![(cfg, keys)], TokenConfig::default());
-    let entities = stagedoor::catalog::file::load(
-        &["catalog/*.yaml".into()],
-        &root().join("examples/quickstart"),
+    common::quickstart::agent(
+        verifier(None),
+        Arc::new(ArcSwapOption::new(Some(Arc::new(policy())))),
+        mode,
+        sso,
+        Box::new(|_, _, _, _| {}),
     )
-    .unwrap();
-    Agent {
-        verifier,
-        policy: Arc::new(ArcSwapOption::new(Some(Arc::new(Policy::build(
-            &entities,
-            Unmatched::Deny,
-        ))))),
-        settings: AgentSettings {
-            message: "authorize".into(),
-            realm: "stagedoor".into(),
-            mode,
-            sso,
-        },
-        observer: Box::new(|_, _, _, _| {}),
-    }
 }
 
 fn session(sso: &Sso, sub: &str, scope: &str, groups: &[&str]) -> String {
-    let now = now();
-    let mut s = Session {
-        iss: ISSUER.into(),
-        sub: sub.into(),
-        email: None,
-        groups: groups.iter().map(|g| g.to_string()).collect(),
-        scopes: scope.split(' ').map(str::to_string).collect(),
-        sid: "c2lkc2lkc2lkc2lkc2lkcw".into(),
-        auth_time: Some(now - 5),
-        iat: now - 10,
-        exp: now + 3600,
-    };
-    sso.seal_session(&mut s, None).unwrap()
+    common::quickstart::session(sso, sub, scope, groups, 3600)
 }
 
 /// The variables the agent sets for a GET of `path` with this raw Cookie header.

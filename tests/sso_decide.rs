@@ -3,104 +3,31 @@
 //! token with the same identity; navigations without credentials are sent to sign
 //! in, nothing else is; stagedoor's cookies never go on to the backend.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
-use stagedoor::agent::{Agent, AgentSettings};
+use stagedoor::agent::Agent;
 use stagedoor::connection::Handler;
-use stagedoor::policy::{Mode, Policy, Unmatched};
+use stagedoor::policy::Mode;
 use stagedoor::spop::{Action, Arg, Message, TypedData};
-use stagedoor::sso::{Session, Sso, SsoConfig};
-use stagedoor::token::{Alg, IssuerConfig, KeySet, KeySource, TokenConfig, Verifier};
+use stagedoor::sso::Sso;
 
-const ISSUER: &str = "https://idp.quickstart.example";
-
-fn now() -> i64 {
-    stagedoor::clock::unix_now()
-}
-
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn sso_config() -> SsoConfig {
-    toml::from_str(&format!(
-        r#"
-        listen = "127.0.0.1:0"
-        issuer = "{ISSUER}"
-        client_id = "stagedoor"
-        client_secret_env = "UNUSED"
-        keys_env = "UNUSED"
-        "#
-    ))
-    .unwrap()
-}
-
-fn sso(keys: &[[u8; 32]]) -> Arc<Sso> {
-    Arc::new(Sso::from_parts(sso_config(), keys, stagedoor::sso::Secret::new("s".into())).unwrap())
-}
+mod common;
+use common::quickstart::{policy, session, sso, verifier};
 
 fn agent(sso: Option<Arc<Sso>>) -> Agent {
-    let jwks = std::fs::read(root().join("examples/quickstart/demo-jwks.json")).unwrap();
-    let (keys, _) = KeySet::from_jwks(&jwks, &[Alg::ES256]).unwrap();
-    let cfg = IssuerConfig::new(
-        ISSUER,
-        &["quickstart-api"],
-        KeySource::JwksFile("demo-jwks.json".into()),
-    );
-    let verifier = Verifier::with_key_sets(vec![(cfg, keys)], TokenConfig::default());
-    let entities = stagedoor::catalog::file::load(
-        &["catalog/*.yaml".into()],
-        &root().join("examples/quickstart"),
+    common::quickstart::agent(
+        verifier(None),
+        Arc::new(ArcSwapOption::new(Some(Arc::new(policy())))),
+        Mode::Enforce,
+        sso,
+        Box::new(|_, _, _, _| {}),
     )
-    .unwrap();
-    Agent {
-        verifier,
-        policy: Arc::new(ArcSwapOption::new(Some(Arc::new(Policy::build(
-            &entities,
-            Unmatched::Deny,
-        ))))),
-        settings: AgentSettings {
-            message: "authorize".into(),
-            realm: "stagedoor".into(),
-            mode: Mode::Enforce,
-            sso,
-        },
-        observer: Box::new(|_, _, _, _| {}),
-    }
 }
 
-/// A token and a session for the same caller.
+/// A token for the same caller as a session (an hour left).
 fn token(sub: &str, scope: &str, groups: &[&str]) -> String {
-    let pem = std::fs::read(root().join("examples/quickstart/demo-signing-key.pem")).unwrap();
-    let now = now();
-    let claims = serde_json::json!({"iss": ISSUER, "sub": sub, "aud": "quickstart-api",
-        "iat": now, "exp": now + 3600, "scope": scope, "groups": groups});
-    let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
-    h.kid = Some("demo-2026".into());
-    jsonwebtoken::encode(
-        &h,
-        &claims,
-        &jsonwebtoken::EncodingKey::from_ec_pem(&pem).unwrap(),
-    )
-    .unwrap()
-}
-
-fn session(sso: &Sso, sub: &str, scope: &str, groups: &[&str], exp_in: i64) -> String {
-    let now = now();
-    let mut s = Session {
-        iss: ISSUER.into(),
-        sub: sub.into(),
-        email: None,
-        groups: groups.iter().map(|g| g.to_string()).collect(),
-        scopes: scope.split(' ').map(str::to_string).collect(),
-        sid: "c2lkc2lkc2lkc2lkc2lkcw".into(),
-        auth_time: Some(now - 5),
-        iat: now - 10,
-        exp: now + exp_in,
-    };
-    sso.seal_session(&mut s, None).unwrap()
+    common::quickstart::token(sub, scope, groups, 3600)
 }
 
 struct Req {
@@ -386,12 +313,7 @@ async fn stagedoor_cookies_never_go_on_to_the_backend() {
 
 #[test]
 fn the_groups_kept_in_a_crowded_session_are_those_the_policy_uses() {
-    let entities = stagedoor::catalog::file::load(
-        &["catalog/*.yaml".into()],
-        &root().join("examples/quickstart"),
-    )
-    .unwrap();
-    let p = Policy::build(&entities, Unmatched::Deny);
+    let p = policy();
     assert!(p.uses_group("payments-engineers"));
     assert!(p.uses_group("sre-oncall"));
     // A Group that lists its IdP groups is reached only through them.

@@ -5,6 +5,7 @@ pub mod haproxy;
 pub mod http;
 pub mod load;
 pub mod peers;
+pub mod quickstart;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
