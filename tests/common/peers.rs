@@ -21,9 +21,22 @@ pub fn capture(child: &mut Child) -> Arc<Mutex<Vec<String>>> {
     ] {
         let log = log.clone();
         tokio::spawn(async move {
-            let mut lines = BufReader::new(out).lines();
-            while let Ok(Some(l)) = lines.next_line().await {
-                log.lock().unwrap().push(l);
+            // Raw lines, decoded lossily: a byte that is not UTF-8 (a request line
+            // HAProxy logs as it came) must not end the capture, as `lines()` would.
+            let mut out = BufReader::new(out);
+            let mut line = Vec::new();
+            loop {
+                line.clear();
+                match out.read_until(b'\n', &mut line).await {
+                    Ok(0) => break,
+                    Ok(_) => {
+                        let text = String::from_utf8_lossy(&line);
+                        let text = text.trim_end_matches(['\n', '\r']).to_owned();
+                        log.lock().unwrap().push(text);
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
             }
         });
     }
