@@ -277,29 +277,31 @@ impl Agent {
         let remember =
             remember && req.token.is_some() && (sso.is_none() || req.browser.cookie.is_none());
         let snapshot = self.policy.load();
-        let key = memo::Key {
-            req: &policy_req,
-            shadow,
-            realm: &self.settings.realm,
-        };
         let (decision, actions) = match (snapshot.as_ref(), &token) {
-            (Some(policy), Ok(identity)) if remember => match memo::find(policy, identity, &key) {
-                Some((decision, actions)) => (decision, Some(actions)),
-                None => {
-                    let decision = policy.decide(&policy_req, Ok(identity));
-                    let outcome = Outcome {
-                        decision,
-                        identity: Some(identity.clone()),
-                        credential_error: None,
-                        shadow,
-                        token_fp,
-                        browser: BrowserOutcome::default(),
-                    };
-                    let actions = actions_for(&outcome, &self.settings.realm);
-                    memo::keep(policy, identity, &key, &outcome.decision, &actions);
-                    return (outcome, Some(actions));
+            (Some(policy), Ok(identity)) if remember => {
+                let key = memo::Key {
+                    req: &policy_req,
+                    shadow,
+                    realm: &self.settings.realm,
+                };
+                match memo::find(policy, identity, &key) {
+                    Some((decision, actions)) => (decision, Some(actions)),
+                    None => {
+                        let decision = policy.decide(&policy_req, Ok(identity));
+                        let outcome = Outcome {
+                            decision,
+                            identity: Some(identity.clone()),
+                            credential_error: None,
+                            shadow,
+                            token_fp,
+                            browser: BrowserOutcome::default(),
+                        };
+                        let actions = actions_for(&outcome, &self.settings.realm);
+                        memo::keep(policy, identity, &key, &outcome.decision, &actions);
+                        return (outcome, Some(actions));
+                    }
                 }
-            },
+            }
             (Some(policy), _) => (
                 policy.decide(&policy_req, token.as_deref().map_err(|r| *r)),
                 None,

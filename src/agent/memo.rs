@@ -125,47 +125,37 @@ pub(super) fn keep(
         let Ok(mut t) = t.try_borrow_mut() else {
             return;
         };
-        match &mut t[i] {
-            // A caller asking for many paths replaces entries often: the slot's
-            // buffers are reused, and its references kept when they are the same.
-            Some(e) => {
-                if !std::ptr::eq(e.policy.as_ptr(), Arc::as_ptr(policy)) {
-                    e.policy = Arc::downgrade(policy);
-                }
-                if !Arc::ptr_eq(&e.identity, identity) {
-                    e.identity = identity.clone();
-                }
-                e.shadow = key.shadow;
-                if *e.realm != *key.realm {
-                    e.realm = key.realm.into();
-                }
-                e.text.clear();
-                e.text.push_str(key.req.method);
-                e.text.push_str(key.req.host);
-                e.text.push_str(key.req.path);
-                e.method_len = key.req.method.len();
-                e.host_len = key.req.host.len();
-                e.decision = decision.clone();
-                e.actions.clone_from(actions);
-            }
-            empty => {
-                let mut text = String::with_capacity(key.len());
-                text.push_str(key.req.method);
-                text.push_str(key.req.host);
-                text.push_str(key.req.path);
-                *empty = Some(Entry {
-                    policy: Arc::downgrade(policy),
-                    identity: identity.clone(),
-                    shadow: key.shadow,
-                    realm: key.realm.into(),
-                    text,
-                    method_len: key.req.method.len(),
-                    host_len: key.req.host.len(),
-                    decision: decision.clone(),
-                    actions: actions.clone(),
-                });
-            }
+        // A caller asking for many paths replaces entries often: a slot's buffers are
+        // reused, and its references kept when they are the same.
+        let e = t[i].get_or_insert_with(|| Entry {
+            policy: Arc::downgrade(policy),
+            identity: identity.clone(),
+            shadow: key.shadow,
+            realm: key.realm.into(),
+            text: String::with_capacity(key.len()),
+            method_len: 0,
+            host_len: 0,
+            decision: decision.clone(),
+            actions: Actions::default(),
+        });
+        if !std::ptr::eq(e.policy.as_ptr(), Arc::as_ptr(policy)) {
+            e.policy = Arc::downgrade(policy);
         }
+        if !Arc::ptr_eq(&e.identity, identity) {
+            e.identity = identity.clone();
+        }
+        if *e.realm != *key.realm {
+            e.realm = key.realm.into();
+        }
+        e.shadow = key.shadow;
+        e.text.clear();
+        e.text.push_str(key.req.method);
+        e.text.push_str(key.req.host);
+        e.text.push_str(key.req.path);
+        e.method_len = key.req.method.len();
+        e.host_len = key.req.host.len();
+        e.decision = decision.clone();
+        e.actions.clone_from(actions);
     });
 }
 

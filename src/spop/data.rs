@@ -293,9 +293,8 @@ mod tests {
             .collect()
     }
 
-    /// `as_str` takes UTF-8 only: valid text, and each
-    /// kind of invalid sequence, alone, at the end of a long run of ASCII and at its
-    /// start, refused.
+    /// `as_str` takes UTF-8 only: valid text, and each kind of invalid sequence, alone,
+    /// at the end of a long run of ASCII and at its start, refused.
     #[test]
     fn as_str_takes_utf8_and_refuses_the_rest() {
         let long = "a".repeat(300);

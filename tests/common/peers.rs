@@ -28,14 +28,12 @@ pub fn capture(child: &mut Child) -> Arc<Mutex<Vec<String>>> {
             loop {
                 line.clear();
                 match out.read_until(b'\n', &mut line).await {
-                    Ok(0) => break,
+                    Ok(0) | Err(_) => break,
                     Ok(_) => {
                         let text = String::from_utf8_lossy(&line);
                         let text = text.trim_end_matches(['\n', '\r']).to_owned();
                         log.lock().unwrap().push(text);
                     }
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(_) => break,
                 }
             }
         });
