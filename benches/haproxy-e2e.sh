@@ -34,12 +34,16 @@
 # median of the rounds, and the goals' ratios are also given round by round with their
 # median (the rows of one round ran side by side). "agent CPU" is the agent's utime +
 # stime (/proc) over the run divided by the requests wrk completed (health checks and
-# the decision log included).
+# the decision log included). "HAProxy busy" is HAProxy's CPU time over the run's
+# seconds (near 1.00: HAProxy, pinned, was the limit; its CPU per request is then what
+# sets req/s), and "agent sockets" the agent's open sockets at the end of the run
+# (HAProxy 2.6 keeps the SPOE connections it opened in a burst).
 # Pinning (default on 2+ CPUs): HAProxy on HAPROXY_CPU (default 0) with nbthread 1,
 # wrk on WRK_CPU (default 1, one wrk thread); the agents unpinned unless AGENT_CPU is
 # set (a taskset list, e.g. 1 or 0,1). HAPROXY_CPU= WRK_CPU= (empty) unpins both.
 # Usage: [VERSIONS="2.6 3.0 3"] [ROWS="..."] [ROUNDS=2] [WARMUP=2] [WORKER_THREADS=n]
 #        [HAPROXY_CPU=0] [WRK_CPU=1] [AGENT_CPU=] [STAGEDOOR_BIN=path] [BEFORE_BIN=path]
+#        [SPOE_CONF=path: another SPOE file in place of haproxy/stagedoor.spoe.conf]
 #        [NO_BUILD=1] [PERF_DIR=dir: `perf record --call-graph dwarf` (PERF_CALLGRAPH) each agent over each measured run, into
 #         dir/<version>.<row>.<round>.data]
 #        benches/haproxy-e2e.sh [seconds per run, default 10] [wrk connections, default 50]
@@ -194,7 +198,7 @@ run() { # version row haproxy-binary config agent expected-status [header ...]
     local fe be code=
     fe=$(port); be=$(port)
     STAGEDOOR_FRONTEND=127.0.0.1:$fe STAGEDOOR_BACKEND=127.0.0.1:$be \
-    STAGEDOOR_AGENT=127.0.0.1:${agent_port[$agent]:-1} STAGEDOOR_SPOE_CONF=$PWD/haproxy/stagedoor.spoe.conf \
+    STAGEDOOR_AGENT=127.0.0.1:${agent_port[$agent]:-1} STAGEDOOR_SPOE_CONF=${SPOE_CONF:-$PWD/haproxy/stagedoor.spoe.conf} \
         "${hap_pin[@]}" "$bin" -db -f "$work/threads.cfg" -f "$cfg" -f examples/quickstart/echo-backend.cfg >/dev/null 2>&1 &
     local hap=$!
     for _ in $(seq 100); do
@@ -215,8 +219,15 @@ run() { # version row haproxy-binary config agent expected-status [header ...]
         perf=$!
     fi
     [ -n "$pid" ] && before=$(cpu_ticks "$pid")
+    local hap_before hap_after
+    hap_before=$(cpu_ticks "$hap")
     out=$(timeout $((secs + 15)) "${load[@]}" -d"${secs}s")
     [ -n "$pid" ] && after=$(cpu_ticks "$pid")
+    hap_after=$(cpu_ticks "$hap")
+    # The agent's sockets at the end of the run: HAProxy 2.6 keeps the SPOE connections
+    # it opened (about one per concurrent request in a burst).
+    local socks=-
+    [ -n "$pid" ] && socks=$(find "/proc/$pid/fd" -lname 'socket:*' 2>/dev/null | wc -l)
     [ -z "$perf" ] || wait "$perf" || true
     kill $hap; wait $hap 2>/dev/null || true
     local rps p50 p99 non2xx total agent_us=-
@@ -226,8 +237,11 @@ run() { # version row haproxy-binary config agent expected-status [header ...]
     non2xx=$(awk '/Non-2xx/ {print $NF}' <<<"$out")
     total=$(awk '/requests in/ {print $1}' <<<"$out")
     [ -n "$pid" ] && agent_us=$(awk -v t="$((after - before))" -v hz="$hz" -v n="$total" 'BEGIN {printf "%.2f", t / hz * 1e6 / n}')
-    printf '%-5s %-8s %10s req/s  p50 %-8s p99 %-8s non-2xx %-7s agent CPU %s us/req\n' \
-        "$v" "$name" "$rps" "$p50" "$p99" "${non2xx:-0}" "$agent_us"
+    # HAProxy's share of a CPU over the run: near 1.00 when it, pinned, is the limit.
+    local hap_busy
+    hap_busy=$(awk -v t="$((hap_after - hap_before))" -v hz="$hz" -v s="$secs" 'BEGIN {printf "%.2f", t / hz / s}')
+    printf '%-5s %-8s %10s req/s  p50 %-8s p99 %-8s non-2xx %-7s agent CPU %s us/req  HAProxy busy %s  agent sockets %s\n' \
+        "$v" "$name" "$rps" "$p50" "$p99" "${non2xx:-0}" "$agent_us" "$hap_busy" "$socks"
     echo "$rps $(to_us "$p50") $(to_us "$p99") ${non2xx:-0} $agent_us" >>"$work/res.$v.$name"
 }
 
