@@ -270,3 +270,44 @@ async fn split_points_of_the_key_do_not_collide() {
         }
     }
 }
+
+/// Without the token cache (`cache_entries = 0`) every verification makes a new
+/// identity, so a decision remembered under one could never be found again: nothing is
+/// remembered, and nothing keeps the request's identity alive once it is answered.
+#[tokio::test]
+async fn without_the_token_cache_nothing_is_remembered() {
+    let shared = Arc::new(ArcSwapOption::new(Some(Arc::new(policy()))));
+    let last: Arc<Mutex<Vec<std::sync::Weak<stagedoor::identity::Identity>>>> = Arc::default();
+    let seen = last.clone();
+    let observer = Box::new(move |_: &AuthRequest<'_>, outcome: &Outcome, _, _| {
+        if let Some(identity) = &outcome.identity {
+            seen.lock().unwrap().push(Arc::downgrade(identity));
+        }
+    });
+    let settings = stagedoor::token::TokenConfig {
+        cache_entries: 0,
+        ..Default::default()
+    };
+    let a = common::quickstart::agent(
+        common::quickstart::verifier_with(None, settings),
+        shared,
+        Mode::Enforce,
+        None,
+        observer,
+    );
+    let auth = format!(
+        "Bearer {}",
+        token("alice", "orders:read", &["payments-engineers"], 3600)
+    );
+    for round in 0..3 {
+        let (got, fresh, _) = both(&a, message("GET", "h", "/api/orders", &auth, None)).await;
+        assert_eq!(got, fresh, "round {round}");
+        assert_eq!(reason(&got), "ok");
+        let identities = last.lock().unwrap();
+        assert_eq!(identities.len(), round + 1);
+        assert!(
+            identities.iter().all(|w| w.upgrade().is_none()),
+            "an identity outlived its request (round {round})"
+        );
+    }
+}

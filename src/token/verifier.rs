@@ -166,6 +166,13 @@ impl Verifier {
         self.inner.issuers.iter().all(|st| st.ready())
     }
 
+    /// Whether a token verified again can yield the very identity (`Arc`) it did
+    /// before: only through the cache. Without it (`cache_entries = 0`) every
+    /// verification makes a new one.
+    pub fn caches(&self) -> bool {
+        self.inner.cache.is_some()
+    }
+
     pub fn status(&self) -> VerifierStatus {
         VerifierStatus {
             issuers: self.inner.issuers.iter().map(|st| st.status()).collect(),

@@ -34,6 +34,11 @@ pub fn policy() -> Policy {
 /// A verifier of the quickstart issuer's ES256 tokens; `leeway` in seconds, else the
 /// default.
 pub fn verifier(leeway: Option<u64>) -> Verifier {
+    verifier_with(leeway, TokenConfig::default())
+}
+
+/// [`verifier`] with these token settings (the cache's size, say).
+pub fn verifier_with(leeway: Option<u64>, settings: TokenConfig) -> Verifier {
     let jwks = std::fs::read(root().join("examples/quickstart/demo-jwks.json")).unwrap();
     let (keys, _) = KeySet::from_jwks(&jwks, &[Alg::ES256]).unwrap();
     let mut cfg = IssuerConfig::new(
@@ -44,7 +49,7 @@ pub fn verifier(leeway: Option<u64>) -> Verifier {
     if let Some(leeway) = leeway {
         cfg.leeway_seconds = leeway;
     }
-    Verifier::with_key_sets(vec![(cfg, keys)], TokenConfig::default())
+    Verifier::with_key_sets(vec![(cfg, keys)], settings)
 }
 
 /// An agent answering `authorize` with realm `stagedoor`.
