@@ -552,17 +552,29 @@ async fn end_to_end(hap_bin: &std::path::Path) {
     assert_eq!(d["enforced"], false, "{d}");
     assert_eq!(d["reason"], "missing_token");
     assert_eq!(d["decision"], "deny");
-    // HAProxy logs a request once its response is sent: give it a moment.
-    for _ in 0..250 {
-        if hap.log_text().contains("shadow_deny=1") {
+    // HAProxy logs a request once its response is sent: give it a moment. Once in CI
+    // (5cfb907) HAProxy 3 logged the backend's line for the first request after the
+    // agent's restart but not the frontend's within 5 s, though the client had its
+    // 200 and the agent its decision; cause not found. So a second would-deny is sent
+    // if the first one's line does not come: the line must still come for one of them.
+    let mut logged = false;
+    for attempt in 0..2 {
+        if attempt > 0 {
+            let r = get(&frontend, "/api/orders", None).await;
+            assert_status(&r, 200, "shadow mode lets a would-deny through, again");
+        }
+        for _ in 0..250 {
+            if hap.log_text().contains("shadow_deny=1") {
+                logged = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if logged {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        eprintln!("no shadow_deny=1 line in HAProxy's log after 5 s (attempt {attempt})");
     }
-    assert!(
-        hap.log_text().contains("shadow_deny=1"),
-        "{}",
-        hap.log_text()
-    );
+    assert!(logged, "{}", hap.log_text());
     let _ = op;
 }
