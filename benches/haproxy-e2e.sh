@@ -26,6 +26,9 @@
 #   deny      the warm agent without a token: 401 with WWW-Authenticate
 #   warm0, fresh0  warm and fresh on a second stagedoor binary, BEFORE_BIN (e.g. built
 #             from main), to measure a change before/after in one interleaved run
+#   a+b       rows a and b at the same time (e.g. noop+warm, native+fresh): two HAProxy
+#             processes sharing HAProxy's CPU, two wrk sharing wrk's, one measured
+#             window; reported as a@a+b and b@a+b, with b / a per round (see pair())
 # The RS256 key pair is made here (openssl, RSA-2048, kid bench-rs-1) in the temp dir;
 # its JWKS holds it beside the quickstart's ES256 demo key, and the token (sub alice,
 # scope orders:read, the quickstart's iss and aud) is signed with openssl.
@@ -44,6 +47,7 @@
 # Usage: [VERSIONS="2.6 3.0 3"] [ROWS="..."] [ROUNDS=2] [WARMUP=2] [WORKER_THREADS=n]
 #        [HAPROXY_CPU=0] [WRK_CPU=1] [AGENT_CPU=] [STAGEDOOR_BIN=path] [BEFORE_BIN=path]
 #        [SPOE_CONF=path: another SPOE file in place of haproxy/stagedoor.spoe.conf]
+#        [HAPROXY_CFG=path: another HAProxy file in place of haproxy/haproxy.cfg]
 #        [NO_BUILD=1] [PERF_DIR=dir: `perf record --call-graph dwarf` (PERF_CALLGRAPH) each agent over each measured run, into
 #         dir/<version>.<row>.<round>.data]
 #        benches/haproxy-e2e.sh [seconds per run, default 10] [wrk connections, default 50]
@@ -58,6 +62,7 @@ if [ "$(nproc)" -ge 2 ]; then def_hap=0 def_wrk=1; else def_hap= def_wrk=; fi
 hap_cpu=${HAPROXY_CPU-$def_hap}
 wrk_cpu=${WRK_CPU-$def_wrk}
 agent_cpu=${AGENT_CPU:-}
+hap_cfg=${HAPROXY_CFG:-haproxy/haproxy.cfg}   # HAPROXY_CFG: another frontend file
 command -v wrk >/dev/null || { echo "needs wrk (apt-get install -y wrk)" >&2; exit 1; }
 command -v openssl >/dev/null || { echo "needs openssl" >&2; exit 1; }
 tests/peers/haproxy3/fetch.sh >/dev/null
@@ -143,7 +148,7 @@ start_stagedoor() {
 }
 start_stagedoor warm
 start_stagedoor fresh $'\n[token]\ncache_entries = 0\n'
-if [[ " $rows " == *" quiet "* ]]; then
+if [[ " ${rows//+/ } " == *" quiet "* ]]; then
     start_stagedoor quiet "" "" 's/^decisions = "all"/decisions = "off"/'
     grep -q '^decisions = "off"' "$work/quiet.toml" || { echo "could not turn the log off" >&2; exit 1; }
 fi
@@ -156,7 +161,7 @@ agent_port[noop]=$(port)
     --worker-threads "${WORKER_THREADS:-0}" 2>"$work/noop.log" &
 agent_pid[noop]=$!
 pids+=($!)
-if [[ " $rows " == *" noopvars "* ]]; then
+if [[ " ${rows//+/ } " == *" noopvars "* ]]; then
     agent_port[noopvars]=$(port)
     "${agent_pin[@]}" "$noop_bin" --listen "127.0.0.1:${agent_port[noopvars]}" --stagedoor-vars \
         --worker-threads "${WORKER_THREADS:-0}" 2>"$work/noopvars.log" &
@@ -166,7 +171,7 @@ fi
 
 # The baseline: the same file without the filter, its retry and the decision rules; native: the
 # baseline with jwt_verify where the filter was (the key path is literal: loaded at init).
-grep -v -e "filter spoe" -e "send-spoe-group" -e "http-request return status" haproxy/haproxy.cfg >"$work/baseline.cfg"
+grep -v -e "filter spoe" -e "send-spoe-group" -e "http-request return status" "$hap_cfg" >"$work/baseline.cfg"
 awk -v key="$work/rs.pub.pem" '
     /filter spoe/ {
         print "    http-request set-var(txn.bearer) http_auth_bearer"
@@ -174,7 +179,7 @@ awk -v key="$work/rs.pub.pem" '
         next
     }
     /http-request return status/ || /send-spoe-group/ { next }
-    { print }' haproxy/haproxy.cfg >"$work/native.cfg"
+    { print }' "$hap_cfg" >"$work/native.cfg"
 # The paths rows: 1,000 paths under /api/orders in turn (wrk keeps the -H headers).
 cat >"$work/paths.lua" <<'LUA'
 local n = 0
@@ -211,6 +216,10 @@ run() { # version row haproxy-binary config agent expected-status [header ...]
     [ -z "${WRK_SCRIPT:-}" ] || script=(-s "$WRK_SCRIPT")
     local -a load=("${wrk_pin[@]}" wrk -t"$wrk_threads" -c"$conns" --latency "${script[@]}" "${hdrs[@]}" "http://127.0.0.1:$fe/api/orders")
     [ "$warmup" -gt 0 ] && timeout $((warmup + 15)) "${load[@]}" -d"${warmup}s" >/dev/null
+    if [ -n "${barrier:-}" ]; then   # a pair: both measured runs start together
+        touch "$barrier.$name"
+        while [ ! -e "$barrier" ]; do sleep 0.02; done
+    fi
     local out before=0 after=0 pid=${agent_pid[$agent]:-}
     local perf=
     if [ -n "$perf_dir" ] && [ -n "$pid" ]; then
@@ -242,21 +251,42 @@ run() { # version row haproxy-binary config agent expected-status [header ...]
     hap_busy=$(awk -v t="$((hap_after - hap_before))" -v hz="$hz" -v s="$secs" 'BEGIN {printf "%.2f", t / hz / s}')
     printf '%-5s %-8s %10s req/s  p50 %-8s p99 %-8s non-2xx %-7s agent CPU %s us/req  HAProxy busy %s  agent sockets %s\n' \
         "$v" "$name" "$rps" "$p50" "$p99" "${non2xx:-0}" "$agent_us" "$hap_busy" "$socks"
-    echo "$rps $(to_us "$p50") $(to_us "$p99") ${non2xx:-0} $agent_us" >>"$work/res.$v.$name"
+    echo "$rps $(to_us "$p50") $(to_us "$p99") ${non2xx:-0} $agent_us" >>"$work/res.$v.$name${res_tag:-}"
+}
+
+# Rows a and b at the same time ("a+b" in ROWS): two HAProxy processes on the same CPU,
+# two wrk on theirs, measured over the same seconds, so both see the same machine: on
+# shared machines whose speed changes from one run to the next, their ratio is steadier
+# than that of two runs in turn. Each HAProxy has half the CPU the row alone has; the
+# results go in rows "a@a+b" and "b@a+b".
+pair() { # version a b haproxy-binary
+    local v=$1 a=$2 b=$3 bin=$4 ra rb
+    barrier=$work/go.$RANDOM
+    res_tag=@$a+$b row "$v" "$a" "$bin" & ra=$!
+    res_tag=@$a+$b row "$v" "$b" "$bin" & rb=$!
+    while [ ! -e "$barrier.$a" ] || [ ! -e "$barrier.$b" ]; do
+        # One side failed: let the other go on and end.
+        kill -0 "$ra" 2>/dev/null && kill -0 "$rb" 2>/dev/null || break
+        sleep 0.02
+    done
+    touch "$barrier"
+    wait "$ra" && wait "$rb" || { echo "pair $a+$b failed" >&2; exit 1; }
+    barrier=
 }
 
 row() { # version row haproxy-binary
     local v=$1 r=$2 bin=$3 bearer="Authorization: Bearer $token"
     case $r in
+    *+*) pair "$v" "${r%%+*}" "${r#*+}" "$bin" ;;
     baseline) run "$v" "$r" "$bin" "$work/baseline.cfg" none 200 ;;
     native) run "$v" "$r" "$bin" "$work/native.cfg" none 200 "$bearer" ;;
-    noop | noopvars) run "$v" "$r" "$bin" haproxy/haproxy.cfg "$r" 200 "$bearer" ;;
-    paths) WRK_SCRIPT=$work/paths.lua run "$v" "$r" "$bin" haproxy/haproxy.cfg warm 200 "$bearer" ;;
-    paths0) WRK_SCRIPT=$work/paths.lua run "$v" "$r" "$bin" haproxy/haproxy.cfg warm0 200 "$bearer" ;;
-    warm | fresh | warm0 | fresh0 | quiet) run "$v" "$r" "$bin" haproxy/haproxy.cfg "$r" 200 "$bearer" ;;
-    session) run "$v" "$r" "$bin" haproxy/haproxy.cfg warm 200 "Cookie: theme=dark; $session" \
+    noop | noopvars) run "$v" "$r" "$bin" "$hap_cfg" "$r" 200 "$bearer" ;;
+    paths) WRK_SCRIPT=$work/paths.lua run "$v" "$r" "$bin" "$hap_cfg" warm 200 "$bearer" ;;
+    paths0) WRK_SCRIPT=$work/paths.lua run "$v" "$r" "$bin" "$hap_cfg" warm0 200 "$bearer" ;;
+    warm | fresh | warm0 | fresh0 | quiet) run "$v" "$r" "$bin" "$hap_cfg" "$r" 200 "$bearer" ;;
+    session) run "$v" "$r" "$bin" "$hap_cfg" warm 200 "Cookie: theme=dark; $session" \
         "Accept: text/html,application/xhtml+xml,*/*;q=0.8" ;;
-    deny) run "$v" "$r" "$bin" haproxy/haproxy.cfg warm 401 ;;
+    deny) run "$v" "$r" "$bin" "$hap_cfg" warm 401 ;;
     *) echo "unknown row $r" >&2; exit 1 ;;
     esac
 }
@@ -285,7 +315,7 @@ table() { # version
     native=$(median "$work/res.$v.native" 1 2>/dev/null || echo 0)
     echo "| row | req/s | ratio | p50 ms | p99 ms | non-2xx | agent CPU us/req |"
     echo "|---|---|---|---|---|---|---|"
-    for r in $rows; do
+    for r in $(sed -E 's/([^ +]+)\+([^ ]+)/\1@\1+\2 \2@\1+\2/g' <<<"$rows"); do
         local f=$work/res.$v.$r
         awk -v r="$r" -v rps="$(median "$f" 1)" -v nat="$native" -v p50="$(median "$f" 2)" \
             -v p99="$(median "$f" 3)" -v bad="$(median "$f" 4)" -v cpu="$(median "$f" 5)" 'BEGIN {
@@ -310,6 +340,12 @@ table() { # version
         per_round "$v" noopvars noop 1 "do-nothing with / without stagedoor's variables req/s"
     fi
     per_round "$v" fresh native 1 "fresh / native req/s"
+    local p
+    for p in $rows; do
+        [[ $p == *+* ]] || continue
+        per_round "$v" "${p#*+}@$p" "${p%%+*}@$p" 1 "at the same time, ${p#*+} / ${p%%+*} req/s"
+        per_round "$v" "${p#*+}@$p" "${p%%+*}@$p" 5 "at the same time, agent CPU ${p#*+} / ${p%%+*}"
+    done
     per_round "$v" warm0 noop 1 "before (warm0) / do-nothing req/s"
     per_round "$v" warm0 noop 5 "before (warm0): agent CPU / do-nothing"
     per_round "$v" fresh0 native 1 "before (fresh0) / native req/s"
