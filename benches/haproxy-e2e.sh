@@ -258,7 +258,8 @@ run() { # version row haproxy-binary config agent expected-status [header ...]
 # two wrk on theirs, measured over the same seconds, so both see the same machine: on
 # shared machines whose speed changes from one run to the next, their ratio is steadier
 # than that of two runs in turn. Each HAProxy has half the CPU the row alone has; the
-# results go in rows "a@a+b" and "b@a+b".
+# results go in rows "a@a+b" and "b@a+b". The two rows must use different agents (not
+# warm+paths, say): each agent's CPU is divided by its own row's requests.
 pair() { # version a b haproxy-binary
     local v=$1 a=$2 b=$3 bin=$4 ra rb
     barrier=$work/go.$RANDOM
