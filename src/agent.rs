@@ -245,13 +245,15 @@ impl Agent {
             // over? (HTTP/2 cookie fields arrive merged into one.)
             return (self.bare_outcome(Reason::BadRequest), None);
         }
-        let (token, token_fp) = match (req.token, sso, req.browser.cookie) {
+        // `kept`: whether the token cache holds the identity, so that the same token
+        // gives back the very same one next time (the remembered decisions' key).
+        let (token, token_fp, kept) = match (req.token, sso, req.browser.cookie) {
             (Some(t), _, _) => {
-                let (verified, fp) = self
+                let verified = self
                     .verifier
                     .verify_fingerprinted(t, now_unix, started)
                     .await;
-                (verified, Some(fp))
+                (verified.result, Some(verified.token_fp), verified.kept)
             }
             // No bearer token: a session cookie decides like a token with its identity.
             (None, Some(sso), Some(cookie)) => (
@@ -262,8 +264,9 @@ impl Agent {
                     SessionLookup::None => Err(Reason::MissingToken),
                 },
                 None,
+                false,
             ),
-            _ => (Err(Reason::MissingToken), None),
+            _ => (Err(Reason::MissingToken), None, false),
         };
         let policy_req = Request {
             method: req.method,
@@ -274,12 +277,13 @@ impl Agent {
         // The outcome is the token's, the policy's and the request line's alone: no
         // sign-in redirect (a bearer token is there) and no cookie of ours to strip
         // (no `[sso]`, or no Cookie header). And only when a repeated token can give
-        // back the same identity (the memo's key): without the token cache, each
-        // verification makes a new one and a remembered decision could never be found.
+        // back the same identity (the memo's key): without the token cache, or for a
+        // token accepted within its leeway (never cached), each verification makes a
+        // new one and a remembered decision could never be found.
         let remember = remember
             && req.token.is_some()
             && (sso.is_none() || req.browser.cookie.is_none())
-            && self.verifier.caches();
+            && kept;
         let snapshot = self.policy.load();
         let (decision, actions) = match (snapshot.as_ref(), &token) {
             (Some(policy), Ok(identity)) if remember => {
@@ -542,5 +546,12 @@ pub fn www_authenticate(d: &Decision, realm: &str) -> Option<String> {
 }
 
 mod memo;
+
+/// How many remembered decisions the calling thread holds ([`memo`]); for tests,
+/// which run the handler on their own thread.
+#[doc(hidden)]
+pub fn remembered_on_this_thread() -> usize {
+    memo::entries_here()
+}
 #[cfg(test)]
 mod tests;

@@ -309,5 +309,76 @@ async fn without_the_token_cache_nothing_is_remembered() {
             identities.iter().all(|w| w.upgrade().is_none()),
             "an identity outlived its request (round {round})"
         );
+        assert_eq!(stagedoor::agent::remembered_on_this_thread(), 0);
     }
+}
+
+/// An agent whose observer keeps a weak reference to each request's identity.
+type Identities = Arc<Mutex<Vec<std::sync::Weak<stagedoor::identity::Identity>>>>;
+fn agent_watching(
+    settings: stagedoor::token::TokenConfig,
+    leeway: Option<u64>,
+) -> (Agent, Identities) {
+    let shared = Arc::new(ArcSwapOption::new(Some(Arc::new(policy()))));
+    let last: Identities = Arc::default();
+    let seen = last.clone();
+    let observer = Box::new(move |_: &AuthRequest<'_>, outcome: &Outcome, _, _| {
+        if let Some(identity) = &outcome.identity {
+            seen.lock().unwrap().push(Arc::downgrade(identity));
+        }
+    });
+    let a = common::quickstart::agent(
+        common::quickstart::verifier_with(leeway, settings),
+        shared,
+        Mode::Enforce,
+        None,
+        observer,
+    );
+    (a, last)
+}
+
+/// From the attack review of f090a6a: a token past `exp` but within the leeway is
+/// allowed yet never cached, so each verification makes a new identity, as without the
+/// cache: nothing is remembered for it either.
+#[tokio::test]
+async fn a_token_within_its_leeway_is_not_remembered() {
+    let (a, last) = agent_watching(Default::default(), Some(60));
+    let auth = format!(
+        "Bearer {}",
+        token("alice", "orders:read", &["payments-engineers"], -2)
+    );
+    for round in 0..3 {
+        let (got, fresh, _) = both(&a, message("GET", "h", "/api/orders", &auth, None)).await;
+        assert_eq!(got, fresh, "round {round}");
+        assert_eq!(reason(&got), "ok");
+        let identities = last.lock().unwrap();
+        assert_eq!(identities.len(), round + 1);
+        assert!(
+            identities.iter().all(|w| w.upgrade().is_none()),
+            "an identity outlived its request (round {round})"
+        );
+        assert_eq!(stagedoor::agent::remembered_on_this_thread(), 0);
+    }
+}
+
+/// With the token cache (the default) a repeated request is remembered: the tests above
+/// exercise the memo, not only the fresh path.
+#[tokio::test]
+async fn with_the_token_cache_a_request_is_remembered() {
+    let (a, last) = agent_watching(Default::default(), None);
+    let auth = format!(
+        "Bearer {}",
+        token("alice", "orders:read", &["payments-engineers"], 3600)
+    );
+    assert_eq!(stagedoor::agent::remembered_on_this_thread(), 0);
+    for round in 0..3 {
+        let (got, fresh, _) = both(&a, message("GET", "h", "/api/orders", &auth, None)).await;
+        assert_eq!(got, fresh, "round {round}");
+        assert_eq!(reason(&got), "ok");
+        assert_eq!(stagedoor::agent::remembered_on_this_thread(), 1);
+    }
+    // One identity for the token, the cache's.
+    let identities = last.lock().unwrap();
+    assert!(identities.windows(2).all(|w| w[0].ptr_eq(&w[1])));
+    assert!(identities[0].upgrade().is_some());
 }

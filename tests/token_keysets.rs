@@ -97,8 +97,8 @@ async fn provider_down_serves_the_last_good_set_then_fails_closed() {
     // (the handler reads the clock once): one started while the set was fresh still
     // passes, one started now is refused (and forgotten).
     let at = |started| v.verify_fingerprinted(&t, now(), started);
-    assert!(at(started_while_fresh).await.0.is_ok());
-    let refused = at(tokio::time::Instant::now()).await.0;
+    assert!(at(started_while_fresh).await.result.is_ok());
+    let refused = at(tokio::time::Instant::now()).await.result;
     assert_eq!(refused.err(), Some(Reason::KeysUnavailable));
     assert_eq!(verify(&v, &t).await, Reason::KeysUnavailable);
     let fresh = mint(&k1, "RS256", "k1", &claims(now()));

@@ -82,6 +82,13 @@ thread_local! {
     static TABLE: RefCell<[Option<Entry>; SLOTS]> = const { RefCell::new([const { None }; SLOTS]) };
 }
 
+/// Entries this thread holds (for tests: whether a request was remembered).
+pub(super) fn entries_here() -> usize {
+    TABLE
+        .try_with(|t| t.try_borrow().map_or(0, |t| t.iter().flatten().count()))
+        .unwrap_or(0)
+}
+
 /// The slot of an identity and path: the identity's address and the path's length
 /// and last byte, mixed by a multiplication (top 4 bits: one of the 16).
 fn slot(identity: &Arc<Identity>, path: &str) -> usize {

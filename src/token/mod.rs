@@ -33,7 +33,7 @@ pub use config::{
 };
 pub use issuer::IssuerStatus;
 pub use jwk::KeySet;
-pub use verifier::{Verifier, VerifierStatus, token_digest};
+pub use verifier::{Verified, Verifier, VerifierStatus, token_digest};
 pub use verify::{
     Claims, IdToken, IdTokenError, VerifiedJws, verify_id_token, verify_jws, verify_with_keys,
 };

@@ -166,13 +166,6 @@ impl Verifier {
         self.inner.issuers.iter().all(|st| st.ready())
     }
 
-    /// Whether a token verified again can yield the very identity (`Arc`) it did
-    /// before: only through the cache. Without it (`cache_entries = 0`) every
-    /// verification makes a new one.
-    pub fn caches(&self) -> bool {
-        self.inner.cache.is_some()
-    }
-
     pub fn status(&self) -> VerifierStatus {
         VerifierStatus {
             issuers: self.inner.issuers.iter().map(|st| st.status()).collect(),
@@ -188,7 +181,7 @@ impl Verifier {
     pub async fn verify(&self, token: &str, now_unix: i64) -> Result<Arc<Identity>, Reason> {
         self.verify_fingerprinted(token, now_unix, tokio::time::Instant::now())
             .await
-            .0
+            .result
     }
 
     /// [`Verifier::verify`], with the first bytes of the token's SHA-256 (the decision
@@ -201,7 +194,7 @@ impl Verifier {
         token: &str,
         now_unix: i64,
         started: tokio::time::Instant,
-    ) -> (Result<Arc<Identity>, Reason>, [u8; 6]) {
+    ) -> Verified {
         let inner = &*self.inner;
         if let Some(recent) = &inner.recent
             && let Some(hit) = recent.find(token, |hit| {
@@ -211,36 +204,46 @@ impl Verifier {
             })
         {
             match hit {
-                Some((identity, fp)) => return (Ok(identity), fp),
+                Some((identity, fp)) => {
+                    return Verified {
+                        result: Ok(identity),
+                        token_fp: fp,
+                        kept: true,
+                    };
+                }
                 None => recent.remove(token),
             }
         }
         let digest = token_digest(token);
-        let fp = [
+        let token_fp = [
             digest[0], digest[1], digest[2], digest[3], digest[4], digest[5],
         ];
         // Boxed: its state (the parsed token, claims and key set, held across the
         // unknown-kid refetch) was ~2 KB of every request's future, moved and
         // initialised on each NOTIFY even when the recent slots answered.
-        (
-            Box::pin(self.verify_digested(token, &digest, now_unix, started)).await,
-            fp,
-        )
+        let (result, kept) =
+            Box::pin(self.verify_digested(token, &digest, now_unix, started)).await;
+        Verified {
+            result,
+            token_fp,
+            kept,
+        }
     }
 
+    /// The identity, and whether the cache holds it (found there, or put there now).
     async fn verify_digested(
         &self,
         token: &str,
         token_digest: &[u8; 32],
         now_unix: i64,
         started: tokio::time::Instant,
-    ) -> Result<Arc<Identity>, Reason> {
+    ) -> (Result<Arc<Identity>, Reason>, bool) {
         let inner = &*self.inner;
         if token.is_empty() {
-            return Err(Reason::MissingToken);
+            return (Err(Reason::MissingToken), false);
         }
         if token.len() > inner.settings.max_token_bytes {
-            return Err(Reason::TokenTooLarge);
+            return (Err(Reason::TokenTooLarge), false);
         }
         let cache_key = inner.cache.as_ref().map(|_| *token_digest);
         if let (Some(cache), Some(key)) = (&inner.cache, &cache_key)
@@ -250,11 +253,24 @@ impl Verifier {
                 if let Some(recent) = &inner.recent {
                     recent.put(token, hit);
                 }
-                return Ok(identity);
+                return (Ok(identity), true);
             }
             cache.remove(key);
         }
+        match self.verify_uncached(token, cache_key, now_unix).await {
+            Ok((identity, kept)) => (Ok(identity), kept),
+            Err(reason) => (Err(reason), false),
+        }
+    }
 
+    /// A full verification; the identity, and whether it went into the cache.
+    async fn verify_uncached(
+        &self,
+        token: &str,
+        cache_key: Option<[u8; 32]>,
+        now_unix: i64,
+    ) -> Result<(Arc<Identity>, bool), Reason> {
+        let inner = &*self.inner;
         let jws = parse_jws(token, inner.settings.max_token_bytes)?;
         let raw = RawClaims::parse(&jws.payload, &inner.groups_claims)?;
         let iss = unverified_issuer(&raw)?;
@@ -278,6 +294,9 @@ impl Verifier {
         let claims = check_issuer_claims(&jws, &raw, &st.cfg, now_unix, fp)?;
         let exp = claims.exp;
         let identity = Arc::new(claims.into_identity());
+        // A token past `exp`, accepted within the leeway, is not cached: its next
+        // verification makes a new identity.
+        let kept = inner.cache.is_some() && exp > now_unix;
         if let (Some(cache), Some(key)) = (&inner.cache, cache_key)
             && exp > now_unix
         {
@@ -297,8 +316,21 @@ impl Verifier {
             }
             cache.insert(key, entry);
         }
-        Ok(identity)
+        Ok((identity, kept))
     }
+}
+
+/// What [`Verifier::verify_fingerprinted`] found.
+pub struct Verified {
+    pub result: Result<Arc<Identity>, Reason>,
+    /// The first bytes of SHA-256(token): the decision log's fingerprint.
+    pub token_fp: [u8; 6],
+    /// Whether the verified-token cache holds this identity, so that the same token
+    /// verified again (while it stays cached) gives back the very same `Arc`. False
+    /// without the cache, and for a token accepted only within the leeway (past
+    /// `exp`: never cached). The remembered decisions are keyed by the identity's
+    /// address and are only worth keeping when it is (`agent::memo`).
+    pub kept: bool,
 }
 
 /// The verified-token cache of `settings`; `None` when `cache_entries` is 0.
