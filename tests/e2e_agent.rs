@@ -528,6 +528,13 @@ async fn end_to_end(hap_bin: &std::path::Path) {
     assert_status(&r, 503, "agent down, public route too");
 
     // Shadow mode: a would-deny goes through, marked.
+    let frontend_lines = |log: &str| {
+        log.lines()
+            .filter(|l| l.contains(" fe_main ") && l.contains("reason=missing_token"))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    let denied_before = frontend_lines(&hap.log_text()).len();
     let shadow_cfg = write_config(dir.path(), &p, "shadow");
     let op = Op::start(p.op).await;
     let agent = Agent::start(&shadow_cfg);
@@ -552,11 +559,12 @@ async fn end_to_end(hap_bin: &std::path::Path) {
     assert_eq!(d["enforced"], false, "{d}");
     assert_eq!(d["reason"], "missing_token");
     assert_eq!(d["decision"], "deny");
-    // HAProxy logs a request once its response is sent: give it a moment. Once in CI
-    // (5cfb907) HAProxy 3 logged the backend's line for the first request after the
-    // agent's restart but not the frontend's within 5 s, though the client had its
-    // 200 and the agent its decision; cause not found. So a second would-deny is sent
-    // if the first one's line does not come: the line must still come for one of them.
+    // HAProxy logs a request once its response is sent: give it a moment. Every
+    // frontend line of a would-deny since the restart must carry shadow_deny=1. Once in
+    // CI (5cfb907) HAProxy 3 logged the backend's line for the first request after the
+    // agent's restart but no frontend line within 5 s, though the client had its 200
+    // and the agent its decision; cause not found. Only then is a second would-deny
+    // sent, and its line must come.
     let mut logged = false;
     for attempt in 0..2 {
         if attempt > 0 {
@@ -564,7 +572,11 @@ async fn end_to_end(hap_bin: &std::path::Path) {
             assert_status(&r, 200, "shadow mode lets a would-deny through, again");
         }
         for _ in 0..250 {
-            if hap.log_text().contains("shadow_deny=1") {
+            let lines = frontend_lines(&hap.log_text());
+            if let Some(new) = lines.get(denied_before..).filter(|new| !new.is_empty()) {
+                for line in new {
+                    assert!(line.contains("shadow_deny=1"), "{line}");
+                }
                 logged = true;
                 break;
             }
@@ -573,7 +585,9 @@ async fn end_to_end(hap_bin: &std::path::Path) {
         if logged {
             break;
         }
-        eprintln!("no shadow_deny=1 line in HAProxy's log after 5 s (attempt {attempt})");
+        eprintln!(
+            "no frontend line for the would-deny in HAProxy's log after 5 s (attempt {attempt})"
+        );
     }
     assert!(logged, "{}", hap.log_text());
     let _ = op;
