@@ -260,9 +260,25 @@ run() { # version row haproxy-binary config agent expected-status [header ...]
 # than that of two runs in turn. Each HAProxy has half the CPU the row alone has; the
 # results go in rows "a@a+b" and "b@a+b". The two rows must use different agents (not
 # warm+paths, say): each agent's CPU is divided by its own row's requests.
+# The agent a row talks to ("none" for HAProxy alone).
+agent_of() {
+    case $1 in
+    warm | paths | session | deny) echo warm ;;
+    paths0) echo warm0 ;;
+    baseline | native) echo none ;;
+    *) echo "$1" ;;
+    esac
+}
+
+pairs=0
 pair() { # version a b haproxy-binary
     local v=$1 a=$2 b=$3 bin=$4 ra rb
-    barrier=$work/go.$RANDOM
+    if [[ $b == *+* ]] || { [ "$(agent_of "$a")" = "$(agent_of "$b")" ] && [ "$(agent_of "$a")" != none ]; } || [ "$a" = "$b" ]; then
+        echo "pair $a+$b: two different rows with different agents, one + only" >&2
+        exit 1
+    fi
+    pairs=$((pairs + 1))
+    barrier=$work/go.$pairs
     res_tag=@$a+$b row "$v" "$a" "$bin" & ra=$!
     res_tag=@$a+$b row "$v" "$b" "$bin" & rb=$!
     while [ ! -e "$barrier.$a" ] || [ ! -e "$barrier.$b" ]; do
@@ -272,6 +288,7 @@ pair() { # version a b haproxy-binary
     done
     touch "$barrier"
     wait "$ra" && wait "$rb" || { echo "pair $a+$b failed" >&2; exit 1; }
+    rm -f "$barrier" "$barrier".*
     barrier=
 }
 
