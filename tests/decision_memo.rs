@@ -276,31 +276,23 @@ async fn split_points_of_the_key_do_not_collide() {
 /// remembered, and nothing keeps the request's identity alive once it is answered.
 #[tokio::test]
 async fn without_the_token_cache_nothing_is_remembered() {
-    let shared = Arc::new(ArcSwapOption::new(Some(Arc::new(policy()))));
-    let last: Arc<Mutex<Vec<std::sync::Weak<stagedoor::identity::Identity>>>> = Arc::default();
-    let seen = last.clone();
-    let observer = Box::new(move |_: &AuthRequest<'_>, outcome: &Outcome, _, _| {
-        if let Some(identity) = &outcome.identity {
-            seen.lock().unwrap().push(Arc::downgrade(identity));
-        }
-    });
     let settings = stagedoor::token::TokenConfig {
         cache_entries: 0,
         ..Default::default()
     };
-    let a = common::quickstart::agent(
-        common::quickstart::verifier_with(None, settings),
-        shared,
-        Mode::Enforce,
-        None,
-        observer,
-    );
+    let (a, last) = agent_watching(settings, None);
+    never_remembered(&a, &last, 3600).await;
+}
+
+/// Three allows of a token expiring in `exp_in` seconds: each as decided afresh, none
+/// remembered, and no identity alive after its request.
+async fn never_remembered(a: &Agent, last: &Identities, exp_in: i64) {
     let auth = format!(
         "Bearer {}",
-        token("alice", "orders:read", &["payments-engineers"], 3600)
+        token("alice", "orders:read", &["payments-engineers"], exp_in)
     );
     for round in 0..3 {
-        let (got, fresh, _) = both(&a, message("GET", "h", "/api/orders", &auth, None)).await;
+        let (got, fresh, _) = both(a, message("GET", "h", "/api/orders", &auth, None)).await;
         assert_eq!(got, fresh, "round {round}");
         assert_eq!(reason(&got), "ok");
         let identities = last.lock().unwrap();
@@ -343,22 +335,7 @@ fn agent_watching(
 #[tokio::test]
 async fn a_token_within_its_leeway_is_not_remembered() {
     let (a, last) = agent_watching(Default::default(), Some(60));
-    let auth = format!(
-        "Bearer {}",
-        token("alice", "orders:read", &["payments-engineers"], -2)
-    );
-    for round in 0..3 {
-        let (got, fresh, _) = both(&a, message("GET", "h", "/api/orders", &auth, None)).await;
-        assert_eq!(got, fresh, "round {round}");
-        assert_eq!(reason(&got), "ok");
-        let identities = last.lock().unwrap();
-        assert_eq!(identities.len(), round + 1);
-        assert!(
-            identities.iter().all(|w| w.upgrade().is_none()),
-            "an identity outlived its request (round {round})"
-        );
-        assert_eq!(stagedoor::agent::remembered_on_this_thread(), 0);
-    }
+    never_remembered(&a, &last, -2).await;
 }
 
 /// With the token cache (the default) a repeated request is remembered: the tests above
