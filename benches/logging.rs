@@ -12,66 +12,43 @@
 //! Lines go through the real writer thread into a sink.
 //! Run: cargo bench --bench logging
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
 use bytes::BytesMut;
-use stagedoor::agent::{Agent, AgentSettings};
+use stagedoor::agent::Agent;
 use stagedoor::config::DecisionLogs;
 use stagedoor::connection::{EngineConfig, EngineStats, Handler};
 use stagedoor::decision_log::DecisionLog;
-use stagedoor::policy::{Mode, Policy, Unmatched};
+use stagedoor::policy::Mode;
 use stagedoor::spop::frame::{FLAG_FIN, read_frame};
 use stagedoor::spop::{Arg, Body, Frame, Message, TypedData};
-use stagedoor::token::{Alg, IssuerConfig, KeySet, KeySource, TokenConfig, Verifier};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// The quickstart issuer, catalog and tokens (shared with the integration tests).
+#[path = "../tests/common/quickstart.rs"]
+#[allow(dead_code)]
+mod quickstart;
+
 fn token() -> String {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let pem = std::fs::read(root.join("examples/quickstart/demo-signing-key.pem")).unwrap();
-    let now = stagedoor::clock::unix_now();
-    let claims = serde_json::json!({"iss": "https://idp.quickstart.example", "sub": "alice", "aud": "quickstart-api",
-        "iat": now, "exp": now + 3600, "scope": "orders:read orders:write", "groups": ["payments-engineers"]});
-    let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
-    h.kid = Some("demo-2026".into());
-    jsonwebtoken::encode(
-        &h,
-        &claims,
-        &jsonwebtoken::EncodingKey::from_ec_pem(&pem).unwrap(),
+    quickstart::token(
+        "alice",
+        "orders:read orders:write",
+        &["payments-engineers"],
+        3600,
     )
-    .unwrap()
 }
 
 fn agent(mode: DecisionLogs) -> Agent {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let jwks = std::fs::read(root.join("examples/quickstart/demo-jwks.json")).unwrap();
-    let (keys, _) = KeySet::from_jwks(&jwks, &[Alg::ES256]).unwrap();
-    let cfg = IssuerConfig::new(
-        "https://idp.quickstart.example",
-        &["quickstart-api"],
-        KeySource::JwksFile("demo-jwks.json".into()),
-    );
-    let verifier = Verifier::with_key_sets(vec![(cfg, keys)], TokenConfig::default());
-    let entities = stagedoor::catalog::file::load(
-        &["catalog/*.yaml".into()],
-        &root.join("examples/quickstart"),
-    )
-    .unwrap();
-    let policy = Policy::build(&entities, Unmatched::Deny);
     let log = DecisionLog::new(mode, 1.0, Box::new(std::io::sink()));
-    Agent {
-        verifier,
-        policy: Arc::new(ArcSwapOption::new(Some(Arc::new(policy)))),
-        settings: AgentSettings {
-            message: "authorize".into(),
-            realm: "stagedoor".into(),
-            mode: Mode::Enforce,
-            sso: None,
-        },
-        observer: Box::new(move |req, outcome, latency, at| log.record(req, outcome, latency, at)),
-    }
+    quickstart::agent(
+        quickstart::verifier(None),
+        Arc::new(ArcSwapOption::new(Some(Arc::new(quickstart::policy())))),
+        Mode::Enforce,
+        None,
+        Box::new(move |req, outcome, latency, at| log.record(req, outcome, latency, at)),
+    )
 }
 
 fn message(auth: &str) -> Message<'_> {

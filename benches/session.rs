@@ -3,63 +3,35 @@
 //! Then the whole decision (`Agent::decide`, quickstart catalog) for a browser with
 //! that session, beside the same caller with a bearer token on a warm token cache.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
 use criterion::{Criterion, criterion_group, criterion_main};
-use stagedoor::agent::{Agent, AgentSettings, AuthRequest};
+use stagedoor::agent::{Agent, AuthRequest};
 use stagedoor::browser::BrowserArgs;
-use stagedoor::policy::{Mode, Policy, Unmatched};
+use stagedoor::policy::Mode;
 use stagedoor::sso::{Secret, Session, SessionLookup, Sso, SsoConfig};
-use stagedoor::token::{Alg, IssuerConfig, KeySet, KeySource, TokenConfig, Verifier};
 use std::hint::black_box;
 
-const ISSUER: &str = "https://idp.quickstart.example";
+/// The quickstart issuer, catalog and tokens (shared with the integration tests).
+#[path = "../tests/common/quickstart.rs"]
+#[allow(dead_code)]
+mod quickstart;
+use quickstart::ISSUER;
 
 fn agent(sso: Arc<Sso>) -> Agent {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let jwks = std::fs::read(root.join("examples/quickstart/demo-jwks.json")).unwrap();
-    let (keys, _) = KeySet::from_jwks(&jwks, &[Alg::ES256]).unwrap();
-    let cfg = IssuerConfig::new(
-        ISSUER,
-        &["quickstart-api"],
-        KeySource::JwksFile("demo-jwks.json".into()),
-    );
-    let entities = stagedoor::catalog::file::load(
-        &["catalog/*.yaml".into()],
-        &root.join("examples/quickstart"),
+    quickstart::agent(
+        quickstart::verifier(None),
+        Arc::new(ArcSwapOption::new(Some(Arc::new(quickstart::policy())))),
+        Mode::Enforce,
+        Some(sso),
+        Box::new(|_, _, _, _| {}),
     )
-    .unwrap();
-    Agent {
-        verifier: Verifier::with_key_sets(vec![(cfg, keys)], TokenConfig::default()),
-        policy: Arc::new(ArcSwapOption::new(Some(Arc::new(Policy::build(
-            &entities,
-            Unmatched::Deny,
-        ))))),
-        settings: AgentSettings {
-            message: "authorize".into(),
-            realm: "stagedoor".into(),
-            mode: Mode::Enforce,
-            sso: Some(sso),
-        },
-        observer: Box::new(|_, _, _, _| {}),
-    }
 }
 
-fn token(now: i64, groups: &[String]) -> String {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let pem = std::fs::read(root.join("examples/quickstart/demo-signing-key.pem")).unwrap();
-    let claims = serde_json::json!({"iss": ISSUER, "sub": "alice", "aud": "quickstart-api",
-        "iat": now, "exp": now + 3600, "scope": "orders:read orders:write", "groups": groups});
-    let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
-    h.kid = Some("demo-2026".into());
-    jsonwebtoken::encode(
-        &h,
-        &claims,
-        &jsonwebtoken::EncodingKey::from_ec_pem(&pem).unwrap(),
-    )
-    .unwrap()
+fn token(groups: &[String]) -> String {
+    let groups: Vec<&str> = groups.iter().map(String::as_str).collect();
+    quickstart::token("alice", "orders:read orders:write", &groups, 3600)
 }
 
 /// `Agent::decide` for the same caller (alice, 10 groups of which one the catalog
@@ -91,7 +63,7 @@ fn decide(c: &mut Criterion) {
         sso.session_cookie_name(),
         sso.seal_session(&mut s, None).unwrap()
     );
-    let bearer = token(now, &groups);
+    let bearer = token(&groups);
     let agent = agent(sso);
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
