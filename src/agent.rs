@@ -276,14 +276,11 @@ impl Agent {
         let shadow = self.settings.mode == Mode::Shadow;
         // The outcome is the token's, the policy's and the request line's alone: no
         // sign-in redirect (a bearer token is there) and no cookie of ours to strip
-        // (no `[sso]`, or no Cookie header). And only when a repeated token can give
-        // back the same identity (the memo's key): without the token cache, or for a
-        // token accepted within its leeway (never cached), each verification makes a
-        // new one and a remembered decision could never be found.
-        let remember = remember
-            && req.token.is_some()
-            && (sso.is_none() || req.browser.cookie.is_none())
-            && kept;
+        // (no `[sso]`, or no Cookie header). And only when a repeated token gives back
+        // the same identity (the memo's key), `kept`, which only a bearer token sets:
+        // without the token cache, or for a token accepted within its leeway (never
+        // cached), each verification makes a new one and could never be found.
+        let remember = remember && kept && (sso.is_none() || req.browser.cookie.is_none());
         let snapshot = self.policy.load();
         let (decision, actions) = match (snapshot.as_ref(), &token) {
             (Some(policy), Ok(identity)) if remember => {

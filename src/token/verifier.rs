@@ -222,7 +222,10 @@ impl Verifier {
         // unknown-kid refetch) was ~2 KB of every request's future, moved and
         // initialised on each NOTIFY even when the recent slots answered.
         let (result, kept) =
-            Box::pin(self.verify_digested(token, &digest, now_unix, started)).await;
+            match Box::pin(self.verify_digested(token, &digest, now_unix, started)).await {
+                Ok((identity, kept)) => (Ok(identity), kept),
+                Err(reason) => (Err(reason), false),
+            };
         Verified {
             result,
             token_fp,
@@ -237,13 +240,13 @@ impl Verifier {
         token_digest: &[u8; 32],
         now_unix: i64,
         started: tokio::time::Instant,
-    ) -> (Result<Arc<Identity>, Reason>, bool) {
+    ) -> Result<(Arc<Identity>, bool), Reason> {
         let inner = &*self.inner;
         if token.is_empty() {
-            return (Err(Reason::MissingToken), false);
+            return Err(Reason::MissingToken);
         }
         if token.len() > inner.settings.max_token_bytes {
-            return (Err(Reason::TokenTooLarge), false);
+            return Err(Reason::TokenTooLarge);
         }
         let cache_key = inner.cache.as_ref().map(|_| *token_digest);
         if let (Some(cache), Some(key)) = (&inner.cache, &cache_key)
@@ -253,24 +256,11 @@ impl Verifier {
                 if let Some(recent) = &inner.recent {
                     recent.put(token, hit);
                 }
-                return (Ok(identity), true);
+                return Ok((identity, true));
             }
             cache.remove(key);
         }
-        match self.verify_uncached(token, cache_key, now_unix).await {
-            Ok((identity, kept)) => (Ok(identity), kept),
-            Err(reason) => (Err(reason), false),
-        }
-    }
 
-    /// A full verification; the identity, and whether it went into the cache.
-    async fn verify_uncached(
-        &self,
-        token: &str,
-        cache_key: Option<[u8; 32]>,
-        now_unix: i64,
-    ) -> Result<(Arc<Identity>, bool), Reason> {
-        let inner = &*self.inner;
         let jws = parse_jws(token, inner.settings.max_token_bytes)?;
         let raw = RawClaims::parse(&jws.payload, &inner.groups_claims)?;
         let iss = unverified_issuer(&raw)?;
@@ -296,7 +286,7 @@ impl Verifier {
         let identity = Arc::new(claims.into_identity());
         // A token past `exp`, accepted within the leeway, is not cached: its next
         // verification makes a new identity.
-        let kept = inner.cache.is_some() && exp > now_unix;
+        let mut kept = false;
         if let (Some(cache), Some(key)) = (&inner.cache, cache_key)
             && exp > now_unix
         {
@@ -315,6 +305,7 @@ impl Verifier {
                 recent.put(token, entry.clone());
             }
             cache.insert(key, entry);
+            kept = true;
         }
         Ok((identity, kept))
     }
