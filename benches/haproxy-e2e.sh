@@ -260,16 +260,6 @@ run() { # version row haproxy-binary config agent expected-status [header ...]
 # than that of two runs in turn. Each HAProxy has half the CPU the row alone has; the
 # results go in rows "a@a+b" and "b@a+b". The two rows must use different agents (not
 # warm+paths, say): each agent's CPU is divided by its own row's requests.
-# The agent a row talks to ("none" for HAProxy alone).
-agent_of() {
-    case $1 in
-    warm | paths | session | deny) echo warm ;;
-    paths0) echo warm0 ;;
-    baseline | native) echo none ;;
-    *) echo "$1" ;;
-    esac
-}
-
 pairs=0
 pair() { # version a b haproxy-binary
     local v=$1 a=$2 b=$3 bin=$4 ra rb
@@ -292,19 +282,28 @@ pair() { # version a b haproxy-binary
     barrier=
 }
 
+# The agent a row talks to ("none" for HAProxy alone).
+agent_of() {
+    case $1 in
+    warm | paths | session | deny) echo warm ;;
+    paths0) echo warm0 ;;
+    baseline | native) echo none ;;
+    *) echo "$1" ;;
+    esac
+}
+
 row() { # version row haproxy-binary
-    local v=$1 r=$2 bin=$3 bearer="Authorization: Bearer $token"
+    local v=$1 r=$2 bin=$3 bearer="Authorization: Bearer $token" agent
+    agent=$(agent_of "$r")
     case $r in
     *+*) pair "$v" "${r%%+*}" "${r#*+}" "$bin" ;;
-    baseline) run "$v" "$r" "$bin" "$work/baseline.cfg" none 200 ;;
-    native) run "$v" "$r" "$bin" "$work/native.cfg" none 200 "$bearer" ;;
-    noop | noopvars) run "$v" "$r" "$bin" "$hap_cfg" "$r" 200 "$bearer" ;;
-    paths) WRK_SCRIPT=$work/paths.lua run "$v" "$r" "$bin" "$hap_cfg" warm 200 "$bearer" ;;
-    paths0) WRK_SCRIPT=$work/paths.lua run "$v" "$r" "$bin" "$hap_cfg" warm0 200 "$bearer" ;;
-    warm | fresh | warm0 | fresh0 | quiet) run "$v" "$r" "$bin" "$hap_cfg" "$r" 200 "$bearer" ;;
-    session) run "$v" "$r" "$bin" "$hap_cfg" warm 200 "Cookie: theme=dark; $session" \
+    baseline) run "$v" "$r" "$bin" "$work/baseline.cfg" "$agent" 200 ;;
+    native) run "$v" "$r" "$bin" "$work/native.cfg" "$agent" 200 "$bearer" ;;
+    paths | paths0) WRK_SCRIPT=$work/paths.lua run "$v" "$r" "$bin" "$hap_cfg" "$agent" 200 "$bearer" ;;
+    noop | noopvars | warm | fresh | warm0 | fresh0 | quiet) run "$v" "$r" "$bin" "$hap_cfg" "$agent" 200 "$bearer" ;;
+    session) run "$v" "$r" "$bin" "$hap_cfg" "$agent" 200 "Cookie: theme=dark; $session" \
         "Accept: text/html,application/xhtml+xml,*/*;q=0.8" ;;
-    deny) run "$v" "$r" "$bin" "$hap_cfg" warm 401 ;;
+    deny) run "$v" "$r" "$bin" "$hap_cfg" "$agent" 401 ;;
     *) echo "unknown row $r" >&2; exit 1 ;;
     esac
 }
